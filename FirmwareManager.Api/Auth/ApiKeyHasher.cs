@@ -1,0 +1,17 @@
+using System.Security.Cryptography;
+using System.Text;
+
+namespace FirmwareManager.Api.Auth;
+
+/// <summary>
+/// Keys are stored and looked up only as SHA-256(UTF-8 key). Keys the service issues carry at least 128 random
+/// bits, so the digest cannot be reversed by guessing; the lookup is an equality match on the digest, which
+/// reveals nothing about the key through timing.
+/// </summary>
+public static class ApiKeyHasher
+{
+    /// <summary>Longer header values are rejected before they are hashed.</summary>
+    public const int MaxKeyLength = 256;
+
+    public static byte[] Hash(string key) => SHA256.HashData(Encoding.UTF8.GetBytes(key));
+}

@@ -1,0 +1,50 @@
+using System.Globalization;
+using System.Security.Claims;
+
+namespace FirmwareManager.Api.Auth;
+
+public enum CallerKind
+{
+    Device,
+    Member,
+}
+
+/// <summary>Who is calling: a device or a project member, and the project they act in.</summary>
+public sealed record Caller(CallerKind Kind, long Id, long ProjectId, string? Role)
+{
+    public const string KindClaim = "fm:caller_kind";
+    public const string IdClaim = "fm:caller_id";
+    public const string ProjectClaim = "fm:project_id";
+    public const string RoleClaim = ClaimTypes.Role;
+
+    public bool IsDevice(long deviceId) => Kind == CallerKind.Device && Id == deviceId;
+
+    public ClaimsPrincipal ToPrincipal(string authenticationType)
+    {
+        var claims = new List<Claim>
+        {
+            new(KindClaim, KindName(Kind)),
+            new(IdClaim, Id.ToString(CultureInfo.InvariantCulture)),
+            new(ProjectClaim, ProjectId.ToString(CultureInfo.InvariantCulture)),
+        };
+        if (Role is not null)
+        {
+            claims.Add(new Claim(RoleClaim, Role));
+        }
+
+        return new ClaimsPrincipal(new ClaimsIdentity(claims, authenticationType, IdClaim, RoleClaim));
+    }
+
+    /// <summary>The caller of an authenticated request; endpoints that use it require authentication.</summary>
+    public static Caller From(ClaimsPrincipal user)
+    {
+        var kind = user.FindFirstValue(KindClaim) == KindName(CallerKind.Device) ? CallerKind.Device : CallerKind.Member;
+        return new Caller(
+            kind,
+            long.Parse(user.FindFirstValue(IdClaim)!, CultureInfo.InvariantCulture),
+            long.Parse(user.FindFirstValue(ProjectClaim)!, CultureInfo.InvariantCulture),
+            user.FindFirstValue(RoleClaim));
+    }
+
+    public static string KindName(CallerKind kind) => kind == CallerKind.Device ? "device" : "member";
+}

@@ -1,0 +1,77 @@
+using System.Reflection;
+using DbUp;
+using DbUp.Engine;
+using DbUp.Helpers;
+using Npgsql;
+
+namespace FirmwareManager.Api.Database;
+
+/// <summary>
+/// Applies the schema scripts (migrations/*.sql, embedded in this assembly) with DbUp, one transaction per
+/// script, journaled in <c>schemaversions</c>; then, when asked, the demo data scripts, which are written to be
+/// applied again and so are not journaled. Instances starting together take turns through an advisory lock.
+/// </summary>
+public static class DatabaseMigrator
+{
+    // Any constant will do, as long as nothing else in the database uses it: "FirmwareM" in ASCII.
+    private const long UpgradeLockKey = 0x4669726d776172;
+
+    private const string TakeUpgradeLock = "SELECT pg_advisory_lock(@key)";
+    private const string ReleaseUpgradeLock = "SELECT pg_advisory_unlock(@key)";
+
+    private static readonly Assembly Scripts = typeof(DatabaseMigrator).Assembly;
+
+    public static async Task MigrateAsync(string connectionString, bool applyDemoData, ILogger logger, CancellationToken cancellationToken = default)
+    {
+        // The lock lives as long as this session: if the process dies mid-upgrade, PostgreSQL releases it.
+        await using var lockConnection = new NpgsqlConnection(connectionString);
+        await lockConnection.OpenAsync(cancellationToken);
+        await using (var take = new NpgsqlCommand(TakeUpgradeLock, lockConnection))
+        {
+            take.Parameters.AddWithValue("key", UpgradeLockKey);
+            await take.ExecuteNonQueryAsync(cancellationToken);
+        }
+
+        try
+        {
+            Run(DeployChanges.To.PostgresqlDatabase(connectionString)
+                .WithScriptsEmbeddedInAssembly(Scripts, name => name.StartsWith("migrations/", StringComparison.Ordinal)),
+                "schema", logger);
+
+            if (applyDemoData)
+            {
+                Run(DeployChanges.To.PostgresqlDatabase(connectionString)
+                    .WithScriptsEmbeddedInAssembly(Scripts, name => name.StartsWith("demo/", StringComparison.Ordinal))
+                    .JournalTo(new NullJournal()),
+                    "demo data", logger);
+            }
+        }
+        finally
+        {
+            await using var release = new NpgsqlCommand(ReleaseUpgradeLock, lockConnection);
+            release.Parameters.AddWithValue("key", UpgradeLockKey);
+            await release.ExecuteNonQueryAsync(CancellationToken.None);
+        }
+    }
+
+    private static void Run(DbUp.Builder.UpgradeEngineBuilder builder, string what, ILogger logger)
+    {
+        var result = builder
+            .WithTransactionPerScript()
+            .WithVariablesDisabled()
+            .LogTo(logger)
+            .Build()
+            .PerformUpgrade();
+
+        if (!result.Successful)
+        {
+            throw new MigrationFailedException(
+                $"Applying the {what} scripts failed at {result.ErrorScript?.Name ?? "(unknown script)"}: {result.Error.Message}",
+                result.Error);
+        }
+
+        logger.LogInformation("Database {What} is up to date ({Count} scripts applied now)", what, result.Scripts.Count());
+    }
+}
+
+public sealed class MigrationFailedException(string message, Exception inner) : Exception(message, inner);

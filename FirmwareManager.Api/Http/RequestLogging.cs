@@ -1,0 +1,25 @@
+using FirmwareManager.Api.Auth;
+using Serilog;
+
+namespace FirmwareManager.Api.Http;
+
+public static class RequestLogging
+{
+    /// <summary>
+    /// One line per request: method, route template (never the query or any header), status, elapsed time and
+    /// the caller. API keys are never logged; the caller is named by kind and id.
+    /// </summary>
+    public static IApplicationBuilder UseRequestLogging(this IApplicationBuilder app) =>
+        app.UseSerilogRequestLogging(options =>
+        {
+            options.MessageTemplate =
+                "HTTP {RequestMethod} {RouteTemplate} responded {StatusCode} in {Elapsed:0.000} ms for {CallerKind} {CallerId}";
+            options.EnrichDiagnosticContext = (diagnostics, http) =>
+            {
+                diagnostics.Set("RouteTemplate", (http.GetEndpoint() as RouteEndpoint)?.RoutePattern.RawText ?? "(no route)");
+                var authenticated = http.User.Identity?.IsAuthenticated == true;
+                diagnostics.Set("CallerKind", authenticated ? http.User.FindFirst(Caller.KindClaim)?.Value : "anonymous");
+                diagnostics.Set("CallerId", authenticated ? http.User.FindFirst(Caller.IdClaim)?.Value : null);
+            };
+        });
+}

@@ -1,0 +1,67 @@
+using FirmwareManager.Api;
+using FirmwareManager.Api.Auth;
+using FirmwareManager.Api.Database;
+using FirmwareManager.Api.Firmware;
+using FirmwareManager.Api.Http;
+using Microsoft.Extensions.Options;
+using Serilog;
+
+Log.Logger = new LoggerConfiguration().WriteTo.Console().CreateLogger();
+
+try
+{
+    var builder = WebApplication.CreateBuilder(args);
+
+    // Settings, logging, JSON
+    builder.AddFirmwareManagerSettings();
+    builder.Services.AddSerilog((services, logger) => logger
+        .ReadFrom.Configuration(builder.Configuration)
+        .ReadFrom.Services(services)
+        .Enrich.FromLogContext()
+        .WriteTo.Console(), preserveStaticLogger: true);
+    builder.Services.ConfigureHttpJsonOptions(options =>
+    {
+        options.SerializerOptions.PropertyNamingPolicy = System.Text.Json.JsonNamingPolicy.SnakeCaseLower;
+        options.SerializerOptions.TypeInfoResolverChain.Insert(0, AppJsonContext.Default);
+    });
+
+    // Database, errors, API keys
+    builder.Services.AddDatabase(builder.Configuration);
+    builder.Services.AddErrorHandling();
+    builder.Services.AddApiKeyAuthentication();
+
+    // Repositories
+    builder.Services.AddSingleton<FirmwareEvents>();
+
+    var app = builder.Build();
+
+    app.UseExceptionHandler();
+    app.UseStatusCodePages();
+    app.UseRequestLogging();
+    app.UseAuthentication();
+    app.UseAuthorization();
+
+    // Endpoints
+    app.MapHealthChecks("/health").AllowAnonymous();
+    app.MapFirmwareApi();
+
+    // Schema (and demo data when switched on) before the first request; a failed script stops the start.
+    await DatabaseMigrator.MigrateAsync(
+        builder.Configuration.GetFirmwareManagerConnectionString(),
+        app.Services.GetRequiredService<IOptions<FirmwareManagerOptions>>().Value.DemoData,
+        app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("FirmwareManager.Migrations"));
+
+    await app.RunAsync();
+    return 0;
+}
+catch (Exception e) when (e is not HostAbortedException)
+{
+    Log.Fatal(e, "FirmwareManager could not start: {Reason}", e.Message);
+    return 1;
+}
+finally
+{
+    await Log.CloseAndFlushAsync();
+}
+
+public partial class Program;

@@ -1,0 +1,62 @@
+using Microsoft.Extensions.Options;
+
+namespace FirmwareManager.Api;
+
+/// <summary>The <c>FirmwareManager</c> configuration section (env <c>FirmwareManager__*</c>).</summary>
+public sealed class FirmwareManagerOptions
+{
+    public const string Section = "FirmwareManager";
+
+    /// <summary>Applies the demo data set (migrations/demo) at startup. Off unless set, in every environment.</summary>
+    public bool DemoData { get; set; }
+}
+
+public static class SettingsExtensions
+{
+    public const string ConnectionStringName = "FirmwareManager";
+
+    /// <summary>The connection string, or a startup failure that names the setting and its environment variable.</summary>
+    public static string GetFirmwareManagerConnectionString(this IConfiguration configuration)
+    {
+        var connectionString = configuration.GetConnectionString(ConnectionStringName);
+        if (string.IsNullOrWhiteSpace(connectionString))
+        {
+            throw new OptionsValidationException(
+                $"ConnectionStrings:{ConnectionStringName}",
+                typeof(string),
+                [$"No database configured: set ConnectionStrings:{ConnectionStringName} " +
+                 $"(environment variable ConnectionStrings__{ConnectionStringName}), " +
+                 "or start the service with ./run.sh, which starts a local PostgreSQL."]);
+        }
+
+        return connectionString;
+    }
+
+    public static WebApplicationBuilder AddFirmwareManagerSettings(this WebApplicationBuilder builder)
+    {
+        builder.Services.AddOptions<FirmwareManagerOptions>()
+            .Bind(builder.Configuration.GetSection(FirmwareManagerOptions.Section))
+            .ValidateOnStart();
+
+        // The documented default listen address, unless ASPNETCORE_URLS, ASPNETCORE_HTTP_PORTS or --urls say otherwise.
+        if (string.IsNullOrEmpty(builder.Configuration[WebHostDefaults.ServerUrlsKey]) &&
+            string.IsNullOrEmpty(builder.Configuration[WebHostDefaults.HttpPortsKey]) &&
+            string.IsNullOrEmpty(builder.Configuration[WebHostDefaults.HttpsPortsKey]))
+        {
+            builder.WebHost.UseUrls("http://localhost:8880");
+        }
+
+        builder.WebHost.ConfigureKestrel(kestrel =>
+        {
+            kestrel.Limits.MaxRequestBodySize = RequestLimits.MaxBodyBytes;
+            kestrel.AddServerHeader = false;
+        });
+        return builder;
+    }
+}
+
+public static class RequestLimits
+{
+    /// <summary>The largest request body accepted (64 KiB); larger bodies get 413.</summary>
+    public const int MaxBodyBytes = 64 * 1024;
+}
