@@ -1,0 +1,144 @@
+using System.Collections.Concurrent;
+using Dapper;
+using FirmwareManager.Api.Auth;
+using FirmwareManager.Api.Database;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Mvc.Testing;
+using Microsoft.Extensions.DependencyInjection;
+using Microsoft.Extensions.Logging.Abstractions;
+using Npgsql;
+using Serilog.Core;
+using Serilog.Events;
+
+namespace FirmwareManager.Tests.Infrastructure;
+
+/// <summary>
+/// The real service, in memory, on a database of its own with the demo data set, migrated by the service's own
+/// startup. Shared by the test classes of the <see cref="ApiTestGroup"/>; <see cref="ResetAsync"/> puts the
+/// data back to the demo set before each test.
+/// </summary>
+public sealed class FirmwareManagerApp : WebApplicationFactory<Program>, IAsyncLifetime
+{
+    public const string DeviceKey1 = "super_secret_key_1";
+    public const string DeviceKey2 = "super_secret_key_2";
+    public const string DeviceKey3 = "super_secret_key_3";
+    public const string MemberKey1 = "super_secret_member_key_1";
+    public const string MemberKey2 = "super_secret_member_key_2";
+    public const string MemberKey3 = "super_secret_member_key_3";
+
+    private const string EmptyAllTables = """
+        TRUNCATE firmware_events, device_api_keys, devices, membership_api_keys, project_memberships, projects
+        RESTART IDENTITY
+        """;
+
+    public string ConnectionString { get; private set; } = "";
+
+    public CapturedLogs Logs { get; } = new();
+
+    public async Task InitializeAsync()
+    {
+        var server = await PostgresServer.SharedAsync();
+        ConnectionString = await server.CreateDatabaseAsync();
+        _ = Server; // start now: migrations and demo data run in the service's own startup
+    }
+
+    async Task IAsyncLifetime.DisposeAsync() => await DisposeAsync();
+
+    protected override void ConfigureWebHost(IWebHostBuilder builder)
+    {
+        builder.UseSetting("ConnectionStrings:FirmwareManager", ConnectionString);
+        builder.UseSetting("FirmwareManager:DemoData", "true");
+        builder.ConfigureServices(services => services.AddSingleton<ILogEventSink>(Logs));
+    }
+
+    /// <summary>Back to exactly the demo data set.</summary>
+    public async Task ResetAsync()
+    {
+        await using (var connection = new NpgsqlConnection(ConnectionString))
+        {
+            await connection.ExecuteAsync(EmptyAllTables);
+        }
+
+        await DatabaseMigrator.MigrateAsync(ConnectionString, applyDemoData: true, NullLogger.Instance);
+    }
+
+    /// <summary>A client that sends <paramref name="apiKey"/> in the reference API's <c>api_key</c> header.</summary>
+    public HttpClient ClientWithKey(string? apiKey)
+    {
+        var client = CreateClient();
+        if (apiKey is not null)
+        {
+            client.DefaultRequestHeaders.Add(ApiKeyAuthenticationHandler.KeyHeader, apiKey);
+        }
+
+        return client;
+    }
+
+    public NpgsqlConnection OpenConnection()
+    {
+        var connection = new NpgsqlConnection(ConnectionString);
+        connection.Open();
+        return connection;
+    }
+
+    private const string InsertDeviceSql = """
+        INSERT INTO devices (project_id, name)
+        VALUES (@ProjectId, 'test device')
+        RETURNING id
+        """;
+
+    private const string InsertDeviceKeySql = """
+        INSERT INTO device_api_keys (device_id, key_prefix, key_hash)
+        VALUES (@DeviceId, 'test', @KeyHash)
+        RETURNING id
+        """;
+
+    /// <summary>A new device in the project with a key of its own, as provisioning will create them.</summary>
+    public async Task<(long DeviceId, string Key)> AddDeviceAsync(long projectId)
+    {
+        await using var connection = OpenConnection();
+        var deviceId = await connection.ExecuteScalarAsync<long>(InsertDeviceSql, new { ProjectId = projectId });
+        var key = await AddDeviceKeyAsync(deviceId);
+        return (deviceId, key);
+    }
+
+    public async Task<string> AddDeviceKeyAsync(long deviceId)
+    {
+        var key = "test_" + Convert.ToHexString(System.Security.Cryptography.RandomNumberGenerator.GetBytes(24));
+        await using var connection = OpenConnection();
+        await connection.ExecuteAsync(InsertDeviceKeySql, new { DeviceId = deviceId, KeyHash = ApiKeyHasher.Hash(key) });
+        return key;
+    }
+}
+
+[CollectionDefinition(Name)]
+public sealed class ApiTestGroup : ICollectionFixture<FirmwareManagerApp>
+{
+    public const string Name = "api";
+}
+
+/// <summary>Every log event the service writes, rendered with its properties, for tests that read the logs.</summary>
+public sealed class CapturedLogs : ILogEventSink
+{
+    private readonly ConcurrentQueue<LogEvent> _events = new();
+
+    public void Emit(LogEvent logEvent) => _events.Enqueue(logEvent);
+
+    public IReadOnlyList<LogEvent> Events => [.. _events];
+
+    /// <summary>Each event as text: the rendered message, its properties and its exception.</summary>
+    public IEnumerable<string> Rendered() => _events.Select(e =>
+        $"{e.RenderMessage(System.Globalization.CultureInfo.InvariantCulture)} " +
+        string.Join(' ', e.Properties.Select(p => $"{p.Key}={p.Value}")) + $" {e.Exception}");
+}
+
+/// <summary>Base for tests on the shared service: the demo data set, fresh for each test.</summary>
+[Collection(ApiTestGroup.Name)]
+public abstract class ApiTest(FirmwareManagerApp app) : IAsyncLifetime
+{
+    protected FirmwareManagerApp App { get; } = app;
+
+    public Task InitializeAsync() => App.ResetAsync();
+
+    public Task DisposeAsync() => Task.CompletedTask;
+}

@@ -1,0 +1,178 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net;
+using System.Net.Sockets;
+using Npgsql;
+
+namespace FirmwareManager.Tests.Infrastructure;
+
+/// <summary>
+/// The PostgreSQL server the tests use: the one <c>FIRMWAREMANAGER_TEST_DB</c> names (a connection string whose
+/// user may create databases, such as a CI service container), or else a throwaway cluster started here with
+/// initdb and pg_ctl on a free loopback port, as the <c>postgres</c> user when the tests run as root, and removed
+/// when the test run ends. Each test class gets a database of its own on it.
+/// </summary>
+public sealed class PostgresServer
+{
+    public const string ConnectionStringVariable = "FIRMWAREMANAGER_TEST_DB";
+
+    private static readonly Lazy<Task<PostgresServer>> SharedServer = new(StartAsync);
+    private static int _databaseCounter;
+
+    private readonly string _adminConnectionString;
+
+    private PostgresServer(string adminConnectionString) => _adminConnectionString = adminConnectionString;
+
+    public static Task<PostgresServer> SharedAsync() => SharedServer.Value;
+
+    /// <summary>A new, empty database on this server, and its connection string.</summary>
+    public async Task<string> CreateDatabaseAsync()
+    {
+        var name = string.Create(CultureInfo.InvariantCulture,
+            $"fm_test_{Environment.ProcessId}_{Interlocked.Increment(ref _databaseCounter)}_{Random.Shared.Next(100000)}");
+        await using (var connection = new NpgsqlConnection(_adminConnectionString))
+        {
+            await connection.OpenAsync();
+            await using var create = new NpgsqlCommand($"CREATE DATABASE {name}", connection);
+            await create.ExecuteNonQueryAsync();
+        }
+
+        return new NpgsqlConnectionStringBuilder(_adminConnectionString) { Database = name, Pooling = true }.ConnectionString;
+    }
+
+    private static async Task<PostgresServer> StartAsync()
+    {
+        var given = Environment.GetEnvironmentVariable(ConnectionStringVariable);
+        if (!string.IsNullOrWhiteSpace(given))
+        {
+            return new PostgresServer(given);
+        }
+
+        var cluster = await ThrowawayCluster.StartAsync();
+        return new PostgresServer(cluster.ConnectionString);
+    }
+
+    private sealed class ThrowawayCluster
+    {
+        private readonly string _binDirectory;
+        private readonly string _directory;
+
+        private ThrowawayCluster(string binDirectory, string directory, int port)
+        {
+            _binDirectory = binDirectory;
+            _directory = directory;
+            ConnectionString = new NpgsqlConnectionStringBuilder
+            {
+                Host = "127.0.0.1",
+                Port = port,
+                Username = "postgres",
+                Database = "postgres",
+            }.ConnectionString;
+        }
+
+        public string ConnectionString { get; }
+
+        private string DataDirectory => Path.Combine(_directory, "data");
+
+        public static async Task<ThrowawayCluster> StartAsync()
+        {
+            var bin = FindPostgresBinaries();
+            var directory = Directory.CreateTempSubdirectory("fm-test-pg-").FullName;
+            if (Environment.IsPrivilegedProcess)
+            {
+                // PostgreSQL refuses to run as root; the cluster belongs to the postgres user.
+                Run("chown", ["-R", "postgres:postgres", directory], asPostgres: false);
+            }
+
+            var cluster = new ThrowawayCluster(bin, directory, FreeLoopbackPort());
+            var port = new NpgsqlConnectionStringBuilder(cluster.ConnectionString).Port;
+            cluster.RunPg("initdb", ["-D", cluster.DataDirectory, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions"]);
+            // A time zone other than UTC, so a timestamp that is written or read in the wrong zone shows in the tests.
+            cluster.RunPg("pg_ctl", [
+                "start", "-w", "-t", "60", "-D", cluster.DataDirectory, "-l", Path.Combine(directory, "postgres.log"),
+                "-o", $"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off " +
+                      "-c full_page_writes=off -c max_connections=300 -c TimeZone=America/New_York",
+            ]);
+
+            cluster.StopWhenThisProcessExits();
+            await using var connection = new NpgsqlConnection(cluster.ConnectionString);
+            await connection.OpenAsync();
+            return cluster;
+        }
+
+        /// <summary>
+        /// Stops the cluster and deletes its directory once this test process has exited, however it exits: a
+        /// detached watchdog does it, because the test host may be ended before any exit handler of its own runs.
+        /// </summary>
+        private void StopWhenThisProcessExits()
+        {
+            var pgCtl = Path.Combine(_binDirectory, "pg_ctl");
+            var stop = Environment.IsPrivilegedProcess ? $"runuser -u postgres -- {pgCtl}" : pgCtl;
+            var script = string.Create(CultureInfo.InvariantCulture,
+                $"while kill -0 {Environment.ProcessId} 2>/dev/null; do sleep 0.2; done; " +
+                $"{stop} stop -D '{DataDirectory}' -m immediate -w >/dev/null 2>&1; rm -rf '{_directory}'");
+            var watchdog = new ProcessStartInfo("setsid") { UseShellExecute = false };
+            foreach (var argument in new[] { "sh", "-c", script })
+            {
+                watchdog.ArgumentList.Add(argument);
+            }
+
+            Process.Start(watchdog)?.Dispose();
+        }
+
+        private void RunPg(string program, string[] arguments) =>
+            Run(Path.Combine(_binDirectory, program), arguments, asPostgres: Environment.IsPrivilegedProcess);
+
+        private static void Run(string program, string[] arguments, bool asPostgres)
+        {
+            var start = new ProcessStartInfo(asPostgres ? "runuser" : program)
+            {
+                RedirectStandardOutput = true,
+                RedirectStandardError = true,
+                WorkingDirectory = Path.GetTempPath(),
+            };
+            if (asPostgres)
+            {
+                foreach (var argument in new[] { "-u", "postgres", "--", program })
+                {
+                    start.ArgumentList.Add(argument);
+                }
+            }
+
+            foreach (var argument in arguments)
+            {
+                start.ArgumentList.Add(argument);
+            }
+
+            using var process = Process.Start(start) ?? throw new InvalidOperationException($"Could not start {program}.");
+            var output = process.StandardOutput.ReadToEndAsync();
+            var error = process.StandardError.ReadToEndAsync();
+            process.WaitForExit();
+            if (process.ExitCode != 0)
+            {
+                throw new InvalidOperationException(
+                    $"{program} {string.Join(' ', arguments)} exited with {process.ExitCode}:\n{output.Result}\n{error.Result}");
+            }
+        }
+
+        private static string FindPostgresBinaries()
+        {
+            var candidates = Directory.Exists("/usr/lib/postgresql")
+                ? Directory.GetDirectories("/usr/lib/postgresql")
+                    .Select(version => Path.Combine(version, "bin"))
+                    .OrderByDescending(bin => int.TryParse(Path.GetFileName(Path.GetDirectoryName(bin)), out var major) ? major : 0)
+                : Enumerable.Empty<string>();
+            return candidates.FirstOrDefault(bin => File.Exists(Path.Combine(bin, "initdb")))
+                ?? throw new InvalidOperationException(
+                    $"No PostgreSQL server binaries under /usr/lib/postgresql/*/bin. Install them (apt-get install postgresql) " +
+                    $"or set {ConnectionStringVariable} to a connection string of a server the tests may create databases on.");
+        }
+
+        private static int FreeLoopbackPort()
+        {
+            using var listener = new TcpListener(IPAddress.Loopback, 0);
+            listener.Start();
+            return ((IPEndPoint)listener.LocalEndpoint).Port;
+        }
+    }
+}
