@@ -29,7 +29,7 @@ public static class FirmwareApi
         return group;
     }
 
-    private static async Task<Results<Created<FirmwareEventResponse>, Ok<FirmwareEventResponse>, ProblemHttpResult, ValidationProblem>> RecordAsync(
+    private static async Task<Results<Created<FirmwareEventResponse>, Ok<FirmwareEventResponse>, ProblemHttpResult>> RecordAsync(
         [FromRoute(Name = "device_id")] string deviceIdText,
         HttpContext http,
         FirmwareEvents events,
@@ -49,7 +49,7 @@ public static class FirmwareApi
         var (body, problem) = await JsonBody.ReadAsync(http.Request, cancellationToken);
         if (body is null)
         {
-            return (ProblemHttpResult)problem!;
+            return problem!;
         }
 
         NewFirmwareEvent? report;
@@ -61,7 +61,7 @@ public static class FirmwareApi
 
         if (report is null)
         {
-            return TypedResults.ValidationProblem(errors, title: "The firmware event is not valid.");
+            return Problems.Validation(errors, "The firmware event is not valid.");
         }
 
         var recorded = await events.RecordAsync(deviceId, report, cancellationToken);
@@ -124,10 +124,7 @@ public static class FirmwareApi
 
         var found = await events.FindAsync(deviceId, caller.ProjectId, eventId, cancellationToken);
         return found is null
-            ? TypedResults.Problem(
-                statusCode: StatusCodes.Status404NotFound,
-                title: "Event not found",
-                detail: $"Device {deviceId} has no event {eventId} in your project.")
+            ? Problems.NotFound("Event not found", $"Device {deviceId} has no event {eventId} in your project.")
             : TypedResults.Ok(FirmwareEventResponse.From(found));
     }
 
@@ -138,23 +135,15 @@ public static class FirmwareApi
     private static bool TryParseId(string text, out long id) =>
         long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out id);
 
-    private static ProblemHttpResult InvalidId(string name, string text) => TypedResults.Problem(
-        statusCode: StatusCodes.Status400BadRequest,
-        title: "Invalid id",
-        detail: $"{name} must be a positive whole number below 2^63, not '{Truncate(text)}'.",
-        extensions: new Dictionary<string, object?>
-        {
-            ["errors"] = new Dictionary<string, string[]> { [name] = ["Must be a positive whole number."] },
-        });
+    private static ProblemHttpResult InvalidId(string name, string text) => Problems.Validation(
+        new Dictionary<string, string[]> { [name] = [$"Must be a whole number from 0 to 9223372036854775807, not '{Truncate(text)}'."] },
+        "Invalid id.");
 
-    private static ProblemHttpResult Forbidden(string detail) => TypedResults.Problem(
-        statusCode: StatusCodes.Status403Forbidden, title: "Forbidden", detail: detail);
+    private static ProblemHttpResult Forbidden(string detail) => Problems.Forbidden(detail);
 
     // The same answer whether the device does not exist or belongs to another project: ids cannot be probed.
-    private static ProblemHttpResult DeviceNotFound(long deviceId) => TypedResults.Problem(
-        statusCode: StatusCodes.Status404NotFound,
-        title: "Device not found",
-        detail: $"There is no device {deviceId} in your project.");
+    private static ProblemHttpResult DeviceNotFound(long deviceId) =>
+        Problems.NotFound("Device not found", $"There is no device {deviceId} in your project.");
 
     private static string Truncate(string text) => text.Length <= 40 ? text : text[..40] + "…";
 }

@@ -18,7 +18,7 @@ public static class JsonBody
         MaxDepth = 16,
     };
 
-    public static async Task<(JsonDocument? Document, IResult? Problem)> ReadAsync(HttpRequest request, CancellationToken cancellationToken)
+    public static async Task<(JsonDocument? Document, ProblemHttpResult? Problem)> ReadAsync(HttpRequest request, CancellationToken cancellationToken)
     {
         if (!IsJson(request.ContentType))
         {
@@ -60,9 +60,9 @@ public static class JsonBody
             }
             catch (JsonException e)
             {
-                return (null, TypedResults.ValidationProblem(
+                return (null, Problems.Validation(
                     new Dictionary<string, string[]> { ["body"] = [$"The body is not valid JSON: {e.Message}"] },
-                    title: "The request body is not valid JSON."));
+                    "The request body is not valid JSON."));
             }
         }
         finally

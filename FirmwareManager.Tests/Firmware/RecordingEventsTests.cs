@@ -1,0 +1,161 @@
+using System.Net;
+using System.Net.Http.Json;
+using Dapper;
+using FirmwareManager.Tests.Infrastructure;
+
+namespace FirmwareManager.Tests.Firmware;
+
+public sealed class RecordingEventsTests(FirmwareManagerApp app) : ApiTest(app)
+{
+    [Fact]
+    public async Task A_device_reports_an_event_and_gets_201_with_the_event_and_its_location()
+    {
+        using var device = App.ClientWithKey(FirmwareManagerApp.DeviceKey1);
+
+        var response = await device.PostEventAsync(1, new { firmware = "1.0.3", timestamp = "2023-01-02T03:04:05.123456Z", status = "updated" });
+
+        response.StatusCode.Should().Be(HttpStatusCode.Created);
+        var body = await response.JsonAsync();
+        var id = body.GetProperty("id").GetInt64();
+        id.Should().BeGreaterThan(6, "the demo data's identities continue after its ids");
+        body.GetProperty("device_id").GetInt64().Should().Be(1);
+        body.GetProperty("project_id").GetInt64().Should().Be(1);
+        body.GetProperty("firmware").GetString().Should().Be("1.0.3");
+        body.GetProperty("status").GetString().Should().Be("updated");
+        body.GetProperty("timestamp").GetString().Should().Be("2023-01-02T03:04:05.123456Z");
+        DateTime.Parse(body.GetProperty("received_at").GetString()!, System.Globalization.CultureInfo.InvariantCulture)
+            .ToUniversalTime().Should().BeCloseTo(DateTime.UtcNow, TimeSpan.FromMinutes(1));
+        response.Headers.Location!.ToString().Should().Be($"/firmware/1/events/{id}");
+
+        var fetched = await device.GetAsync(response.Headers.Location);
+        fetched.StatusCode.Should().Be(HttpStatusCode.OK);
+        (await fetched.JsonAsync()).GetProperty("id").GetInt64().Should().Be(id);
+    }
+
+    [Fact]
+    public async Task An_offset_timestamp_is_stored_as_the_same_instant_and_returned_in_UTC()
+    {
+        using var device = App.ClientWithKey(FirmwareManagerApp.DeviceKey1);
+
+        var response = await device.PostEventAsync(1, new { firmware = "1.0.3", timestamp = "2023-06-30T23:30:00.5+02:00", status = "installed" });
+
+        (await response.JsonAsync()).GetProperty("timestamp").GetString().Should().Be("2023-06-30T21:30:00.500000Z");
+        await using var connection = App.OpenConnection();
+        var stored = await connection.ExecuteScalarAsync<string>(
+            "SELECT to_char(occurred_at AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') FROM firmware_events WHERE firmware = '1.0.3'");
+        stored.Should().Be("2023-06-30 21:30:00.500000");
+    }
+
+    [Fact]
+    public async Task An_identical_repeat_creates_nothing_and_answers_200_with_the_stored_event()
+    {
+        using var device = App.ClientWithKey(FirmwareManagerApp.DeviceKey1);
+        var report = new { firmware = "1.0.3", timestamp = "2023-01-02T00:00:00Z", status = "updated" };
+
+        var first = await device.PostEventAsync(1, report);
+        var again = await device.PostEventAsync(1, report);
+        var sameInstantOtherNotation = await device.PostEventAsync(1, report with { timestamp = "2023-01-02T01:00:00.000+01:00" });
+
+        first.StatusCode.Should().Be(HttpStatusCode.Created);
+        again.StatusCode.Should().Be(HttpStatusCode.OK);
+        sameInstantOtherNotation.StatusCode.Should().Be(HttpStatusCode.OK);
+        var id = (await first.JsonAsync()).GetProperty("id").GetInt64();
+        (await again.JsonAsync()).GetProperty("id").GetInt64().Should().Be(id);
+        (await sameInstantOtherNotation.JsonAsync()).GetProperty("id").GetInt64().Should().Be(id);
+        (await EventCountAsync(deviceId: 1)).Should().Be(2);
+    }
+
+    [Fact]
+    public async Task Concurrent_identical_repeats_store_one_event()
+    {
+        var (deviceId, key) = await App.AddDeviceAsync(projectId: 1);
+        using var device = App.ClientWithKey(key);
+        var report = new { firmware = "3.1.4", timestamp = "2024-03-01T12:00:00Z", status = "installed" };
+
+        var responses = await Task.WhenAll(Enumerable.Range(0, 16).Select(_ => device.PostEventAsync(deviceId, report)));
+
+        responses.Select(r => r.StatusCode).Should().OnlyContain(s => s == HttpStatusCode.Created || s == HttpStatusCode.OK);
+        responses.Count(r => r.StatusCode == HttpStatusCode.Created).Should().Be(1);
+        var ids = await Task.WhenAll(responses.Select(async r => (await r.JsonAsync()).GetProperty("id").GetInt64()));
+        ids.Distinct().Should().ContainSingle();
+        (await EventCountAsync(deviceId)).Should().Be(1);
+    }
+
+    [Fact]
+    public async Task A_device_without_a_clock_leaves_out_the_timestamp_and_gets_the_receive_time()
+    {
+        using var device = App.ClientWithKey(FirmwareManagerApp.DeviceKey1);
+
+        var withoutTimestamp = await device.PostEventAsync(1, new { firmware = "1.0.4", status = "installed" });
+        var withNullTimestamp = await device.PostEventAsync(1, new { firmware = "1.0.5", status = "installed", timestamp = (string?)null });
+
+        foreach (var response in new[] { withoutTimestamp, withNullTimestamp })
+        {
+            response.StatusCode.Should().Be(HttpStatusCode.Created);
+            var body = await response.JsonAsync();
+            body.GetProperty("timestamp").GetString().Should().Be(body.GetProperty("received_at").GetString());
+        }
+    }
+
+    [Fact]
+    public async Task Current_firmware_follows_the_newest_report_and_a_late_older_report_never_moves_it_back()
+    {
+        var (deviceId, key) = await App.AddDeviceAsync(projectId: 1);
+        using var device = App.ClientWithKey(key);
+
+        await device.PostEventAsync(deviceId, new { firmware = "2.0.0", status = "installed", timestamp = "2024-05-01T00:00:00Z" });
+        (await CurrentFirmwareAsync(deviceId)).Should().Be("2.0.0");
+
+        await device.PostEventAsync(deviceId, new { firmware = "1.5.0", status = "updated", timestamp = "2024-04-01T00:00:00Z" });
+        (await CurrentFirmwareAsync(deviceId)).Should().Be("2.0.0", "the 1.5.0 report is older than the 2.0.0 one");
+
+        await device.PostEventAsync(deviceId, new { firmware = "2.1.0", status = "failed", timestamp = "2024-06-01T00:00:00Z" });
+        (await CurrentFirmwareAsync(deviceId)).Should().Be("2.0.0", "a failed update leaves the running firmware as it was");
+
+        await device.PostEventAsync(deviceId, new { firmware = "2.1.0", status = "downloading", timestamp = "2024-06-02T00:00:00Z" });
+        (await CurrentFirmwareAsync(deviceId)).Should().Be("2.0.0");
+
+        await device.PostEventAsync(deviceId, new { firmware = "2.1.0", status = "updated", timestamp = "2024-07-01T00:00:00Z" });
+        (await CurrentFirmwareAsync(deviceId)).Should().Be("2.1.0");
+
+        await device.PostEventAsync(deviceId, new { firmware = "2.0.0", status = "rolled_back", timestamp = "2024-07-02T00:00:00Z" });
+        (await CurrentFirmwareAsync(deviceId)).Should().Be("2.0.0", "the device rolled back to 2.0.0");
+    }
+
+    [Fact]
+    public async Task A_clock_far_in_the_future_does_not_pin_the_current_firmware()
+    {
+        var (deviceId, key) = await App.AddDeviceAsync(projectId: 1);
+        using var device = App.ClientWithKey(key);
+
+        var future = await device.PostEventAsync(deviceId, new { firmware = "9.9.9", status = "installed", timestamp = "2099-01-01T00:00:00Z" });
+        var now = await device.PostEventAsync(deviceId, new { firmware = "1.0.0", status = "installed" });
+
+        future.StatusCode.Should().Be(HttpStatusCode.Created);
+        (await future.JsonAsync()).GetProperty("timestamp").GetString().Should().Be("2099-01-01T00:00:00.000000Z");
+        now.StatusCode.Should().Be(HttpStatusCode.Created);
+        (await CurrentFirmwareAsync(deviceId)).Should().Be("1.0.0");
+    }
+
+    [Fact]
+    public async Task Events_of_a_device_that_moved_go_to_its_new_project()
+    {
+        using var device3 = App.ClientWithKey(FirmwareManagerApp.DeviceKey3);
+
+        var response = await device3.PostEventAsync(3, new { firmware = "1.0.3", status = "updated", timestamp = "2023-02-01T00:00:00Z" });
+
+        (await response.JsonAsync()).GetProperty("project_id").GetInt64().Should().Be(2);
+    }
+
+    private async Task<string?> CurrentFirmwareAsync(long deviceId)
+    {
+        await using var connection = App.OpenConnection();
+        return await connection.ExecuteScalarAsync<string?>("SELECT current_firmware FROM devices WHERE id = @deviceId", new { deviceId });
+    }
+
+    private async Task<long> EventCountAsync(long deviceId)
+    {
+        await using var connection = App.OpenConnection();
+        return await connection.ExecuteScalarAsync<long>("SELECT count(*) FROM firmware_events WHERE device_id = @deviceId", new { deviceId });
+    }
+}
