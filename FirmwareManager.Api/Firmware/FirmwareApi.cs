@@ -19,13 +19,13 @@ public static class FirmwareApi
 {
     public static RouteGroupBuilder MapFirmwareApi(this IEndpointRouteBuilder app)
     {
-        var group = app.MapGroup("/firmware/{device_id}")
+        var group = app.MapGroup("/firmware")
             .RequireAuthorization()
             .WithTags("Firmware");
 
-        group.MapPost("", RecordAsync).RequireAuthorization(Policies.Device);
-        group.MapGet("", ListAsync);
-        group.MapGet("/events/{event_id}", GetAsync);
+        group.MapPost("/{device_id}", RecordAsync).RequireAuthorization(Policies.Device);
+        group.MapGet("/{device_id}", ListAsync);
+        group.MapGet("/{device_id}/events/{event_id}", GetAsync);
         return group;
     }
 

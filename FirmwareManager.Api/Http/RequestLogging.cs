@@ -12,6 +12,8 @@ public static class RequestLogging
     public static IApplicationBuilder UseRequestLogging(this IApplicationBuilder app) =>
         app.UseSerilogRequestLogging(options =>
         {
+            // The host's logger, not the static bootstrap one: it carries the configured sinks and levels.
+            options.Logger = app.ApplicationServices.GetRequiredService<Serilog.ILogger>();
             options.MessageTemplate =
                 "HTTP {RequestMethod} {RouteTemplate} responded {StatusCode} in {Elapsed:0.000} ms for {CallerKind} {CallerId}";
             options.EnrichDiagnosticContext = (diagnostics, http) =>

@@ -1,0 +1,124 @@
+using System.Net;
+using Dapper;
+using FirmwareManager.Api.Database;
+using FirmwareManager.Tests.Infrastructure;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Mvc.Testing;
+using Microsoft.Extensions.Logging.Abstractions;
+using Npgsql;
+
+namespace FirmwareManager.Tests.Database;
+
+/// <summary>Startup against databases of their own: empty, already migrated, migrated by two at once, or broken.</summary>
+public sealed class MigrationTests
+{
+    private static readonly string[] SchemaScripts = Directory
+        .GetFiles(Path.Combine(RepositoryRoot(), "migrations"), "*.sql")
+        .Select(path => "migrations/" + Path.GetFileName(path))
+        .Order(StringComparer.Ordinal)
+        .ToArray();
+
+    [Fact]
+    public async Task Every_schema_script_is_applied_once_and_a_second_run_applies_nothing()
+    {
+        var connectionString = await (await PostgresServer.SharedAsync()).CreateDatabaseAsync();
+
+        await DatabaseMigrator.MigrateAsync(connectionString, applyDemoData: false, NullLogger.Instance);
+        var afterFirst = await JournalAsync(connectionString);
+        await DatabaseMigrator.MigrateAsync(connectionString, applyDemoData: false, NullLogger.Instance);
+
+        SchemaScripts.Should().NotBeEmpty();
+        afterFirst.Should().Equal(SchemaScripts);
+        (await JournalAsync(connectionString)).Should().Equal(SchemaScripts);
+    }
+
+    [Fact]
+    public async Task Demo_data_is_applied_only_when_switched_on_and_applying_it_again_changes_nothing()
+    {
+        var connectionString = await (await PostgresServer.SharedAsync()).CreateDatabaseAsync();
+
+        await DatabaseMigrator.MigrateAsync(connectionString, applyDemoData: false, NullLogger.Instance);
+        var withoutDemo = await RowCountsAsync(connectionString);
+        await DatabaseMigrator.MigrateAsync(connectionString, applyDemoData: true, NullLogger.Instance);
+        var withDemo = await RowCountsAsync(connectionString);
+        await DatabaseMigrator.MigrateAsync(connectionString, applyDemoData: true, NullLogger.Instance);
+
+        withoutDemo.Should().Be("0 projects, 0 members, 0 devices, 0 events");
+        withDemo.Should().Be("2 projects, 3 members, 3 devices, 6 events");
+        (await RowCountsAsync(connectionString)).Should().Be(withDemo);
+    }
+
+    [Fact]
+    public async Task Two_instances_starting_together_on_an_empty_database_both_come_up()
+    {
+        var connectionString = await (await PostgresServer.SharedAsync()).CreateDatabaseAsync();
+        await using var first = new ServiceOn(connectionString);
+        await using var second = new ServiceOn(connectionString);
+
+        var clients = await Task.WhenAll(Task.Run(first.CreateClient), Task.Run(second.CreateClient));
+
+        foreach (var client in clients)
+        {
+            (await client.GetAsync("/health")).StatusCode.Should().Be(HttpStatusCode.OK);
+        }
+
+        (await JournalAsync(connectionString)).Should().Equal(SchemaScripts);
+    }
+
+    [Fact]
+    public async Task A_failing_script_stops_startup_with_a_message_naming_it_and_leaves_no_half_applied_script()
+    {
+        var connectionString = await (await PostgresServer.SharedAsync()).CreateDatabaseAsync();
+        await using (var connection = new NpgsqlConnection(connectionString))
+        {
+            // Something a script expects to create is already there, as after a hand-made change.
+            await connection.ExecuteAsync("CREATE TABLE devices (id bigint PRIMARY KEY)");
+        }
+
+        var migrate = () => DatabaseMigrator.MigrateAsync(connectionString, applyDemoData: false, NullLogger.Instance);
+        await using var service = new ServiceOn(connectionString);
+
+        (await migrate.Should().ThrowAsync<MigrationFailedException>())
+            .WithMessage("*migrations/0002_create_devices.sql*");
+        service.Invoking(s => s.CreateClient()).Should().Throw<Exception>();
+        (await JournalAsync(connectionString)).Should().Equal(SchemaScripts[0]);
+        await using (var connection = new NpgsqlConnection(connectionString))
+        {
+            (await connection.ExecuteScalarAsync<bool>("SELECT to_regclass('device_api_keys') IS NULL")).Should().BeTrue(
+                "the failed script's transaction was rolled back whole");
+        }
+    }
+
+    private sealed class ServiceOn(string connectionString) : WebApplicationFactory<Program>
+    {
+        protected override void ConfigureWebHost(IWebHostBuilder builder) =>
+            builder.UseSetting("ConnectionStrings:FirmwareManager", connectionString);
+    }
+
+    private static async Task<string[]> JournalAsync(string connectionString)
+    {
+        await using var connection = new NpgsqlConnection(connectionString);
+        return (await connection.QueryAsync<string>("SELECT scriptname FROM schemaversions ORDER BY scriptname")).ToArray();
+    }
+
+    private static async Task<string> RowCountsAsync(string connectionString)
+    {
+        await using var connection = new NpgsqlConnection(connectionString);
+        return await connection.ExecuteScalarAsync<string>("""
+            SELECT format('%s projects, %s members, %s devices, %s events',
+                (SELECT count(*) FROM projects), (SELECT count(*) FROM project_memberships),
+                (SELECT count(*) FROM devices), (SELECT count(*) FROM firmware_events))
+            """) ?? "";
+    }
+
+    private static string RepositoryRoot()
+    {
+        var directory = new DirectoryInfo(AppContext.BaseDirectory);
+        while (directory is not null && !File.Exists(Path.Combine(directory.FullName, "FirmwareManager.sln")))
+        {
+            directory = directory.Parent;
+        }
+
+        return directory?.FullName ?? throw new InvalidOperationException("FirmwareManager.sln not found above the test binaries.");
+    }
+}
