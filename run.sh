@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Runs FirmwareManager with the demo data on http://localhost:8880 (README "Quick start").
+#
+# Database, in order of preference:
+#   1. ConnectionStrings__FirmwareManager, when set: that database is used as it is.
+#   2. Docker Compose, when a Docker engine answers: `docker compose up --build` (API and PostgreSQL 16).
+#   3. Otherwise a local PostgreSQL cluster in .data/pg (kept between runs), started from the machine's
+#      PostgreSQL binaries on a free loopback port and stopped again when the service stops. Missing binaries
+#      are installed with apt-get when running as root.
+#
+# Settings: FirmwareManager__DemoData (default true here), ASPNETCORE_URLS (default http://localhost:8880),
+# FM_PG_PORT (first port tried for the local cluster, default 55432).
+set -euo pipefail
+cd "$(dirname "$0")"
+root=$(pwd)
+export FirmwareManager__DemoData="${FirmwareManager__DemoData:-true}"
+
+run_api() {
+  dotnet build "$root/FirmwareManager.Api" -c Release -v quiet -nologo
+  # From its output folder, so that its appsettings.json is the configuration it reads.
+  cd "$root/FirmwareManager.Api/bin/Release/net10.0"
+  dotnet FirmwareManager.Api.dll "$@" &
+  api=$!
+  trap 'kill -TERM $api 2>/dev/null || true; wait $api 2>/dev/null || true; stop_db' EXIT INT TERM
+  wait $api
+}
+stop_db() { :; }
+
+if [ -n "${ConnectionStrings__FirmwareManager:-}" ]; then
+  run_api "$@"
+  exit
+fi
+
+if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+  exec docker compose up --build
+fi
+
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "run.sh: installing PostgreSQL with apt-get" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  else
+    echo "run.sh: no PostgreSQL server binaries under /usr/lib/postgresql; install them (apt-get install postgresql)" \
+         "or set ConnectionStrings__FirmwareManager" >&2
+    exit 1
+  fi
+fi
+
+# PostgreSQL refuses to run as root: as root, the cluster belongs to the postgres user.
+as_owner() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+data="$root/.data/pg"
+mkdir -p "$root/.data"
+if [ ! -f "$data/PG_VERSION" ]; then
+  mkdir -p "$data"
+  [ "$(id -u)" -eq 0 ] && chown postgres: "$root/.data" "$data"
+  as_owner "$pg_bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --no-instructions >/dev/null
+fi
+
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+if as_owner "$pg_bin/pg_ctl" status -D "$data" >/dev/null 2>&1; then
+  port=$(cat "$root/.data/port")
+  echo "run.sh: using the local PostgreSQL already running on port $port" >&2
+else
+  port=${FM_PG_PORT:-55432}
+  until port_free "$port"; do port=$((port + 1)); done
+  echo "$port" > "$root/.data/port"
+  as_owner "$pg_bin/pg_ctl" start -w -D "$data" -l "$data/../postgres.log" \
+    -o "-p $port -k $data -c listen_addresses=127.0.0.1" >/dev/null
+  stop_db() { as_owner "$pg_bin/pg_ctl" stop -D "$data" -m fast >/dev/null 2>&1 || true; }
+  trap stop_db EXIT
+fi
+[ "$(id -u)" -eq 0 ] && chown postgres: "$root/.data" 2>/dev/null
+exists=$("$pg_bin/psql" -h 127.0.0.1 -p "$port" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'firmware_manager'")
+[ "$exists" = 1 ] || "$pg_bin/psql" -h 127.0.0.1 -p "$port" -U postgres -qc "CREATE DATABASE firmware_manager"
+
+export ConnectionStrings__FirmwareManager="Host=127.0.0.1;Port=$port;Username=postgres;Database=firmware_manager"
+echo "run.sh: PostgreSQL on 127.0.0.1:$port (data in .data/pg); starting the API" >&2
+run_api "$@"
