@@ -50,11 +50,15 @@ fi
 
 # PostgreSQL refuses to run as root: as root, the cluster belongs to the postgres user.
 as_owner() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-data="$root/.data/pg"
 mkdir -p "$root/.data"
+data="$root/.data/pg"
+if [ "$(id -u)" -eq 0 ] && ! runuser -u postgres -- test -x "$root/.data"; then
+  # The checkout is in a folder the postgres user cannot enter (under /root, say): keep the cluster in /var/tmp.
+  data="/var/tmp/firmware-manager-$(printf '%s' "$root" | md5sum | cut -c1-12)/pg"
+fi
 if [ ! -f "$data/PG_VERSION" ]; then
   mkdir -p "$data"
-  [ "$(id -u)" -eq 0 ] && chown postgres: "$root/.data" "$data"
+  [ "$(id -u)" -eq 0 ] && chown postgres: "$data" "$(dirname "$data")"
   as_owner "$pg_bin/initdb" -D "$data" -U postgres --auth=trust -E UTF8 --no-instructions >/dev/null
 fi
 
@@ -66,15 +70,14 @@ else
   port=${FM_PG_PORT:-55432}
   until port_free "$port"; do port=$((port + 1)); done
   echo "$port" > "$root/.data/port"
-  as_owner "$pg_bin/pg_ctl" start -w -D "$data" -l "$data/../postgres.log" \
+  as_owner "$pg_bin/pg_ctl" start -w -D "$data" -l "$(dirname "$data")/postgres.log" \
     -o "-p $port -k $data -c listen_addresses=127.0.0.1" >/dev/null
   stop_db() { as_owner "$pg_bin/pg_ctl" stop -D "$data" -m fast >/dev/null 2>&1 || true; }
   trap stop_db EXIT
 fi
-[ "$(id -u)" -eq 0 ] && chown postgres: "$root/.data" 2>/dev/null
 exists=$("$pg_bin/psql" -h 127.0.0.1 -p "$port" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'firmware_manager'")
 [ "$exists" = 1 ] || "$pg_bin/psql" -h 127.0.0.1 -p "$port" -U postgres -qc "CREATE DATABASE firmware_manager"
 
 export ConnectionStrings__FirmwareManager="Host=127.0.0.1;Port=$port;Username=postgres;Database=firmware_manager"
-echo "run.sh: PostgreSQL on 127.0.0.1:$port (data in .data/pg); starting the API" >&2
+echo "run.sh: PostgreSQL on 127.0.0.1:$port (data in $data); starting the API" >&2
 run_api "$@"
