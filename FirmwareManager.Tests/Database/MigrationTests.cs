@@ -2,8 +2,6 @@ using System.Net;
 using Dapper;
 using FirmwareManager.Api.Database;
 using FirmwareManager.Tests.Infrastructure;
-using Microsoft.AspNetCore.Hosting;
-using Microsoft.AspNetCore.Mvc.Testing;
 using Microsoft.Extensions.Logging.Abstractions;
 using Npgsql;
 
@@ -52,8 +50,8 @@ public sealed class MigrationTests
     public async Task Two_instances_starting_together_on_an_empty_database_both_come_up()
     {
         var connectionString = await (await PostgresServer.SharedAsync()).CreateDatabaseAsync();
-        await using var first = new ServiceOn(connectionString);
-        await using var second = new ServiceOn(connectionString);
+        await using var first = new ServiceOnDatabase(connectionString);
+        await using var second = new ServiceOnDatabase(connectionString);
 
         var clients = await Task.WhenAll(Task.Run(first.CreateClient), Task.Run(second.CreateClient));
 
@@ -76,7 +74,7 @@ public sealed class MigrationTests
         }
 
         var migrate = () => DatabaseMigrator.MigrateAsync(connectionString, applyDemoData: false, NullLogger.Instance);
-        await using var service = new ServiceOn(connectionString);
+        await using var service = new ServiceOnDatabase(connectionString);
 
         (await migrate.Should().ThrowAsync<MigrationFailedException>())
             .WithMessage("*migrations/0002_create_devices.sql*");
@@ -87,12 +85,6 @@ public sealed class MigrationTests
             (await connection.ExecuteScalarAsync<bool>("SELECT to_regclass('device_api_keys') IS NULL")).Should().BeTrue(
                 "the failed script's transaction was rolled back whole");
         }
-    }
-
-    private sealed class ServiceOn(string connectionString) : WebApplicationFactory<Program>
-    {
-        protected override void ConfigureWebHost(IWebHostBuilder builder) =>
-            builder.UseSetting("ConnectionStrings:FirmwareManager", connectionString);
     }
 
     private static async Task<string[]> JournalAsync(string connectionString)

@@ -1,0 +1,121 @@
+using System.Net;
+using System.Net.Sockets;
+
+namespace FirmwareManager.Tests.Infrastructure;
+
+/// <summary>
+/// A loopback TCP forwarder in front of PostgreSQL, so a test can take the database away from the service
+/// (every connection cut, new ones refused) and give it back, without touching the shared server.
+/// </summary>
+public sealed class TcpProxy : IAsyncDisposable
+{
+    private readonly IPEndPoint _target;
+    private readonly List<TcpClient> _connections = [];
+    private TcpListener? _listener;
+    private CancellationTokenSource? _running;
+
+    public TcpProxy(string targetHost, int targetPort)
+    {
+        _target = new IPEndPoint(IPAddress.Parse(targetHost), targetPort);
+        using var probe = new TcpListener(IPAddress.Loopback, 0);
+        probe.Start();
+        Port = ((IPEndPoint)probe.LocalEndpoint).Port;
+        probe.Stop();
+    }
+
+    public int Port { get; }
+
+    public void Start()
+    {
+        _running = new CancellationTokenSource();
+        _listener = new TcpListener(IPAddress.Loopback, Port);
+        _listener.Server.SetSocketOption(SocketOptionLevel.Socket, SocketOptionName.ReuseAddress, true);
+        _listener.Start();
+        _ = AcceptAsync(_listener, _running.Token);
+    }
+
+    /// <summary>Cuts every open connection and refuses new ones until <see cref="Start"/>.</summary>
+    public void Stop()
+    {
+        _running?.Cancel();
+        _listener?.Stop();
+        lock (_connections)
+        {
+            foreach (var connection in _connections)
+            {
+                try
+                {
+                    // Reset, not a graceful close: like a database host that went away.
+                    connection.Client?.Close(0);
+                }
+                catch (ObjectDisposedException)
+                {
+                }
+
+                connection.Dispose();
+            }
+
+            _connections.Clear();
+        }
+    }
+
+    private async Task AcceptAsync(TcpListener listener, CancellationToken stop)
+    {
+        while (!stop.IsCancellationRequested)
+        {
+            TcpClient client;
+            try
+            {
+                client = await listener.AcceptTcpClientAsync(stop);
+            }
+            catch (Exception e) when (e is OperationCanceledException or SocketException or ObjectDisposedException)
+            {
+                return;
+            }
+
+            var server = new TcpClient();
+            try
+            {
+                await server.ConnectAsync(_target, stop);
+            }
+            catch (Exception e) when (e is OperationCanceledException or SocketException)
+            {
+                client.Dispose();
+                server.Dispose();
+                continue;
+            }
+
+            lock (_connections)
+            {
+                _connections.Add(client);
+                _connections.Add(server);
+            }
+
+            _ = PumpAsync(client, server);
+            _ = PumpAsync(server, client);
+        }
+    }
+
+    private static async Task PumpAsync(TcpClient from, TcpClient to)
+    {
+        try
+        {
+            await from.GetStream().CopyToAsync(to.GetStream());
+        }
+        catch (Exception e) when (e is IOException or ObjectDisposedException or SocketException or InvalidOperationException)
+        {
+        }
+        finally
+        {
+            from.Dispose();
+            to.Dispose();
+        }
+    }
+
+    public ValueTask DisposeAsync()
+    {
+        Stop();
+        _running?.Dispose();
+        return ValueTask.CompletedTask;
+    }
+}
