@@ -3,6 +3,7 @@ using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Firmware;
 using FirmwareManager.Api.Http;
+using FirmwareManager.Api.Observability;
 using Microsoft.Extensions.Options;
 using Serilog;
 
@@ -12,13 +13,9 @@ try
 {
     var builder = WebApplication.CreateBuilder(args);
 
-    // Settings, logging, JSON
+    // Settings, logs and metrics, JSON
     builder.AddFirmwareManagerSettings();
-    builder.Services.AddSerilog((services, logger) => logger
-        .ReadFrom.Configuration(builder.Configuration)
-        .ReadFrom.Services(services)
-        .Enrich.FromLogContext()
-        .WriteTo.Console(), preserveStaticLogger: true);
+    builder.AddObservability();
     builder.Services.ConfigureHttpJsonOptions(options =>
     {
         options.SerializerOptions.PropertyNamingPolicy = System.Text.Json.JsonNamingPolicy.SnakeCaseLower;
@@ -43,6 +40,7 @@ try
 
     // Endpoints
     app.MapHealthChecks("/health").AllowAnonymous();
+    app.MapMetrics();
     app.MapFirmwareApi();
 
     // Schema (and demo data when switched on) before the first request; a failed script stops the start.

@@ -15,6 +15,9 @@ public static class SettingsExtensions
 {
     public const string ConnectionStringName = "FirmwareManager";
 
+    /// <summary>Where the service listens unless ASPNETCORE_URLS, ASPNETCORE_HTTP_PORTS or --urls say otherwise.</summary>
+    public const string DefaultUrl = "http://localhost:8880";
+
     /// <summary>The connection string, or a startup failure that names the setting and its environment variable.</summary>
     public static string GetFirmwareManagerConnectionString(this IConfiguration configuration)
     {
@@ -38,12 +41,11 @@ public static class SettingsExtensions
             .Bind(builder.Configuration.GetSection(FirmwareManagerOptions.Section))
             .ValidateOnStart();
 
-        // The documented default listen address, unless ASPNETCORE_URLS, ASPNETCORE_HTTP_PORTS or --urls say otherwise.
         if (string.IsNullOrEmpty(builder.Configuration[WebHostDefaults.ServerUrlsKey]) &&
             string.IsNullOrEmpty(builder.Configuration[WebHostDefaults.HttpPortsKey]) &&
             string.IsNullOrEmpty(builder.Configuration[WebHostDefaults.HttpsPortsKey]))
         {
-            builder.WebHost.UseUrls("http://localhost:8880");
+            builder.WebHost.UseUrls(DefaultUrl);
         }
 
         builder.WebHost.ConfigureKestrel(kestrel =>

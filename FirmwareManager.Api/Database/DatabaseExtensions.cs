@@ -9,9 +9,15 @@ public static class DatabaseExtensions
     public static IServiceCollection AddDatabase(this IServiceCollection services, IConfiguration configuration)
     {
         var connectionString = configuration.GetFirmwareManagerConnectionString();
-        services.AddSingleton(sp => new NpgsqlDataSourceBuilder(connectionString)
-            .UseLoggerFactory(sp.GetRequiredService<ILoggerFactory>())
-            .Build());
+        services.AddSingleton(sp =>
+        {
+            var builder = new NpgsqlDataSourceBuilder(connectionString)
+            {
+                // The pool's name labels its metrics: a fixed word, never the connection string.
+                Name = "firmware_manager",
+            };
+            return builder.UseLoggerFactory(sp.GetRequiredService<ILoggerFactory>()).Build();
+        });
         services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database");
         return services;
     }

@@ -1,6 +1,7 @@
 using System.Globalization;
 using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Http;
+using FirmwareManager.Api.Observability;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
 
@@ -33,6 +34,7 @@ public static class FirmwareApi
         [FromRoute(Name = "device_id")] string deviceIdText,
         HttpContext http,
         FirmwareEvents events,
+        FirmwareMetrics metrics,
         CancellationToken cancellationToken)
     {
         if (!TryParseId(deviceIdText, out var deviceId))
@@ -49,6 +51,7 @@ public static class FirmwareApi
         var (body, problem) = await JsonBody.ReadAsync(http.Request, cancellationToken);
         if (body is null)
         {
+            metrics.EventRejected(null);
             return problem!;
         }
 
@@ -57,11 +60,11 @@ public static class FirmwareApi
         using (body)
         {
             report = FirmwareEventRequest.Validate(body.RootElement, out errors);
-        }
-
-        if (report is null)
-        {
-            return Problems.Validation(errors, "The firmware event is not valid.");
+            if (report is null)
+            {
+                metrics.EventRejected(FirmwareEventRequest.StatusOf(body.RootElement));
+                return Problems.Validation(errors, "The firmware event is not valid.");
+            }
         }
 
         var recorded = await events.RecordAsync(deviceId, report, cancellationToken);
@@ -71,9 +74,14 @@ public static class FirmwareApi
         }
 
         var response = FirmwareEventResponse.From(recorded.Event);
-        return recorded.Created
-            ? TypedResults.Created(EventLocation(recorded.Event), response)
-            : TypedResults.Ok(response);
+        if (recorded.Created)
+        {
+            metrics.EventCreated(report.Status);
+            return TypedResults.Created(EventLocation(recorded.Event), response);
+        }
+
+        metrics.EventRepeated(report.Status);
+        return TypedResults.Ok(response);
     }
 
     private static async Task<Results<Ok<List<FirmwareEventResponse>>, ProblemHttpResult>> ListAsync(

@@ -56,6 +56,14 @@ public static class FirmwareEventRequest
         return errors.Count == 0 ? new NewFirmwareEvent(firmware!, status!, occurredAt) : null;
     }
 
+    /// <summary>The <c>status</c> a body claims, when it is a string at all (for labelling a rejected report).</summary>
+    public static string? StatusOf(JsonElement body) =>
+        body.ValueKind == JsonValueKind.Object &&
+        body.TryGetProperty("status", out var status) &&
+        status.ValueKind == JsonValueKind.String
+            ? status.GetString()
+            : null;
+
     private static string? RequiredString(JsonElement body, string name, Dictionary<string, string[]> errors)
     {
         if (!body.TryGetProperty(name, out var value) || value.ValueKind == JsonValueKind.Null)

@@ -1,4 +1,5 @@
 using Microsoft.AspNetCore.Diagnostics;
+using FirmwareManager.Api.Observability;
 using Npgsql;
 
 namespace FirmwareManager.Api.Http;
@@ -8,7 +9,8 @@ public static class ErrorHandling
     /// <summary>RFC 9457 problem details for every error the service produces, with the request's trace id.</summary>
     public static IServiceCollection AddErrorHandling(this IServiceCollection services)
     {
-        services.AddProblemDetails();
+        services.AddProblemDetails(options => options.CustomizeProblemDetails = context =>
+            context.ProblemDetails.Extensions["trace_id"] = ObservabilityExtensions.TraceId(context.HttpContext));
         services.AddExceptionHandler<DatabaseUnavailableHandler>();
         return services;
     }

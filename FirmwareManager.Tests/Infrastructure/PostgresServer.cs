@@ -67,6 +67,8 @@ public sealed class PostgresServer
                 Port = port,
                 Username = "postgres",
                 Database = "postgres",
+                // Trust authentication ignores it; tests check that it never shows in logs or metrics.
+                Password = "fm-test-password",
             }.ConnectionString;
         }
 

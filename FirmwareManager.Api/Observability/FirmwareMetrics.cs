@@ -1,0 +1,31 @@
+using System.Diagnostics.Metrics;
+using FirmwareManager.Api.Firmware;
+
+namespace FirmwareManager.Api.Observability;
+
+/// <summary>The service's own instruments. Labels hold only values from fixed lists, never input or secrets.</summary>
+public sealed class FirmwareMetrics
+{
+    public const string MeterName = "FirmwareManager";
+
+    private readonly Counter<long> _eventsIngested;
+
+    public FirmwareMetrics(IMeterFactory meterFactory)
+    {
+        var meter = meterFactory.Create(MeterName);
+        _eventsIngested = meter.CreateCounter<long>(
+            "firmware_manager.events.ingested",
+            unit: "{event}",
+            description: "Firmware events reported by devices, by status and outcome (created, repeat, rejected).");
+    }
+
+    public void EventCreated(string status) => Record(status, "created");
+
+    public void EventRepeated(string status) => Record(status, "repeat");
+
+    /// <summary>A report that failed validation; its status is labelled only when it is a known one.</summary>
+    public void EventRejected(string? status) => Record(status is not null && FirmwareStatus.All.Contains(status) ? status : "invalid", "rejected");
+
+    private void Record(string status, string outcome) =>
+        _eventsIngested.Add(1, new KeyValuePair<string, object?>("status", status), new KeyValuePair<string, object?>("outcome", outcome));
+}

@@ -1,0 +1,115 @@
+using System.Diagnostics;
+using System.Globalization;
+using Npgsql;
+using OpenTelemetry.Metrics;
+using Serilog;
+using Serilog.Formatting.Compact;
+
+namespace FirmwareManager.Api.Observability;
+
+/// <summary>The <c>FirmwareManager:Metrics</c> section.</summary>
+public sealed class MetricsOptions
+{
+    public const string Section = "FirmwareManager:Metrics";
+
+    /// <summary>Serve Prometheus metrics at <c>/metrics</c>.</summary>
+    public bool Enabled { get; set; } = true;
+
+    /// <summary>Serve <c>/metrics</c> only on this port (on every interface) instead of the API's own.</summary>
+    public int? Port { get; set; }
+}
+
+public static class ObservabilityExtensions
+{
+    /// <summary><c>FirmwareManager:LogFormat</c>: <c>text</c> (default, for people) or <c>json</c> (compact JSON, for log shippers).</summary>
+    public const string LogFormatKey = "FirmwareManager:LogFormat";
+
+    private const string TextTemplate = "[{Timestamp:HH:mm:ss} {Level:u3}] {Message:lj}{TraceSuffix}{NewLine}{Exception}";
+
+    public static WebApplicationBuilder AddObservability(this WebApplicationBuilder builder)
+    {
+        var json = builder.Configuration[LogFormatKey] switch
+        {
+            null or "" or "text" => false,
+            "json" => true,
+            var other => throw new InvalidOperationException(
+                $"{LogFormatKey} (environment variable FirmwareManager__LogFormat) must be 'text' or 'json', not '{other}'."),
+        };
+        builder.Services.AddSerilog((services, logger) =>
+        {
+            logger
+                .ReadFrom.Configuration(builder.Configuration)
+                .ReadFrom.Services(services)
+                .Enrich.FromLogContext()
+                .Enrich.With<TraceSuffixEnricher>();
+            if (json)
+            {
+                logger.WriteTo.Console(new RenderedCompactJsonFormatter());
+            }
+            else
+            {
+                logger.WriteTo.Console(outputTemplate: TextTemplate, formatProvider: CultureInfo.InvariantCulture);
+            }
+        }, preserveStaticLogger: true);
+
+        var metrics = builder.Configuration.GetSection(MetricsOptions.Section).Get<MetricsOptions>() ?? new MetricsOptions();
+        builder.Services.AddSingleton(metrics);
+        builder.Services.AddSingleton<FirmwareMetrics>();
+        if (metrics.Enabled)
+        {
+            builder.Services.AddOpenTelemetry().WithMetrics(meters => meters
+                .AddAspNetCoreInstrumentation()
+                .AddRuntimeInstrumentation()
+                .AddNpgsqlInstrumentation()
+                .AddMeter(FirmwareMetrics.MeterName)
+                .AddPrometheusExporter());
+            if (metrics.Port is { } port)
+            {
+                builder.WebHost.UseUrls([.. ApiUrls(builder.Configuration), $"http://+:{port}"]);
+            }
+        }
+
+        return builder;
+    }
+
+    public static WebApplication MapMetrics(this WebApplication app)
+    {
+        var metrics = app.Services.GetRequiredService<MetricsOptions>();
+        if (metrics.Enabled)
+        {
+            var endpoint = app.MapPrometheusScrapingEndpoint("/metrics");
+            if (metrics.Port is { } port)
+            {
+                endpoint.RequireHost($"*:{port}");
+            }
+        }
+
+        return app;
+    }
+
+    /// <summary>The API's own listen addresses, as configured or by default, before the metrics port is added.</summary>
+    private static IEnumerable<string> ApiUrls(ConfigurationManager configuration)
+    {
+        var urls = configuration[WebHostDefaults.ServerUrlsKey];
+        if (!string.IsNullOrEmpty(urls))
+        {
+            return urls.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries);
+        }
+
+        var ports = configuration[WebHostDefaults.HttpPortsKey];
+        return string.IsNullOrEmpty(ports)
+            ? [SettingsExtensions.DefaultUrl]
+            : ports.Split(';', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(p => $"http://+:{p}");
+    }
+
+    /// <summary>" trace=&lt;id&gt;" on events logged inside a request, so a problem response's trace_id finds its log lines.</summary>
+    private sealed class TraceSuffixEnricher : Serilog.Core.ILogEventEnricher
+    {
+        public void Enrich(Serilog.Events.LogEvent logEvent, Serilog.Core.ILogEventPropertyFactory propertyFactory) =>
+            logEvent.AddPropertyIfAbsent(propertyFactory.CreateProperty(
+                "TraceSuffix", logEvent.TraceId is { } trace ? $" trace={trace.ToHexString()}" : ""));
+    }
+
+    /// <summary>The id a problem response carries as <c>trace_id</c>: the W3C trace id of the request.</summary>
+    public static string TraceId(HttpContext http) => Activity.Current?.TraceId.ToHexString() ?? http.TraceIdentifier;
+}
