@@ -1,5 +1,5 @@
-using Microsoft.AspNetCore.Diagnostics;
 using FirmwareManager.Api.Observability;
+using Microsoft.AspNetCore.Diagnostics;
 using Npgsql;
 
 namespace FirmwareManager.Api.Http;
