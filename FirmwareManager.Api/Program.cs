@@ -7,6 +7,11 @@ using FirmwareManager.Api.Observability;
 using Microsoft.Extensions.Options;
 using Serilog;
 
+if (args is [HealthProbe.Command, ..])
+{
+    return await HealthProbe.RunAsync(args);
+}
+
 Log.Logger = new LoggerConfiguration().WriteTo.Console().CreateLogger();
 
 try

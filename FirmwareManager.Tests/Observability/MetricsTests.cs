@@ -34,9 +34,10 @@ public sealed class MetricsTests(FirmwareManagerApp app) : ApiTest(app)
         after.Should().MatchRegex("""(?m)^http_server_request_duration_seconds_count\{.*http_request_method="POST",http_response_status_code="201",http_route="/firmware/\{device_id\}".*\} [1-9]""");
         after.Should().MatchRegex("""(?m)^http_server_request_duration_seconds_count\{.*http_request_method="GET",http_response_status_code="200",http_route="/firmware/\{device_id\}".*\} [1-9]""");
         after.Should().Contain("""db_client_connection_count{otel_scope_name="Npgsql",otel_scope_version="0.1.0",db_client_connection_pool_name="firmware_manager",""");
-        var password = new Npgsql.NpgsqlConnectionStringBuilder(App.ConnectionString).Password;
-        password.Should().NotBeNullOrEmpty("the test databases are reached with a password, so its absence here means something");
-        foreach (var secret in new[] { FirmwareManagerApp.DeviceKey1, FirmwareManagerApp.MemberKey1, "member_1@", password! })
+        new Npgsql.NpgsqlConnectionStringBuilder(App.ConnectionString).Password.Should().NotBeNullOrEmpty(
+            "the test databases are reached with a password, so its absence from the pools' labels means something");
+        after.Should().NotContainEquivalentOf("Password=");
+        foreach (var secret in new[] { FirmwareManagerApp.DeviceKey1, FirmwareManagerApp.MemberKey1, "member_1@" })
         {
             after.Should().NotContain(secret);
         }
