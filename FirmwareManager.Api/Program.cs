@@ -34,6 +34,7 @@ try
 
     // Repositories
     builder.Services.AddSingleton<FirmwareEvents>();
+    builder.Services.AddSingleton<Cursors>();
 
     var app = builder.Build();
 

@@ -61,4 +61,7 @@ public static class RequestLimits
 {
     /// <summary>The largest request body accepted (64 KiB); larger bodies get 413.</summary>
     public const int MaxBodyBytes = 64 * 1024;
+
+    /// <summary>The largest batch of events accepted (1 MiB: 1,000 events of about 1 KiB).</summary>
+    public const int MaxBatchBodyBytes = 1024 * 1024;
 }

@@ -15,9 +15,14 @@ public sealed record FirmwareEventResponse(
         e.Id, e.DeviceId, e.ProjectId, e.Firmware, e.Status, Rfc3339.Format(e.OccurredAt), Rfc3339.Format(e.ReceivedAt));
 }
 
+/// <summary>The answer to a batch: events stored now, and events that were stored before (or repeated within the batch).</summary>
+public sealed record BatchResult(int Created, int AlreadyKnown);
+
 /// <summary><c>/firmware/{device_id}</c>: devices report their events; the device and its project's members read them.</summary>
 public static class FirmwareApi
 {
+    public const int MaxBatchEvents = 1000;
+
     public static RouteGroupBuilder MapFirmwareApi(this IEndpointRouteBuilder app)
     {
         var group = app.MapGroup("/firmware")
@@ -25,6 +30,7 @@ public static class FirmwareApi
             .WithTags("Firmware");
 
         group.MapPost("/{device_id}", RecordAsync).RequireAuthorization(Policies.Device);
+        group.MapPost("/{device_id}/batch", RecordBatchAsync).RequireAuthorization(Policies.Device);
         group.MapGet("/{device_id}", ListAsync);
         group.MapGet("/{device_id}/events/{event_id}", GetAsync);
         return group;
@@ -48,7 +54,7 @@ public static class FirmwareApi
             return Forbidden("A device key may report events only for its own device.");
         }
 
-        var (body, problem) = await JsonBody.ReadAsync(http.Request, cancellationToken);
+        var (body, problem) = await JsonBody.ReadAsync(http, RequestLimits.MaxBodyBytes, cancellationToken);
         if (body is null)
         {
             metrics.EventRejected(null);
@@ -86,13 +92,27 @@ public static class FirmwareApi
 
     private static async Task<Results<Ok<List<FirmwareEventResponse>>, ProblemHttpResult>> ListAsync(
         [FromRoute(Name = "device_id")] string deviceIdText,
+        [FromQuery] string? limit,
+        [FromQuery] string? cursor,
+        [FromQuery] string? since,
+        [FromQuery] string? until,
+        [FromQuery] string[]? status,
+        [FromQuery] string? firmware,
         HttpContext http,
         FirmwareEvents events,
+        Cursors cursors,
         CancellationToken cancellationToken)
     {
+        var errors = new Dictionary<string, string[]>();
         if (!TryParseId(deviceIdText, out var deviceId))
         {
             return InvalidId("device_id", deviceIdText);
+        }
+
+        var page = PageRequest.Parse(limit, cursor, since, until, status, firmware, errors);
+        if (page is null)
+        {
+            return Problems.Validation(errors, "Invalid query parameters.");
         }
 
         var caller = Caller.From(http.User);
@@ -101,10 +121,120 @@ public static class FirmwareApi
             return Forbidden("A device key may read only its own device's events.");
         }
 
-        var history = await events.ListForDeviceAsync(deviceId, caller.ProjectId, cancellationToken);
-        return history is null
-            ? DeviceNotFound(deviceId)
-            : TypedResults.Ok(history.Select(FirmwareEventResponse.From).ToList());
+        var scope = string.Create(CultureInfo.InvariantCulture, $"history|{caller.ProjectId}|{deviceId}|{page.FilterKey}");
+        FirmwareEvents.HistoryPosition? after = null;
+        if (page.Cursor is not null)
+        {
+            after = await cursors.DecodeAsync(scope, page.Cursor, ReadHistoryPosition, cancellationToken);
+            if (after is null)
+            {
+                return PageResults.InvalidCursor();
+            }
+        }
+
+        var history = await events.HistoryPageAsync(deviceId, caller.ProjectId, page, after, page.Limit + 1, cancellationToken);
+        if (history is null)
+        {
+            return DeviceNotFound(deviceId);
+        }
+
+        string? next = null;
+        if (history.Count > page.Limit)
+        {
+            var last = history[page.Limit - 1];
+            next = await cursors.EncodeAsync(scope, writer =>
+            {
+                writer.Write(last.OccurredAt.Ticks);
+                writer.Write(last.Firmware);
+                writer.Write(last.Status);
+            }, cancellationToken);
+        }
+
+        return PageResults.Page(http, history.Take(page.Limit).Select(FirmwareEventResponse.From).ToList(), next);
+    }
+
+    private static FirmwareEvents.HistoryPosition? ReadHistoryPosition(BinaryReader reader)
+    {
+        var ticks = reader.ReadInt64();
+        return ticks is < 0 or > 3155378975999999999
+            ? null
+            : new FirmwareEvents.HistoryPosition(new DateTime(ticks, DateTimeKind.Utc), reader.ReadString(), reader.ReadString());
+    }
+
+    private static async Task<Results<Ok<BatchResult>, ProblemHttpResult>> RecordBatchAsync(
+        [FromRoute(Name = "device_id")] string deviceIdText,
+        HttpContext http,
+        FirmwareEvents events,
+        FirmwareMetrics metrics,
+        CancellationToken cancellationToken)
+    {
+        if (!TryParseId(deviceIdText, out var deviceId))
+        {
+            return InvalidId("device_id", deviceIdText);
+        }
+
+        if (!Caller.From(http.User).IsDevice(deviceId))
+        {
+            return Forbidden("A device key may report events only for its own device.");
+        }
+
+        var (body, problem) = await JsonBody.ReadAsync(http, RequestLimits.MaxBatchBodyBytes, cancellationToken);
+        if (body is null)
+        {
+            metrics.EventRejected(null);
+            return problem!;
+        }
+
+        var reports = new List<NewFirmwareEvent>();
+        var errors = new Dictionary<string, string[]>();
+        using (body)
+        {
+            var root = body.RootElement;
+            if (root.ValueKind != System.Text.Json.JsonValueKind.Array || root.GetArrayLength() is 0 or > MaxBatchEvents)
+            {
+                errors["body"] = [$"Must be a JSON array of 1 to {MaxBatchEvents} events."];
+            }
+            else
+            {
+                var index = 0;
+                foreach (var item in root.EnumerateArray())
+                {
+                    var report = FirmwareEventRequest.Validate(item, out var itemErrors);
+                    if (report is null)
+                    {
+                        foreach (var (field, messages) in itemErrors)
+                        {
+                            errors[string.Create(CultureInfo.InvariantCulture, $"[{index}].{field}")] = messages;
+                        }
+                    }
+                    else
+                    {
+                        reports.Add(report);
+                    }
+
+                    index++;
+                }
+            }
+        }
+
+        if (errors.Count > 0)
+        {
+            metrics.EventRejected(null);
+            return Problems.Validation(errors, "The batch is not valid; nothing was stored.");
+        }
+
+        var created = await events.RecordBatchAsync(deviceId, reports, cancellationToken);
+        if (created is null)
+        {
+            return DeviceNotFound(deviceId);
+        }
+
+        foreach (var e in created)
+        {
+            metrics.EventCreated(e.Status);
+        }
+
+        return TypedResults.Ok(new BatchResult(created.Count, reports.Count - created.Count));
     }
 
     private static async Task<Results<Ok<FirmwareEventResponse>, ProblemHttpResult>> GetAsync(

@@ -1,4 +1,6 @@
+using System.Globalization;
 using Dapper;
+using FirmwareManager.Api.Http;
 using Npgsql;
 
 namespace FirmwareManager.Api.Firmware;
@@ -11,44 +13,157 @@ public sealed record RecordedEvent(FirmwareEvent Event, bool Created);
 /// <summary>The firmware_events table and the device state that follows it.</summary>
 public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
 {
-    // One statement, so the event and the device's state commit together. The event goes to the project the
-    // device belongs to now. A repeat (same device, project, time, firmware, status) inserts nothing.
-    // Current firmware moves only forward in the device's time; LEAST keeps a device whose clock runs ahead
-    // from pinning it until that future date.
-    private const string RecordSql = """
+    // Taken first, in a statement of its own: the events of one device are recorded one transaction at a
+    // time, and the statement that records them then reads the device's state as the previous one left it.
+    private const string LockDeviceSql = """
+        SELECT project_id
+        FROM devices
+        WHERE id = @DeviceId
+        FOR UPDATE
+        """;
+
+    // Stores a device's reports and, in the same statement, keeps what is derived from them:
+    //  * identical repeats (same device, project, time, firmware, status) insert nothing: ON CONFLICT;
+    //  * the device's current firmware follows its newest installed/updated/rolled_back report, by the device's
+    //    clock capped at the receive time (LEAST), so a late, older report or a clock running ahead cannot
+    //    move it backwards or pin it;
+    //  * its newest event (status and time), and the newest status per version it reported on;
+    //  * the per-project version counts (devices running each version; devices whose newest event for a
+    //    version is failed or rolled_back), as deltas into this device's stripe.
+    // Events without a timestamp get the receive time (now()).
+    private const string RecordEventsSql = """
         WITH device AS (
             SELECT id,
-                   project_id
+                   project_id,
+                   current_firmware,
+                   current_firmware_at,
+                   (id % 16)::smallint AS stripe
             FROM devices
             WHERE id = @DeviceId
+        ),
+        input AS (
+            SELECT r.firmware,
+                   r.status,
+                   COALESCE(r.occurred_at, now()) AS occurred_at,
+                   r.position
+            FROM unnest(@Firmwares::text[], @Statuses::text[], @OccurredAts::timestamptz[])
+                 WITH ORDINALITY AS r(firmware, status, occurred_at, position)
         ),
         inserted AS (
             INSERT INTO firmware_events (device_id, project_id, firmware, status, occurred_at)
             SELECT device.id,
                    device.project_id,
-                   @Firmware,
-                   @Status,
-                   COALESCE(@OccurredAt, now())
+                   input.firmware,
+                   input.status,
+                   input.occurred_at
             FROM device
+            CROSS JOIN input
+            ORDER BY input.position
             ON CONFLICT (device_id, project_id, occurred_at, firmware, status) DO NOTHING
-            RETURNING id, device_id, project_id, firmware, status, occurred_at, received_at
+            RETURNING id, device_id, project_id, firmware, status, occurred_at, received_at,
+                      LEAST(occurred_at, received_at) AS reported_at
+        ),
+        newest_event AS (
+            SELECT status,
+                   reported_at,
+                   received_at
+            FROM inserted
+            ORDER BY reported_at DESC, id DESC
+            LIMIT 1
+        ),
+        firmware_move AS (
+            SELECT device.current_firmware AS from_firmware,
+                   newest.firmware AS to_firmware,
+                   newest.reported_at
+            FROM device
+            CROSS JOIN (
+                SELECT firmware,
+                       reported_at
+                FROM inserted
+                WHERE status = ANY(@SetsCurrentFirmware)
+                ORDER BY reported_at DESC, id DESC
+                LIMIT 1
+            ) AS newest
+            WHERE device.current_firmware_at IS NULL
+               OR device.current_firmware_at <= newest.reported_at
+        ),
+        version_change AS (
+            SELECT n.firmware,
+                   n.status AS new_status,
+                   n.reported_at,
+                   s.status AS old_status,
+                   s.project_id AS old_project_id
+            FROM (
+                SELECT DISTINCT ON (firmware) firmware,
+                       status,
+                       reported_at
+                FROM inserted
+                ORDER BY firmware, reported_at DESC, id DESC
+            ) AS n
+            LEFT JOIN device_firmware_status AS s ON s.device_id = @DeviceId AND s.firmware = n.firmware
+            WHERE s.reported_at IS NULL
+               OR s.reported_at <= n.reported_at
+        ),
+        version_status AS (
+            INSERT INTO device_firmware_status AS s (device_id, firmware, project_id, status, reported_at)
+            SELECT device.id,
+                   v.firmware,
+                   device.project_id,
+                   v.new_status,
+                   v.reported_at
+            FROM version_change AS v
+            CROSS JOIN device
+            ON CONFLICT (device_id, firmware) DO UPDATE
+            SET project_id = EXCLUDED.project_id,
+                status = EXCLUDED.status,
+                reported_at = EXCLUDED.reported_at
+        ),
+        count_deltas (project_id, firmware, devices, failed, rolled_back) AS (
+            SELECT device.project_id, m.to_firmware, 1, 0, 0
+            FROM firmware_move AS m
+            CROSS JOIN device
+            WHERE m.from_firmware IS DISTINCT FROM m.to_firmware
+            UNION ALL
+            SELECT device.project_id, m.from_firmware, -1, 0, 0
+            FROM firmware_move AS m
+            CROSS JOIN device
+            WHERE m.from_firmware IS DISTINCT FROM m.to_firmware
+              AND m.from_firmware IS NOT NULL
+            UNION ALL
+            SELECT device.project_id, v.firmware, 0, (v.new_status = 'failed')::int, (v.new_status = 'rolled_back')::int
+            FROM version_change AS v
+            CROSS JOIN device
+            UNION ALL
+            SELECT v.old_project_id, v.firmware, 0, -((v.old_status = 'failed')::int), -((v.old_status = 'rolled_back')::int)
+            FROM version_change AS v
+            WHERE v.old_status IS NOT NULL
+        ),
+        counts AS (
+            INSERT INTO firmware_version_counts AS c (project_id, firmware, stripe, devices, failed, rolled_back)
+            SELECT d.project_id,
+                   d.firmware,
+                   (SELECT stripe FROM device),
+                   sum(d.devices),
+                   sum(d.failed),
+                   sum(d.rolled_back)
+            FROM count_deltas AS d
+            GROUP BY d.project_id, d.firmware
+            HAVING sum(d.devices) <> 0 OR sum(d.failed) <> 0 OR sum(d.rolled_back) <> 0
+            ON CONFLICT (project_id, firmware, stripe) DO UPDATE
+            SET devices = c.devices + EXCLUDED.devices,
+                failed = c.failed + EXCLUDED.failed,
+                rolled_back = c.rolled_back + EXCLUDED.rolled_back
         ),
         device_state AS (
             UPDATE devices AS d
-            SET last_reported_at = GREATEST(d.last_reported_at, i.received_at),
-                current_firmware = CASE WHEN i.sets_firmware AND (d.current_firmware_at IS NULL OR d.current_firmware_at <= i.reported_at)
-                                        THEN i.firmware ELSE d.current_firmware END,
-                current_firmware_at = CASE WHEN i.sets_firmware AND (d.current_firmware_at IS NULL OR d.current_firmware_at <= i.reported_at)
-                                           THEN i.reported_at ELSE d.current_firmware_at END
-            FROM (
-                SELECT device_id,
-                       firmware,
-                       received_at,
-                       LEAST(occurred_at, received_at) AS reported_at,
-                       status = ANY(@SetsCurrentFirmware) AS sets_firmware
-                FROM inserted
-            ) AS i
-            WHERE d.id = i.device_id
+            SET current_firmware = COALESCE((SELECT to_firmware FROM firmware_move), d.current_firmware),
+                current_firmware_at = COALESCE((SELECT reported_at FROM firmware_move), d.current_firmware_at),
+                last_reported_at = GREATEST(d.last_reported_at, n.received_at),
+                last_event_status = CASE WHEN d.last_event_at IS NULL OR d.last_event_at <= n.reported_at
+                                         THEN n.status ELSE d.last_event_status END,
+                last_event_at = GREATEST(d.last_event_at, n.reported_at)
+            FROM newest_event AS n
+            WHERE d.id = @DeviceId
         )
         SELECT id AS Id,
                device_id AS DeviceId,
@@ -58,10 +173,10 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
                occurred_at AS OccurredAt,
                received_at AS ReceivedAt
         FROM inserted
+        ORDER BY id
         """;
 
-    // Runs only after a conflict, in a statement of its own: the conflicting row may have been committed by a
-    // concurrent request after the insert's snapshot was taken.
+    // Runs only when the report was a repeat, after the insert: the stored event is then visible.
     private const string FindRepeatSql = """
         SELECT e.id AS Id,
                e.device_id AS DeviceId,
@@ -81,36 +196,72 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
     /// <summary>Stores the event, or finds the identical one already stored; null when the device does not exist.</summary>
     public async Task<RecordedEvent?> RecordAsync(long deviceId, NewFirmwareEvent report, CancellationToken cancellationToken)
     {
-        var parameters = new
-        {
-            DeviceId = deviceId,
-            report.Firmware,
-            report.Status,
-            report.OccurredAt,
-            SetsCurrentFirmware = FirmwareStatus.SetsCurrentFirmware.ToArray(),
-        };
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        var created = await connection.QuerySingleOrDefaultAsync<FirmwareEvent>(
-            new CommandDefinition(RecordSql, parameters, cancellationToken: cancellationToken));
-        if (created is not null)
-        {
-            return new RecordedEvent(created, Created: true);
-        }
-
-        if (report.OccurredAt is null)
+        await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+        var created = await RecordInTransactionAsync(connection, transaction, deviceId, [report], cancellationToken);
+        if (created is null)
         {
             return null;
         }
 
-        var existing = await connection.QuerySingleOrDefaultAsync<FirmwareEvent>(
-            new CommandDefinition(FindRepeatSql, parameters, cancellationToken: cancellationToken));
+        RecordedEvent? result = created.Count == 1
+            ? new RecordedEvent(created[0], Created: true)
+            : await FindRepeatAsync(connection, transaction, deviceId, report, cancellationToken);
+        await transaction.CommitAsync(cancellationToken);
+        return result;
+    }
+
+    /// <summary>Stores a device's backlog in one transaction; the events it created, or null when the device does not exist.</summary>
+    public async Task<IReadOnlyList<FirmwareEvent>?> RecordBatchAsync(
+        long deviceId, IReadOnlyList<NewFirmwareEvent> reports, CancellationToken cancellationToken)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
+        await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+        var created = await RecordInTransactionAsync(connection, transaction, deviceId, reports, cancellationToken);
+        await transaction.CommitAsync(cancellationToken);
+        return created;
+    }
+
+    private static async Task<List<FirmwareEvent>?> RecordInTransactionAsync(
+        NpgsqlConnection connection, NpgsqlTransaction transaction, long deviceId, IReadOnlyList<NewFirmwareEvent> reports,
+        CancellationToken cancellationToken)
+    {
+        var parameters = new
+        {
+            DeviceId = deviceId,
+            Firmwares = reports.Select(r => r.Firmware).ToArray(),
+            Statuses = reports.Select(r => r.Status).ToArray(),
+            OccurredAts = reports.Select(r => r.OccurredAt).ToArray(),
+            SetsCurrentFirmware = FirmwareStatus.SetsCurrentFirmware.ToArray(),
+        };
+
+        // Both statements in one round trip; each still reads with a snapshot of its own.
+        await using var results = await connection.QueryMultipleAsync(new CommandDefinition(
+            LockDeviceSql + ";\n" + RecordEventsSql, parameters, transaction, cancellationToken: cancellationToken));
+        if (await results.ReadSingleOrDefaultAsync<long?>() is null)
+        {
+            return null;
+        }
+
+        return (await results.ReadAsync<FirmwareEvent>()).AsList();
+    }
+
+    private static async Task<RecordedEvent?> FindRepeatAsync(
+        NpgsqlConnection connection, NpgsqlTransaction transaction, long deviceId, NewFirmwareEvent report, CancellationToken cancellationToken)
+    {
+        var existing = await connection.QuerySingleOrDefaultAsync<FirmwareEvent>(new CommandDefinition(
+            FindRepeatSql,
+            new { DeviceId = deviceId, report.Firmware, report.Status, report.OccurredAt },
+            transaction,
+            cancellationToken: cancellationToken));
         return existing is null ? null : new RecordedEvent(existing, Created: false);
     }
 
-    // Newest first by the device's clock: a backward scan of firmware_events_device_history_key, which also
-    // breaks ties in a stable order (firmware, then status). Events the device reported while it belonged to
-    // another project are not this project's and are never returned.
-    private const string ListForDeviceSql = """
+    // One page of a device's history in the project, newest first by the device's clock: a backward scan of
+    // firmware_events_device_history_key from the cursor's position (keyset paging: every page costs the
+    // same), with ties in a stable order (firmware, then status). Events the device reported while it
+    // belonged to another project are not this project's and are never returned.
+    private const string HistoryPageSql = """
         SELECT e.id AS Id,
                e.device_id AS DeviceId,
                e.project_id AS ProjectId,
@@ -121,9 +272,16 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
         FROM firmware_events AS e
         WHERE e.device_id = @DeviceId
           AND e.project_id = @ProjectId
+          AND e.occurred_at >= COALESCE(@Since::timestamptz, '-infinity')
+          AND e.occurred_at < COALESCE(@Until::timestamptz, 'infinity')
+          AND (e.occurred_at, e.firmware, e.status)
+              < (COALESCE(@AfterOccurredAt::timestamptz, 'infinity'), COALESCE(@AfterFirmware, ''), COALESCE(@AfterStatus, ''))
+          AND (cardinality(@Statuses::text[]) = 0 OR e.status = ANY(@Statuses))
+          AND (@Firmware::text IS NULL OR e.firmware = @Firmware)
         ORDER BY e.occurred_at DESC,
                  e.firmware DESC,
                  e.status DESC
+        LIMIT @Limit
         """;
 
     private const string DeviceInProjectSql = """
@@ -135,10 +293,29 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
         )
         """;
 
-    /// <summary>The device's history in the project, newest first; null when the device is not in that project.</summary>
-    public async Task<IReadOnlyList<FirmwareEvent>?> ListForDeviceAsync(long deviceId, long projectId, CancellationToken cancellationToken)
+    /// <summary>Where a history page ends: the sort key of its last event.</summary>
+    public sealed record HistoryPosition(DateTime OccurredAt, string Firmware, string Status);
+
+    /// <summary>
+    /// Up to <paramref name="limit"/> events of the device in the project after <paramref name="after"/>, newest
+    /// first; null when the device is not in that project.
+    /// </summary>
+    public async Task<IReadOnlyList<FirmwareEvent>?> HistoryPageAsync(
+        long deviceId, long projectId, PageRequest filters, HistoryPosition? after, int limit, CancellationToken cancellationToken)
     {
-        var parameters = new { DeviceId = deviceId, ProjectId = projectId };
+        var parameters = new
+        {
+            DeviceId = deviceId,
+            ProjectId = projectId,
+            filters.Since,
+            filters.Until,
+            AfterOccurredAt = after?.OccurredAt,
+            AfterFirmware = after?.Firmware,
+            AfterStatus = after?.Status,
+            filters.Statuses,
+            filters.Firmware,
+            Limit = limit,
+        };
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         if (!await connection.ExecuteScalarAsync<bool>(new CommandDefinition(DeviceInProjectSql, parameters, cancellationToken: cancellationToken)))
         {
@@ -146,7 +323,96 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
         }
 
         var events = await connection.QueryAsync<FirmwareEvent>(
-            new CommandDefinition(ListForDeviceSql, parameters, cancellationToken: cancellationToken));
+            new CommandDefinition(HistoryPageSql, parameters, cancellationToken: cancellationToken));
+        return events.AsList();
+    }
+
+    // The project's feed, newest arrival first, from the cursor's position: firmware_events_project_arrival_idx
+    // read backwards.
+    private const string FeedNewestFirstSql = """
+        SELECT e.id AS Id,
+               e.device_id AS DeviceId,
+               e.project_id AS ProjectId,
+               e.firmware AS Firmware,
+               e.status AS Status,
+               e.occurred_at AS OccurredAt,
+               e.received_at AS ReceivedAt,
+               e.tx_id::text AS TxId
+        FROM firmware_events AS e
+        WHERE e.project_id = @ProjectId
+          AND (e.tx_id, e.id) < (COALESCE(@BeforeTxId::xid8, '18446744073709551615'), COALESCE(@BeforeId, 0))
+          AND (@DeviceId::bigint IS NULL OR e.device_id = @DeviceId)
+          AND e.occurred_at >= COALESCE(@Since::timestamptz, '-infinity')
+          AND e.occurred_at < COALESCE(@Until::timestamptz, 'infinity')
+          AND (cardinality(@Statuses::text[]) = 0 OR e.status = ANY(@Statuses))
+          AND (@Firmware::text IS NULL OR e.firmware = @Firmware)
+        ORDER BY e.tx_id DESC,
+                 e.id DESC
+        LIMIT @Limit
+        """;
+
+    // The project's feed in arrival order after the poller's cursor, and only as far as every transaction
+    // that could still add an event before that point has ended (pg_snapshot_xmin): an event committed late
+    // never lands behind a cursor that was already handed out.
+    private const string FeedAfterSql = """
+        SELECT e.id AS Id,
+               e.device_id AS DeviceId,
+               e.project_id AS ProjectId,
+               e.firmware AS Firmware,
+               e.status AS Status,
+               e.occurred_at AS OccurredAt,
+               e.received_at AS ReceivedAt,
+               e.tx_id::text AS TxId
+        FROM firmware_events AS e
+        WHERE e.project_id = @ProjectId
+          AND (e.tx_id, e.id) > (@AfterTxId::xid8, @AfterId)
+          AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())
+          AND (@DeviceId::bigint IS NULL OR e.device_id = @DeviceId)
+          AND e.occurred_at >= COALESCE(@Since::timestamptz, '-infinity')
+          AND e.occurred_at < COALESCE(@Until::timestamptz, 'infinity')
+          AND (cardinality(@Statuses::text[]) = 0 OR e.status = ANY(@Statuses))
+          AND (@Firmware::text IS NULL OR e.firmware = @Firmware)
+        ORDER BY e.tx_id,
+                 e.id
+        LIMIT @Limit
+        """;
+
+    /// <summary>A position in arrival order: the storing transaction's id, then the event id.</summary>
+    public sealed record ArrivalPosition(ulong TxId, long Id);
+
+    public sealed record FeedEvent(
+        long Id, long DeviceId, long ProjectId, string Firmware, string Status, DateTime OccurredAt, DateTime ReceivedAt, string TxId)
+    {
+        public FirmwareEvent Event => new(Id, DeviceId, ProjectId, Firmware, Status, OccurredAt, ReceivedAt);
+
+        public ArrivalPosition Position => new(ulong.Parse(TxId, CultureInfo.InvariantCulture), Id);
+    }
+
+    /// <summary>
+    /// A page of the project's events: newest arrival first before <paramref name="before"/>, or, when
+    /// <paramref name="after"/> is given, in arrival order after it.
+    /// </summary>
+    public async Task<IReadOnlyList<FeedEvent>> FeedPageAsync(
+        long projectId, long? deviceId, PageRequest filters, ArrivalPosition? before, ArrivalPosition? after, int limit,
+        CancellationToken cancellationToken)
+    {
+        var parameters = new
+        {
+            ProjectId = projectId,
+            DeviceId = deviceId,
+            BeforeTxId = before?.TxId.ToString(CultureInfo.InvariantCulture),
+            BeforeId = before?.Id,
+            AfterTxId = (after?.TxId ?? 0).ToString(CultureInfo.InvariantCulture),
+            AfterId = after?.Id ?? 0,
+            filters.Since,
+            filters.Until,
+            filters.Statuses,
+            filters.Firmware,
+            Limit = limit,
+        };
+        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
+        var events = await connection.QueryAsync<FeedEvent>(new CommandDefinition(
+            after is null ? FeedNewestFirstSql : FeedAfterSql, parameters, cancellationToken: cancellationToken));
         return events.AsList();
     }
 

@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.Text.Json;
+using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Net.Http.Headers;
 
@@ -7,8 +8,9 @@ namespace FirmwareManager.Api.Http;
 
 /// <summary>
 /// Reads a small JSON request body with the checks every write endpoint needs, each answered with a problem
-/// response: 415 for anything but JSON, 413 above <see cref="RequestLimits.MaxBodyBytes"/>, 400 for bytes that are
+/// response: 415 for anything but JSON, 413 above the endpoint's limit, 400 for bytes that are
 /// not JSON (duplicate property names included, so no one has to guess which of two values counts).
+/// Kestrel's own limit is raised or lowered to <c>maxBytes</c> for the request, so chunked bodies stop there too.
 /// </summary>
 public static class JsonBody
 {
@@ -18,8 +20,15 @@ public static class JsonBody
         MaxDepth = 16,
     };
 
-    public static async Task<(JsonDocument? Document, ProblemHttpResult? Problem)> ReadAsync(HttpRequest request, CancellationToken cancellationToken)
+    public static async Task<(JsonDocument? Document, ProblemHttpResult? Problem)> ReadAsync(
+        HttpContext http, int maxBytes, CancellationToken cancellationToken)
     {
+        var request = http.Request;
+        if (http.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } sizeLimit)
+        {
+            sizeLimit.MaxRequestBodySize = maxBytes;
+        }
+
         if (!IsJson(request.ContentType))
         {
             return (null, TypedResults.Problem(
@@ -28,30 +37,30 @@ public static class JsonBody
                 detail: "Send the body as JSON, with Content-Type: application/json."));
         }
 
-        if (request.ContentLength > RequestLimits.MaxBodyBytes)
+        if (request.ContentLength > maxBytes)
         {
-            return (null, TooLarge());
+            return (null, TooLarge(maxBytes));
         }
 
-        var buffer = ArrayPool<byte>.Shared.Rent(RequestLimits.MaxBodyBytes + 1);
+        var buffer = ArrayPool<byte>.Shared.Rent(maxBytes + 1);
         try
         {
             var length = 0;
             int read;
             try
             {
-                while ((read = await request.Body.ReadAsync(buffer.AsMemory(length, RequestLimits.MaxBodyBytes + 1 - length), cancellationToken)) > 0)
+                while ((read = await request.Body.ReadAsync(buffer.AsMemory(length, maxBytes + 1 - length), cancellationToken)) > 0)
                 {
                     length += read;
-                    if (length > RequestLimits.MaxBodyBytes)
+                    if (length > maxBytes)
                     {
-                        return (null, TooLarge());
+                        return (null, TooLarge(maxBytes));
                     }
                 }
             }
             catch (BadHttpRequestException e) when (e.StatusCode == StatusCodes.Status413PayloadTooLarge)
             {
-                return (null, TooLarge());
+                return (null, TooLarge(maxBytes));
             }
 
             try
@@ -84,8 +93,8 @@ public static class JsonBody
                (!charset.HasValue || charset.Equals("utf-8", StringComparison.OrdinalIgnoreCase));
     }
 
-    private static ProblemHttpResult TooLarge() => TypedResults.Problem(
+    private static ProblemHttpResult TooLarge(int maxBytes) => TypedResults.Problem(
         statusCode: StatusCodes.Status413PayloadTooLarge,
         title: "Request body too large",
-        detail: $"The body may be at most {RequestLimits.MaxBodyBytes} bytes.");
+        detail: $"The body may be at most {maxBytes} bytes.");
 }

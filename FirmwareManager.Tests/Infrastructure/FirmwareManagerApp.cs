@@ -27,7 +27,8 @@ public sealed class FirmwareManagerApp : WebApplicationFactory<Program>, IAsyncL
     public const string MemberKey3 = "super_secret_member_key_3";
 
     private const string EmptyAllTables = """
-        TRUNCATE firmware_events, device_api_keys, devices, membership_api_keys, project_memberships, projects
+        TRUNCATE firmware_version_counts, device_firmware_status, firmware_events, device_api_keys, devices,
+                 membership_api_keys, project_memberships, projects
         RESTART IDENTITY
         """;
 

@@ -41,6 +41,28 @@ INSERT INTO firmware_events (id, device_id, project_id, firmware, status, occurr
     (6, 3, 2, '1.0.2', 'updated', '2023-01-01T00:00:00Z', '2023-01-01T00:00:00Z')
 ON CONFLICT DO NOTHING;
 
+-- The state ingest keeps beside the events (migrations/0004), as these events would have left it.
+UPDATE devices
+SET last_event_status = CASE id WHEN 1 THEN 'installed' ELSE 'updated' END,
+    last_event_at = '2023-01-01T00:00:00Z'
+WHERE id IN (1, 2, 3)
+  AND last_event_at IS NULL;
+
+INSERT INTO device_firmware_status (device_id, firmware, project_id, status, reported_at) VALUES
+    (1, '1.0.0', 1, 'installed', '2023-01-01T00:00:00Z'),
+    (2, '1.0.0', 1, 'installed', '2023-01-01T00:00:00Z'),
+    (2, '1.0.1', 1, 'updated', '2023-01-01T00:00:00Z'),
+    (3, '1.0.0', 1, 'installed', '2023-01-01T00:00:00Z'),
+    (3, '1.0.1', 2, 'updated', '2023-01-01T00:00:00Z'),
+    (3, '1.0.2', 2, 'updated', '2023-01-01T00:00:00Z')
+ON CONFLICT DO NOTHING;
+
+INSERT INTO firmware_version_counts (project_id, firmware, stripe, devices, failed, rolled_back) VALUES
+    (1, '1.0.0', 0, 1, 0, 0),
+    (1, '1.0.1', 0, 1, 0, 0),
+    (2, '1.0.2', 0, 1, 0, 0)
+ON CONFLICT DO NOTHING;
+
 -- Ids were given explicitly: move each identity past them so the service's own rows never collide.
 SELECT setval(pg_get_serial_sequence('projects', 'id'), GREATEST(max(id), 1)) FROM projects;
 SELECT setval(pg_get_serial_sequence('project_memberships', 'id'), GREATEST(max(id), 1)) FROM project_memberships;
