@@ -1,5 +1,7 @@
 using System.Text.Json.Serialization;
+using FirmwareManager.Api.Devices;
 using FirmwareManager.Api.Firmware;
+using FirmwareManager.Api.Versions;
 
 namespace FirmwareManager.Api;
 
@@ -7,4 +9,8 @@ namespace FirmwareManager.Api;
 [JsonSourceGenerationOptions(PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower)]
 [JsonSerializable(typeof(FirmwareEventResponse))]
 [JsonSerializable(typeof(List<FirmwareEventResponse>))]
+[JsonSerializable(typeof(BatchResult))]
+[JsonSerializable(typeof(DeviceResponse))]
+[JsonSerializable(typeof(List<DeviceResponse>))]
+[JsonSerializable(typeof(List<FirmwareVersionCount>))]
 internal sealed partial class AppJsonContext : JsonSerializerContext;

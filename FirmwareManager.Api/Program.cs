@@ -1,9 +1,12 @@
 using FirmwareManager.Api;
 using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Database;
+using FirmwareManager.Api.Devices;
+using FirmwareManager.Api.Events;
 using FirmwareManager.Api.Firmware;
 using FirmwareManager.Api.Http;
 using FirmwareManager.Api.Observability;
+using FirmwareManager.Api.Versions;
 using Microsoft.Extensions.Options;
 using Serilog;
 
@@ -35,6 +38,15 @@ try
     // Repositories
     builder.Services.AddSingleton<FirmwareEvents>();
     builder.Services.AddSingleton<Cursors>();
+    builder.Services.AddSingleton<Devices>();
+    builder.Services.AddSingleton<FirmwareVersions>();
+
+    // Background work
+    builder.Services.AddOptions<RetentionOptions>()
+        .Bind(builder.Configuration.GetSection(RetentionOptions.Section))
+        .ValidateDataAnnotations()
+        .ValidateOnStart();
+    builder.Services.AddHostedService<RetentionService>();
 
     var app = builder.Build();
 
@@ -48,6 +60,9 @@ try
     app.MapHealthChecks("/health").AllowAnonymous();
     app.MapMetrics();
     app.MapFirmwareApi();
+    app.MapEventFeedApi();
+    app.MapDevicesApi();
+    app.MapFirmwareVersionsApi();
 
     // Schema (and demo data when switched on) before the first request; a failed script stops the start.
     await DatabaseMigrator.MigrateAsync(

@@ -118,6 +118,7 @@ public sealed class ApiKeyAuthenticationHandler(
 public static class Policies
 {
     public const string Device = "device";
+    public const string Member = "member";
 }
 
 public static class AuthExtensions
@@ -130,7 +131,10 @@ public static class AuthExtensions
         services.AddAuthorizationBuilder()
             .AddPolicy(Policies.Device, policy => policy
                 .RequireAuthenticatedUser()
-                .RequireClaim(Caller.KindClaim, Caller.KindName(CallerKind.Device)));
+                .RequireClaim(Caller.KindClaim, Caller.KindName(CallerKind.Device)))
+            .AddPolicy(Policies.Member, policy => policy
+                .RequireAuthenticatedUser()
+                .RequireClaim(Caller.KindClaim, Caller.KindName(CallerKind.Member)));
         return services;
     }
 }

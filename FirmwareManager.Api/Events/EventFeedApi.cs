@@ -1,0 +1,111 @@
+using System.Globalization;
+using FirmwareManager.Api.Auth;
+using FirmwareManager.Api.Firmware;
+using FirmwareManager.Api.Http;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Mvc;
+
+namespace FirmwareManager.Api.Events;
+
+/// <summary>
+/// <c>/events</c>: every event of the caller's project. Newest arrival first, paged with <c>cursor</c>; or, with
+/// <c>after</c>, in arrival order from a position, for tools that poll for what is new: <c>after=beginning</c>
+/// starts at the first event, and every such page carries a <c>Link: rel="next"</c> to poll next (the same
+/// position when nothing new has arrived).
+/// </summary>
+public static class EventFeedApi
+{
+    public const string FromBeginning = "beginning";
+
+    public static RouteGroupBuilder MapEventFeedApi(this IEndpointRouteBuilder app)
+    {
+        var group = app.MapGroup("/events")
+            .RequireAuthorization(Policies.Member)
+            .WithTags("Events");
+
+        group.MapGet("/", ListAsync);
+        return group;
+    }
+
+    private static async Task<Results<Ok<List<FirmwareEventResponse>>, ProblemHttpResult>> ListAsync(
+        [FromQuery] string? limit,
+        [FromQuery] string? cursor,
+        [FromQuery] string? after,
+        [FromQuery] string? since,
+        [FromQuery] string? until,
+        [FromQuery] string[]? status,
+        [FromQuery] string? firmware,
+        [FromQuery(Name = "device_id")] string? deviceIdText,
+        HttpContext http,
+        FirmwareEvents events,
+        Cursors cursors,
+        CancellationToken cancellationToken)
+    {
+        var errors = new Dictionary<string, string[]>();
+        var page = PageRequest.Parse(limit, cursor, since, until, status, firmware, errors);
+        long? deviceId = null;
+        if (deviceIdText is not null)
+        {
+            if (long.TryParse(deviceIdText, NumberStyles.None, CultureInfo.InvariantCulture, out var id))
+            {
+                deviceId = id;
+            }
+            else
+            {
+                errors["device_id"] = ["Must be a whole number from 0 to 9223372036854775807."];
+            }
+        }
+
+        if (cursor is not null && after is not null)
+        {
+            errors["after"] = ["Use either cursor (newest first) or after (arrival order), not both."];
+        }
+
+        if (page is null || errors.Count > 0)
+        {
+            return Problems.Validation(errors, "Invalid query parameters.");
+        }
+
+        var caller = Caller.From(http.User);
+        var polling = after is not null;
+        var scope = string.Create(CultureInfo.InvariantCulture,
+            $"events|{(polling ? "after" : "newest")}|{caller.ProjectId}|{deviceId}|{page.FilterKey}");
+        FirmwareEvents.ArrivalPosition? position = null;
+        var token = polling ? after : page.Cursor;
+        if (polling && after == FromBeginning)
+        {
+            position = new FirmwareEvents.ArrivalPosition(0, 0);
+        }
+        else if (token is not null)
+        {
+            position = await cursors.DecodeAsync(scope, token, ReadPosition, cancellationToken);
+            if (position is null)
+            {
+                return PageResults.InvalidCursor(polling ? "after" : "cursor");
+            }
+        }
+
+        var found = await events.FeedPageAsync(
+            caller.ProjectId, deviceId, page, polling ? null : position, polling ? position : null, page.Limit + 1, cancellationToken);
+        var served = found.Take(page.Limit).ToList();
+
+        // Polling always gets a next position, even from an empty page; newest-first only while more remain.
+        var nextPosition = polling
+            ? served.Count > 0 ? served[^1].Position : position
+            : found.Count > page.Limit ? served[^1].Position : null;
+        string? next = null;
+        if (nextPosition is not null)
+        {
+            next = await cursors.EncodeAsync(scope, writer =>
+            {
+                writer.Write(nextPosition.TxId);
+                writer.Write(nextPosition.Id);
+            }, cancellationToken);
+        }
+
+        return PageResults.Page(
+            http, served.Select(e => FirmwareEventResponse.From(e.Event)).ToList(), next, polling ? "after" : "cursor");
+    }
+
+    private static FirmwareEvents.ArrivalPosition ReadPosition(BinaryReader reader) => new(reader.ReadUInt64(), reader.ReadInt64());
+}
