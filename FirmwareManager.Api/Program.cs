@@ -34,6 +34,7 @@ try
     builder.Services.AddDatabase(builder.Configuration);
     builder.Services.AddErrorHandling();
     builder.Services.AddApiKeyAuthentication();
+    builder.Services.AddApiDocs();
 
     // Repositories
     builder.Services.AddSingleton<FirmwareEvents>();
@@ -57,8 +58,9 @@ try
     app.UseAuthorization();
 
     // Endpoints
-    app.MapHealthChecks("/health").AllowAnonymous();
+    app.MapHealth();
     app.MapMetrics();
+    app.MapApiDocs();
     app.MapFirmwareApi();
     app.MapEventFeedApi();
     app.MapDevicesApi();

@@ -23,6 +23,24 @@ public static class DatabaseExtensions
     }
 }
 
+public static class HealthEndpoint
+{
+    /// <summary><c>GET /health</c>: 200 <c>Healthy</c> while the database answers, 503 <c>Unhealthy</c> when not. No key needed.</summary>
+    public static RouteHandlerBuilder MapHealth(this IEndpointRouteBuilder app) =>
+        app.MapGet("/health", async (HealthCheckService health, CancellationToken cancellationToken) =>
+            {
+                var report = await health.CheckHealthAsync(cancellationToken);
+                return report.Status == HealthStatus.Healthy
+                    ? Results.Text("Healthy")
+                    : Results.Text("Unhealthy", statusCode: StatusCodes.Status503ServiceUnavailable);
+            })
+            .AllowAnonymous()
+            .WithTags("Service")
+            .WithSummary("200 Healthy while the database answers, 503 Unhealthy when not. No key needed.")
+            .Produces<string>(StatusCodes.Status200OK, "text/plain")
+            .Produces<string>(StatusCodes.Status503ServiceUnavailable, "text/plain");
+}
+
 /// <summary>Healthy while PostgreSQL answers a trivial query within the check's time.</summary>
 internal sealed class DatabaseHealthCheck(NpgsqlDataSource dataSource) : IHealthCheck
 {

@@ -16,10 +16,16 @@ public static class DevicesApi
     {
         var group = app.MapGroup("/devices")
             .RequireAuthorization(Policies.Member)
-            .WithTags("Devices");
+            .WithTags("Devices")
+            .WithKeyProblems()
+            .ProducesValidationProblem();
 
-        group.MapGet("/", ListAsync);
-        group.MapGet("/{device_id}", GetAsync);
+        group.MapGet("/", ListAsync)
+            .WithSummary("The project's devices in id order, paged (member keys)")
+            .WithDescription("Filters: firmware (the current version, exact), status_of_last_event (repeat or comma-separate), silent_since (devices with no report since then, or never).");
+        group.MapGet("/{device_id}", GetAsync)
+            .ProducesProblem(StatusCodes.Status404NotFound)
+            .WithSummary("One device: current firmware, its newest event and when it last reported (member keys)");
         return group;
     }
 

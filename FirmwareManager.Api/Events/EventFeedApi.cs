@@ -21,9 +21,13 @@ public static class EventFeedApi
     {
         var group = app.MapGroup("/events")
             .RequireAuthorization(Policies.Member)
-            .WithTags("Events");
+            .WithTags("Events")
+            .WithKeyProblems()
+            .ProducesValidationProblem();
 
-        group.MapGet("/", ListAsync);
+        group.MapGet("/", ListAsync)
+            .WithSummary("Every event of the caller's project (member keys), newest arrival first, or in arrival order after a position")
+            .WithDescription("Filters as for a device's history, plus device_id. Page with cursor; or poll with after=beginning and then the Link rel=\"next\" URL, which every polling answer carries: an event that commits late is never skipped.");
         return group;
     }
 

@@ -15,6 +15,12 @@ public sealed record FirmwareEventResponse(
         e.Id, e.DeviceId, e.ProjectId, e.Firmware, e.Status, Rfc3339.Format(e.OccurredAt), Rfc3339.Format(e.ReceivedAt));
 }
 
+/// <summary>A report as a device sends it. <c>timestamp</c> is optional: a device without a clock leaves it out.</summary>
+/// <param name="Firmware">SemVer 2.0.0 version, at most 128 characters, e.g. 1.4.2 or 2.0.0-rc.1+build.5.</param>
+/// <param name="Status">downloading, downloaded, installing, installed, updated, failed or rolled_back.</param>
+/// <param name="Timestamp">RFC 3339 with an offset and at most 6 fractional digits; the receive time when left out.</param>
+public sealed record FirmwareEventBody(string Firmware, string Status, string? Timestamp);
+
 /// <summary>The answer to a batch: events stored now, and events that were stored before (or repeated within the batch).</summary>
 public sealed record BatchResult(int Created, int AlreadyKnown);
 
@@ -27,12 +33,30 @@ public static class FirmwareApi
     {
         var group = app.MapGroup("/firmware")
             .RequireAuthorization()
-            .WithTags("Firmware");
+            .WithTags("Firmware")
+            .WithKeyProblems()
+            .ProducesValidationProblem()
+            .ProducesProblem(StatusCodes.Status404NotFound);
 
-        group.MapPost("/{device_id}", RecordAsync).RequireAuthorization(Policies.Device);
-        group.MapPost("/{device_id}/batch", RecordBatchAsync).RequireAuthorization(Policies.Device);
-        group.MapGet("/{device_id}", ListAsync);
-        group.MapGet("/{device_id}/events/{event_id}", GetAsync);
+        group.MapPost("/{device_id}", RecordAsync)
+            .RequireAuthorization(Policies.Device)
+            .Accepts<FirmwareEventBody>("application/json")
+            .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
+            .ProducesProblem(StatusCodes.Status415UnsupportedMediaType)
+            .WithSummary("A device reports one firmware event (device key, own device only)")
+            .WithDescription("201 with the event and its Location; 200 with the stored event when it is an identical repeat.");
+        group.MapPost("/{device_id}/batch", RecordBatchAsync)
+            .RequireAuthorization(Policies.Device)
+            .Accepts<FirmwareEventBody[]>("application/json")
+            .ProducesProblem(StatusCodes.Status413PayloadTooLarge)
+            .ProducesProblem(StatusCodes.Status415UnsupportedMediaType)
+            .WithSummary("A device uploads a backlog of up to 1000 events in one transaction (device key, own device only)")
+            .WithDescription("All events are validated first: one invalid event rejects the batch (errors keyed [index].field) and nothing is stored.");
+        group.MapGet("/{device_id}", ListAsync)
+            .WithSummary("A device's history in the caller's project, newest first by the device's clock, paged")
+            .WithDescription("For members of the device's project and for the device itself. Filters: since (inclusive), until (exclusive), status (repeat or comma-separate), firmware. limit 1-1000 (default 100); follow the Link rel=\"next\" header for more.");
+        group.MapGet("/{device_id}/events/{event_id}", GetAsync)
+            .WithSummary("One event of a device (the Location of a report)");
         return group;
     }
 

@@ -77,7 +77,7 @@ public static class ObservabilityExtensions
         var metrics = app.Services.GetRequiredService<MetricsOptions>();
         if (metrics.Enabled)
         {
-            var endpoint = app.MapPrometheusScrapingEndpoint("/metrics");
+            var endpoint = app.MapPrometheusScrapingEndpoint("/metrics").ExcludeFromDescription();
             if (metrics.Port is { } port)
             {
                 endpoint.RequireHost($"*:{port}");

@@ -1,4 +1,5 @@
 using FirmwareManager.Api.Auth;
+using FirmwareManager.Api.Http;
 using Microsoft.AspNetCore.Http.HttpResults;
 
 namespace FirmwareManager.Api.Versions;
@@ -10,9 +11,11 @@ public static class FirmwareVersionsApi
     {
         var group = app.MapGroup("/firmware-versions")
             .RequireAuthorization(Policies.Member)
-            .WithTags("Firmware versions");
+            .WithTags("Firmware versions")
+            .WithKeyProblems();
 
-        group.MapGet("/", ListAsync);
+        group.MapGet("/", ListAsync)
+            .WithSummary("The project's firmware versions by SemVer precedence: devices running each, and devices whose newest event for it is failed or rolled_back (member keys)");
         return group;
     }
 

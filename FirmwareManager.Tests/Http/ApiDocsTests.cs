@@ -1,0 +1,49 @@
+using System.Net;
+using FirmwareManager.Tests.Infrastructure;
+
+namespace FirmwareManager.Tests.Http;
+
+public sealed class ApiDocsTests(FirmwareManagerApp app) : ApiTest(app)
+{
+    [Fact]
+    public async Task The_OpenAPI_document_describes_every_endpoint_its_errors_and_the_key_schemes()
+    {
+        using var client = App.ClientWithKey(null);
+
+        var response = await client.GetAsync("/openapi/v1.json");
+
+        response.StatusCode.Should().Be(HttpStatusCode.OK);
+        var document = await response.JsonAsync();
+        var paths = document.GetProperty("paths");
+        paths.EnumerateObject().Select(p => p.Name).Should().BeEquivalentTo(
+            "/health", "/firmware/{device_id}", "/firmware/{device_id}/batch", "/firmware/{device_id}/events/{event_id}",
+            "/events", "/devices", "/devices/{device_id}", "/firmware-versions");
+        var schemes = document.GetProperty("components").GetProperty("securitySchemes");
+        schemes.GetProperty("api_key").GetProperty("in").GetString().Should().Be("header");
+        schemes.GetProperty("api_key").GetProperty("name").GetString().Should().Be("api_key");
+        schemes.GetProperty("bearer").GetProperty("scheme").GetString().Should().Be("bearer");
+
+        var report = paths.GetProperty("/firmware/{device_id}").GetProperty("post");
+        report.GetProperty("responses").EnumerateObject().Select(r => r.Name).Should().Contain(["200", "201", "400", "401", "403", "404", "413", "415", "503"]);
+        report.GetProperty("responses").GetProperty("401").GetProperty("content").TryGetProperty("application/problem+json", out _).Should().BeTrue();
+        report.GetProperty("requestBody").GetProperty("content").TryGetProperty("application/json", out _).Should().BeTrue();
+        report.GetProperty("security").GetArrayLength().Should().Be(2);
+        paths.GetProperty("/health").GetProperty("get").TryGetProperty("security", out _).Should().BeFalse();
+        paths.GetProperty("/firmware/{device_id}").GetProperty("get").GetProperty("parameters").EnumerateArray()
+            .Select(p => p.GetProperty("name").GetString()).Should().Contain(["limit", "cursor", "since", "until", "status", "firmware"]);
+    }
+
+    [Fact]
+    public async Task Interactive_docs_are_served_at_docs()
+    {
+        using var client = App.CreateClient(new Microsoft.AspNetCore.Mvc.Testing.WebApplicationFactoryClientOptions { AllowAutoRedirect = true });
+
+        var response = await client.GetAsync("/docs");
+
+        response.StatusCode.Should().Be(HttpStatusCode.OK);
+        response.Content.Headers.ContentType!.MediaType.Should().Be("text/html");
+        // Scalar resolves the document's address against the site's base path: /openapi/v1.json.
+        (await response.Content.ReadAsStringAsync()).Should().Contain("\"url\":\"openapi/v1.json\"");
+        (await client.GetAsync("/docs/scalar.js")).StatusCode.Should().Be(HttpStatusCode.OK, "the docs page ships its script itself");
+    }
+}
