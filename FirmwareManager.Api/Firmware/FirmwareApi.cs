@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text.Json;
 using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Http;
 using FirmwareManager.Api.Observability;
@@ -67,21 +68,9 @@ public static class FirmwareApi
         FirmwareMetrics metrics,
         CancellationToken cancellationToken)
     {
-        if (!TryParseId(deviceIdText, out var deviceId))
-        {
-            return InvalidId("device_id", deviceIdText);
-        }
-
-        var caller = Caller.From(http.User);
-        if (!caller.IsDevice(deviceId))
-        {
-            return Forbidden("A device key may report events only for its own device.");
-        }
-
-        var (body, problem) = await JsonBody.ReadAsync(http, RequestLimits.MaxBodyBytes, cancellationToken);
+        var (deviceId, body, problem) = await ReadOwnReportAsync(deviceIdText, http, RequestLimits.MaxBodyBytes, metrics, cancellationToken);
         if (body is null)
         {
-            metrics.EventRejected(null);
             return problem!;
         }
 
@@ -192,20 +181,9 @@ public static class FirmwareApi
         FirmwareMetrics metrics,
         CancellationToken cancellationToken)
     {
-        if (!TryParseId(deviceIdText, out var deviceId))
-        {
-            return InvalidId("device_id", deviceIdText);
-        }
-
-        if (!Caller.From(http.User).IsDevice(deviceId))
-        {
-            return Forbidden("A device key may report events only for its own device.");
-        }
-
-        var (body, problem) = await JsonBody.ReadAsync(http, RequestLimits.MaxBatchBodyBytes, cancellationToken);
+        var (deviceId, body, problem) = await ReadOwnReportAsync(deviceIdText, http, RequestLimits.MaxBatchBodyBytes, metrics, cancellationToken);
         if (body is null)
         {
-            metrics.EventRejected(null);
             return problem!;
         }
 
@@ -214,7 +192,7 @@ public static class FirmwareApi
         using (body)
         {
             var root = body.RootElement;
-            if (root.ValueKind != System.Text.Json.JsonValueKind.Array || root.GetArrayLength() is 0 or > MaxBatchEvents)
+            if (root.ValueKind != JsonValueKind.Array || root.GetArrayLength() is 0 or > MaxBatchEvents)
             {
                 errors["body"] = [$"Must be a JSON array of 1 to {MaxBatchEvents} events."];
             }
@@ -288,6 +266,29 @@ public static class FirmwareApi
         return found is null
             ? Problems.NotFound("Event not found", $"Device {deviceId} has no event {eventId} in your project.")
             : TypedResults.Ok(FirmwareEventResponse.From(found));
+    }
+
+    /// <summary>What every report checks first: a well-formed id, the device's own key, and a JSON body within the limit.</summary>
+    private static async Task<(long DeviceId, JsonDocument? Body, ProblemHttpResult? Problem)> ReadOwnReportAsync(
+        string deviceIdText, HttpContext http, int maxBytes, FirmwareMetrics metrics, CancellationToken cancellationToken)
+    {
+        if (!TryParseId(deviceIdText, out var deviceId))
+        {
+            return (0, null, InvalidId("device_id", deviceIdText));
+        }
+
+        if (!Caller.From(http.User).IsDevice(deviceId))
+        {
+            return (deviceId, null, Forbidden("A device key may report events only for its own device."));
+        }
+
+        var (body, problem) = await JsonBody.ReadAsync(http, maxBytes, cancellationToken);
+        if (body is null)
+        {
+            metrics.EventRejected(null);
+        }
+
+        return (deviceId, body, problem);
     }
 
     private static string EventLocation(FirmwareEvent e) =>
