@@ -119,6 +119,7 @@ public static class Policies
 {
     public const string Device = "device";
     public const string Member = "member";
+    public const string Admin = "admin";
 }
 
 public static class AuthExtensions
@@ -134,7 +135,11 @@ public static class AuthExtensions
                 .RequireClaim(Caller.KindClaim, Caller.KindName(CallerKind.Device)))
             .AddPolicy(Policies.Member, policy => policy
                 .RequireAuthenticatedUser()
-                .RequireClaim(Caller.KindClaim, Caller.KindName(CallerKind.Member)));
+                .RequireClaim(Caller.KindClaim, Caller.KindName(CallerKind.Member)))
+            .AddPolicy(Policies.Admin, policy => policy
+                .RequireAuthenticatedUser()
+                .RequireClaim(Caller.KindClaim, Caller.KindName(CallerKind.Member))
+                .RequireRole(Caller.AdminRole));
         return services;
     }
 }

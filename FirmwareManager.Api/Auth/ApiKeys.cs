@@ -3,31 +3,54 @@ using Npgsql;
 
 namespace FirmwareManager.Api.Auth;
 
-/// <summary>Looks up the caller behind an API key digest.</summary>
+/// <summary>Looks up the caller behind an API key digest, and notes (about hourly) that the key was used.</summary>
 public sealed class ApiKeys(NpgsqlDataSource dataSource)
 {
-    private sealed record CallerRow(string Kind, long Id, long ProjectId, string? Role);
+    private static readonly TimeSpan LastUsedResolution = TimeSpan.FromHours(1);
+
+    private sealed record CallerRow(string Kind, long Id, long ProjectId, string? Role, long KeyId, string KeyPrefix, DateTime? LastUsedAt);
 
     // Device and member keys live in separate tables (each with its own foreign key); one round trip asks both.
+    // A revoked key, a decommissioned device and a removed member are all unknown here.
     private const string FindCallerSql = """
-        SELECT 'device' AS kind,
-               d.id AS id,
-               d.project_id AS projectid,
-               NULL::text AS role
+        SELECT 'device' AS Kind,
+               d.id AS Id,
+               d.project_id AS ProjectId,
+               NULL::text AS Role,
+               k.id AS KeyId,
+               k.key_prefix AS KeyPrefix,
+               k.last_used_at AS LastUsedAt
         FROM device_api_keys AS k
         JOIN devices AS d ON d.id = k.device_id
         WHERE k.key_hash = @KeyHash
           AND k.revoked_at IS NULL
+          AND d.decommissioned_at IS NULL
         UNION ALL
-        SELECT 'member' AS kind,
-               m.id AS id,
-               m.project_id AS projectid,
-               m.role AS role
+        SELECT 'member' AS Kind,
+               m.id AS Id,
+               m.project_id AS ProjectId,
+               m.role AS Role,
+               k.id AS KeyId,
+               k.key_prefix AS KeyPrefix,
+               k.last_used_at AS LastUsedAt
         FROM membership_api_keys AS k
         JOIN project_memberships AS m ON m.id = k.membership_id
         WHERE k.key_hash = @KeyHash
           AND k.revoked_at IS NULL
+          AND m.removed_at IS NULL
         LIMIT 1
+        """;
+
+    private const string TouchDeviceKeySql = """
+        UPDATE device_api_keys
+        SET last_used_at = now()
+        WHERE id = @KeyId
+        """;
+
+    private const string TouchMemberKeySql = """
+        UPDATE membership_api_keys
+        SET last_used_at = now()
+        WHERE id = @KeyId
         """;
 
     public async Task<Caller?> FindCallerAsync(byte[] keyHash, CancellationToken cancellationToken)
@@ -35,8 +58,18 @@ public sealed class ApiKeys(NpgsqlDataSource dataSource)
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         var row = await connection.QuerySingleOrDefaultAsync<CallerRow>(
             new CommandDefinition(FindCallerSql, new { KeyHash = keyHash }, cancellationToken: cancellationToken));
-        return row is null
-            ? null
-            : new Caller(row.Kind == "device" ? CallerKind.Device : CallerKind.Member, row.Id, row.ProjectId, row.Role);
+        if (row is null)
+        {
+            return null;
+        }
+
+        var kind = row.Kind == "device" ? CallerKind.Device : CallerKind.Member;
+        if (row.LastUsedAt is null || row.LastUsedAt < DateTime.UtcNow - LastUsedResolution)
+        {
+            await connection.ExecuteAsync(new CommandDefinition(
+                kind == CallerKind.Device ? TouchDeviceKeySql : TouchMemberKeySql, new { row.KeyId }, cancellationToken: cancellationToken));
+        }
+
+        return new Caller(kind, row.Id, row.ProjectId, row.Role, row.KeyId, row.KeyPrefix);
     }
 }

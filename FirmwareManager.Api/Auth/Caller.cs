@@ -10,12 +10,16 @@ public enum CallerKind
 }
 
 /// <summary>Who is calling: a device or a project member, and the project they act in.</summary>
-public sealed record Caller(CallerKind Kind, long Id, long ProjectId, string? Role)
+/// <remarks><see cref="KeyId"/> and <see cref="KeyPrefix"/> name the key used (for the audit log), never the key itself.</remarks>
+public sealed record Caller(CallerKind Kind, long Id, long ProjectId, string? Role, long KeyId, string KeyPrefix)
 {
     public const string KindClaim = "fm:caller_kind";
     public const string IdClaim = "fm:caller_id";
     public const string ProjectClaim = "fm:project_id";
+    public const string KeyIdClaim = "fm:key_id";
+    public const string KeyPrefixClaim = "fm:key_prefix";
     public const string RoleClaim = ClaimTypes.Role;
+    public const string AdminRole = "admin";
 
     public bool IsDevice(long deviceId) => Kind == CallerKind.Device && Id == deviceId;
 
@@ -26,6 +30,8 @@ public sealed record Caller(CallerKind Kind, long Id, long ProjectId, string? Ro
             new(KindClaim, KindName(Kind)),
             new(IdClaim, Id.ToString(CultureInfo.InvariantCulture)),
             new(ProjectClaim, ProjectId.ToString(CultureInfo.InvariantCulture)),
+            new(KeyIdClaim, KeyId.ToString(CultureInfo.InvariantCulture)),
+            new(KeyPrefixClaim, KeyPrefix),
         };
         if (Role is not null)
         {
@@ -43,7 +49,9 @@ public sealed record Caller(CallerKind Kind, long Id, long ProjectId, string? Ro
             kind,
             long.Parse(user.FindFirstValue(IdClaim)!, CultureInfo.InvariantCulture),
             long.Parse(user.FindFirstValue(ProjectClaim)!, CultureInfo.InvariantCulture),
-            user.FindFirstValue(RoleClaim));
+            user.FindFirstValue(RoleClaim),
+            long.Parse(user.FindFirstValue(KeyIdClaim)!, CultureInfo.InvariantCulture),
+            user.FindFirstValue(KeyPrefixClaim)!);
     }
 
     public static string KindName(CallerKind kind) => kind == CallerKind.Device ? "device" : "member";

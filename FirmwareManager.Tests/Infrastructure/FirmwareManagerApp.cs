@@ -27,7 +27,7 @@ public sealed class FirmwareManagerApp : WebApplicationFactory<Program>, IAsyncL
     public const string MemberKey3 = "super_secret_member_key_3";
 
     private const string EmptyAllTables = """
-        TRUNCATE firmware_version_counts, device_firmware_status, firmware_events, device_api_keys, devices,
+        TRUNCATE audit_log, firmware_version_counts, device_firmware_status, firmware_events, device_api_keys, devices,
                  membership_api_keys, project_memberships, projects
         RESTART IDENTITY
         """;
