@@ -1,6 +1,7 @@
 using System.Text.Json.Serialization;
 using FirmwareManager.Api.Devices;
 using FirmwareManager.Api.Firmware;
+using FirmwareManager.Api.Provisioning;
 using FirmwareManager.Api.Versions;
 
 namespace FirmwareManager.Api;
@@ -13,4 +14,11 @@ namespace FirmwareManager.Api;
 [JsonSerializable(typeof(DeviceResponse))]
 [JsonSerializable(typeof(List<DeviceResponse>))]
 [JsonSerializable(typeof(List<FirmwareVersionCount>))]
+[JsonSerializable(typeof(CreatedDeviceResponse))]
+[JsonSerializable(typeof(CreatedMemberResponse))]
+[JsonSerializable(typeof(NewKeyResponse))]
+[JsonSerializable(typeof(List<KeyResponse>))]
+[JsonSerializable(typeof(MemberResponse))]
+[JsonSerializable(typeof(List<MemberResponse>))]
+[JsonSerializable(typeof(List<AuditEntryResponse>))]
 internal sealed partial class AppJsonContext : JsonSerializerContext;

@@ -6,6 +6,7 @@ using FirmwareManager.Api.Events;
 using FirmwareManager.Api.Firmware;
 using FirmwareManager.Api.Http;
 using FirmwareManager.Api.Observability;
+using FirmwareManager.Api.Provisioning;
 using FirmwareManager.Api.Versions;
 using Microsoft.Extensions.Options;
 using Serilog;
@@ -13,6 +14,11 @@ using Serilog;
 if (args is [HealthProbe.Command, ..])
 {
     return await HealthProbe.RunAsync(args);
+}
+
+if (args is [Bootstrap.Command, ..])
+{
+    return await Bootstrap.RunAsync(args);
 }
 
 Log.Logger = new LoggerConfiguration().WriteTo.Console().CreateLogger();
@@ -41,6 +47,10 @@ try
     builder.Services.AddSingleton<Cursors>();
     builder.Services.AddSingleton<Devices>();
     builder.Services.AddSingleton<FirmwareVersions>();
+    builder.Services.AddSingleton<Keys>();
+    builder.Services.AddSingleton<DeviceProvisioning>();
+    builder.Services.AddSingleton<Members>();
+    builder.Services.AddSingleton<Audit>();
 
     // Background work
     builder.Services.AddOptions<RetentionOptions>()
@@ -65,6 +75,7 @@ try
     app.MapEventFeedApi();
     app.MapDevicesApi();
     app.MapFirmwareVersionsApi();
+    app.MapProvisioningApi();
 
     // Schema (and demo data when switched on) before the first request; a failed script stops the start.
     await DatabaseMigrator.MigrateAsync(

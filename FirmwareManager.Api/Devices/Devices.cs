@@ -8,12 +8,14 @@ public sealed record DeviceSummary(
     long Id,
     long ProjectId,
     string? Name,
+    string? Serial,
     string? CurrentFirmware,
     DateTime? CurrentFirmwareAt,
     DateTime? LastReportedAt,
     string? LastEventStatus,
     DateTime? LastEventAt,
-    DateTime CreatedAt);
+    DateTime CreatedAt,
+    DateTime? DecommissionedAt);
 
 /// <summary>The devices table, as the fleet views read it.</summary>
 public sealed class Devices(NpgsqlDataSource dataSource)
@@ -25,12 +27,14 @@ public sealed class Devices(NpgsqlDataSource dataSource)
         SELECT d.id AS Id,
                d.project_id AS ProjectId,
                d.name AS Name,
+               d.serial AS Serial,
                d.current_firmware AS CurrentFirmware,
                d.current_firmware_at AS CurrentFirmwareAt,
                d.last_reported_at AS LastReportedAt,
                d.last_event_status AS LastEventStatus,
                d.last_event_at AS LastEventAt,
-               d.created_at AS CreatedAt
+               d.created_at AS CreatedAt,
+               d.decommissioned_at AS DecommissionedAt
         FROM devices AS d
         WHERE d.project_id = @ProjectId
           AND d.id > @AfterId
@@ -62,12 +66,14 @@ public sealed class Devices(NpgsqlDataSource dataSource)
         SELECT d.id AS Id,
                d.project_id AS ProjectId,
                d.name AS Name,
+               d.serial AS Serial,
                d.current_firmware AS CurrentFirmware,
                d.current_firmware_at AS CurrentFirmwareAt,
                d.last_reported_at AS LastReportedAt,
                d.last_event_status AS LastEventStatus,
                d.last_event_at AS LastEventAt,
-               d.created_at AS CreatedAt
+               d.created_at AS CreatedAt,
+               d.decommissioned_at AS DecommissionedAt
         FROM devices AS d
         WHERE d.id = @DeviceId
           AND d.project_id = @ProjectId
@@ -87,23 +93,27 @@ public sealed record DeviceResponse(
     long Id,
     long ProjectId,
     string? Name,
+    string? Serial,
     string? CurrentFirmware,
     string? CurrentFirmwareReportedAt,
     string? LastReportedAt,
     string? LastEventStatus,
     string? LastEventAt,
-    string CreatedAt)
+    string CreatedAt,
+    string? DecommissionedAt)
 {
     public static DeviceResponse From(DeviceSummary d) => new(
         d.Id,
         d.ProjectId,
         d.Name,
+        d.Serial,
         d.CurrentFirmware,
         Format(d.CurrentFirmwareAt),
         Format(d.LastReportedAt),
         d.LastEventStatus,
         Format(d.LastEventAt),
-        Rfc3339.Format(d.CreatedAt));
+        Rfc3339.Format(d.CreatedAt),
+        Format(d.DecommissionedAt));
 
     private static string? Format(DateTime? time) => time is { } t ? Rfc3339.Format(t) : null;
 }

@@ -17,7 +17,10 @@ public sealed class ApiDocsTests(FirmwareManagerApp app) : ApiTest(app)
         var paths = document.GetProperty("paths");
         paths.EnumerateObject().Select(p => p.Name).Should().BeEquivalentTo(
             "/health", "/firmware/{device_id}", "/firmware/{device_id}/batch", "/firmware/{device_id}/events/{event_id}",
-            "/events", "/devices", "/devices/{device_id}", "/firmware-versions");
+            "/events", "/devices", "/devices/{device_id}", "/firmware-versions",
+            "/devices/bulk", "/devices/{device_id}/keys", "/devices/{device_id}/keys/{key_id}",
+            "/members", "/members/{member_id}", "/members/{member_id}/keys", "/members/{member_id}/keys/{key_id}",
+            "/me", "/me/keys", "/me/keys/{key_id}", "/audit");
         var schemes = document.GetProperty("components").GetProperty("securitySchemes");
         schemes.GetProperty("api_key").GetProperty("in").GetString().Should().Be("header");
         schemes.GetProperty("api_key").GetProperty("name").GetString().Should().Be("api_key");

@@ -1,0 +1,58 @@
+using FirmwareManager.Api.Database;
+using Microsoft.Extensions.Logging.Abstractions;
+
+namespace FirmwareManager.Api.Provisioning;
+
+/// <summary>
+/// <c>dotnet FirmwareManager.Api.dll create-project NAME --admin EMAIL</c>: the first step of a real deployment.
+/// Needs no running server: applies the migrations if needed, creates the project and its first admin, and prints
+/// the admin's API key once. Reads the connection string as the service does (appsettings.json,
+/// ConnectionStrings__FirmwareManager).
+/// </summary>
+public static class Bootstrap
+{
+    public const string Command = "create-project";
+
+    public static async Task<int> RunAsync(string[] args)
+    {
+        if (args is not [Command, var name, "--admin", var email] || string.IsNullOrWhiteSpace(name) || !email.Contains('@', StringComparison.Ordinal))
+        {
+            await Console.Error.WriteLineAsync($"usage: {Command} <project-name> --admin <email>");
+            return 2;
+        }
+
+        var configuration = new ConfigurationBuilder()
+            .AddJsonFile(Path.Combine(AppContext.BaseDirectory, "appsettings.json"), optional: true)
+            .AddEnvironmentVariables()
+            .Build();
+        try
+        {
+            var created = await CreateProjectAsync(configuration.GetFirmwareManagerConnectionString(), name, email, CancellationToken.None);
+            if (created is null)
+            {
+                await Console.Error.WriteLineAsync($"A project named '{name}' already exists; nothing was changed.");
+                return 1;
+            }
+
+            var (projectId, admin, key) = created.Value;
+            Console.WriteLine($"Created project '{name}' (id {projectId}) with admin {admin.Email} (member {admin.Id}).");
+            Console.WriteLine("The admin's API key, shown this once; store it now:");
+            Console.WriteLine(key.Key);
+            return 0;
+        }
+        catch (Exception e) when (e is Npgsql.NpgsqlException or MigrationFailedException or Microsoft.Extensions.Options.OptionsValidationException)
+        {
+            await Console.Error.WriteLineAsync($"{Command} failed: {e.Message}");
+            return 1;
+        }
+    }
+
+    /// <summary>Migrates the database and creates the project with its admin; null when the name is taken.</summary>
+    public static async Task<(long ProjectId, Member Admin, NewKeyResponse Key)?> CreateProjectAsync(
+        string connectionString, string name, string adminEmail, CancellationToken cancellationToken)
+    {
+        await DatabaseMigrator.MigrateAsync(connectionString, applyDemoData: false, NullLogger.Instance, cancellationToken);
+        await using var dataSource = Npgsql.NpgsqlDataSource.Create(connectionString);
+        return await new Members(dataSource).CreateProjectAsync(name.Trim(), adminEmail.Trim().ToLowerInvariant(), cancellationToken);
+    }
+}

@@ -1,0 +1,134 @@
+using Dapper;
+using FirmwareManager.Api.Auth;
+using Npgsql;
+
+namespace FirmwareManager.Api.Provisioning;
+
+public sealed record EnrolledDevice(long Id, string? Serial, string Key);
+
+/// <summary>Thrown when a serial is already taken in the project; nothing of the call was stored.</summary>
+public sealed class SerialTakenException(string message) : Exception(message);
+
+/// <summary>Creating, enrolling in bulk and decommissioning devices, each change audited in its transaction.</summary>
+public sealed class DeviceProvisioning(NpgsqlDataSource dataSource)
+{
+    private const string InsertDeviceSql = """
+        INSERT INTO devices (project_id, name, serial)
+        VALUES (@ProjectId, @Name, @Serial)
+        RETURNING id
+        """;
+
+    /// <summary>A new device with its first key.</summary>
+    public async Task<(long DeviceId, NewKeyResponse Key)> CreateAsync(
+        long projectId, string? name, string? serial, Actor actor, CancellationToken cancellationToken)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
+        await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+        long deviceId;
+        try
+        {
+            deviceId = await connection.ExecuteScalarAsync<long>(new CommandDefinition(
+                InsertDeviceSql, new { ProjectId = projectId, Name = name, Serial = serial }, transaction, cancellationToken: cancellationToken));
+        }
+        catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.UniqueViolation)
+        {
+            throw new SerialTakenException($"A device with serial '{serial}' already exists in this project.");
+        }
+
+        await Audit.RecordAsync(connection, transaction, projectId, actor, "device.created", "device", deviceId, new { name, serial });
+        var key = await Keys.IssueInTransactionAsync(connection, transaction, projectId, KeyOwner.Device(deviceId), actor, cancellationToken);
+        await transaction.CommitAsync(cancellationToken);
+        return (deviceId, key);
+    }
+
+    // Ids are drawn from the identity first, so each generated key is matched to its device without relying on
+    // the order rows come back in.
+    private const string ReserveDeviceIdsSql = """
+        SELECT nextval(pg_get_serial_sequence('devices', 'id'))
+        FROM generate_series(1, @Count)
+        """;
+
+    private const string InsertDevicesSql = """
+        INSERT INTO devices (id, project_id, serial)
+        SELECT d.id,
+               @ProjectId,
+               d.serial
+        FROM unnest(@Ids::bigint[], @Serials::text[]) AS d(id, serial)
+        """;
+
+    private const string InsertDeviceKeysSql = """
+        INSERT INTO device_api_keys (device_id, key_prefix, key_hash)
+        SELECT k.device_id,
+               k.key_prefix,
+               k.key_hash
+        FROM unnest(@Ids::bigint[], @Prefixes::text[], @Hashes::bytea[]) AS k(device_id, key_prefix, key_hash)
+        """;
+
+    /// <summary>
+    /// Enrolls <paramref name="serials"/>.Count devices (serials may be null) with a key each, all or nothing, in one
+    /// transaction; audited as one entry naming the id range.
+    /// </summary>
+    public async Task<IReadOnlyList<EnrolledDevice>> EnrollAsync(
+        long projectId, IReadOnlyList<string?> serials, Actor actor, CancellationToken cancellationToken)
+    {
+        var keys = new IssuedKey[serials.Count];
+        Parallel.For(0, keys.Length, i => keys[i] = IssuedKey.ForDevice());
+
+        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
+        await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+        var ids = (await connection.QueryAsync<long>(new CommandDefinition(
+            ReserveDeviceIdsSql, new { serials.Count }, transaction, cancellationToken: cancellationToken))).ToArray();
+        try
+        {
+            await connection.ExecuteAsync(new CommandDefinition(
+                InsertDevicesSql, new { ProjectId = projectId, Ids = ids, Serials = serials.ToArray() }, transaction,
+                cancellationToken: cancellationToken));
+        }
+        catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.UniqueViolation)
+        {
+            throw new SerialTakenException("At least one of the serials already belongs to a device of this project; no device was enrolled.");
+        }
+
+        await connection.ExecuteAsync(new CommandDefinition(
+            InsertDeviceKeysSql,
+            new { Ids = ids, Prefixes = keys.Select(k => k.Prefix).ToArray(), Hashes = keys.Select(k => k.Hash).ToArray() },
+            transaction,
+            cancellationToken: cancellationToken));
+        await Audit.RecordAsync(connection, transaction, projectId, actor, "devices.enrolled", "device", ids[0],
+            new { count = ids.Length, first_id = ids[0], last_id = ids[^1] });
+        await transaction.CommitAsync(cancellationToken);
+        return ids.Select((id, i) => new EnrolledDevice(id, serials[i], keys[i].Key)).ToList();
+    }
+
+    private const string DecommissionSql = """
+        UPDATE devices
+        SET decommissioned_at = COALESCE(decommissioned_at, now())
+        WHERE id = @DeviceId
+          AND project_id = @ProjectId
+        RETURNING id
+        """;
+
+    private const string RevokeAllDeviceKeysSql = """
+        UPDATE device_api_keys
+        SET revoked_at = now()
+        WHERE device_id = @DeviceId
+          AND revoked_at IS NULL
+        """;
+
+    /// <summary>Decommissions the device (again is fine) and revokes its keys; false when it is not in the project.</summary>
+    public async Task<bool> DecommissionAsync(long projectId, long deviceId, Actor actor, CancellationToken cancellationToken)
+    {
+        var parameters = new { ProjectId = projectId, DeviceId = deviceId };
+        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
+        await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+        if (await connection.ExecuteScalarAsync<long?>(new CommandDefinition(DecommissionSql, parameters, transaction, cancellationToken: cancellationToken)) is null)
+        {
+            return false;
+        }
+
+        var revoked = await connection.ExecuteAsync(new CommandDefinition(RevokeAllDeviceKeysSql, parameters, transaction, cancellationToken: cancellationToken));
+        await Audit.RecordAsync(connection, transaction, projectId, actor, "device.decommissioned", "device", deviceId, new { keys_revoked = revoked });
+        await transaction.CommitAsync(cancellationToken);
+        return true;
+    }
+}

@@ -1,0 +1,188 @@
+using Dapper;
+using FirmwareManager.Api.Auth;
+using FirmwareManager.Api.Firmware;
+using Npgsql;
+
+namespace FirmwareManager.Api.Provisioning;
+
+public sealed record KeyInfo(long Id, string KeyPrefix, DateTime CreatedAt, DateTime? LastUsedAt, DateTime? RevokedAt);
+
+/// <summary>A key as listed: never the key itself, only what tells it apart.</summary>
+public sealed record KeyResponse(long Id, string Prefix, string CreatedAt, string? LastUsedAt, string? RevokedAt)
+{
+    public static KeyResponse From(KeyInfo k) => new(
+        k.Id, k.KeyPrefix, Rfc3339.Format(k.CreatedAt), k.LastUsedAt is { } used ? Rfc3339.Format(used) : null,
+        k.RevokedAt is { } revoked ? Rfc3339.Format(revoked) : null);
+}
+
+/// <summary>A key as created: the only answer that ever holds the key.</summary>
+public sealed record NewKeyResponse(long Id, string Prefix, string Key, string CreatedAt);
+
+/// <summary>Whose keys: a device's or a member's. The two live in tables of their own.</summary>
+public sealed record KeyOwner(string OwnerKind, long OwnerId)
+{
+    public static KeyOwner Device(long id) => new("device", id);
+
+    public static KeyOwner Member(long id) => new("member", id);
+
+    public bool IsDevice => OwnerKind == "device";
+
+    public string AuditTarget => IsDevice ? "device_key" : "member_key";
+}
+
+/// <summary>Issuing, listing and revoking device and member keys, each change audited in its transaction.</summary>
+public sealed class Keys(NpgsqlDataSource dataSource)
+{
+    // The owner must be in the project and active (not decommissioned, not removed); it is locked so a
+    // decommission or removal cannot slip in between.
+    private const string LockActiveDeviceSql = """
+        SELECT id
+        FROM devices
+        WHERE id = @OwnerId
+          AND project_id = @ProjectId
+          AND decommissioned_at IS NULL
+        FOR UPDATE
+        """;
+
+    private const string LockActiveMemberSql = """
+        SELECT id
+        FROM project_memberships
+        WHERE id = @OwnerId
+          AND project_id = @ProjectId
+          AND removed_at IS NULL
+        FOR UPDATE
+        """;
+
+    private const string InsertDeviceKeySql = """
+        INSERT INTO device_api_keys (device_id, key_prefix, key_hash)
+        VALUES (@OwnerId, @KeyPrefix, @KeyHash)
+        RETURNING id AS Id, key_prefix AS KeyPrefix, created_at AS CreatedAt, last_used_at AS LastUsedAt, revoked_at AS RevokedAt
+        """;
+
+    private const string InsertMemberKeySql = """
+        INSERT INTO membership_api_keys (membership_id, key_prefix, key_hash)
+        VALUES (@OwnerId, @KeyPrefix, @KeyHash)
+        RETURNING id AS Id, key_prefix AS KeyPrefix, created_at AS CreatedAt, last_used_at AS LastUsedAt, revoked_at AS RevokedAt
+        """;
+
+    /// <summary>A new key for an active owner in the project; null when there is none.</summary>
+    public async Task<NewKeyResponse?> IssueAsync(long projectId, KeyOwner owner, Actor actor, CancellationToken cancellationToken)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
+        await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+        var parameters = new { ProjectId = projectId, owner.OwnerId };
+        var found = await connection.ExecuteScalarAsync<long?>(new CommandDefinition(
+            owner.IsDevice ? LockActiveDeviceSql : LockActiveMemberSql, parameters, transaction, cancellationToken: cancellationToken));
+        if (found is null)
+        {
+            return null;
+        }
+
+        var key = await IssueInTransactionAsync(connection, transaction, projectId, owner, actor, cancellationToken);
+        await transaction.CommitAsync(cancellationToken);
+        return key;
+    }
+
+    /// <summary>Issues a key inside a transaction that already holds the owner (creating it, or locked).</summary>
+    public static async Task<NewKeyResponse> IssueInTransactionAsync(
+        NpgsqlConnection connection, NpgsqlTransaction transaction, long projectId, KeyOwner owner, Actor actor, CancellationToken cancellationToken)
+    {
+        var issued = owner.IsDevice ? IssuedKey.ForDevice() : IssuedKey.ForMember();
+        var info = await connection.QuerySingleAsync<KeyInfo>(new CommandDefinition(
+            owner.IsDevice ? InsertDeviceKeySql : InsertMemberKeySql,
+            new { owner.OwnerId, KeyPrefix = issued.Prefix, KeyHash = issued.Hash },
+            transaction,
+            cancellationToken: cancellationToken));
+        await Audit.RecordAsync(connection, transaction, projectId, actor, "key.created", owner.AuditTarget, info.Id,
+            new { owner = owner.OwnerKind, owner_id = owner.OwnerId, prefix = issued.Prefix });
+        return new NewKeyResponse(info.Id, issued.Prefix, issued.Key, Rfc3339.Format(info.CreatedAt));
+    }
+
+    private const string ListDeviceKeysSql = """
+        SELECT k.id AS Id,
+               k.key_prefix AS KeyPrefix,
+               k.created_at AS CreatedAt,
+               k.last_used_at AS LastUsedAt,
+               k.revoked_at AS RevokedAt
+        FROM device_api_keys AS k
+        JOIN devices AS d ON d.id = k.device_id
+        WHERE k.device_id = @OwnerId
+          AND d.project_id = @ProjectId
+        ORDER BY k.id
+        """;
+
+    private const string ListMemberKeysSql = """
+        SELECT k.id AS Id,
+               k.key_prefix AS KeyPrefix,
+               k.created_at AS CreatedAt,
+               k.last_used_at AS LastUsedAt,
+               k.revoked_at AS RevokedAt
+        FROM membership_api_keys AS k
+        JOIN project_memberships AS m ON m.id = k.membership_id
+        WHERE k.membership_id = @OwnerId
+          AND m.project_id = @ProjectId
+        ORDER BY k.id
+        """;
+
+    private const string OwnerExistsSql = """
+        SELECT EXISTS (SELECT 1 FROM devices WHERE id = @OwnerId AND project_id = @ProjectId AND @OwnerKind = 'device')
+            OR EXISTS (SELECT 1 FROM project_memberships WHERE id = @OwnerId AND project_id = @ProjectId AND @OwnerKind = 'member')
+        """;
+
+    /// <summary>The owner's keys, revoked ones included; null when the owner is not in the project.</summary>
+    public async Task<IReadOnlyList<KeyInfo>?> ListAsync(long projectId, KeyOwner owner, CancellationToken cancellationToken)
+    {
+        var parameters = new { ProjectId = projectId, owner.OwnerId, owner.OwnerKind };
+        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
+        if (!await connection.ExecuteScalarAsync<bool>(new CommandDefinition(OwnerExistsSql, parameters, cancellationToken: cancellationToken)))
+        {
+            return null;
+        }
+
+        return (await connection.QueryAsync<KeyInfo>(new CommandDefinition(
+            owner.IsDevice ? ListDeviceKeysSql : ListMemberKeysSql, parameters, cancellationToken: cancellationToken))).AsList();
+    }
+
+    private const string RevokeDeviceKeySql = """
+        UPDATE device_api_keys AS k
+        SET revoked_at = COALESCE(k.revoked_at, now())
+        FROM devices AS d
+        WHERE k.id = @KeyId
+          AND k.device_id = @OwnerId
+          AND d.id = k.device_id
+          AND d.project_id = @ProjectId
+        RETURNING k.key_prefix
+        """;
+
+    private const string RevokeMemberKeySql = """
+        UPDATE membership_api_keys AS k
+        SET revoked_at = COALESCE(k.revoked_at, now())
+        FROM project_memberships AS m
+        WHERE k.id = @KeyId
+          AND k.membership_id = @OwnerId
+          AND m.id = k.membership_id
+          AND m.project_id = @ProjectId
+        RETURNING k.key_prefix
+        """;
+
+    /// <summary>Revokes the key (again is fine); false when the owner has no such key in the project.</summary>
+    public async Task<bool> RevokeAsync(long projectId, KeyOwner owner, long keyId, Actor actor, CancellationToken cancellationToken)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
+        await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+        var prefix = await connection.ExecuteScalarAsync<string?>(new CommandDefinition(
+            owner.IsDevice ? RevokeDeviceKeySql : RevokeMemberKeySql,
+            new { ProjectId = projectId, owner.OwnerId, KeyId = keyId },
+            transaction,
+            cancellationToken: cancellationToken));
+        if (prefix is null)
+        {
+            return false;
+        }
+
+        await Audit.RecordAsync(connection, transaction, projectId, actor, "key.revoked", owner.AuditTarget, keyId,
+            new { owner = owner.OwnerKind, owner_id = owner.OwnerId, prefix });
+        await transaction.CommitAsync(cancellationToken);
+        return true;
+    }
+}
