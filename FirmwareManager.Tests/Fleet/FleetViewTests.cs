@@ -174,6 +174,8 @@ public sealed class FleetViewTests(FirmwareManagerApp app) : ApiTest(app)
     [InlineData("/devices")]
     [InlineData("/devices/1")]
     [InlineData("/firmware-versions")]
+    [InlineData("/me")]
+    [InlineData("/me/keys")]
     public async Task Fleet_views_are_for_members_and_a_device_key_gets_403(string path)
     {
         using var device = App.ClientWithKey(FirmwareManagerApp.DeviceKey1);
