@@ -127,6 +127,8 @@ public static class AuthExtensions
     public static IServiceCollection AddApiKeyAuthentication(this IServiceCollection services)
     {
         services.AddSingleton<ApiKeys>();
+        services.AddSingleton<KeyUsage>();
+        services.AddHostedService(sp => sp.GetRequiredService<KeyUsage>());
         services.AddAuthentication(ApiKeyAuthenticationHandler.SchemeName)
             .AddScheme<ApiKeyAuthenticationOptions, ApiKeyAuthenticationHandler>(ApiKeyAuthenticationHandler.SchemeName, null);
         services.AddAuthorizationBuilder()

@@ -3,10 +3,9 @@ using Npgsql;
 
 namespace FirmwareManager.Api.Auth;
 
-/// <summary>Looks up the caller behind an API key digest, and notes (about hourly) that the key was used.</summary>
-public sealed class ApiKeys(NpgsqlDataSource dataSource)
+/// <summary>Looks up the caller behind an API key digest, and notes that the key was used (<see cref="KeyUsage"/>).</summary>
+public sealed class ApiKeys(NpgsqlDataSource dataSource, KeyUsage usage)
 {
-    private static readonly TimeSpan LastUsedResolution = TimeSpan.FromHours(1);
 
     private sealed record CallerRow(string Kind, long Id, long ProjectId, string? Role, long KeyId, string KeyPrefix, DateTime? LastUsedAt);
 
@@ -41,18 +40,6 @@ public sealed class ApiKeys(NpgsqlDataSource dataSource)
         LIMIT 1
         """;
 
-    private const string TouchDeviceKeySql = """
-        UPDATE device_api_keys
-        SET last_used_at = now()
-        WHERE id = @KeyId
-        """;
-
-    private const string TouchMemberKeySql = """
-        UPDATE membership_api_keys
-        SET last_used_at = now()
-        WHERE id = @KeyId
-        """;
-
     public async Task<Caller?> FindCallerAsync(byte[] keyHash, CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
@@ -64,11 +51,7 @@ public sealed class ApiKeys(NpgsqlDataSource dataSource)
         }
 
         var kind = row.Kind == "device" ? CallerKind.Device : CallerKind.Member;
-        if (row.LastUsedAt is null || row.LastUsedAt < DateTime.UtcNow - LastUsedResolution)
-        {
-            await connection.ExecuteAsync(new CommandDefinition(
-                kind == CallerKind.Device ? TouchDeviceKeySql : TouchMemberKeySql, new { row.KeyId }, cancellationToken: cancellationToken));
-        }
+        usage.Used(kind, row.KeyId, row.LastUsedAt);
 
         return new Caller(kind, row.Id, row.ProjectId, row.Role, row.KeyId, row.KeyPrefix);
     }

@@ -3,6 +3,7 @@ using System.Net.Http.Json;
 using Dapper;
 using FirmwareManager.Api.Provisioning;
 using FirmwareManager.Tests.Infrastructure;
+using Microsoft.AspNetCore.Hosting;
 using Npgsql;
 
 namespace FirmwareManager.Tests.Provisioning;
@@ -21,8 +22,9 @@ public sealed class ProvisioningFlowTests
         (await Bootstrap.CreateProjectAsync(connectionString, "acme", "other@acme.example", CancellationToken.None)).Should().BeNull();
 
         var logs = new CapturedLogs();
-        await using var service = new ServiceOnDatabase(connectionString).WithWebHostBuilder(b =>
-            b.ConfigureServices(s => Microsoft.Extensions.DependencyInjection.ServiceCollectionServiceExtensions.AddSingleton<Serilog.Core.ILogEventSink>(s, logs)));
+        await using var service = new ServiceOnDatabase(connectionString).WithWebHostBuilder(b => b
+            .UseSetting("FirmwareManager:KeyUsageFlushSeconds", "1")
+            .ConfigureServices(s => Microsoft.Extensions.DependencyInjection.ServiceCollectionServiceExtensions.AddSingleton<Serilog.Core.ILogEventSink>(s, logs)));
         using var admin = Client(service, adminKey);
         var responses = new List<string>();
         async Task<HttpResponseMessage> Keep(Task<HttpResponseMessage> call)
@@ -62,7 +64,14 @@ public sealed class ProvisioningFlowTests
         await (await oldKey.PostEventAsync(deviceId, new { firmware = "1.1.0", status = "updated" })).ShouldBeProblemAsync(HttpStatusCode.Unauthorized);
         (await newKey.PostEventAsync(deviceId, new { firmware = "1.1.0", status = "updated" })).StatusCode.Should().Be(HttpStatusCode.Created);
 
+        // Key use is written in the background, here every second.
         var keys = await (await Keep(admin.GetAsync($"/devices/{deviceId}/keys"))).JsonAsync();
+        for (var wait = 0; keys[0].GetProperty("last_used_at").ValueKind == System.Text.Json.JsonValueKind.Null && wait < 100; wait++)
+        {
+            await Task.Delay(100);
+            keys = await (await Keep(admin.GetAsync($"/devices/{deviceId}/keys"))).JsonAsync();
+        }
+
         keys.EnumerateArray().Select(k => string.Join(',', k.EnumerateObject().Select(p => p.Name))).Should()
             .AllBe("id,prefix,created_at,last_used_at,revoked_at");
         keys.EnumerateArray().Select(k => k.GetProperty("revoked_at").ValueKind == System.Text.Json.JsonValueKind.Null).Should().Equal(false, true);

@@ -1,0 +1,86 @@
+using System.Collections.Concurrent;
+using Dapper;
+using Npgsql;
+
+namespace FirmwareManager.Api.Auth;
+
+/// <summary>
+/// Notes which keys were used and writes their <c>last_used_at</c> in one statement per table every
+/// <c>FirmwareManager:KeyUsageFlushSeconds</c> (default 30), so authenticating never waits on a write. Each key is
+/// written at most about once an hour; what is pending when the service stops is written then.
+/// </summary>
+public sealed class KeyUsage(NpgsqlDataSource dataSource, IConfiguration configuration, ILogger<KeyUsage> logger) : BackgroundService
+{
+    private static readonly TimeSpan Resolution = TimeSpan.FromHours(1);
+
+    private readonly ConcurrentDictionary<long, byte> _deviceKeys = new();
+    private readonly ConcurrentDictionary<long, byte> _memberKeys = new();
+
+    private const string TouchDeviceKeysSql = """
+        UPDATE device_api_keys
+        SET last_used_at = now()
+        WHERE id = ANY(@KeyIds)
+        """;
+
+    private const string TouchMemberKeysSql = """
+        UPDATE membership_api_keys
+        SET last_used_at = now()
+        WHERE id = ANY(@KeyIds)
+        """;
+
+    /// <summary>Called on each authentication; cheap when the key was noted within the hour.</summary>
+    public void Used(CallerKind kind, long keyId, DateTime? lastUsedAt)
+    {
+        if (lastUsedAt is null || lastUsedAt < DateTime.UtcNow - Resolution)
+        {
+            (kind == CallerKind.Device ? _deviceKeys : _memberKeys).TryAdd(keyId, 0);
+        }
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        var interval = TimeSpan.FromSeconds(Math.Clamp(configuration.GetValue("FirmwareManager:KeyUsageFlushSeconds", 30), 1, 3600));
+        using var timer = new PeriodicTimer(interval);
+        try
+        {
+            while (await timer.WaitForNextTickAsync(stoppingToken))
+            {
+                await FlushAsync(stoppingToken);
+            }
+        }
+        catch (OperationCanceledException)
+        {
+        }
+
+        await FlushAsync(CancellationToken.None);
+    }
+
+    private async Task FlushAsync(CancellationToken cancellationToken)
+    {
+        try
+        {
+            await FlushAsync(_deviceKeys, TouchDeviceKeysSql, cancellationToken);
+            await FlushAsync(_memberKeys, TouchMemberKeysSql, cancellationToken);
+        }
+        catch (Exception e) when (e is NpgsqlException or TimeoutException)
+        {
+            logger.LogWarning("Could not record key use, will retry: {Reason}", e.Message);
+        }
+    }
+
+    private async Task FlushAsync(ConcurrentDictionary<long, byte> pending, string sql, CancellationToken cancellationToken)
+    {
+        var keyIds = pending.Keys.ToArray();
+        if (keyIds.Length == 0)
+        {
+            return;
+        }
+
+        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
+        await connection.ExecuteAsync(new CommandDefinition(sql, new { KeyIds = keyIds }, cancellationToken: cancellationToken));
+        foreach (var id in keyIds)
+        {
+            pending.TryRemove(id, out _);
+        }
+    }
+}

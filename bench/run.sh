@@ -1,0 +1,186 @@
+#!/usr/bin/env bash
+# The benchmark: bench/run.sh [--quick]   (docs/performance.md explains the figures)
+# Builds the API in Release, starts a fresh PostgreSQL cluster and the API on loopback, provisions a fleet
+# (full: 1,000,000 devices in 10 projects, one of 200,000, and 10,000,000 events), then runs each phase for a
+# bounded time with wrk and pgbench and writes bench/out/results.md (and, in the full profile, the results
+# section of docs/performance.md). --quick: a small fleet and 3-second phases, for CI: it checks only that every
+# phase completes and that no acknowledged event is lost, never a timing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+profile=full
+[ "${1:-}" = "--quick" ] && profile=quick
+if [ "$profile" = quick ]; then
+  devices=20000; big=4000; events_per_device=5; duration=3; sample=5000
+else
+  devices=1000000; big=200000; events_per_device=10; duration=20; sample=100000
+fi
+out="$root/bench/out"
+raw="$out/raw"
+mkdir -p "$raw"
+rm -f "$raw"/*
+log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo=sudo
+command -v wrk >/dev/null || { $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
+pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+free_port() { local p=$1; while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done; echo "$p"; }
+
+log "building the API (Release)"
+dotnet build FirmwareManager.Api -c Release -v quiet -nologo >/dev/null
+
+cluster=$(mktemp -d /var/tmp/fm-bench-XXXXXX)
+[ "$(id -u)" -eq 0 ] && chown postgres: "$cluster"
+pg_port=$(free_port 57432)
+api_port=$(free_port 18080)
+api_pid=""
+cleanup() {
+  [ -n "$api_pid" ] && kill "$api_pid" 2>/dev/null && wait "$api_pid" 2>/dev/null || true
+  as_pg "$pg_bin/pg_ctl" stop -D "$cluster/data" -m fast >/dev/null 2>&1 || true
+  rm -rf "$cluster"
+}
+trap cleanup EXIT
+log "starting PostgreSQL on 127.0.0.1:$pg_port"
+as_pg "$pg_bin/initdb" -D "$cluster/data" -U postgres --auth=trust -E UTF8 --no-instructions >/dev/null
+as_pg "$pg_bin/pg_ctl" start -w -D "$cluster/data" -l "$cluster/postgres.log" \
+  -o "-p $pg_port -k $cluster -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=2GB -c max_wal_size=8GB -c checkpoint_timeout=30min" >/dev/null
+psql_fm() { "$pg_bin/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -d fm -X -q "$@"; }
+"$pg_bin/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -X -qc "CREATE DATABASE fm"
+postmaster=$(head -n 1 "$cluster/data/postmaster.pid")
+
+log "starting the API on 127.0.0.1:$api_port (empty database: it applies the migrations)"
+start_ns=$(date +%s%N)
+(
+  cd FirmwareManager.Api/bin/Release/net10.0
+  # One log line per request would measure the console; the request log is kept at Warning here.
+  exec env ConnectionStrings__FirmwareManager="Host=127.0.0.1;Port=$pg_port;Username=postgres;Database=fm;Maximum Pool Size=128" \
+    ASPNETCORE_URLS="http://127.0.0.1:$api_port" \
+    "Serilog__MinimumLevel__Override__Serilog.AspNetCore.RequestLoggingMiddleware=Warning" \
+    dotnet FirmwareManager.Api.dll > "$raw/api.log" 2>&1
+) &
+api_pid=$!
+until curl -fsS "http://127.0.0.1:$api_port/health" >/dev/null 2>&1; do
+  kill -0 "$api_pid" 2>/dev/null || { cat "$raw/api.log"; echo "the API exited" >&2; exit 1; }
+  sleep 0.05
+done
+startup_s=$(awk -v a="$start_ns" -v b="$(date +%s%N)" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')
+log "healthy after ${startup_s} s; provisioning $devices devices and $((devices * events_per_device)) events"
+prov_start=$(date +%s)
+psql_fm -v devices="$devices" -v big="$big" -v events_per_device="$events_per_device" -f bench/provision.sql > /dev/null
+psql_fm -c "VACUUM ANALYZE"
+psql_fm -c "\\copy (SELECT id, 'fmd_b' || md5(id::text) FROM devices ORDER BY id) TO '$out/devices.csv' CSV"
+psql_fm -c "\\copy (SELECT id, 'fmd_b' || md5(id::text) FROM devices ORDER BY random() LIMIT $sample) TO '$out/sample.csv' CSV"
+provision_s=$(( $(date +%s) - prov_start ))
+log "provisioned in ${provision_s} s (ids and keys: bench/out/devices.csv)"
+member_key=fmm_bench_admin_1
+
+# CPU seconds (user+system) of the API and of PostgreSQL (the postmaster and its children), from /proc.
+cpu_of() { local total=0 t; for p in "$@"; do t=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0); total=$((total + t)); done; echo "$total"; }
+pg_pids() { echo "$postmaster" $(pgrep -P "$postmaster" || true); }
+clk=$(getconf CLK_TCK)
+
+results="$out/results.md"
+{
+  echo "| phase | connections | requests/s | p50 ms | p99 ms | p99.9 ms | non-2xx | CPU s: API / PostgreSQL / wrk |"
+  echo "|---|---|---|---|---|---|---|---|"
+} > "$results"
+# metric PHASE KEY: a figure from the phase's RESULT line (wrk_phase runs in a subshell, so it leaves them in files).
+metric() { sed -nE "s/^RESULT.* $2=([^ ]*).*/\1/p" "$raw/$1.txt"; }
+
+# wrk_phase NAME CONNECTIONS SCRIPT ARGS...: runs wrk for the phase's duration and adds a row.
+wrk_phase() {
+  local name=$1 conns=$2 script=$3; shift 3
+  local api0 pg0 api1 pg1 line
+  api0=$(cpu_of "$api_pid"); pg0=$(cpu_of $(pg_pids))
+  /usr/bin/time -f "WRKCPU %U %S" -o "$raw/$name.time" \
+    wrk -t2 -c"$conns" -d"${duration}s" --latency -s "bench/$script" "http://127.0.0.1:$api_port" -- "$@" > "$raw/$name.txt" 2>&1
+  api1=$(cpu_of "$api_pid"); pg1=$(cpu_of $(pg_pids))
+  line=$(grep '^RESULT' "$raw/$name.txt")
+  local wrk_cpu; wrk_cpu=$(awk '/^WRKCPU/ { printf "%.1f", $2 + $3 }' "$raw/$name.time")
+  local get; get() { metric "$name" "$1"; }
+  printf '| %s | %s | %s | %s | %s | %s | %s %s | %.1f / %.1f / %s |\n' "$name" "$conns" "$(get rps)" "$(get p50_ms)" "$(get p99_ms)" \
+    "$(get p999_ms)" "$(get non2xx)" "$(echo "$line" | sed -E 's/.*errors=//')" \
+    "$(awk -v a="$api0" -v b="$api1" -v c="$clk" 'BEGIN { print (b - a) / c }')" \
+    "$(awk -v a="$pg0" -v b="$pg1" -v c="$clk" 'BEGIN { print (b - a) / c }')" "$wrk_cpu" >> "$results"
+  log "$name: $line"
+  echo "$line"
+}
+
+count_events() { psql_fm -tAc "SELECT count(*) FROM firmware_events"; }
+lost=0
+
+log "phase 1: ingest, 64 connections"
+before=$(count_events)
+line=$(wrk_phase ingest 64 ingest.lua "$out/sample.csv")
+after=$(count_events)
+acked=$(echo "$line" | sed -E 's/.* ok=([0-9]+).*/\1/')
+grew=$((after - before))
+# Requests in flight when wrk stopped may have been stored without their answer being counted.
+if [ "$grew" -lt "$acked" ] || [ "$grew" -gt $((acked + 64)) ]; then lost=1; fi
+echo "ingest check: $acked acknowledged, the table grew by $grew (allowed: $acked to $((acked + 64)))" | tee "$raw/ingest-check.txt" >&2
+
+log "phase 2: batch ingest of 100-event batches, 16 connections"
+before=$(count_events)
+line=$(wrk_phase batch 16 batch.lua "$out/sample.csv")
+after=$(count_events)
+acked=$(echo "$line" | sed -E 's/.* ok=([0-9]+).*/\1/')
+grew=$((after - before))
+if [ "$grew" -lt $((acked * 100)) ] || [ "$grew" -gt $(((acked + 16) * 100)) ]; then lost=1; fi
+echo "batch check: $acked batches acknowledged ($((acked * 100)) events), the table grew by $grew" | tee "$raw/batch-check.txt" >&2
+batch_rows=$(awk -v r="$(metric batch rps)" 'BEGIN { printf "%.0f", r * 100 }')
+
+log "phase 3: history reads, 16 and 64 connections"
+wrk_phase history16 16 history.lua "$out/sample.csv" >/dev/null
+wrk_phase history64 64 history.lua "$out/sample.csv" >/dev/null
+
+log "phase 4: fleet views of the largest project"
+wrk_phase versions 16 fleet.lua "$member_key" "/firmware-versions" >/dev/null
+wrk_phase devices-on-version 16 fleet.lua "$member_key" "/devices?firmware=1.6.0&limit=100" >/dev/null
+
+log "phase 5: the database's own ceilings (pgbench, 16 clients)"
+pgbench_run() {
+  local name=$1 script=$2
+  "$pg_bin/pgbench" -h 127.0.0.1 -p "$pg_port" -U postgres -n -c 16 -j 2 -T "$duration" -D devices="$devices" -D big="$big" \
+    -f "bench/$script" fm > "$raw/$name.txt" 2>&1
+  grep -E '^tps' "$raw/$name.txt" | sed -E 's/tps = ([0-9.]+).*/\1/'
+}
+tps_insert=$(pgbench_run pgbench-insert pgbench-insert.sql)
+tps_insert100=$(pgbench_run pgbench-insert100 pgbench-insert100.sql)
+tps_history=$(pgbench_run pgbench-history pgbench-history.sql)
+rows_insert100=$(awk -v t="$tps_insert100" 'BEGIN { printf "%.0f", t * 100 }')
+
+peak_rss_mb=$(awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$api_pid/status")
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }
+{
+  echo
+  echo "| ceiling (pgbench, 16 clients, ${duration} s) | per second |"
+  echo "|---|---|"
+  echo "| single-row INSERT transactions into a table of firmware_events' shape | $tps_insert |"
+  echo "| 100-row INSERT transactions (rows/s) | $rows_insert100 |"
+  echo "| the history SELECT | $tps_history |"
+  echo
+  echo "| target | measured | ratio |"
+  echo "|---|---|---|"
+  echo "| ingest ≥ 1.2 × single-row INSERT tps, p99 < 25 ms | $(metric ingest rps) req/s, p99 $(metric ingest p99_ms) ms | $(ratio "$(metric ingest rps)" "$tps_insert") |"
+  echo "| batch rows/s ≥ 0.5 × 100-row INSERT rows/s | $batch_rows rows/s | $(ratio "$batch_rows" "$rows_insert100") |"
+  echo "| history at 16 connections ≥ 0.5 × pgbench's SELECT tps, p99 < 5 ms | $(metric history16 rps) req/s, p99 $(metric history16 p99_ms) ms | $(ratio "$(metric history16 rps)" "$tps_history") |"
+  echo "| version distribution of the $big-device project: p99 < 10 ms | p99 $(metric versions p99_ms) ms | |"
+  echo "| API resident memory < 300 MB | peak $peak_rss_mb MB (VmHWM) | |"
+  echo "| startup to healthy on an empty database < 3 s | $startup_s s | |"
+  echo
+  echo "Fleet: $devices devices ($big in project 1), $((devices * events_per_device)) events before the phases; provisioned in ${provision_s} s."
+  echo "Lost or duplicated acknowledged events: $([ "$lost" -eq 0 ] && echo none || echo SEE raw/*-check.txt)."
+} >> "$results"
+cat "$results"
+
+if [ "$profile" = full ]; then
+  doc=docs/performance.md
+  { sed -n '1,/<!-- results:begin -->/p' "$doc"; echo; echo "Produced by \`bench/run.sh\` on $(date -u +%Y-%m-%d)."; echo; cat "$results"; echo; sed -n '/<!-- results:end -->/,$p' "$doc"; } > "$doc.new"
+  mv "$doc.new" "$doc"
+fi
+
+[ "$lost" -eq 0 ] || { echo "bench: acknowledged events were lost or stored twice" >&2; exit 1; }
+log "done"
