@@ -260,7 +260,8 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
     // One page of a device's history in the project, newest first by the device's clock: a backward scan of
     // firmware_events_device_history_key from the cursor's position (keyset paging: every page costs the
     // same), with ties in a stable order (firmware, then status). Events the device reported while it
-    // belonged to another project are not this project's and are never returned.
+    // belonged to another project are not this project's and are never returned, and a device that left the
+    // project shows none (the EXISTS is a one-off primary-key lookup, evaluated once).
     private const string HistoryPageSql = """
         SELECT e.id AS Id,
                e.device_id AS DeviceId,
@@ -272,6 +273,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
         FROM firmware_events AS e
         WHERE e.device_id = @DeviceId
           AND e.project_id = @ProjectId
+          AND EXISTS (SELECT 1 FROM devices AS d WHERE d.id = @DeviceId AND d.project_id = @ProjectId)
           AND e.occurred_at >= COALESCE(@Since::timestamptz, '-infinity')
           AND e.occurred_at < COALESCE(@Until::timestamptz, 'infinity')
           AND (e.occurred_at, e.firmware, e.status)
@@ -317,14 +319,17 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
             Limit = limit,
         };
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        if (!await connection.ExecuteScalarAsync<bool>(new CommandDefinition(DeviceInProjectSql, parameters, cancellationToken: cancellationToken)))
+        var events = (await connection.QueryAsync<FirmwareEvent>(
+            new CommandDefinition(HistoryPageSql, parameters, cancellationToken: cancellationToken))).AsList();
+
+        // An empty page may also mean the device is not in the project: only then is that asked.
+        if (events.Count == 0 &&
+            !await connection.ExecuteScalarAsync<bool>(new CommandDefinition(DeviceInProjectSql, parameters, cancellationToken: cancellationToken)))
         {
             return null;
         }
 
-        var events = await connection.QueryAsync<FirmwareEvent>(
-            new CommandDefinition(HistoryPageSql, parameters, cancellationToken: cancellationToken));
-        return events.AsList();
+        return events;
     }
 
     // The project's feed, newest arrival first, from the cursor's position: firmware_events_project_arrival_idx
