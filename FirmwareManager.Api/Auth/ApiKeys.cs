@@ -1,11 +1,28 @@
+using System.Collections.Concurrent;
 using Dapper;
+using FirmwareManager.Api.Observability;
 using Npgsql;
 
 namespace FirmwareManager.Api.Auth;
 
 /// <summary>Looks up the caller behind an API key digest, and notes that the key was used (<see cref="KeyUsage"/>).</summary>
-public sealed class ApiKeys(NpgsqlDataSource dataSource, KeyUsage usage)
+/// <remarks>
+/// Answers are cached for <see cref="CacheLifetime"/> (under the 5 seconds within which a revoked key must fail on
+/// every instance), bounded to <see cref="MaxCached"/> digests. A revocation made through this instance forgets
+/// everything at once (<see cref="ForgetAll"/>); other instances' caches expire on their own.
+/// </remarks>
+public sealed class ApiKeys(NpgsqlDataSource dataSource, KeyUsage usage, FirmwareMetrics metrics)
 {
+    public static readonly TimeSpan CacheLifetime = TimeSpan.FromSeconds(4);
+    public const int MaxCached = 200_000;
+
+    private sealed record Cached(Caller? Caller, DateTime? LastUsedAt, long ExpiresAt);
+
+    private readonly ConcurrentDictionary<string, Cached> _cache = new(StringComparer.Ordinal);
+
+    /// <summary>Drops every cached answer: called after this instance revokes keys, decommissions or removes.</summary>
+    public void ForgetAll() => _cache.Clear();
+
 
     private sealed record CallerRow(string Kind, long Id, long ProjectId, string? Role, long KeyId, string KeyPrefix, DateTime? LastUsedAt);
 
@@ -42,17 +59,44 @@ public sealed class ApiKeys(NpgsqlDataSource dataSource, KeyUsage usage)
 
     public async Task<Caller?> FindCallerAsync(byte[] keyHash, CancellationToken cancellationToken)
     {
+        var digest = Convert.ToBase64String(keyHash);
+        var now = Environment.TickCount64;
+        if (_cache.TryGetValue(digest, out var cached) && cached.ExpiresAt > now)
+        {
+            metrics.KeyCache(hit: true);
+            if (cached.Caller is { } known)
+            {
+                usage.Used(known.Kind, known.KeyId, cached.LastUsedAt);
+            }
+
+            return cached.Caller;
+        }
+
+        metrics.KeyCache(hit: false);
+        var caller = await LookUpAsync(keyHash, cancellationToken);
+        if (_cache.Count >= MaxCached)
+        {
+            _cache.Clear();
+        }
+
+        _cache[digest] = new Cached(caller.Caller, caller.LastUsedAt, now + (long)CacheLifetime.TotalMilliseconds);
+        return caller.Caller;
+    }
+
+    private async Task<(Caller? Caller, DateTime? LastUsedAt)> LookUpAsync(byte[] keyHash, CancellationToken cancellationToken)
+    {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         var row = await connection.QuerySingleOrDefaultAsync<CallerRow>(
             new CommandDefinition(FindCallerSql, new { KeyHash = keyHash }, cancellationToken: cancellationToken));
         if (row is null)
         {
-            return null;
+            return (null, null);
         }
 
         var kind = row.Kind == "device" ? CallerKind.Device : CallerKind.Member;
         usage.Used(kind, row.KeyId, row.LastUsedAt);
 
-        return new Caller(kind, row.Id, row.ProjectId, row.Role, row.KeyId, row.KeyPrefix);
+        // Noted just now: later cache hits need not note it again.
+        return (new Caller(kind, row.Id, row.ProjectId, row.Role, row.KeyId, row.KeyPrefix), DateTime.UtcNow);
     }
 }

@@ -9,6 +9,7 @@ public sealed class FirmwareMetrics
     public const string MeterName = "FirmwareManager";
 
     private readonly Counter<long> _eventsIngested;
+    private readonly Counter<long> _keyCache;
 
     public FirmwareMetrics(IMeterFactory meterFactory)
     {
@@ -17,7 +18,13 @@ public sealed class FirmwareMetrics
             "firmware_manager.events.ingested",
             unit: "{event}",
             description: "Firmware events reported by devices, by status and outcome (created, repeat, rejected).");
+        _keyCache = meter.CreateCounter<long>(
+            "firmware_manager.api_key_cache.lookups",
+            unit: "{lookup}",
+            description: "API key lookups answered from the cache (result=hit) or the database (result=miss).");
     }
+
+    public void KeyCache(bool hit) => _keyCache.Add(1, new KeyValuePair<string, object?>("result", hit ? "hit" : "miss"));
 
     public void EventCreated(string status) => Record(status, "created");
 

@@ -10,7 +10,7 @@ public sealed record EnrolledDevice(long Id, string? Serial, string Key);
 public sealed class SerialTakenException(string message) : Exception(message);
 
 /// <summary>Creating, enrolling in bulk and decommissioning devices, each change audited in its transaction.</summary>
-public sealed class DeviceProvisioning(NpgsqlDataSource dataSource)
+public sealed class DeviceProvisioning(NpgsqlDataSource dataSource, ApiKeys? apiKeys = null)
 {
     private const string InsertDeviceSql = """
         INSERT INTO devices (project_id, name, serial)
@@ -129,6 +129,7 @@ public sealed class DeviceProvisioning(NpgsqlDataSource dataSource)
         var revoked = await connection.ExecuteAsync(new CommandDefinition(RevokeAllDeviceKeysSql, parameters, transaction, cancellationToken: cancellationToken));
         await Audit.RecordAsync(connection, transaction, projectId, actor, "device.decommissioned", "device", deviceId, new { keys_revoked = revoked });
         await transaction.CommitAsync(cancellationToken);
+        apiKeys?.ForgetAll();
         return true;
     }
 }

@@ -31,7 +31,7 @@ public sealed record KeyOwner(string OwnerKind, long OwnerId)
 }
 
 /// <summary>Issuing, listing and revoking device and member keys, each change audited in its transaction.</summary>
-public sealed class Keys(NpgsqlDataSource dataSource)
+public sealed class Keys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = null)
 {
     // The owner must be in the project and active (not decommissioned, not removed); it is locked so a
     // decommission or removal cannot slip in between.
@@ -183,6 +183,7 @@ public sealed class Keys(NpgsqlDataSource dataSource)
         await Audit.RecordAsync(connection, transaction, projectId, actor, "key.revoked", owner.AuditTarget, keyId,
             new { owner = owner.OwnerKind, owner_id = owner.OwnerId, prefix });
         await transaction.CommitAsync(cancellationToken);
+        apiKeys?.ForgetAll();
         return true;
     }
 }

@@ -1,4 +1,5 @@
 using Dapper;
+using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Firmware;
 using Npgsql;
 
@@ -16,7 +17,7 @@ public sealed record MemberResponse(long Id, string Email, string Role, string C
 public sealed class LastAdminException() : Exception("A project keeps at least one admin: add another admin first.");
 
 /// <summary>Projects and their members, each change audited in its transaction.</summary>
-public sealed class Members(NpgsqlDataSource dataSource)
+public sealed class Members(NpgsqlDataSource dataSource, ApiKeys? apiKeys = null)
 {
     public const string Admin = "admin";
     public const string Viewer = "viewer";
@@ -174,6 +175,7 @@ public sealed class Members(NpgsqlDataSource dataSource)
         var revoked = await connection.ExecuteAsync(new CommandDefinition(RevokeAllMemberKeysSql, parameters, transaction, cancellationToken: cancellationToken));
         await Audit.RecordAsync(connection, transaction, projectId, actor, "member.removed", "member", memberId, new { email, keys_revoked = revoked });
         await transaction.CommitAsync(cancellationToken);
+        apiKeys?.ForgetAll();
         return true;
     }
 }

@@ -33,6 +33,8 @@ public sealed class MetricsTests(FirmwareManagerApp app) : ApiTest(app)
         Increase(before, after, """firmware_manager_events_ingested_total{otel_scope_name="FirmwareManager",outcome="rejected",status="invalid"}""").Should().Be(1);
         after.Should().MatchRegex("""(?m)^http_server_request_duration_seconds_count\{.*http_request_method="POST",http_response_status_code="201",http_route="/firmware/\{device_id\}".*\} [1-9]""");
         after.Should().MatchRegex("""(?m)^http_server_request_duration_seconds_count\{.*http_request_method="GET",http_response_status_code="200",http_route="/firmware/\{device_id\}".*\} [1-9]""");
+        Increase(before, after, """firmware_manager_api_key_cache_lookups_total{otel_scope_name="FirmwareManager",result="hit"}""").Should().BeGreaterThan(0);
+        Increase(before, after, """firmware_manager_api_key_cache_lookups_total{otel_scope_name="FirmwareManager",result="miss"}""").Should().BeGreaterThan(0);
         after.Should().Contain("""db_client_connection_count{otel_scope_name="Npgsql",otel_scope_version="0.1.0",db_client_connection_pool_name="firmware_manager",""");
         new Npgsql.NpgsqlConnectionStringBuilder(App.ConnectionString).Password.Should().NotBeNullOrEmpty(
             "the test databases are reached with a password, so its absence from the pools' labels means something");
