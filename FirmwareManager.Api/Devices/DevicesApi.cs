@@ -78,11 +78,9 @@ public static class DevicesApi
         Devices devices,
         CancellationToken cancellationToken)
     {
-        if (!long.TryParse(deviceIdText, NumberStyles.None, CultureInfo.InvariantCulture, out var deviceId))
+        if (!Problems.TryParseId(deviceIdText, out var deviceId))
         {
-            return Problems.Validation(
-                new Dictionary<string, string[]> { ["device_id"] = ["Must be a whole number from 0 to 9223372036854775807."] },
-                "Invalid id.");
+            return Problems.InvalidId("device_id", deviceIdText);
         }
 
         var device = await devices.FindAsync(Caller.From(http.User).ProjectId, deviceId, cancellationToken);

@@ -50,7 +50,7 @@ public static class EventFeedApi
         long? deviceId = null;
         if (deviceIdText is not null)
         {
-            if (long.TryParse(deviceIdText, NumberStyles.None, CultureInfo.InvariantCulture, out var id))
+            if (Problems.TryParseId(deviceIdText, out var id))
             {
                 deviceId = id;
             }

@@ -117,9 +117,9 @@ public static class FirmwareApi
         CancellationToken cancellationToken)
     {
         var errors = new Dictionary<string, string[]>();
-        if (!TryParseId(deviceIdText, out var deviceId))
+        if (!Problems.TryParseId(deviceIdText, out var deviceId))
         {
-            return InvalidId("device_id", deviceIdText);
+            return Problems.InvalidId("device_id", deviceIdText);
         }
 
         var page = PageRequest.Parse(limit, cursor, since, until, status, firmware, errors);
@@ -246,14 +246,14 @@ public static class FirmwareApi
         FirmwareEvents events,
         CancellationToken cancellationToken)
     {
-        if (!TryParseId(deviceIdText, out var deviceId))
+        if (!Problems.TryParseId(deviceIdText, out var deviceId))
         {
-            return InvalidId("device_id", deviceIdText);
+            return Problems.InvalidId("device_id", deviceIdText);
         }
 
-        if (!TryParseId(eventIdText, out var eventId))
+        if (!Problems.TryParseId(eventIdText, out var eventId))
         {
-            return InvalidId("event_id", eventIdText);
+            return Problems.InvalidId("event_id", eventIdText);
         }
 
         var caller = Caller.From(http.User);
@@ -272,9 +272,9 @@ public static class FirmwareApi
     private static async Task<(long DeviceId, JsonDocument? Body, ProblemHttpResult? Problem)> ReadOwnReportAsync(
         string deviceIdText, HttpContext http, int maxBytes, FirmwareMetrics metrics, CancellationToken cancellationToken)
     {
-        if (!TryParseId(deviceIdText, out var deviceId))
+        if (!Problems.TryParseId(deviceIdText, out var deviceId))
         {
-            return (0, null, InvalidId("device_id", deviceIdText));
+            return (0, null, Problems.InvalidId("device_id", deviceIdText));
         }
 
         if (!Caller.From(http.User).IsDevice(deviceId))
@@ -294,13 +294,6 @@ public static class FirmwareApi
     private static string EventLocation(FirmwareEvent e) =>
         string.Create(CultureInfo.InvariantCulture, $"/firmware/{e.DeviceId}/events/{e.Id}");
 
-    /// <summary>Ids are positive decimal integers that fit in a bigint: no sign, no spaces, no exponent.</summary>
-    private static bool TryParseId(string text, out long id) =>
-        long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out id);
-
-    private static ProblemHttpResult InvalidId(string name, string text) => Problems.Validation(
-        new Dictionary<string, string[]> { [name] = [$"Must be a whole number from 0 to 9223372036854775807, not '{Truncate(text)}'."] },
-        "Invalid id.");
 
     private static ProblemHttpResult Forbidden(string detail) => Problems.Forbidden(detail);
 
@@ -308,5 +301,4 @@ public static class FirmwareApi
     private static ProblemHttpResult DeviceNotFound(long deviceId) =>
         Problems.NotFound("Device not found", $"There is no device {deviceId} in your project.");
 
-    private static string Truncate(string text) => text.Length <= 40 ? text : text[..40] + "…";
 }

@@ -13,6 +13,18 @@ public static class Problems
             Title = title,
         });
 
+    /// <summary>Ids are whole numbers from 0 to 2^63-1 in decimal: no sign, no spaces, no exponent.</summary>
+    public static bool TryParseId(string text, out long id) =>
+        long.TryParse(text, System.Globalization.NumberStyles.None, System.Globalization.CultureInfo.InvariantCulture, out id);
+
+    /// <summary>400 naming the route or query value that is not an id.</summary>
+    public static ProblemHttpResult InvalidId(string name, string text) => Validation(
+        new Dictionary<string, string[]>
+        {
+            [name] = [$"Must be a whole number from 0 to 9223372036854775807, not '{(text.Length <= 40 ? text : text[..40] + "…")}'."],
+        },
+        "Invalid id.");
+
     public static ProblemHttpResult Forbidden(string detail) => TypedResults.Problem(
         statusCode: StatusCodes.Status403Forbidden, title: "Forbidden", detail: detail);
 

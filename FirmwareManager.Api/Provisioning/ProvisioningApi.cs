@@ -255,9 +255,9 @@ public static class ProvisioningApi
     private static async Task<Results<NoContent, ProblemHttpResult>> DecommissionAsync(
         [FromRoute(Name = "device_id")] string deviceIdText, HttpContext http, DeviceProvisioning provisioning, CancellationToken cancellationToken)
     {
-        if (!TryParseId(deviceIdText, out var deviceId))
+        if (!Problems.TryParseId(deviceIdText, out var deviceId))
         {
-            return InvalidId("device_id");
+            return Problems.InvalidId("device_id", deviceIdText);
         }
 
         var caller = Caller.From(http.User);
@@ -269,9 +269,9 @@ public static class ProvisioningApi
     private static async Task<Results<Created<NewKeyResponse>, ProblemHttpResult>> IssueKeyAsync(
         string ownerIdText, string parameter, Func<long, KeyOwner> owner, HttpContext http, Keys keys, CancellationToken cancellationToken)
     {
-        if (!TryParseId(ownerIdText, out var ownerId))
+        if (!Problems.TryParseId(ownerIdText, out var ownerId))
         {
-            return InvalidId(parameter);
+            return Problems.InvalidId(parameter, ownerIdText);
         }
 
         var caller = Caller.From(http.User);
@@ -284,9 +284,9 @@ public static class ProvisioningApi
     private static async Task<Results<Ok<List<KeyResponse>>, ProblemHttpResult>> ListKeysAsync(
         string ownerIdText, string parameter, Func<long, KeyOwner> owner, HttpContext http, Keys keys, CancellationToken cancellationToken)
     {
-        if (!TryParseId(ownerIdText, out var ownerId))
+        if (!Problems.TryParseId(ownerIdText, out var ownerId))
         {
-            return InvalidId(parameter);
+            return Problems.InvalidId(parameter, ownerIdText);
         }
 
         var found = await keys.ListAsync(Caller.From(http.User).ProjectId, owner(ownerId), cancellationToken);
@@ -297,14 +297,14 @@ public static class ProvisioningApi
         string ownerIdText, string parameter, Func<long, KeyOwner> owner, string keyIdText, HttpContext http, Keys keys,
         CancellationToken cancellationToken)
     {
-        if (!TryParseId(ownerIdText, out var ownerId))
+        if (!Problems.TryParseId(ownerIdText, out var ownerId))
         {
-            return InvalidId(parameter);
+            return Problems.InvalidId(parameter, ownerIdText);
         }
 
-        if (!TryParseId(keyIdText, out var keyId))
+        if (!Problems.TryParseId(keyIdText, out var keyId))
         {
-            return InvalidId("key_id");
+            return Problems.InvalidId("key_id", keyIdText);
         }
 
         var caller = Caller.From(http.User);
@@ -367,9 +367,9 @@ public static class ProvisioningApi
     private static async Task<Results<NoContent, ProblemHttpResult>> RemoveMemberAsync(
         [FromRoute(Name = "member_id")] string memberIdText, HttpContext http, Members members, CancellationToken cancellationToken)
     {
-        if (!TryParseId(memberIdText, out var memberId))
+        if (!Problems.TryParseId(memberIdText, out var memberId))
         {
-            return InvalidId("member_id");
+            return Problems.InvalidId("member_id", memberIdText);
         }
 
         var caller = Caller.From(http.User);
@@ -451,10 +451,6 @@ public static class ProvisioningApi
     private static string KeysPath(HttpContext http, long keyId) =>
         string.Create(CultureInfo.InvariantCulture, $"{http.Request.Path.Value!.TrimEnd('/')}/{keyId}");
 
-    private static bool TryParseId(string text, out long id) => long.TryParse(text, NumberStyles.None, CultureInfo.InvariantCulture, out id);
-
-    private static ProblemHttpResult InvalidId(string name) => Problems.Validation(
-        new Dictionary<string, string[]> { [name] = ["Must be a whole number from 0 to 9223372036854775807."] }, "Invalid id.");
 
     private static ProblemHttpResult NotFound(string kind, long id) =>
         Problems.NotFound("Not found", string.Create(CultureInfo.InvariantCulture, $"There is no {kind} {id} in your project."));
