@@ -123,7 +123,7 @@ public sealed class ProvisioningFlowTests
     }
 
     [Fact]
-    public async Task The_bootstrap_command_explains_its_usage()
+    public async Task The_bootstrap_command_refuses_wrong_arguments_with_exit_code_2()
     {
         (await Bootstrap.RunAsync(["create-project"])).Should().Be(2);
         (await Bootstrap.RunAsync(["create-project", "acme", "--owner", "x@y"])).Should().Be(2);
