@@ -6,9 +6,6 @@ using Microsoft.AspNetCore.Mvc;
 
 namespace FirmwareManager.Api.Devices;
 
-/// <summary>Where a page of devices ends: the last device's id.</summary>
-public sealed record DevicePosition(long Id);
-
 /// <summary><c>/devices</c>: the project's devices, for members.</summary>
 public static class DevicesApi
 {
@@ -52,7 +49,7 @@ public static class DevicesApi
         long afterId = 0;
         if (page.Cursor is not null)
         {
-            var after = await cursors.DecodeAsync(scope, page.Cursor, reader => new DevicePosition(reader.ReadInt64()), cancellationToken);
+            var after = await cursors.DecodeAsync(scope, page.Cursor, reader => new IdPosition(reader.ReadInt64()), cancellationToken);
             if (after is null)
             {
                 return PageResults.InvalidCursor();

@@ -79,6 +79,9 @@ public sealed record PageRequest(int Limit, string? Cursor, DateTime? Since, Dat
     }
 }
 
+/// <summary>Where a page of rows in id order ends (devices, audit entries): the last row's id.</summary>
+public sealed record IdPosition(long Id);
+
 /// <summary>
 /// Opaque, signed paging cursors: the position of the last row served, bound by an HMAC to the query that
 /// served it (endpoint, project, filters). A cursor that was altered, made up, or used with another query is

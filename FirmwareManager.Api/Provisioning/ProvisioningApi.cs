@@ -407,7 +407,7 @@ public static class ProvisioningApi
         var beforeId = long.MaxValue;
         if (page.Cursor is not null)
         {
-            var position = await cursors.DecodeAsync(scope, page.Cursor, reader => new DevicePosition(reader.ReadInt64()), cancellationToken);
+            var position = await cursors.DecodeAsync(scope, page.Cursor, reader => new IdPosition(reader.ReadInt64()), cancellationToken);
             if (position is null)
             {
                 return PageResults.InvalidCursor();
