@@ -30,6 +30,7 @@ try
     // Settings, logs and metrics, JSON
     builder.AddFirmwareManagerSettings();
     builder.AddObservability();
+    builder.AddRequestLimits();
     builder.Services.ConfigureHttpJsonOptions(options =>
     {
         options.SerializerOptions.PropertyNamingPolicy = System.Text.Json.JsonNamingPolicy.SnakeCaseLower;
@@ -61,11 +62,13 @@ try
 
     var app = builder.Build();
 
+    app.UseSecurityHeaders();
     app.UseExceptionHandler();
     app.UseStatusCodePages();
     app.UseRequestLogging();
     app.UseAuthentication();
     app.UseAuthorization();
+    app.UseRequestLimits();
 
     // Endpoints
     app.MapHealth();

@@ -47,12 +47,6 @@ public static class SettingsExtensions
         {
             builder.WebHost.UseUrls(DefaultUrl);
         }
-
-        builder.WebHost.ConfigureKestrel(kestrel =>
-        {
-            kestrel.Limits.MaxRequestBodySize = RequestLimits.MaxBodyBytes;
-            kestrel.AddServerHeader = false;
-        });
         return builder;
     }
 }

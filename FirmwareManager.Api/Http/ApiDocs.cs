@@ -6,6 +6,8 @@ namespace FirmwareManager.Api.Http;
 /// <summary>The OpenAPI document at <c>/openapi/v1.json</c> and interactive docs (Scalar) at <c>/docs</c>.</summary>
 public static class ApiDocs
 {
+    public const string DocsPath = "/docs";
+
     private const string ApiKeyScheme = "api_key";
     private const string BearerScheme = "bearer";
 
@@ -60,7 +62,7 @@ public static class ApiDocs
     public static WebApplication MapApiDocs(this WebApplication app)
     {
         app.MapOpenApi().AllowAnonymous();
-        app.MapScalarApiReference("/docs", options => options
+        app.MapScalarApiReference(DocsPath, options => options
             .WithTitle("FirmwareManager API")
             .WithOpenApiRoutePattern("/openapi/{documentName}.json")).AllowAnonymous();
         return app;

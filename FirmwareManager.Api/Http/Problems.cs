@@ -30,4 +30,15 @@ public static class Problems
 
     public static ProblemHttpResult NotFound(string title, string detail) => TypedResults.Problem(
         statusCode: StatusCodes.Status404NotFound, title: title, detail: detail);
+
+    /// <summary>Writes a problem outside an endpoint (middleware, rate limiter, timeouts), with the request's trace id.</summary>
+    public static async ValueTask WriteAsync(HttpContext context, int status, string title, string detail)
+    {
+        context.Response.StatusCode = status;
+        await context.RequestServices.GetRequiredService<IProblemDetailsService>().WriteAsync(new ProblemDetailsContext
+        {
+            HttpContext = context,
+            ProblemDetails = { Status = status, Title = title, Detail = detail },
+        });
+    }
 }

@@ -47,7 +47,8 @@ public static class ProvisioningApi
             .Produces<string>(StatusCodes.Status200OK, "application/x-ndjson", "text/csv")
             .ProducesProblem(StatusCodes.Status409Conflict)
             .WithSummary("Enroll up to 100,000 devices at once, all or nothing (admin)")
-            .WithDescription("Streams one line per device with its id, serial and key: NDJSON, or CSV with Accept: text/csv.");
+            .WithDescription("Streams one line per device with its id, serial and key: NDJSON, or CSV with Accept: text/csv.")
+            .WithRequestTimeout(Limits.LongRunningPolicy);
         devices.MapDelete("/{device_id}", DecommissionAsync)
             .WithSummary("Decommission a device: its keys stop working, its history stays readable (admin)");
         devices.MapPost("/{device_id}/keys", (string device_id, HttpContext http, Keys keys, CancellationToken ct) =>

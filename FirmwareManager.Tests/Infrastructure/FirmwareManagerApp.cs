@@ -49,6 +49,9 @@ public sealed class FirmwareManagerApp : WebApplicationFactory<Program>, IAsyncL
     {
         builder.UseSetting("ConnectionStrings:FirmwareManager", ConnectionString);
         builder.UseSetting("FirmwareManager:DemoData", "true");
+        // Tests send hundreds of requests with one key in a moment; RateLimitTests check the limits on a service of their own.
+        builder.UseSetting("FirmwareManager:RateLimits:Device:PermitsPerSecond", "0");
+        builder.UseSetting("FirmwareManager:RateLimits:Member:PermitsPerSecond", "0");
         builder.ConfigureServices(services => services.AddSingleton<ILogEventSink>(Logs));
     }
 

@@ -40,6 +40,15 @@ public sealed class PostgresServer
         return new NpgsqlConnectionStringBuilder(_adminConnectionString) { Database = name, Pooling = true }.ConnectionString;
     }
 
+    /// <summary>A new database with the schema and the demo data set, for tests that start a service of their own on it.</summary>
+    public static async Task<string> CreateDemoDatabaseAsync()
+    {
+        var connectionString = await (await SharedAsync()).CreateDatabaseAsync();
+        await FirmwareManager.Api.Database.DatabaseMigrator.MigrateAsync(
+            connectionString, applyDemoData: true, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+        return connectionString;
+    }
+
     private static async Task<PostgresServer> StartAsync()
     {
         var given = Environment.GetEnvironmentVariable(ConnectionStringVariable);

@@ -1,0 +1,62 @@
+using System.Net;
+using Dapper;
+using FirmwareManager.Tests.Infrastructure;
+using Microsoft.AspNetCore.Hosting;
+using Npgsql;
+
+namespace FirmwareManager.Tests.Hardening;
+
+/// <summary>What a client sees when the service itself fails: a problem without internals, and nothing half-written.</summary>
+public sealed class FailureAnswersTests
+{
+    [Fact]
+    public async Task In_Production_an_unexpected_error_is_a_500_problem_without_stack_trace_or_SQL()
+    {
+        var connectionString = await PostgresServer.CreateDemoDatabaseAsync();
+        await using (var connection = new NpgsqlConnection(connectionString))
+        {
+            // A schema the code does not expect: the kind of bug a 500 is for.
+            await connection.ExecuteAsync("ALTER TABLE device_firmware_status RENAME TO device_firmware_status_gone");
+        }
+
+        await using var service = new ServiceOnDatabase(connectionString).WithWebHostBuilder(b => b.UseEnvironment("Production"));
+        using var device = service.CreateClient();
+        device.DefaultRequestHeaders.Add("api_key", FirmwareManagerApp.DeviceKey1);
+
+        var response = await device.PostEventAsync(1, new { firmware = "2.0.0", status = "updated" });
+
+        var problem = await response.ShouldBeProblemAsync(HttpStatusCode.InternalServerError);
+        var body = problem.GetRawText();
+        body.Should().NotContainAny("device_firmware_status", "Npgsql", "Exception", " at ", ".cs:");
+        problem.GetProperty("trace_id").GetString().Should().MatchRegex("^[0-9a-f]{32}$", "the operator finds the logged exception by it");
+        await using var check = new NpgsqlConnection(connectionString);
+        (await check.ExecuteScalarAsync<int>("SELECT count(*) FROM firmware_events WHERE firmware = '2.0.0'")).Should().Be(0);
+    }
+
+    [Fact]
+    public async Task A_request_that_outlives_the_request_timeout_is_cancelled_with_503_and_stores_nothing()
+    {
+        var connectionString = await PostgresServer.CreateDemoDatabaseAsync();
+        await using var service = new ServiceOnDatabase(connectionString).WithWebHostBuilder(b => b
+            .UseSetting("FirmwareManager:Limits:RequestTimeoutSeconds", "1"));
+        using var device = service.CreateClient();
+        device.DefaultRequestHeaders.Add("api_key", FirmwareManagerApp.DeviceKey1);
+        (await device.GetAsync("/firmware/1")).StatusCode.Should().Be(HttpStatusCode.OK, "warm: the key is cached, connections are open");
+
+        HttpResponseMessage response;
+        await using (var blocker = new NpgsqlConnection(connectionString))
+        {
+            await blocker.OpenAsync();
+            await using var transaction = await blocker.BeginTransactionAsync();
+            // Another session holds the device row: the report waits for it past the timeout.
+            await blocker.ExecuteAsync("SELECT id FROM devices WHERE id = 1 FOR UPDATE", transaction: transaction);
+            response = await device.PostEventAsync(1, new { firmware = "2.0.0", status = "updated", timestamp = "2024-05-01T00:00:00Z" });
+            await transaction.RollbackAsync();
+        }
+
+        await response.ShouldBeProblemAsync(HttpStatusCode.ServiceUnavailable);
+        await using var check = new NpgsqlConnection(connectionString);
+        (await check.ExecuteScalarAsync<int>("SELECT count(*) FROM firmware_events WHERE firmware = '2.0.0'")).Should().Be(0);
+        (await device.PostEventAsync(1, new { firmware = "2.0.1", status = "updated" })).StatusCode.Should().Be(HttpStatusCode.Created, "the service is fine afterwards");
+    }
+}
