@@ -41,11 +41,11 @@ function M.done(summary, latency, requests)
   for s, n in pairs(by_status) do errors[#errors + 1] = s .. ":" .. n end
   local seconds = summary.duration / 1e6
   io.write(string.format(
-    "RESULT requests=%d ok=%d non2xx=%d socket_errors=%d rps=%.1f p50_ms=%.2f p99_ms=%.2f p999_ms=%.2f errors=%s\n",
+    "RESULT requests=%d ok=%d non2xx=%d socket_errors=%d rps=%.1f p50_ms=%.2f p99_ms=%.2f p999_ms=%.2f max_ms=%.2f timeouts=%d errors=%s\n",
     summary.requests, ok_total, failed_total,
     summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
     summary.requests / seconds, latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency:percentile(99.9) / 1000,
-    table.concat(errors, " ")))
+    latency.max / 1000, summary.errors.timeout, table.concat(errors, " ")))
 end
 
 return M

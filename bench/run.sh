@@ -7,7 +7,6 @@
 # phase completes and that no acknowledged event is lost, never a timing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$(pwd)
 
 profile=full
 [ "${1:-}" = "--quick" ] && profile=quick
@@ -16,58 +15,20 @@ if [ "$profile" = quick ]; then
 else
   devices=1000000; big=200000; events_per_device=10; duration=20; sample=100000
 fi
-out="$root/bench/out"
+source bench/lib.sh
 raw="$out/raw"
 mkdir -p "$raw"
 rm -f "$raw"/*
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 
-sudo=""
-[ "$(id -u)" -eq 0 ] || sudo=sudo
-command -v wrk >/dev/null || { $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
-ls /usr/lib/postgresql/*/bin/pgbench >/dev/null 2>&1 ||
-  { $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
-pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
-free_port() { local p=$1; while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done; echo "$p"; }
-
-log "building the API (Release)"
-dotnet build FirmwareManager.Api -c Release -v quiet -nologo >/dev/null
-
-cluster=$(mktemp -d /var/tmp/fm-bench-XXXXXX)
-[ "$(id -u)" -eq 0 ] && chown postgres: "$cluster"
-pg_port=$(free_port 57432)
+build_api
+start_cluster -c shared_buffers=2GB -c max_wal_size=8GB -c checkpoint_timeout=30min
 api_port=$(free_port 18080)
-api_pid=""
-cleanup() {
-  [ -n "$api_pid" ] && kill "$api_pid" 2>/dev/null && wait "$api_pid" 2>/dev/null || true
-  as_pg "$pg_bin/pg_ctl" stop -D "$cluster/data" -m fast >/dev/null 2>&1 || true
-  rm -rf "$cluster"
-}
-trap cleanup EXIT
-log "starting PostgreSQL on 127.0.0.1:$pg_port"
-as_pg "$pg_bin/initdb" -D "$cluster/data" -U postgres --auth=trust -E UTF8 --no-instructions >/dev/null
-as_pg "$pg_bin/pg_ctl" start -w -D "$cluster/data" -l "$cluster/postgres.log" \
-  -o "-p $pg_port -k $cluster -c listen_addresses=127.0.0.1 -c max_connections=300 -c shared_buffers=2GB -c max_wal_size=8GB -c checkpoint_timeout=30min" >/dev/null
-psql_fm() { "$pg_bin/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -d fm -X -q "$@"; }
-"$pg_bin/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -X -qc "CREATE DATABASE fm"
-postmaster=$(head -n 1 "$cluster/data/postmaster.pid")
-
 log "starting the API on 127.0.0.1:$api_port (empty database: it applies the migrations)"
 start_ns=$(date +%s%N)
-(
-  cd FirmwareManager.Api/bin/Release/net10.0
-  # One log line per request would measure the console; the request log is kept at Warning here.
-  exec env ConnectionStrings__FirmwareManager="Host=127.0.0.1;Port=$pg_port;Username=postgres;Database=fm;Maximum Pool Size=128" \
-    ASPNETCORE_URLS="http://127.0.0.1:$api_port" \
-    "Serilog__MinimumLevel__Override__Serilog.AspNetCore.RequestLoggingMiddleware=Warning" \
-    dotnet FirmwareManager.Api.dll > "$raw/api.log" 2>&1
-) &
-api_pid=$!
-until curl -fsS "http://127.0.0.1:$api_port/health" >/dev/null 2>&1; do
-  kill -0 "$api_pid" 2>/dev/null || { cat "$raw/api.log"; echo "the API exited" >&2; exit 1; }
-  sleep 0.05
-done
+# One log line per request would measure the console; the request log is kept at Warning here. Member keys' rate
+# limit is off: the fleet phases send thousands of requests a second with one member key. Device keys keep theirs.
+start_api "$api_port" "$raw/api.log" "Serilog__MinimumLevel__Override__Serilog.AspNetCore.RequestLoggingMiddleware=Warning" \
+  FirmwareManager__RateLimits__Member__PermitsPerSecond=0
 startup_s=$(awk -v a="$start_ns" -v b="$(date +%s%N)" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')
 log "healthy after ${startup_s} s; provisioning $devices devices and $((devices * events_per_device)) events"
 prov_start=$(date +%s)
@@ -78,11 +39,6 @@ psql_fm -c "\\copy (SELECT id, 'fmd_b' || md5(id::text) FROM devices ORDER BY ra
 provision_s=$(( $(date +%s) - prov_start ))
 log "provisioned in ${provision_s} s (ids and keys: bench/out/devices.csv)"
 member_key=fmm_bench_admin_1
-
-# CPU seconds (user+system) of the API and of PostgreSQL (the postmaster and its children), from /proc.
-cpu_of() { local total=0 t; for p in "$@"; do t=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0); total=$((total + t)); done; echo "$total"; }
-pg_pids() { echo "$postmaster" $(pgrep -P "$postmaster" || true); }
-clk=$(getconf CLK_TCK)
 
 results="$out/results.md"
 {
