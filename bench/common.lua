@@ -10,6 +10,39 @@ function M.load(path)
   return devices
 end
 
+local function idiv(a, b) return math.floor(a / b) end
+
+-- A device timestamp from a count of microseconds (spread over the months of 2025), RFC 3339 with 6 digits.
+function M.timestamp(micros)
+  return string.format("2025-%02d-%02dT%02d:%02d:%02d.%06dZ",
+    1 + idiv(micros, 2592000000000) % 12, 1 + idiv(micros, 86400000000) % 28, idiv(micros, 3600000000) % 24,
+    idiv(micros, 60000000) % 60, idiv(micros, 1000000) % 60, micros % 1000000)
+end
+
+-- One report body; a distinct microsecond per run, thread and request, so no two are identical repeats.
+function M.report(counter, offset)
+  local micros = offset * 1000000000000 + thread_id * 100000000 + counter
+  return string.format('{"firmware":"2.%d.%d","status":"%s","timestamp":"%s"}',
+    counter % 7, thread_id, counter % 5 == 0 and "failed" or "updated", M.timestamp(micros))
+end
+
+-- Opens the thread's file of acknowledged event ids in dir (nil when dir is empty or nil).
+function M.open_acks(dir)
+  if not dir or dir == "" then return nil end
+  local file = assert(io.open(dir .. "/acks-" .. thread_id .. ".txt", "w"))
+  file:setvbuf("line")
+  return file
+end
+
+-- Counts the answer; a 2xx to a report (a body with an id) goes to the acks file.
+function M.count_ack(acks, status, body)
+  M.count(status)
+  if acks and status >= 200 and status < 300 and body then
+    local id = body:match('^{"id":(%d+)')
+    if id then acks:write(id, "\n") end
+  end
+end
+
 local threads = {}
 function M.setup(thread)
   thread:set("thread_id", #threads + 1)
