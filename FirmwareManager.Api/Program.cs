@@ -82,7 +82,7 @@ try
 
     // Schema (and demo data when switched on) before the first request; a failed script stops the start.
     await DatabaseMigrator.MigrateAsync(
-        builder.Configuration.GetFirmwareManagerConnectionString(),
+        builder.Configuration.GetMigrationsConnectionString(),
         app.Services.GetRequiredService<IOptions<FirmwareManagerOptions>>().Value.DemoData,
         app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("FirmwareManager.Migrations"));
 

@@ -14,6 +14,7 @@ public sealed class FirmwareManagerOptions
 public static class SettingsExtensions
 {
     public const string ConnectionStringName = "FirmwareManager";
+    public const string MigrationsConnectionStringName = "FirmwareManagerMigrations";
 
     /// <summary>Where the service listens unless ASPNETCORE_URLS, ASPNETCORE_HTTP_PORTS or --urls say otherwise.</summary>
     public const string DefaultUrl = "http://localhost:8880";
@@ -33,6 +34,17 @@ public static class SettingsExtensions
         }
 
         return connectionString;
+    }
+
+    /// <summary>
+    /// The connection string migrations (and the demo data, and create-project) run with: the schema owner's, when
+    /// <c>ConnectionStrings:FirmwareManagerMigrations</c> is set, so that the service itself can run as a role
+    /// without DDL rights (migration 0008); otherwise the service's own.
+    /// </summary>
+    public static string GetMigrationsConnectionString(this IConfiguration configuration)
+    {
+        var migrations = configuration.GetConnectionString(MigrationsConnectionStringName);
+        return string.IsNullOrWhiteSpace(migrations) ? configuration.GetFirmwareManagerConnectionString() : migrations;
     }
 
     public static WebApplicationBuilder AddFirmwareManagerSettings(this WebApplicationBuilder builder)

@@ -6,8 +6,9 @@ namespace FirmwareManager.Api.Provisioning;
 /// <summary>
 /// <c>dotnet FirmwareManager.Api.dll create-project NAME --admin EMAIL</c>: the first step of a real deployment.
 /// Needs no running server: applies the migrations if needed, creates the project and its first admin, and prints
-/// the admin's API key once. Reads the connection string as the service does (appsettings.json,
-/// ConnectionStrings__FirmwareManager).
+/// the admin's API key once. Reads the connection strings as the service does (appsettings.json,
+/// ConnectionStrings__FirmwareManagerMigrations when set, else ConnectionStrings__FirmwareManager): it runs as the
+/// schema owner.
 /// </summary>
 public static class Bootstrap
 {
@@ -27,7 +28,7 @@ public static class Bootstrap
             .Build();
         try
         {
-            var created = await CreateProjectAsync(configuration.GetFirmwareManagerConnectionString(), name, email, CancellationToken.None);
+            var created = await CreateProjectAsync(configuration.GetMigrationsConnectionString(), name, email, CancellationToken.None);
             if (created is null)
             {
                 await Console.Error.WriteLineAsync($"A project named '{name}' already exists; nothing was changed.");

@@ -13,8 +13,8 @@ using Serilog.Events;
 namespace FirmwareManager.Tests.Infrastructure;
 
 /// <summary>
-/// The real service, in memory, on a database of its own with the demo data set, migrated by the service's own
-/// startup. Shared by the test classes of the <see cref="ApiTestGroup"/>; <see cref="ResetAsync"/> puts the
+/// The real service, in memory, on a database of its own with the demo data set, running as the least-privileged
+/// API role with the migrations run as the owner, as a production deployment does. Shared by the test classes of the <see cref="ApiTestGroup"/>; <see cref="ResetAsync"/> puts the
 /// data back to the demo set before each test.
 /// </summary>
 public sealed class FirmwareManagerApp : WebApplicationFactory<Program>, IAsyncLifetime
@@ -32,7 +32,11 @@ public sealed class FirmwareManagerApp : WebApplicationFactory<Program>, IAsyncL
         RESTART IDENTITY
         """;
 
+    /// <summary>The database's owner: what migrations run as, and what tests use to prepare and check data.</summary>
     public string ConnectionString { get; private set; } = "";
+
+    /// <summary>What the service runs as: the least-privileged API role of migration 0008, as in production.</summary>
+    public string ApiConnectionString { get; private set; } = "";
 
     public CapturedLogs Logs { get; } = new();
 
@@ -40,14 +44,18 @@ public sealed class FirmwareManagerApp : WebApplicationFactory<Program>, IAsyncL
     {
         var server = await PostgresServer.SharedAsync();
         ConnectionString = await server.CreateDatabaseAsync();
-        _ = Server; // start now: migrations and demo data run in the service's own startup
+        // The API role exists once the migrations ran; the service's own startup applies them again (a no-op).
+        await DatabaseMigrator.MigrateAsync(ConnectionString, applyDemoData: true, NullLogger.Instance);
+        ApiConnectionString = await PostgresServer.ApiRoleConnectionStringAsync(ConnectionString);
+        _ = Server;
     }
 
     async Task IAsyncLifetime.DisposeAsync() => await DisposeAsync();
 
     protected override void ConfigureWebHost(IWebHostBuilder builder)
     {
-        builder.UseSetting("ConnectionStrings:FirmwareManager", ConnectionString);
+        builder.UseSetting("ConnectionStrings:FirmwareManager", ApiConnectionString);
+        builder.UseSetting("ConnectionStrings:FirmwareManagerMigrations", ConnectionString);
         builder.UseSetting("FirmwareManager:DemoData", "true");
         // Tests send hundreds of requests with one key in a moment; RateLimitTests check the limits on a service of their own.
         builder.UseSetting("FirmwareManager:RateLimits:Device:PermitsPerSecond", "0");

@@ -49,6 +49,33 @@ public sealed class PostgresServer
         return connectionString;
     }
 
+    public const string ApiRole = "fm_api_test";
+
+    /// <summary>
+    /// The connection string of a database migrated by <paramref name="ownerConnectionString"/>, as the login the
+    /// service runs as in production: a member of migration 0008's <c>firmware_manager_api</c> role, nothing more.
+    /// </summary>
+    public static async Task<string> ApiRoleConnectionStringAsync(string ownerConnectionString)
+    {
+        const string createLogin = $"""
+            DO $$
+            BEGIN
+                IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{ApiRole}') THEN
+                    CREATE ROLE {ApiRole} LOGIN PASSWORD '{ApiRole}' IN ROLE firmware_manager_api;
+                END IF;
+            END
+            $$
+            """;
+        await using (var connection = new NpgsqlConnection(ownerConnectionString))
+        {
+            await connection.OpenAsync();
+            await using var create = new NpgsqlCommand(createLogin, connection);
+            await create.ExecuteNonQueryAsync();
+        }
+
+        return new NpgsqlConnectionStringBuilder(ownerConnectionString) { Username = ApiRole, Password = ApiRole }.ConnectionString;
+    }
+
     private static async Task<PostgresServer> StartAsync()
     {
         var given = Environment.GetEnvironmentVariable(ConnectionStringVariable);

@@ -1,0 +1,81 @@
+using Dapper;
+using FirmwareManager.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
+using Npgsql;
+
+namespace FirmwareManager.Tests.Database;
+
+/// <summary>The service runs as migration 0008's role, which reads and writes rows and can do nothing else.</summary>
+public sealed class LeastPrivilegeTests(FirmwareManagerApp app) : ApiTest(app)
+{
+    private const string ApiGroupRole = "firmware_manager_api";
+
+    [Fact]
+    public async Task The_service_connects_as_the_api_role_not_as_the_owner()
+    {
+        var servicePool = App.Services.GetRequiredService<NpgsqlDataSource>();
+        await using var connection = await servicePool.OpenConnectionAsync();
+
+        var user = await connection.ExecuteScalarAsync<string>("SELECT current_user");
+
+        user.Should().Be(PostgresServer.ApiRole);
+    }
+
+    [Theory]
+    [InlineData("CREATE TABLE intruder (id int)")]
+    [InlineData("DROP TABLE audit_log")]
+    [InlineData("ALTER TABLE devices ADD COLUMN x int")]
+    [InlineData("CREATE INDEX intruder_idx ON devices (name)")]
+    [InlineData("TRUNCATE firmware_events")]
+    [InlineData("DELETE FROM devices")]
+    [InlineData("DELETE FROM audit_log")]
+    [InlineData("UPDATE audit_log SET action = 'x'")]
+    [InlineData("UPDATE firmware_events SET firmware = '6.6.6'")]
+    [InlineData("INSERT INTO projects (name) VALUES ('intruder')")]
+    [InlineData("UPDATE service_secrets SET secret = secret")]
+    [InlineData("SELECT count(*) FROM schemaversions")]
+    public async Task The_api_role_may_not(string statement)
+    {
+        await using var connection = new NpgsqlConnection(App.ApiConnectionString);
+
+        var attempt = () => connection.ExecuteAsync(statement);
+
+        (await attempt.Should().ThrowAsync<PostgresException>()).Which.SqlState.Should().Be(PostgresErrorCodes.InsufficientPrivilege);
+    }
+
+    [Fact]
+    public async Task The_api_role_may_delete_events_for_retention()
+    {
+        await using var connection = new NpgsqlConnection(App.ApiConnectionString);
+
+        var deleted = await connection.ExecuteAsync("DELETE FROM firmware_events WHERE device_id = 1");
+
+        deleted.Should().BeGreaterThan(0);
+    }
+
+    [Fact]
+    public async Task Every_table_but_the_migration_journal_is_granted_to_the_api_role_and_only_events_may_be_deleted()
+    {
+        await using var connection = App.OpenConnection();
+
+        var tables = (await connection.QueryAsync<(string Name, bool Select, bool Delete, bool Truncate, bool Owner)>("""
+            SELECT c.relname,
+                   has_table_privilege(@Role, c.oid, 'SELECT'),
+                   has_table_privilege(@Role, c.oid, 'DELETE'),
+                   has_table_privilege(@Role, c.oid, 'TRUNCATE'),
+                   pg_has_role(@Role, c.relowner, 'USAGE')
+            FROM pg_class AS c
+            JOIN pg_namespace AS n ON n.oid = c.relnamespace
+            WHERE n.nspname = 'public'
+              AND c.relkind IN ('r', 'p')
+            """, new { Role = ApiGroupRole })).ToList();
+
+        tables.Should().HaveCountGreaterThan(5);
+        tables.Where(t => t.Name != "schemaversions").Should().OnlyContain(t => t.Select,
+            "a migration that creates a table grants it to the API role, or the service cannot read it in production");
+        tables.Where(t => t.Delete).Select(t => t.Name).Should().Equal("firmware_events");
+        tables.Should().OnlyContain(t => !t.Truncate && !t.Owner);
+        (await connection.ExecuteScalarAsync<bool>("SELECT has_schema_privilege(@Role, 'public', 'CREATE')", new { Role = ApiGroupRole }))
+            .Should().BeFalse();
+    }
+}
