@@ -1,0 +1,170 @@
+using System.Net;
+using System.Net.Sockets;
+using System.Text;
+using Dapper;
+using FirmwareManager.Tests.Infrastructure;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Hosting.Server;
+using Microsoft.AspNetCore.Hosting.Server.Features;
+using Microsoft.AspNetCore.Mvc.Testing;
+using Microsoft.Extensions.DependencyInjection;
+using Npgsql;
+
+namespace FirmwareManager.Tests.Hardening;
+
+/// <summary>The service on real Kestrel (header and request-line limits live there), on a demo database of its own.</summary>
+public sealed class KestrelService : WebApplicationFactory<Program>, IAsyncLifetime
+{
+    public string ConnectionString { get; private set; } = "";
+
+    public int Port { get; private set; }
+
+    public async Task InitializeAsync()
+    {
+        ConnectionString = await PostgresServer.CreateDemoDatabaseAsync();
+        UseKestrel(0);
+        StartServer();
+        var address = Services.GetRequiredService<IServer>().Features.Get<IServerAddressesFeature>()!.Addresses.First();
+        Port = new Uri(address).Port;
+    }
+
+    Task IAsyncLifetime.DisposeAsync() => DisposeAsync().AsTask();
+
+    protected override void ConfigureWebHost(IWebHostBuilder builder)
+    {
+        builder.UseSetting("ConnectionStrings:FirmwareManager", ConnectionString);
+        builder.UseSetting("FirmwareManager:RateLimits:Device:PermitsPerSecond", "0");
+        builder.UseSetting("FirmwareManager:RateLimits:Member:PermitsPerSecond", "0");
+    }
+
+    /// <summary>Sends raw bytes, as a broken or hostile client would, and returns the status of the answer (0: the connection was closed).</summary>
+    public async Task<int> SendRawAsync(byte[] request)
+    {
+        using var client = new TcpClient();
+        await client.ConnectAsync(IPAddress.Loopback, Port);
+        var stream = client.GetStream();
+        try
+        {
+            await stream.WriteAsync(request);
+        }
+        catch (IOException)
+        {
+            // Kestrel may close the connection before reading everything; its answer is still there to read.
+        }
+
+        var buffer = new byte[4096];
+        var read = 0;
+        try
+        {
+            read = await stream.ReadAsync(buffer).AsTask().WaitAsync(TimeSpan.FromSeconds(15));
+        }
+        catch (IOException)
+        {
+            return 0;
+        }
+
+        var statusLine = Encoding.ASCII.GetString(buffer, 0, read).Split("\r\n")[0];
+        return statusLine.StartsWith("HTTP/1.1 ", StringComparison.Ordinal) ? int.Parse(statusLine[9..12], System.Globalization.CultureInfo.InvariantCulture) : 0;
+    }
+
+    public Task<int> GetRawAsync(string target, params string[] headers) =>
+        SendRawAsync(Encoding.UTF8.GetBytes($"GET {target} HTTP/1.1\r\nHost: localhost\r\n{string.Concat(headers.Select(h => h + "\r\n"))}Connection: close\r\n\r\n"));
+}
+
+/// <summary>Header and path abuse: each is rejected with a 4xx (or the connection closed), never a 5xx, never a guess.</summary>
+public sealed class HostileRequestTests(KestrelService service) : IClassFixture<KestrelService>
+{
+    private const string MemberKey = $"api_key: {FirmwareManagerApp.MemberKey1}";
+
+    [Fact]
+    public async Task A_100_KB_header_is_431()
+    {
+        (await service.GetRawAsync("/firmware/1", MemberKey, "X-Padding: " + new string('a', 100 * 1024))).Should().Be(431);
+    }
+
+    [Fact]
+    public async Task More_than_100_headers_is_431()
+    {
+        (await service.GetRawAsync("/firmware/1", [MemberKey, .. Enumerable.Range(0, 120).Select(i => $"X-H{i}: {i}")])).Should().Be(431);
+    }
+
+    [Fact]
+    public async Task A_request_line_over_8_KB_is_414_and_a_long_path_under_it_is_a_plain_4xx()
+    {
+        (await service.GetRawAsync("/firmware/" + new string('1', 9000), MemberKey)).Should().Be(414);
+        (await service.GetRawAsync("/firmware/" + new string('1', 7000), MemberKey)).Should().Be(400, "an id with 7000 digits is not an id");
+        (await service.GetRawAsync("/" + string.Concat(Enumerable.Repeat("a/", 3000)), MemberKey)).Should().Be(404);
+    }
+
+    [Theory]
+    [InlineData("api_key: super_secret_member_key_1\u0001")]
+    [InlineData("api_key: super\u0000secret")]
+    [InlineData("X-Api-Key: \u001b[31mred")]
+    public async Task Control_characters_in_a_key_header_are_refused(string header)
+    {
+        // Kestrel itself rejects NUL (400); other control characters reach the service, where no key matches them.
+        (await service.GetRawAsync("/firmware/1", header)).Should().BeOneOf(400, 401);
+    }
+
+    [Theory]
+    [InlineData("api_key: ключ-устройства")]
+    [InlineData("api_key: super_secret_member_key_1é")]
+    [InlineData("Authorization: Bearer 🔑")]
+    public async Task Non_ASCII_keys_are_refused_not_matched(string header)
+    {
+        (await service.GetRawAsync("/firmware/1", header)).Should().BeOneOf(400, 401);
+    }
+
+    [Fact]
+    public async Task Duplicate_key_headers_with_different_keys_are_401_and_the_same_key_twice_is_fine()
+    {
+        (await service.GetRawAsync("/firmware/1", MemberKey, $"api_key: {FirmwareManagerApp.MemberKey2}")).Should().Be(401);
+        (await service.GetRawAsync("/firmware/1", MemberKey, $"X-Api-Key: {FirmwareManagerApp.DeviceKey1}")).Should().Be(401);
+        (await service.GetRawAsync("/firmware/1", MemberKey, $"Authorization: Bearer {FirmwareManagerApp.MemberKey2}")).Should().Be(401);
+        (await service.GetRawAsync("/firmware/1", $"api_key: {FirmwareManagerApp.MemberKey1}, {FirmwareManagerApp.MemberKey2}")).Should().Be(401);
+        (await service.GetRawAsync("/firmware/1", MemberKey, MemberKey)).Should().Be(200);
+        (await service.GetRawAsync("/firmware/1", MemberKey, $"Authorization: Bearer {FirmwareManagerApp.MemberKey1}")).Should().Be(200);
+    }
+
+    [Theory]
+    [InlineData("/firmware/9223372036854775807", 404)]
+    [InlineData("/firmware/9223372036854775808", 400)]
+    [InlineData("/firmware/99999999999999999999999999", 400)]
+    [InlineData("/firmware/-1", 400)]
+    [InlineData("/firmware/0", 404)]
+    [InlineData("/firmware/1.0", 400)]
+    [InlineData("/firmware/1e3", 400)]
+    [InlineData("/firmware/%201", 400)]
+    [InlineData("/firmware/%00", 400)]
+    [InlineData("/firmware/%D9%A1", 400)]
+    [InlineData("/firmware/1/events/9223372036854775808", 400)]
+    [InlineData("/firmware/1/events/9223372036854775807", 404)]
+    [InlineData("/devices/-9223372036854775808", 400)]
+    [InlineData("/firmware/..%2F..%2Fetc%2Fpasswd", 400)]
+    [InlineData("/firmware/1%27%3B%20DROP%20TABLE%20devices%3B--", 400)]
+    [InlineData("/events?device_id=1%20OR%201%3D1", 400)]
+    [InlineData("/events?status=failed%27%20OR%20%271%27%3D%271", 400)]
+    [InlineData("/devices?firmware=1.0.0%27%3B%20DELETE%20FROM%20devices%3B--", 400)]
+    [InlineData("/events?limit=9223372036854775808", 400)]
+    public async Task Ids_at_and_past_the_integer_limits_and_injection_shaped_values_are_4xx_or_harmless(string target, int status)
+    {
+        (await service.GetRawAsync(target, MemberKey)).Should().Be(status);
+        await using var connection = new NpgsqlConnection(service.ConnectionString);
+        (await connection.ExecuteScalarAsync<int>("SELECT count(*) FROM devices")).Should().BeGreaterThan(0, "nothing was dropped or deleted");
+    }
+
+    [Fact]
+    public async Task Injection_shaped_report_fields_are_400_and_store_nothing()
+    {
+        var body = "{\"firmware\":\"1.0.0'); DELETE FROM firmware_events; --\",\"status\":\"updated' OR '1'='1\"}";
+        var request = Encoding.UTF8.GetBytes(
+            $"POST /firmware/1 HTTP/1.1\r\nHost: localhost\r\napi_key: {FirmwareManagerApp.DeviceKey1}\r\nContent-Type: application/json\r\n" +
+            $"Content-Length: {Encoding.UTF8.GetByteCount(body)}\r\nConnection: close\r\n\r\n{body}");
+        await using var connection = new NpgsqlConnection(service.ConnectionString);
+        var before = await connection.ExecuteScalarAsync<long>("SELECT count(*) FROM firmware_events");
+
+        (await service.SendRawAsync(request)).Should().Be(400);
+
+        (await connection.ExecuteScalarAsync<long>("SELECT count(*) FROM firmware_events")).Should().Be(before);
+    }
+}
