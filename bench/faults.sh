@@ -184,6 +184,19 @@ check flood-others "the fleet beside the flood: p99 $(field flood-others p99_ms)
 check flood-flooder "device 1 alone: $(field flood-flooder ok) acknowledged"
 case " $(field flood-flooder errors) " in *" 429:"*) ;; *) fail "flood: the flooder was not limited";; esac
 case " $(field flood-others errors) " in *" 429:"*) fail "flood: other devices were limited";; esac
+
+log "abuse: one device paced at up to 400 requests/s (a broken firmware's retry loop) while the fleet reports"
+load flood-paced-others "$api_url" 16
+others_pid=$load_pid
+run_offset=$((run_offset + 1))
+mkdir -p "$raw/flood-paced-flooder.acks"
+wrk -t1 -c4 -d"${duration}s" --timeout 10s --latency -s bench/soak.lua "$api_url" -- \
+  "$raw/flooder.csv" "$raw/flood-paced-flooder.acks" "$run_offset" 400 4 > "$raw/flood-paced-flooder.wrk.txt" 2>&1
+wait "$others_pid"
+check flood-paced-others "the fleet beside the paced flood: p99 $(field flood-paced-others p99_ms) ms"
+check flood-paced-flooder "device 1 at $(field flood-paced-flooder rps) requests/s: $(field flood-paced-flooder ok) answered 2xx"
+case " $(field flood-paced-flooder errors) " in *" 429:"*) ;; *) fail "paced flood: the flooder was not limited";; esac
+case " $(field flood-paced-others errors) " in *" 429:"*) fail "paced flood: other devices were limited";; esac
 check probe "device 1's single reports while faults were recovering (curl, one at a time)"
 
 results="$out/faults.md"

@@ -11,7 +11,8 @@ command -v wrk >/dev/null || { $sudo apt-get update -qq && $sudo env DEBIAN_FRON
 ls /usr/lib/postgresql/*/bin/pgbench >/dev/null 2>&1 ||
   { $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
 pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+# Paths given to it are absolute: the postgres user may not enter the checkout (under /root, say).
+as_pg() { if [ "$(id -u)" -eq 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
 free_port() { local p=$1; while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done; echo "$p"; }
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 
@@ -46,7 +47,7 @@ start_api() {
   local port=$1 logfile=$2; shift 2
   (
     cd "$root/FirmwareManager.Api/bin/Release/net10.0"
-    exec env ConnectionStrings__FirmwareManager="Host=127.0.0.1;Port=$pg_port;Username=postgres;Database=fm;Maximum Pool Size=128" \
+    exec env ConnectionStrings__FirmwareManager="Host=127.0.0.1;Port=$pg_port;Username=postgres;Database=fm;Maximum Pool Size=${FM_BENCH_POOL:-128}" \
       ASPNETCORE_URLS="http://127.0.0.1:$port" "$@" dotnet FirmwareManager.Api.dll > "$logfile" 2>&1
   ) &
   api_pid=$!
