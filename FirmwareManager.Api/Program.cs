@@ -63,9 +63,10 @@ try
     var app = builder.Build();
 
     app.UseSecurityHeaders();
+    // Outside the exception handler, so that the log line has the status the client got, not the exception's 500.
+    app.UseRequestLogging();
     app.UseExceptionHandler();
     app.UseStatusCodePages();
-    app.UseRequestLogging();
     app.UseAuthentication();
     app.UseAuthorization();
     app.UseRequestLimits();

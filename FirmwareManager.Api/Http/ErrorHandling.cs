@@ -11,8 +11,49 @@ public static class ErrorHandling
     {
         services.AddProblemDetails(options => options.CustomizeProblemDetails = context =>
             context.ProblemDetails.Extensions["trace_id"] = ObservabilityExtensions.TraceId(context.HttpContext));
+        services.AddExceptionHandler<ClientFaultHandler>();
         services.AddExceptionHandler<DatabaseUnavailableHandler>();
         return services;
+    }
+}
+
+/// <summary>
+/// Failures that are the client's doing, not the service's: a body that ends before its Content-Length (a
+/// device losing its link mid-upload), a body sent too slowly, a client that hangs up while its request runs.
+/// These are 4xx (Kestrel's own status for the first two; 499, as nginx logs it, for a client that left and
+/// will never read the answer), logged without a stack trace, never a 500. Nothing was stored: the request's
+/// transaction, if it had begun, is rolled back.
+/// </summary>
+internal sealed class ClientFaultHandler(IProblemDetailsService problems, ILogger<ClientFaultHandler> logger) : IExceptionHandler
+{
+    public const int ClientClosedRequest = 499;
+
+    public async ValueTask<bool> TryHandleAsync(HttpContext httpContext, Exception exception, CancellationToken cancellationToken)
+    {
+        if (exception is OperationCanceledException && httpContext.RequestAborted.IsCancellationRequested)
+        {
+            logger.LogInformation("The client closed the connection before the answer");
+            httpContext.Response.StatusCode = ClientClosedRequest;
+            return true;
+        }
+
+        if (exception is not BadHttpRequestException badRequest)
+        {
+            return false;
+        }
+
+        logger.LogInformation("Bad request from the client: {Reason}", badRequest.Message);
+        httpContext.Response.StatusCode = badRequest.StatusCode;
+        return await problems.TryWriteAsync(new ProblemDetailsContext
+        {
+            HttpContext = httpContext,
+            ProblemDetails =
+            {
+                Status = badRequest.StatusCode,
+                Title = "Bad request",
+                Detail = $"{badRequest.Message} Nothing was stored.",
+            },
+        });
     }
 }
 
