@@ -2,6 +2,9 @@
 local M = {}
 
 function M.load(path)
+  -- Every thread's Lua state starts with the same random sequence: without a seed of its own, the threads
+  -- would pick the same devices in lockstep, and their reports would queue on each other's device locks.
+  math.randomseed(os.time() + (thread_id or 0) * 7919)
   local devices = {}
   for line in io.lines(path) do
     local id, key = line:match("^(%d+),([^,]+)")

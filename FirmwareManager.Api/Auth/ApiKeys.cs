@@ -20,8 +20,15 @@ public sealed class ApiKeys(NpgsqlDataSource dataSource, KeyUsage usage, Firmwar
 
     private readonly ConcurrentDictionary<string, Cached> _cache = new(StringComparer.Ordinal);
 
+    // Counted here: ConcurrentDictionary.Count takes every one of its locks, on every cache miss.
+    private int _cachedCount;
+
     /// <summary>Drops every cached answer: called after this instance revokes keys, decommissions or removes.</summary>
-    public void ForgetAll() => _cache.Clear();
+    public void ForgetAll()
+    {
+        _cache.Clear();
+        Interlocked.Exchange(ref _cachedCount, 0);
+    }
 
 
     private sealed record CallerRow(string Kind, long Id, long ProjectId, string? Role, long KeyId, string KeyPrefix, DateTime? LastUsedAt);
@@ -74,12 +81,20 @@ public sealed class ApiKeys(NpgsqlDataSource dataSource, KeyUsage usage, Firmwar
 
         metrics.KeyCache(hit: false);
         var caller = await LookUpAsync(keyHash, cancellationToken);
-        if (_cache.Count >= MaxCached)
+        if (Volatile.Read(ref _cachedCount) >= MaxCached)
         {
-            _cache.Clear();
+            ForgetAll();
         }
 
-        _cache[digest] = new Cached(caller.Caller, caller.LastUsedAt, now + (long)CacheLifetime.TotalMilliseconds);
+        var entry = new Cached(caller.Caller, caller.LastUsedAt, now + (long)CacheLifetime.TotalMilliseconds);
+        if (_cache.TryAdd(digest, entry))
+        {
+            Interlocked.Increment(ref _cachedCount);
+        }
+        else
+        {
+            _cache[digest] = entry;
+        }
         return caller.Caller;
     }
 

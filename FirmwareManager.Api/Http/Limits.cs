@@ -84,11 +84,13 @@ public static class Limits
             // Enrolling 100,000 devices streams its answer for a few seconds after the commit.
             timeouts.AddPolicy(LongRunningPolicy, TimeoutPolicy(TimeSpan.FromSeconds(Math.Max(300, limits.RequestTimeoutSeconds))));
         });
-        builder.Services.AddRateLimiter(rateLimits =>
+        builder.Services.AddSingleton<KeyRateLimiter>();
+        builder.Services.AddOptions<RateLimiterOptions>().Configure<KeyRateLimiter>((rateLimits, limiter) =>
         {
-            rateLimits.GlobalLimiter = PartitionedRateLimiter.Create<HttpContext, (CallerKind, long)>(PartitionByKey);
+            rateLimits.GlobalLimiter = limiter;
             rateLimits.OnRejected = RejectAsync;
         });
+        builder.Services.AddRateLimiter(_ => { });
         return builder;
     }
 
@@ -109,32 +111,6 @@ public static class Limits
         WriteTimeoutResponse = context => Problems.WriteAsync(context, StatusCodes.Status503ServiceUnavailable,
             "Request timed out", $"The request took longer than {timeout.TotalSeconds:0} seconds and was cancelled; nothing was stored. Retry later.").AsTask(),
     };
-
-    // Requests without a caller (anonymous endpoints; a missing or bad key is answered 401 before this runs) are not limited here.
-    private static RateLimitPartition<(CallerKind, long)> PartitionByKey(HttpContext context)
-    {
-        if (context.User.Identity?.IsAuthenticated != true)
-        {
-            return RateLimitPartition.GetNoLimiter((CallerKind.Device, 0L));
-        }
-
-        var caller = Caller.From(context.User);
-        var options = context.RequestServices.GetRequiredService<Microsoft.Extensions.Options.IOptions<RateLimitOptions>>().Value;
-        var limit = caller.Kind == CallerKind.Device ? options.Device : options.Member;
-        if (limit.PermitsPerSecond == 0)
-        {
-            return RateLimitPartition.GetNoLimiter((caller.Kind, 0L));
-        }
-
-        return RateLimitPartition.GetTokenBucketLimiter((caller.Kind, caller.KeyId), _ => new TokenBucketRateLimiterOptions
-        {
-            TokenLimit = limit.Burst,
-            TokensPerPeriod = limit.PermitsPerSecond,
-            ReplenishmentPeriod = TimeSpan.FromSeconds(1),
-            QueueLimit = 0,
-            AutoReplenishment = true,
-        });
-    }
 
     private static async ValueTask RejectAsync(OnRejectedContext rejected, CancellationToken cancellationToken)
     {
