@@ -193,22 +193,30 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
           AND e.status = @Status
         """;
 
+    // A single report's whole transaction in one round trip: BEGIN, the lock, the recording statement and COMMIT
+    // go to the server together. Should any of them fail, the server skips the rest (COMMIT included) and the
+    // transaction is rolled back; the report is answered only once every result, COMMIT's too, has been read.
+    private const string RecordOneSql = "BEGIN;\n" + LockDeviceSql + ";\n" + RecordEventsSql + ";\nCOMMIT";
+
     /// <summary>Stores the event, or finds the identical one already stored; null when the device does not exist.</summary>
     public async Task<RecordedEvent?> RecordAsync(long deviceId, NewFirmwareEvent report, CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
-        var created = await RecordInTransactionAsync(connection, transaction, deviceId, [report], cancellationToken);
+        List<FirmwareEvent>? created;
+        await using (var results = await connection.QueryMultipleAsync(new CommandDefinition(
+                         RecordOneSql, RecordParameters(deviceId, [report]), cancellationToken: cancellationToken)))
+        {
+            created = await ReadRecordedAsync(results);
+        }
+
         if (created is null)
         {
             return null;
         }
 
-        RecordedEvent? result = created.Count == 1
+        return created.Count == 1
             ? new RecordedEvent(created[0], Created: true)
-            : await FindRepeatAsync(connection, transaction, deviceId, report, cancellationToken);
-        await transaction.CommitAsync(cancellationToken);
-        return result;
+            : await FindRepeatAsync(connection, transaction: null, deviceId, report, cancellationToken);
     }
 
     /// <summary>Stores a device's backlog in one transaction; the events it created, or null when the device does not exist.</summary>
@@ -226,28 +234,32 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
         NpgsqlConnection connection, NpgsqlTransaction transaction, long deviceId, IReadOnlyList<NewFirmwareEvent> reports,
         CancellationToken cancellationToken)
     {
-        var parameters = new
-        {
-            DeviceId = deviceId,
-            Firmwares = reports.Select(r => r.Firmware).ToArray(),
-            Statuses = reports.Select(r => r.Status).ToArray(),
-            OccurredAts = reports.Select(r => r.OccurredAt).ToArray(),
-            SetsCurrentFirmware = FirmwareStatus.SetsCurrentFirmware.ToArray(),
-        };
-
         // Both statements in one round trip; each still reads with a snapshot of its own.
         await using var results = await connection.QueryMultipleAsync(new CommandDefinition(
-            LockDeviceSql + ";\n" + RecordEventsSql, parameters, transaction, cancellationToken: cancellationToken));
-        if (await results.ReadSingleOrDefaultAsync<long?>() is null)
-        {
-            return null;
-        }
+            LockDeviceSql + ";\n" + RecordEventsSql, RecordParameters(deviceId, reports), transaction, cancellationToken: cancellationToken));
+        return await ReadRecordedAsync(results);
+    }
 
-        return (await results.ReadAsync<FirmwareEvent>()).AsList();
+    private static object RecordParameters(long deviceId, IReadOnlyList<NewFirmwareEvent> reports) => new
+    {
+        DeviceId = deviceId,
+        Firmwares = reports.Select(r => r.Firmware).ToArray(),
+        Statuses = reports.Select(r => r.Status).ToArray(),
+        OccurredAts = reports.Select(r => r.OccurredAt).ToArray(),
+        SetsCurrentFirmware = FirmwareStatus.SetsCurrentFirmware.ToArray(),
+    };
+
+    // The lock's row (none: no such device, and the recording statement stored nothing), then the events created.
+    // Every result is read, so that a failing COMMIT after them surfaces here, before anything is answered.
+    private static async Task<List<FirmwareEvent>?> ReadRecordedAsync(SqlMapper.GridReader results)
+    {
+        var locked = await results.ReadSingleOrDefaultAsync<long?>();
+        var created = (await results.ReadAsync<FirmwareEvent>()).AsList();
+        return locked is null ? null : created;
     }
 
     private static async Task<RecordedEvent?> FindRepeatAsync(
-        NpgsqlConnection connection, NpgsqlTransaction transaction, long deviceId, NewFirmwareEvent report, CancellationToken cancellationToken)
+        NpgsqlConnection connection, NpgsqlTransaction? transaction, long deviceId, NewFirmwareEvent report, CancellationToken cancellationToken)
     {
         var existing = await connection.QuerySingleOrDefaultAsync<FirmwareEvent>(new CommandDefinition(
             FindRepeatSql,

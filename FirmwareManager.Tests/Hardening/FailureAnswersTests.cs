@@ -31,6 +31,13 @@ public sealed class FailureAnswersTests
         problem.GetProperty("trace_id").GetString().Should().MatchRegex("^[0-9a-f]{32}$", "the operator finds the logged exception by it");
         await using var check = new NpgsqlConnection(connectionString);
         (await check.ExecuteScalarAsync<int>("SELECT count(*) FROM firmware_events WHERE firmware = '2.0.0'")).Should().Be(0);
+
+        // The failed transaction did not stay behind on a pooled connection: with the schema mended, reports are stored again.
+        await check.ExecuteAsync("ALTER TABLE device_firmware_status_gone RENAME TO device_firmware_status");
+        for (var i = 0; i < 5; i++)
+        {
+            (await device.PostEventAsync(1, new { firmware = $"2.0.{i + 1}", status = "updated" })).StatusCode.Should().Be(HttpStatusCode.Created);
+        }
     }
 
     [Fact]
