@@ -31,9 +31,6 @@ public sealed class KeyRateLimiter : PartitionedRateLimiter<HttpContext>
         _sweeper = new Timer(_ => Sweep(), null, SweepInterval, SweepInterval);
     }
 
-    /// <summary>How many keys have a bucket now (for tests and metrics).</summary>
-    public int TrackedKeys => _buckets.Count;
-
     public override RateLimiterStatistics? GetStatistics(HttpContext resource) => null;
 
     protected override RateLimitLease AttemptAcquireCore(HttpContext resource, int permitCount)

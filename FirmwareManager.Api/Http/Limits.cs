@@ -22,12 +22,11 @@ public sealed class LimitsOptions
 }
 
 /// <summary>One token bucket per API key: <see cref="PermitsPerSecond"/> sustained, <see cref="Burst"/> at once. 0 switches it off.</summary>
+/// <remarks>Checked at startup by <see cref="Limits.AddRequestLimits"/> (0..1,000,000 and 1..1,000,000).</remarks>
 public sealed class KeyRateLimit
 {
-    [Range(0, 1_000_000)]
     public int PermitsPerSecond { get; set; }
 
-    [Range(1, 1_000_000)]
     public int Burst { get; set; } = 1;
 }
 
