@@ -193,10 +193,10 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
           AND e.status = @Status
         """;
 
-    // A single report's whole transaction in one round trip: BEGIN, the lock, the recording statement and COMMIT
+    // A request's whole transaction in one round trip: BEGIN, the lock, the recording statement and COMMIT
     // go to the server together. Should any of them fail, the server skips the rest (COMMIT included) and the
-    // transaction is rolled back; the report is answered only once every result, COMMIT's too, has been read.
-    private const string RecordOneSql = "BEGIN;\n" + LockDeviceSql + ";\n" + RecordEventsSql + ";\nCOMMIT";
+    // transaction is rolled back; the request is answered only once every result, COMMIT's too, has been read.
+    private const string RecordInOneRoundTripSql = "BEGIN;\n" + LockDeviceSql + ";\n" + RecordEventsSql + ";\nCOMMIT";
 
     /// <summary>Stores the event, or finds the identical one already stored; null when the device does not exist.</summary>
     public async Task<RecordedEvent?> RecordAsync(long deviceId, NewFirmwareEvent report, CancellationToken cancellationToken)
@@ -204,7 +204,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         List<FirmwareEvent>? created;
         await using (var results = await connection.QueryMultipleAsync(new CommandDefinition(
-                         RecordOneSql, RecordParameters(deviceId, [report]), cancellationToken: cancellationToken)))
+                         RecordInOneRoundTripSql, RecordParameters(deviceId, [report]), cancellationToken: cancellationToken)))
         {
             created = await ReadRecordedAsync(results);
         }
@@ -216,7 +216,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
 
         return created.Count == 1
             ? new RecordedEvent(created[0], Created: true)
-            : await FindRepeatAsync(connection, transaction: null, deviceId, report, cancellationToken);
+            : await FindRepeatAsync(connection, deviceId, report, cancellationToken);
     }
 
     /// <summary>Stores a device's backlog in one transaction; the events it created, or null when the device does not exist.</summary>
@@ -224,19 +224,8 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
         long deviceId, IReadOnlyList<NewFirmwareEvent> reports, CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
-        var created = await RecordInTransactionAsync(connection, transaction, deviceId, reports, cancellationToken);
-        await transaction.CommitAsync(cancellationToken);
-        return created;
-    }
-
-    private static async Task<List<FirmwareEvent>?> RecordInTransactionAsync(
-        NpgsqlConnection connection, NpgsqlTransaction transaction, long deviceId, IReadOnlyList<NewFirmwareEvent> reports,
-        CancellationToken cancellationToken)
-    {
-        // Both statements in one round trip; each still reads with a snapshot of its own.
         await using var results = await connection.QueryMultipleAsync(new CommandDefinition(
-            LockDeviceSql + ";\n" + RecordEventsSql, RecordParameters(deviceId, reports), transaction, cancellationToken: cancellationToken));
+            RecordInOneRoundTripSql, RecordParameters(deviceId, reports), cancellationToken: cancellationToken));
         return await ReadRecordedAsync(results);
     }
 
@@ -259,12 +248,11 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
     }
 
     private static async Task<RecordedEvent?> FindRepeatAsync(
-        NpgsqlConnection connection, NpgsqlTransaction? transaction, long deviceId, NewFirmwareEvent report, CancellationToken cancellationToken)
+        NpgsqlConnection connection, long deviceId, NewFirmwareEvent report, CancellationToken cancellationToken)
     {
         var existing = await connection.QuerySingleOrDefaultAsync<FirmwareEvent>(new CommandDefinition(
             FindRepeatSql,
             new { DeviceId = deviceId, report.Firmware, report.Status, report.OccurredAt },
-            transaction,
             cancellationToken: cancellationToken));
         return existing is null ? null : new RecordedEvent(existing, Created: false);
     }
