@@ -202,13 +202,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
     public async Task<RecordedEvent?> RecordAsync(long deviceId, NewFirmwareEvent report, CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        List<FirmwareEvent>? created;
-        await using (var results = await connection.QueryMultipleAsync(new CommandDefinition(
-                         RecordInOneRoundTripSql, RecordParameters(deviceId, [report]), cancellationToken: cancellationToken)))
-        {
-            created = await ReadRecordedAsync(results);
-        }
-
+        var created = await RecordInOneRoundTripAsync(connection, deviceId, [report], cancellationToken);
         if (created is null)
         {
             return null;
@@ -224,24 +218,25 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
         long deviceId, IReadOnlyList<NewFirmwareEvent> reports, CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        await using var results = await connection.QueryMultipleAsync(new CommandDefinition(
-            RecordInOneRoundTripSql, RecordParameters(deviceId, reports), cancellationToken: cancellationToken));
-        return await ReadRecordedAsync(results);
+        return await RecordInOneRoundTripAsync(connection, deviceId, reports, cancellationToken);
     }
 
-    private static object RecordParameters(long deviceId, IReadOnlyList<NewFirmwareEvent> reports) => new
-    {
-        DeviceId = deviceId,
-        Firmwares = reports.Select(r => r.Firmware).ToArray(),
-        Statuses = reports.Select(r => r.Status).ToArray(),
-        OccurredAts = reports.Select(r => r.OccurredAt).ToArray(),
-        SetsCurrentFirmware = FirmwareStatus.SetsCurrentFirmware.ToArray(),
-    };
-
     // The lock's row (none: no such device, and the recording statement stored nothing), then the events created.
-    // Every result is read, so that a failing COMMIT after them surfaces here, before anything is answered.
-    private static async Task<List<FirmwareEvent>?> ReadRecordedAsync(SqlMapper.GridReader results)
+    // Every result is read before the grid is disposed, so that a failing COMMIT after them throws here, before
+    // anything is answered.
+    private static async Task<List<FirmwareEvent>?> RecordInOneRoundTripAsync(
+        NpgsqlConnection connection, long deviceId, IReadOnlyList<NewFirmwareEvent> reports, CancellationToken cancellationToken)
     {
+        var parameters = new
+        {
+            DeviceId = deviceId,
+            Firmwares = reports.Select(r => r.Firmware).ToArray(),
+            Statuses = reports.Select(r => r.Status).ToArray(),
+            OccurredAts = reports.Select(r => r.OccurredAt).ToArray(),
+            SetsCurrentFirmware = FirmwareStatus.SetsCurrentFirmware.ToArray(),
+        };
+        await using var results = await connection.QueryMultipleAsync(new CommandDefinition(
+            RecordInOneRoundTripSql, parameters, cancellationToken: cancellationToken));
         var locked = await results.ReadSingleOrDefaultAsync<long?>();
         var created = (await results.ReadAsync<FirmwareEvent>()).AsList();
         return locked is null ? null : created;

@@ -58,8 +58,15 @@ public static class Limits
 
     public static WebApplicationBuilder AddRequestLimits(this WebApplicationBuilder builder)
     {
+        // Read now: Kestrel, the shutdown and the timeout policies are configured from them before the host is built.
         var limits = builder.Configuration.GetSection(LimitsOptions.Section).Get<LimitsOptions>() ?? new LimitsOptions();
-        Validator.ValidateObject(limits, new ValidationContext(limits), validateAllProperties: true);
+        var invalid = new List<ValidationResult>();
+        if (!Validator.TryValidateObject(limits, new ValidationContext(limits), invalid, validateAllProperties: true))
+        {
+            throw new Microsoft.Extensions.Options.OptionsValidationException(LimitsOptions.Section, typeof(LimitsOptions),
+                invalid.Select(r => $"{LimitsOptions.Section}:{string.Join(',', r.MemberNames)} (environment variable " +
+                                    $"FirmwareManager__Limits__{string.Join(',', r.MemberNames)}): {r.ErrorMessage}"));
+        }
         builder.Services.AddOptions<RateLimitOptions>()
             .Bind(builder.Configuration.GetSection(RateLimitOptions.Section))
             .Validate(o => Valid(o.Device) && Valid(o.Member),
