@@ -45,6 +45,11 @@ try
 
     // Repositories
     builder.Services.AddSingleton<FirmwareEvents>();
+    builder.Services.AddOptions<IngestOptions>()
+        .Bind(builder.Configuration.GetSection(IngestOptions.Section))
+        .ValidateDataAnnotations()
+        .ValidateOnStart();
+    builder.Services.AddSingleton<ReportGroupCommit>();
     builder.Services.AddSingleton<Cursors>();
     builder.Services.AddSingleton<Devices>();
     builder.Services.AddSingleton<FirmwareVersions>();

@@ -4,6 +4,7 @@ using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Http;
 using FirmwareManager.Api.Observability;
 using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Http.Timeouts;
 using Microsoft.AspNetCore.Mvc;
 
 namespace FirmwareManager.Api.Firmware;
@@ -64,7 +65,7 @@ public static class FirmwareApi
     private static async Task<Results<Created<FirmwareEventResponse>, Ok<FirmwareEventResponse>, ProblemHttpResult>> RecordAsync(
         [FromRoute(Name = "device_id")] string deviceIdText,
         HttpContext http,
-        FirmwareEvents events,
+        ReportGroupCommit groupCommit,
         FirmwareMetrics metrics,
         CancellationToken cancellationToken)
     {
@@ -86,7 +87,8 @@ public static class FirmwareApi
             }
         }
 
-        var recorded = await events.RecordAsync(deviceId, report, cancellationToken);
+        var timeout = http.Features.Get<IHttpRequestTimeoutFeature>()?.RequestTimeoutToken ?? CancellationToken.None;
+        var recorded = await groupCommit.RecordAsync(deviceId, report, timeout, cancellationToken);
         if (recorded is null)
         {
             return DeviceNotFound(deviceId);

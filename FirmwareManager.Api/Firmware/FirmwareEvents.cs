@@ -10,44 +10,52 @@ public sealed record FirmwareEvent(
 
 public sealed record RecordedEvent(FirmwareEvent Event, bool Created);
 
+/// <summary>A validated report and the device that sent it.</summary>
+public readonly record struct DeviceReport(long DeviceId, NewFirmwareEvent Report);
+
 /// <summary>The firmware_events table and the device state that follows it.</summary>
 public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
 {
     // Taken first, in a statement of its own: the events of one device are recorded one transaction at a
     // time, and the statement that records them then reads the device's state as the previous one left it.
-    private const string LockDeviceSql = """
-        SELECT project_id
+    // Devices are locked in id order, so that transactions recording several devices never deadlock.
+    private const string LockDevicesSql = """
+        SELECT id
         FROM devices
-        WHERE id = @DeviceId
+        WHERE id = ANY(@DeviceIds)
+        ORDER BY id
         FOR UPDATE
         """;
 
-    // Stores a device's reports and, in the same statement, keeps what is derived from them:
+    // Stores reports (the i-th event is the i-th device id's; one device or many) and, in the same statement,
+    // keeps what is derived from them, per device:
     //  * identical repeats (same device, project, time, firmware, status) insert nothing: ON CONFLICT;
     //  * the device's current firmware follows its newest installed/updated/rolled_back report, by the device's
     //    clock capped at the receive time (LEAST), so a late, older report or a clock running ahead cannot
     //    move it backwards or pin it;
     //  * its newest event (status and time), and the newest status per version it reported on;
     //  * the per-project version counts (devices running each version; devices whose newest event for a
-    //    version is failed or rolled_back), as deltas into this device's stripe.
+    //    version is failed or rolled_back), as deltas into each device's stripe, upserted in key order so that
+    //    concurrent transactions take those rows' locks in the same order.
     // Events without a timestamp get the receive time (now()).
     private const string RecordEventsSql = """
-        WITH device AS (
+        WITH input AS (
+            SELECT r.device_id,
+                   r.firmware,
+                   r.status,
+                   COALESCE(r.occurred_at, now()) AS occurred_at,
+                   r.position
+            FROM unnest(@DeviceIds::bigint[], @Firmwares::text[], @Statuses::text[], @OccurredAts::timestamptz[])
+                 WITH ORDINALITY AS r(device_id, firmware, status, occurred_at, position)
+        ),
+        device AS (
             SELECT id,
                    project_id,
                    current_firmware,
                    current_firmware_at,
                    (id % 16)::smallint AS stripe
             FROM devices
-            WHERE id = @DeviceId
-        ),
-        input AS (
-            SELECT r.firmware,
-                   r.status,
-                   COALESCE(r.occurred_at, now()) AS occurred_at,
-                   r.position
-            FROM unnest(@Firmwares::text[], @Statuses::text[], @OccurredAts::timestamptz[])
-                 WITH ORDINALITY AS r(firmware, status, occurred_at, position)
+            WHERE id = ANY(@DeviceIds)
         ),
         inserted AS (
             INSERT INTO firmware_events (device_id, project_id, firmware, status, occurred_at)
@@ -56,85 +64,89 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
                    input.firmware,
                    input.status,
                    input.occurred_at
-            FROM device
-            CROSS JOIN input
+            FROM input
+            JOIN device ON device.id = input.device_id
             ORDER BY input.position
             ON CONFLICT (device_id, project_id, occurred_at, firmware, status) DO NOTHING
             RETURNING id, device_id, project_id, firmware, status, occurred_at, received_at,
                       LEAST(occurred_at, received_at) AS reported_at
         ),
         newest_event AS (
-            SELECT status,
+            SELECT DISTINCT ON (device_id) device_id,
+                   status,
                    reported_at,
                    received_at
             FROM inserted
-            ORDER BY reported_at DESC, id DESC
-            LIMIT 1
+            ORDER BY device_id, reported_at DESC, id DESC
         ),
         firmware_move AS (
-            SELECT device.current_firmware AS from_firmware,
+            SELECT device.id AS device_id,
+                   device.project_id,
+                   device.stripe,
+                   device.current_firmware AS from_firmware,
                    newest.firmware AS to_firmware,
                    newest.reported_at
-            FROM device
-            CROSS JOIN (
-                SELECT firmware,
+            FROM (
+                SELECT DISTINCT ON (device_id) device_id,
+                       firmware,
                        reported_at
                 FROM inserted
                 WHERE status = ANY(@SetsCurrentFirmware)
-                ORDER BY reported_at DESC, id DESC
-                LIMIT 1
+                ORDER BY device_id, reported_at DESC, id DESC
             ) AS newest
+            JOIN device ON device.id = newest.device_id
             WHERE device.current_firmware_at IS NULL
                OR device.current_firmware_at <= newest.reported_at
         ),
         version_change AS (
-            SELECT n.firmware,
+            SELECT n.device_id,
+                   device.project_id,
+                   device.stripe,
+                   n.firmware,
                    n.status AS new_status,
                    n.reported_at,
                    s.status AS old_status,
                    s.project_id AS old_project_id
             FROM (
-                SELECT DISTINCT ON (firmware) firmware,
+                SELECT DISTINCT ON (device_id, firmware) device_id,
+                       firmware,
                        status,
                        reported_at
                 FROM inserted
-                ORDER BY firmware, reported_at DESC, id DESC
+                ORDER BY device_id, firmware, reported_at DESC, id DESC
             ) AS n
-            LEFT JOIN device_firmware_status AS s ON s.device_id = @DeviceId AND s.firmware = n.firmware
+            JOIN device ON device.id = n.device_id
+            LEFT JOIN device_firmware_status AS s ON s.device_id = n.device_id AND s.firmware = n.firmware
             WHERE s.reported_at IS NULL
                OR s.reported_at <= n.reported_at
         ),
         version_status AS (
             INSERT INTO device_firmware_status AS s (device_id, firmware, project_id, status, reported_at)
-            SELECT device.id,
+            SELECT v.device_id,
                    v.firmware,
-                   device.project_id,
+                   v.project_id,
                    v.new_status,
                    v.reported_at
             FROM version_change AS v
-            CROSS JOIN device
             ON CONFLICT (device_id, firmware) DO UPDATE
             SET project_id = EXCLUDED.project_id,
                 status = EXCLUDED.status,
                 reported_at = EXCLUDED.reported_at
         ),
-        count_deltas (project_id, firmware, devices, failed, rolled_back) AS (
-            SELECT device.project_id, m.to_firmware, 1, 0, 0
+        count_deltas (project_id, firmware, stripe, devices, failed, rolled_back) AS (
+            SELECT m.project_id, m.to_firmware, m.stripe, 1, 0, 0
             FROM firmware_move AS m
-            CROSS JOIN device
             WHERE m.from_firmware IS DISTINCT FROM m.to_firmware
             UNION ALL
-            SELECT device.project_id, m.from_firmware, -1, 0, 0
+            SELECT m.project_id, m.from_firmware, m.stripe, -1, 0, 0
             FROM firmware_move AS m
-            CROSS JOIN device
             WHERE m.from_firmware IS DISTINCT FROM m.to_firmware
               AND m.from_firmware IS NOT NULL
             UNION ALL
-            SELECT device.project_id, v.firmware, 0, (v.new_status = 'failed')::int, (v.new_status = 'rolled_back')::int
+            SELECT v.project_id, v.firmware, v.stripe, 0, (v.new_status = 'failed')::int, (v.new_status = 'rolled_back')::int
             FROM version_change AS v
-            CROSS JOIN device
             UNION ALL
-            SELECT v.old_project_id, v.firmware, 0, -((v.old_status = 'failed')::int), -((v.old_status = 'rolled_back')::int)
+            SELECT v.old_project_id, v.firmware, v.stripe, 0, -((v.old_status = 'failed')::int), -((v.old_status = 'rolled_back')::int)
             FROM version_change AS v
             WHERE v.old_status IS NOT NULL
         ),
@@ -142,13 +154,14 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
             INSERT INTO firmware_version_counts AS c (project_id, firmware, stripe, devices, failed, rolled_back)
             SELECT d.project_id,
                    d.firmware,
-                   (SELECT stripe FROM device),
+                   d.stripe,
                    sum(d.devices),
                    sum(d.failed),
                    sum(d.rolled_back)
             FROM count_deltas AS d
-            GROUP BY d.project_id, d.firmware
+            GROUP BY d.project_id, d.firmware, d.stripe
             HAVING sum(d.devices) <> 0 OR sum(d.failed) <> 0 OR sum(d.rolled_back) <> 0
+            ORDER BY d.project_id, d.firmware, d.stripe
             ON CONFLICT (project_id, firmware, stripe) DO UPDATE
             SET devices = c.devices + EXCLUDED.devices,
                 failed = c.failed + EXCLUDED.failed,
@@ -156,14 +169,15 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
         ),
         device_state AS (
             UPDATE devices AS d
-            SET current_firmware = COALESCE((SELECT to_firmware FROM firmware_move), d.current_firmware),
-                current_firmware_at = COALESCE((SELECT reported_at FROM firmware_move), d.current_firmware_at),
+            SET current_firmware = COALESCE(m.to_firmware, d.current_firmware),
+                current_firmware_at = COALESCE(m.reported_at, d.current_firmware_at),
                 last_reported_at = GREATEST(d.last_reported_at, n.received_at),
                 last_event_status = CASE WHEN d.last_event_at IS NULL OR d.last_event_at <= n.reported_at
                                          THEN n.status ELSE d.last_event_status END,
                 last_event_at = GREATEST(d.last_event_at, n.reported_at)
             FROM newest_event AS n
-            WHERE d.id = @DeviceId
+            LEFT JOIN firmware_move AS m ON m.device_id = n.device_id
+            WHERE d.id = n.device_id
         )
         SELECT id AS Id,
                device_id AS DeviceId,
@@ -193,24 +207,45 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
           AND e.status = @Status
         """;
 
-    // A request's whole transaction in one round trip: BEGIN, the lock, the recording statement and COMMIT
-    // go to the server together. Should any of them fail, the server skips the rest (COMMIT included) and the
-    // transaction is rolled back; the request is answered only once every result, COMMIT's too, has been read.
-    private const string RecordInOneRoundTripSql = "BEGIN;\n" + LockDeviceSql + ";\n" + RecordEventsSql + ";\nCOMMIT";
+    // A transaction in one round trip: BEGIN, the lock, the recording statement and COMMIT go to the server
+    // together. Should any of them fail, the server skips the rest (COMMIT included) and the transaction is
+    // rolled back; the caller is answered only once every result, COMMIT's too, has been read.
+    private const string RecordInOneRoundTripSql = "BEGIN;\n" + LockDevicesSql + ";\n" + RecordEventsSql + ";\nCOMMIT";
 
-    /// <summary>Stores the event, or finds the identical one already stored; null when the device does not exist.</summary>
-    public async Task<RecordedEvent?> RecordAsync(long deviceId, NewFirmwareEvent report, CancellationToken cancellationToken)
+    /// <summary>
+    /// Stores one report of each device in one transaction (the service's group commit: see
+    /// <see cref="ReportGroupCommit"/>); for each report, in order, the event stored or the identical one stored
+    /// before, or null when its device does not exist.
+    /// </summary>
+    public async Task<RecordedEvent?[]> RecordReportsAsync(IReadOnlyList<DeviceReport> reports, CancellationToken cancellationToken)
     {
-        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        var created = await RecordInOneRoundTripAsync(connection, deviceId, [report], cancellationToken);
-        if (created is null)
+        var deviceIds = new long[reports.Count];
+        var devices = new HashSet<long>(reports.Count);
+        for (var i = 0; i < reports.Count; i++)
         {
-            return null;
+            deviceIds[i] = reports[i].DeviceId;
+            if (!devices.Add(deviceIds[i]))
+            {
+                // Each created event is matched to its report by device: two of one device would be ambiguous,
+                // and would share one receive time.
+                throw new ArgumentException($"Device {deviceIds[i]} has more than one report in the group.", nameof(reports));
+            }
         }
 
-        return created.Count == 1
-            ? new RecordedEvent(created[0], Created: true)
-            : await FindRepeatAsync(connection, deviceId, report, cancellationToken);
+        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
+        var (locked, created) = await RecordInOneRoundTripAsync(
+            connection, deviceIds, reports.Select(r => r.Report).ToList(), cancellationToken);
+        var createdByDevice = created.ToDictionary(e => e.DeviceId);
+        var results = new RecordedEvent?[reports.Count];
+        for (var i = 0; i < reports.Count; i++)
+        {
+            var (deviceId, report) = reports[i];
+            results[i] = createdByDevice.TryGetValue(deviceId, out var stored) ? new RecordedEvent(stored, Created: true)
+                : locked.Contains(deviceId) ? await FindRepeatAsync(connection, deviceId, report, cancellationToken)
+                : null;
+        }
+
+        return results;
     }
 
     /// <summary>Stores a device's backlog in one transaction; the events it created, or null when the device does not exist.</summary>
@@ -218,18 +253,19 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
         long deviceId, IReadOnlyList<NewFirmwareEvent> reports, CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        return await RecordInOneRoundTripAsync(connection, deviceId, reports, cancellationToken);
+        var (locked, created) = await RecordInOneRoundTripAsync(
+            connection, Enumerable.Repeat(deviceId, reports.Count).ToArray(), reports, cancellationToken);
+        return locked.Count == 0 ? null : created;
     }
 
-    // The lock's row (none: no such device, and the recording statement stored nothing), then the events created.
-    // Every result is read before the grid is disposed, so that a failing COMMIT after them throws here, before
-    // anything is answered.
-    private static async Task<List<FirmwareEvent>?> RecordInOneRoundTripAsync(
-        NpgsqlConnection connection, long deviceId, IReadOnlyList<NewFirmwareEvent> reports, CancellationToken cancellationToken)
+    // The devices locked (those that exist), then the events created. Every result is read before the grid is
+    // disposed, so that a failing COMMIT after them throws here, before anything is answered.
+    private static async Task<(HashSet<long> Locked, List<FirmwareEvent> Created)> RecordInOneRoundTripAsync(
+        NpgsqlConnection connection, long[] deviceIds, IReadOnlyList<NewFirmwareEvent> reports, CancellationToken cancellationToken)
     {
         var parameters = new
         {
-            DeviceId = deviceId,
+            DeviceIds = deviceIds,
             Firmwares = reports.Select(r => r.Firmware).ToArray(),
             Statuses = reports.Select(r => r.Status).ToArray(),
             OccurredAts = reports.Select(r => r.OccurredAt).ToArray(),
@@ -237,9 +273,9 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
         };
         await using var results = await connection.QueryMultipleAsync(new CommandDefinition(
             RecordInOneRoundTripSql, parameters, cancellationToken: cancellationToken));
-        var locked = await results.ReadSingleOrDefaultAsync<long?>();
+        var locked = (await results.ReadAsync<long>()).ToHashSet();
         var created = (await results.ReadAsync<FirmwareEvent>()).AsList();
-        return locked is null ? null : created;
+        return (locked, created);
     }
 
     private static async Task<RecordedEvent?> FindRepeatAsync(

@@ -10,10 +10,12 @@ public sealed class FirmwareMetrics
 
     private readonly Counter<long> _eventsIngested;
     private readonly Counter<long> _keyCache;
+    private readonly Histogram<int> _groupSize;
+    private readonly Meter _meter;
 
     public FirmwareMetrics(IMeterFactory meterFactory)
     {
-        var meter = meterFactory.Create(MeterName);
+        var meter = _meter = meterFactory.Create(MeterName);
         _eventsIngested = meter.CreateCounter<long>(
             "firmware_manager.events.ingested",
             unit: "{event}",
@@ -22,7 +24,19 @@ public sealed class FirmwareMetrics
             "firmware_manager.api_key_cache.lookups",
             unit: "{lookup}",
             description: "API key lookups answered from the cache (result=hit) or the database (result=miss).");
+        _groupSize = meter.CreateHistogram<int>(
+            "firmware_manager.ingest.group_size",
+            unit: "{report}",
+            description: "Reports stored per transaction by the group commit (1 under light load).",
+            advice: new InstrumentAdvice<int> { HistogramBucketBoundaries = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000] });
     }
+
+    public void GroupCommitted(int reports) => _groupSize.Record(reports);
+
+    /// <summary>Reports waiting for the next group: near zero unless the database falls behind.</summary>
+    public void ObserveWaitingReports(Func<int> waiting) =>
+        _meter.CreateObservableGauge("firmware_manager.ingest.waiting", waiting, unit: "{report}",
+            description: "Reports received and waiting for their group's transaction to begin.");
 
     public void KeyCache(bool hit) => _keyCache.Add(1, new KeyValuePair<string, object?>("result", hit ? "hit" : "miss"));
 

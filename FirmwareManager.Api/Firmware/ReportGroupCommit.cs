@@ -1,0 +1,230 @@
+using System.ComponentModel.DataAnnotations;
+using System.Threading.Channels;
+using FirmwareManager.Api.Observability;
+using Microsoft.Extensions.Options;
+using Npgsql;
+
+namespace FirmwareManager.Api.Firmware;
+
+/// <summary>The <c>FirmwareManager:Ingest</c> section: how reports are committed together.</summary>
+public sealed class IngestOptions
+{
+    public const string Section = "FirmwareManager:Ingest";
+
+    /// <summary>Reports of different devices that wait at the same moment are stored in one transaction, up to this many. 1 = one transaction per report.</summary>
+    [Range(1, 1000)]
+    public int MaxGroupSize { get; set; } = 256;
+
+    /// <summary>Transactions recording groups at the same time (each on its own pooled connection).</summary>
+    [Range(1, 64)]
+    public int Writers { get; set; } = 2;
+}
+
+/// <summary>
+/// Group commit for device reports. A report's request waits while a writer stores it together with every other
+/// report waiting at that moment (one per device, up to <see cref="IngestOptions.MaxGroupSize"/>) in one
+/// transaction, and is answered only after that transaction has committed: what is acknowledged is as durable as
+/// with one transaction per report, but PostgreSQL runs one statement, and flushes its log once, per group.
+/// Under light load a group is one report and nothing waits; under heavy load groups grow by themselves.
+/// A report whose device already has one in the group waits for the next group, so that each device's reports
+/// are still recorded one transaction at a time, in arrival order, each with its own receive time.
+/// </summary>
+public sealed class ReportGroupCommit : IAsyncDisposable
+{
+    private readonly Channel<PendingReport> _queue;
+    private readonly FirmwareEvents _events;
+    private readonly FirmwareMetrics _metrics;
+    private readonly ILogger<ReportGroupCommit> _logger;
+    private readonly int _maxGroupSize;
+    private readonly Task[] _writers;
+
+    public ReportGroupCommit(
+        FirmwareEvents events, FirmwareMetrics metrics, IOptions<IngestOptions> options, ILogger<ReportGroupCommit> logger)
+    {
+        _events = events;
+        _metrics = metrics;
+        _logger = logger;
+        _maxGroupSize = options.Value.MaxGroupSize;
+        // Not SingleReader even with one writer: only the multi-reader queue can count what waits.
+        _queue = Channel.CreateUnbounded<PendingReport>();
+        _writers = Enumerable.Range(0, options.Value.Writers).Select(_ => Task.Run(WriteGroupsAsync)).ToArray();
+        metrics.ObserveWaitingReports(() => Waiting);
+    }
+
+    /// <summary>Reports queued and not yet taken into a group.</summary>
+    public int Waiting => _queue.Reader.Count;
+
+    /// <summary>
+    /// Stores the report, or finds the identical one already stored; null when the device does not exist. Returns
+    /// once the report's transaction has committed. <paramref name="timeout"/> (the request's time limit) firing
+    /// cancels the group's transaction, so a report answered 503 for its time limit is not stored; the request's
+    /// other cancellation (the client hung up) only stops the wait: the report is stored with its group.
+    /// </summary>
+    public async Task<RecordedEvent?> RecordAsync(
+        long deviceId, NewFirmwareEvent report, CancellationToken timeout, CancellationToken cancellationToken)
+    {
+        var pending = new PendingReport(new DeviceReport(deviceId, report), timeout, cancellationToken);
+        if (!_queue.Writer.TryWrite(pending))
+        {
+            throw new ObjectDisposedException(nameof(ReportGroupCommit), "The service is stopping.");
+        }
+
+        try
+        {
+            return await pending.Task.WaitAsync(cancellationToken);
+        }
+        catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested && !pending.TryWithdraw())
+        {
+            // Already in a transaction: its outcome is the answer. A time limit cancels that transaction, and the
+            // answer waits for the rollback, so that a 503 never stands for a report stored after all.
+            return await pending.Task;
+        }
+    }
+
+    private async Task WriteGroupsAsync()
+    {
+        var group = new List<PendingReport>(_maxGroupSize);
+        var devices = new HashSet<long>();
+        var waiting = new List<PendingReport>();
+        var nextWaiting = new List<PendingReport>();
+        while (waiting.Count > 0 || await _queue.Reader.WaitToReadAsync())
+        {
+            foreach (var pending in waiting)
+            {
+                Take(pending);
+            }
+            while (group.Count < _maxGroupSize && _queue.Reader.TryRead(out var pending))
+            {
+                Take(pending);
+            }
+
+            if (group.Count > 0)
+            {
+                await CommitAsync(group);
+            }
+            group.Clear();
+            devices.Clear();
+            waiting.Clear();
+            (waiting, nextWaiting) = (nextWaiting, waiting);
+        }
+
+        void Take(PendingReport pending)
+        {
+            if (group.Count >= _maxGroupSize || devices.Contains(pending.Report.DeviceId))
+            {
+                nextWaiting.Add(pending);
+            }
+            else if (pending.CancellationToken.IsCancellationRequested || !pending.TryTake())
+            {
+                // Its request is gone (the client hung up, or it reached its time limit and is answered 503): not stored.
+                pending.TryWithdraw();
+                pending.TrySetCanceled(pending.CancellationToken);
+            }
+            else
+            {
+                devices.Add(pending.Report.DeviceId);
+                group.Add(pending);
+            }
+        }
+    }
+
+    private async Task CommitAsync(List<PendingReport> group)
+    {
+        // The group's requests arrived within moments of each other: when the first of them reaches its time
+        // limit, the group's transaction is cancelled (rolled back) and every request of the group answered 503.
+        var timeouts = group.Where(p => p.Timeout.CanBeCanceled).Select(p => p.Timeout).ToArray();
+        using var deadline = timeouts.Length > 0 ? CancellationTokenSource.CreateLinkedTokenSource(timeouts) : new CancellationTokenSource();
+        try
+        {
+            var results = await _events.RecordReportsAsync(group.ConvertAll(p => p.Report), deadline.Token);
+            _metrics.GroupCommitted(group.Count);
+            for (var i = 0; i < group.Count; i++)
+            {
+                group[i].TrySetResult(results[i]);
+            }
+        }
+        catch (PostgresException e) when (group.Count > 1 && RolledBack(e))
+        {
+            // The server refused a statement and rolled the transaction back, nothing of it stored: a deadlock, or
+            // one report the validation let through and a constraint did not. Each report on its own, so that
+            // only its own request fails.
+            _logger.LogWarning("A group of {Reports} reports was rolled back ({SqlState}); recording them one by one",
+                group.Count, e.SqlState);
+            foreach (var pending in group)
+            {
+                await CommitAloneAsync(pending);
+            }
+        }
+        catch (OperationCanceledException) when (deadline.IsCancellationRequested)
+        {
+            // Rolled back. A request at its own limit is answered by the timeout middleware; the others 503 too.
+            var timedOut = new TimeoutException("A report of the same group reached its time limit first; nothing of the group was stored.");
+            foreach (var pending in group)
+            {
+                if (pending.Timeout.IsCancellationRequested)
+                {
+                    pending.TrySetCanceled(pending.Timeout);
+                }
+                else
+                {
+                    pending.TrySetException(timedOut);
+                }
+            }
+        }
+        catch (Exception e)
+        {
+            // The connection failed (the transaction may or may not have committed) or the database is
+            // unreachable: every request of the group gets the error (503), and its device retries.
+            foreach (var pending in group)
+            {
+                pending.TrySetException(e);
+            }
+        }
+    }
+
+    private async Task CommitAloneAsync(PendingReport pending)
+    {
+        try
+        {
+            var results = await _events.RecordReportsAsync([pending.Report], pending.Timeout);
+            _metrics.GroupCommitted(1);
+            pending.TrySetResult(results[0]);
+        }
+        catch (Exception e)
+        {
+            pending.TrySetException(e);
+        }
+    }
+
+    // An error the server reported for a statement of the transaction, on a connection still open: the server
+    // rolled it back. Not so for classes 08 (connection) and 57 (shutdown, termination, cancel), where the
+    // connection is gone or the outcome is not known.
+    private static bool RolledBack(PostgresException e) =>
+        !e.SqlState.StartsWith("08", StringComparison.Ordinal) && !e.SqlState.StartsWith("57", StringComparison.Ordinal);
+
+    /// <summary>Lets the writers store every report already queued, then stops them (after the server has drained its requests).</summary>
+    public async ValueTask DisposeAsync()
+    {
+        _queue.Writer.TryComplete();
+        await Task.WhenAll(_writers);
+    }
+
+    private sealed class PendingReport(DeviceReport report, CancellationToken timeout, CancellationToken cancellationToken)
+        : TaskCompletionSource<RecordedEvent?>(TaskCreationOptions.RunContinuationsAsynchronously)
+    {
+        public DeviceReport Report { get; } = report;
+
+        public CancellationToken Timeout { get; } = timeout;
+
+        public CancellationToken CancellationToken { get; } = cancellationToken;
+
+        private const int Queued = 0, Taken = 1, Withdrawn = 2;
+        private int _state;
+
+        /// <summary>A writer puts it in a group; false when its request withdrew it first.</summary>
+        public bool TryTake() => Interlocked.CompareExchange(ref _state, Taken, Queued) == Queued;
+
+        /// <summary>Its request stops waiting; false when a writer has taken it already.</summary>
+        public bool TryWithdraw() => Interlocked.CompareExchange(ref _state, Withdrawn, Queued) != Taken;
+    }
+}

@@ -1,0 +1,229 @@
+using System.Net;
+using Dapper;
+using FirmwareManager.Api.Auth;
+using FirmwareManager.Api.Firmware;
+using FirmwareManager.Tests.Infrastructure;
+using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Mvc.Testing;
+using Microsoft.Extensions.DependencyInjection;
+using Npgsql;
+using Serilog.Core;
+
+namespace FirmwareManager.Tests.Firmware;
+
+/// <summary>
+/// Reports waiting at the same moment are committed together. Each test makes a group for certain: one writer,
+/// held on a device row another session has locked, while the reports queue behind it.
+/// </summary>
+public sealed class GroupCommitTests : IAsyncLifetime
+{
+    private string _connectionString = "";
+    private WebApplicationFactory<Program> _service = null!;
+    private readonly CapturedLogs _logs = new();
+
+    public async Task InitializeAsync()
+    {
+        _connectionString = await PostgresServer.CreateDemoDatabaseAsync();
+        _service = new ServiceOnDatabase(_connectionString).WithWebHostBuilder(b => b
+            .UseSetting("FirmwareManager:Ingest:Writers", "1")
+            .UseSetting("FirmwareManager:RateLimits:Device:PermitsPerSecond", "0")
+            .ConfigureServices(s => s.AddSingleton<ILogEventSink>(_logs)));
+    }
+
+    public async Task DisposeAsync() => await _service.DisposeAsync();
+
+    [Fact]
+    public async Task Reports_of_many_devices_waiting_together_are_stored_in_one_transaction_each_answered_with_its_own_event()
+    {
+        var devices = await AddDevicesAsync(40);
+
+        var responses = await QueuedBehindALockAsync(devices.Select((d, i) =>
+            (d, (object)new { firmware = $"3.{i % 4}.0", status = i % 5 == 0 ? "failed" : "installed", timestamp = "2025-01-02T03:04:05Z" })).ToList());
+
+        responses.Select(r => r.StatusCode).Should().AllBeEquivalentTo(HttpStatusCode.Created);
+        for (var i = 0; i < devices.Count; i++)
+        {
+            var body = await responses[i].JsonAsync();
+            body.GetProperty("device_id").GetInt64().Should().Be(devices[i].DeviceId, "each request is answered with its own device's event");
+            body.GetProperty("firmware").GetString().Should().Be($"3.{i % 4}.0");
+            responses[i].Headers.Location!.ToString().Should().Be($"/firmware/{devices[i].DeviceId}/events/{body.GetProperty("id").GetInt64()}");
+        }
+
+        await using var check = new NpgsqlConnection(_connectionString);
+        var ids = devices.Select(d => d.DeviceId).ToArray();
+        (await check.ExecuteScalarAsync<int>("SELECT count(DISTINCT tx_id) FROM firmware_events WHERE device_id = ANY(@ids)", new { ids }))
+            .Should().Be(1, "the 40 reports were one group: one transaction");
+        (await check.QueryAsync<string>("SELECT current_firmware FROM devices WHERE id = ANY(@ids) ORDER BY id", new { ids }))
+            .Should().Equal(devices.Select((_, i) => i % 5 == 0 ? null : $"3.{i % 4}.0"), "failed reports do not move the current firmware");
+        await VersionCountsShouldMatchTheDevicesAsync(check);
+    }
+
+    [Fact]
+    public async Task A_repeat_in_a_group_is_answered_200_with_the_stored_event_and_the_others_201()
+    {
+        var devices = await AddDevicesAsync(5);
+        using var first = Client(devices[2].Key);
+        var report = new { firmware = "4.0.0", status = "updated", timestamp = "2025-02-01T00:00:00Z" };
+        var stored = await (await first.PostEventAsync(devices[2].DeviceId, report)).JsonAsync();
+
+        var responses = await QueuedBehindALockAsync(devices.Select(d => (d, (object)report)).ToList());
+
+        responses.Select(r => r.StatusCode).Should().Equal(
+            HttpStatusCode.Created, HttpStatusCode.Created, HttpStatusCode.OK, HttpStatusCode.Created, HttpStatusCode.Created);
+        (await responses[2].JsonAsync()).GetProperty("id").GetInt64().Should().Be(stored.GetProperty("id").GetInt64());
+        await using var check = new NpgsqlConnection(_connectionString);
+        (await check.ExecuteScalarAsync<int>("SELECT count(*) FROM firmware_events WHERE firmware = '4.0.0'")).Should().Be(5);
+    }
+
+    [Fact]
+    public async Task Reports_of_one_device_waiting_together_are_stored_one_transaction_after_another_each_with_its_receive_time()
+    {
+        var (device, key) = (await AddDevicesAsync(1))[0];
+        var timed = Enumerable.Range(1, 6).Select(i => (object)new { firmware = $"5.0.{i}", status = "installed", timestamp = $"2025-03-0{i}T00:00:00Z" });
+        // Two identical reports without a timestamp: two events, as when they arrive apart (each gets its receive time).
+        var clockless = Enumerable.Repeat((object)new { firmware = "5.1.0", status = "downloading" }, 2);
+
+        var responses = await QueuedBehindALockAsync(timed.Concat(clockless).Select(r => ((device, key), r)).ToList());
+
+        responses.Select(r => r.StatusCode).Should().AllBeEquivalentTo(HttpStatusCode.Created);
+        await using var check = new NpgsqlConnection(_connectionString);
+        (await check.ExecuteScalarAsync<int>("SELECT count(DISTINCT tx_id) FROM firmware_events WHERE device_id = @device", new { device }))
+            .Should().Be(8, "one device's reports are recorded one transaction at a time");
+        (await check.ExecuteScalarAsync<int>("SELECT count(*) FROM firmware_events WHERE device_id = @device AND firmware = '5.1.0'", new { device }))
+            .Should().Be(2);
+        (await check.ExecuteScalarAsync<string>("SELECT current_firmware FROM devices WHERE id = @device", new { device })).Should().Be("5.0.6");
+        await VersionCountsShouldMatchTheDevicesAsync(check);
+    }
+
+    [Fact]
+    public async Task A_report_the_database_refuses_fails_alone_and_the_rest_of_its_group_is_stored()
+    {
+        var devices = await AddDevicesAsync(12);
+        await using (var owner = new NpgsqlConnection(_connectionString))
+        {
+            // A refusal the validation cannot see: what a constraint added by a later migration might do.
+            await owner.ExecuteAsync("""
+                CREATE FUNCTION refuse_666() RETURNS trigger LANGUAGE plpgsql AS
+                $$ BEGIN IF NEW.firmware = '6.6.6' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$;
+                CREATE TRIGGER refuse_666 BEFORE INSERT ON firmware_events FOR EACH ROW EXECUTE FUNCTION refuse_666();
+                """);
+        }
+
+        var responses = await QueuedBehindALockAsync(devices.Select((d, i) =>
+            (d, (object)new { firmware = i == 7 ? "6.6.6" : "6.0.0", status = "installed", timestamp = "2025-04-01T00:00:00Z" })).ToList());
+
+        await responses[7].ShouldBeProblemAsync(HttpStatusCode.InternalServerError);
+        responses.Where((_, i) => i != 7).Select(r => r.StatusCode).Should().AllBeEquivalentTo(HttpStatusCode.Created);
+        await using var check = new NpgsqlConnection(_connectionString);
+        var ids = devices.Select(d => d.DeviceId).ToArray();
+        (await check.ExecuteScalarAsync<int>("SELECT count(*) FROM firmware_events WHERE device_id = ANY(@ids)", new { ids })).Should().Be(11);
+        (await check.ExecuteScalarAsync<int>("SELECT count(*) FROM devices WHERE id = ANY(@ids) AND current_firmware IS NOT NULL", new { ids }))
+            .Should().Be(11, "nothing of the refused report is half-written");
+        _logs.Rendered().Should().Contain(line => line.Contains("recording them one by one"));
+        await VersionCountsShouldMatchTheDevicesAsync(check);
+    }
+
+    [Fact]
+    public async Task A_group_that_reaches_the_time_limit_is_rolled_back_and_every_report_of_it_answered_503()
+    {
+        var devices = await AddDevicesAsync(3);
+        await using var service = _service.WithWebHostBuilder(b => b.UseSetting("FirmwareManager:Limits:RequestTimeoutSeconds", "1"));
+        var groupCommit = service.Services.GetRequiredService<ReportGroupCommit>();
+        await using var blocker = new NpgsqlConnection(_connectionString);
+        await blocker.OpenAsync();
+        await using var transaction = await blocker.BeginTransactionAsync();
+        // Every device of the group is held: the group's transaction waits until the first request's time limit.
+        await blocker.ExecuteAsync("SELECT id FROM devices WHERE id = ANY(@ids) FOR UPDATE",
+            new { ids = devices.Select(d => d.DeviceId).ToArray() }, transaction);
+
+        var responses = await Task.WhenAll(devices.Select(async d =>
+        {
+            using var client = service.CreateClient();
+            client.DefaultRequestHeaders.Add("api_key", d.Key);
+            return await client.PostEventAsync(d.DeviceId, new { firmware = "7.0.0", status = "installed" });
+        }));
+        await transaction.RollbackAsync();
+
+        foreach (var response in responses)
+        {
+            await response.ShouldBeProblemAsync(HttpStatusCode.ServiceUnavailable);
+        }
+        await using var check = new NpgsqlConnection(_connectionString);
+        (await check.ExecuteScalarAsync<int>("SELECT count(*) FROM firmware_events WHERE firmware = '7.0.0'")).Should().Be(0);
+        groupCommit.Waiting.Should().Be(0);
+    }
+
+    // The reports are sent while the writer is held by a report of another device that a second session has
+    // locked; once all of them wait in the queue, the lock is released and they form the next group.
+    private async Task<HttpResponseMessage[]> QueuedBehindALockAsync(IReadOnlyList<((long DeviceId, string Key) Device, object Body)> reports)
+    {
+        var groupCommit = _service.Services.GetRequiredService<ReportGroupCommit>();
+        var (held, heldKey) = (await AddDevicesAsync(1))[0];
+        await using var blocker = new NpgsqlConnection(_connectionString);
+        await blocker.OpenAsync();
+        await using var transaction = await blocker.BeginTransactionAsync();
+        await blocker.ExecuteAsync("SELECT id FROM devices WHERE id = @held FOR UPDATE", new { held }, transaction);
+
+        using var heldClient = Client(heldKey);
+        var heldReport = heldClient.PostEventAsync(held, new { firmware = "1.0.0", status = "installed" });
+        await EventuallyAsync(async () =>
+        {
+            await using var probe = new NpgsqlConnection(_connectionString);
+            return await probe.ExecuteScalarAsync<bool>("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted)");
+        }, "the writer waits for the held device");
+
+        var clients = reports.Select(r => Client(r.Device.Key)).ToList();
+        var sent = reports.Select((r, i) => clients[i].PostEventAsync(r.Device.DeviceId, r.Body)).ToList();
+        await EventuallyAsync(() => Task.FromResult(groupCommit.Waiting == reports.Count), $"{reports.Count} reports wait in the queue");
+
+        await transaction.CommitAsync();
+        (await heldReport).StatusCode.Should().Be(HttpStatusCode.Created);
+        var responses = await Task.WhenAll(sent);
+        clients.ForEach(c => c.Dispose());
+        return responses;
+    }
+
+    private HttpClient Client(string key)
+    {
+        var client = _service.CreateClient();
+        client.DefaultRequestHeaders.Add("api_key", key);
+        return client;
+    }
+
+    private async Task<List<(long DeviceId, string Key)>> AddDevicesAsync(int count)
+    {
+        await using var connection = new NpgsqlConnection(_connectionString);
+        var ids = (await connection.QueryAsync<long>(
+            "INSERT INTO devices (project_id, name) SELECT 1, 'group ' || g FROM generate_series(1, @count) AS g RETURNING id",
+            new { count })).Order().ToList();
+        var devices = ids.Select(id => (DeviceId: id, Key: $"group_test_key_{id}_{Guid.NewGuid():N}")).ToList();
+        await connection.ExecuteAsync(
+            "INSERT INTO device_api_keys (device_id, key_prefix, key_hash) VALUES (@DeviceId, 'test', @KeyHash)",
+            devices.Select(d => new { d.DeviceId, KeyHash = ApiKeyHasher.Hash(d.Key) }));
+        return devices;
+    }
+
+    // The per-version counts kept by the recording statement agree with a recount over the devices.
+    private static async Task VersionCountsShouldMatchTheDevicesAsync(NpgsqlConnection check)
+    {
+        var kept = await check.QueryAsync<(string, long)>("""
+            SELECT firmware, sum(devices)::bigint FROM firmware_version_counts
+            WHERE project_id = 1 GROUP BY firmware HAVING sum(devices) <> 0 ORDER BY firmware
+            """);
+        var recount = await check.QueryAsync<(string, long)>("""
+            SELECT current_firmware, count(*) FROM devices
+            WHERE project_id = 1 AND current_firmware IS NOT NULL GROUP BY current_firmware ORDER BY current_firmware
+            """);
+        kept.Should().Equal(recount);
+    }
+
+    private static async Task EventuallyAsync(Func<Task<bool>> condition, string what)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while (!await condition())
+        {
+            DateTime.UtcNow.Should().BeBefore(deadline, $"{what} within 20 s");
+            await Task.Delay(20);
+        }
+    }
+}
