@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Threading.Channels;
 using Dapper;
 using FirmwareManager.Api.Observability;
 using Npgsql;
@@ -10,11 +11,30 @@ namespace FirmwareManager.Api.Auth;
 /// Answers are cached for <see cref="CacheLifetime"/> (under the 5 seconds within which a revoked key must fail on
 /// every instance), bounded to <see cref="MaxCached"/> digests. A revocation made through this instance forgets
 /// everything at once (<see cref="ForgetAll"/>); other instances' caches expire on their own.
+/// In a large fleet most reports come from a key not seen for minutes, so most lookups miss: the misses of
+/// concurrent requests are looked up together, one query for all the digests waiting at that moment.
 /// </remarks>
-public sealed class ApiKeys(NpgsqlDataSource dataSource, KeyUsage usage, FirmwareMetrics metrics)
+public sealed class ApiKeys : IAsyncDisposable
 {
     public static readonly TimeSpan CacheLifetime = TimeSpan.FromSeconds(4);
     public const int MaxCached = 200_000;
+
+    /// <summary>Digests asked in one query at most; lookups running at once.</summary>
+    private const int MaxLookupGroup = 500, Lookers = 2;
+
+    private readonly NpgsqlDataSource _dataSource;
+    private readonly KeyUsage _usage;
+    private readonly FirmwareMetrics _metrics;
+    private readonly Channel<PendingLookup> _misses = Channel.CreateUnbounded<PendingLookup>();
+    private readonly Task[] _lookers;
+
+    public ApiKeys(NpgsqlDataSource dataSource, KeyUsage usage, FirmwareMetrics metrics)
+    {
+        _dataSource = dataSource;
+        _usage = usage;
+        _metrics = metrics;
+        _lookers = Enumerable.Range(0, Lookers).Select(_ => Task.Run(LookUpGroupsAsync)).ToArray();
+    }
 
     private sealed record Cached(Caller? Caller, DateTime? LastUsedAt, long ExpiresAt);
 
@@ -31,12 +51,14 @@ public sealed class ApiKeys(NpgsqlDataSource dataSource, KeyUsage usage, Firmwar
     }
 
 
-    private sealed record CallerRow(string Kind, long Id, long ProjectId, string? Role, long KeyId, string KeyPrefix, DateTime? LastUsedAt);
+    private sealed record CallerRow(
+        byte[] KeyHash, string Kind, long Id, long ProjectId, string? Role, long KeyId, string KeyPrefix, DateTime? LastUsedAt);
 
-    // Device and member keys live in separate tables (each with its own foreign key); one round trip asks both.
-    // A revoked key, a decommissioned device and a removed member are all unknown here.
-    private const string FindCallerSql = """
-        SELECT 'device' AS Kind,
+    // Device and member keys live in separate tables (each with its own foreign key); one round trip asks both,
+    // for every digest of the group. A revoked key, a decommissioned device and a removed member are all unknown here.
+    private const string FindCallersSql = """
+        SELECT k.key_hash AS KeyHash,
+               'device' AS Kind,
                d.id AS Id,
                d.project_id AS ProjectId,
                NULL::text AS Role,
@@ -45,11 +67,12 @@ public sealed class ApiKeys(NpgsqlDataSource dataSource, KeyUsage usage, Firmwar
                k.last_used_at AS LastUsedAt
         FROM device_api_keys AS k
         JOIN devices AS d ON d.id = k.device_id
-        WHERE k.key_hash = @KeyHash
+        WHERE k.key_hash = ANY(@KeyHashes)
           AND k.revoked_at IS NULL
           AND d.decommissioned_at IS NULL
         UNION ALL
-        SELECT 'member' AS Kind,
+        SELECT k.key_hash AS KeyHash,
+               'member' AS Kind,
                m.id AS Id,
                m.project_id AS ProjectId,
                m.role AS Role,
@@ -58,10 +81,9 @@ public sealed class ApiKeys(NpgsqlDataSource dataSource, KeyUsage usage, Firmwar
                k.last_used_at AS LastUsedAt
         FROM membership_api_keys AS k
         JOIN project_memberships AS m ON m.id = k.membership_id
-        WHERE k.key_hash = @KeyHash
+        WHERE k.key_hash = ANY(@KeyHashes)
           AND k.revoked_at IS NULL
           AND m.removed_at IS NULL
-        LIMIT 1
         """;
 
     public async Task<Caller?> FindCallerAsync(byte[] keyHash, CancellationToken cancellationToken)
@@ -70,17 +92,24 @@ public sealed class ApiKeys(NpgsqlDataSource dataSource, KeyUsage usage, Firmwar
         var now = Environment.TickCount64;
         if (_cache.TryGetValue(digest, out var cached) && cached.ExpiresAt > now)
         {
-            metrics.KeyCache(hit: true);
+            _metrics.KeyCache(hit: true);
             if (cached.Caller is { } known)
             {
-                usage.Used(known.Kind, known.KeyId, cached.LastUsedAt);
+                _usage.Used(known.Kind, known.KeyId, cached.LastUsedAt);
             }
 
             return cached.Caller;
         }
 
-        metrics.KeyCache(hit: false);
-        var caller = await LookUpAsync(keyHash, cancellationToken);
+        _metrics.KeyCache(hit: false);
+        var pending = new PendingLookup(keyHash, digest);
+        if (!_misses.Writer.TryWrite(pending))
+        {
+            throw new ObjectDisposedException(nameof(ApiKeys), "The service is stopping.");
+        }
+
+        // Only the wait is cancelled: the group's query is shared, and a read.
+        var caller = await pending.Task.WaitAsync(cancellationToken);
         if (Volatile.Read(ref _cachedCount) >= MaxCached)
         {
             ForgetAll();
@@ -98,20 +127,71 @@ public sealed class ApiKeys(NpgsqlDataSource dataSource, KeyUsage usage, Firmwar
         return caller.Caller;
     }
 
-    private async Task<(Caller? Caller, DateTime? LastUsedAt)> LookUpAsync(byte[] keyHash, CancellationToken cancellationToken)
+    private async Task LookUpGroupsAsync()
     {
-        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        var row = await connection.QuerySingleOrDefaultAsync<CallerRow>(
-            new CommandDefinition(FindCallerSql, new { KeyHash = keyHash }, cancellationToken: cancellationToken));
-        if (row is null)
+        var group = new List<PendingLookup>(MaxLookupGroup);
+        while (await _misses.Reader.WaitToReadAsync())
         {
-            return (null, null);
+            group.Clear();
+            while (group.Count < MaxLookupGroup && _misses.Reader.TryRead(out var pending))
+            {
+                group.Add(pending);
+            }
+
+            if (group.Count == 0)
+            {
+                continue;
+            }
+
+            try
+            {
+                var found = await LookUpAsync(group);
+                foreach (var pending in group)
+                {
+                    pending.TrySetResult(found.TryGetValue(pending.Digest, out var caller) ? caller : (null, null));
+                }
+            }
+            catch (Exception e)
+            {
+                foreach (var pending in group)
+                {
+                    pending.TrySetException(e);
+                }
+            }
+        }
+    }
+
+    private async Task<Dictionary<string, (Caller? Caller, DateTime? LastUsedAt)>> LookUpAsync(List<PendingLookup> group)
+    {
+        var keyHashes = group.DistinctBy(p => p.Digest).Select(p => p.KeyHash).ToArray();
+        await using var connection = await _dataSource.OpenConnectionAsync();
+        var rows = await connection.QueryAsync<CallerRow>(new CommandDefinition(FindCallersSql, new { KeyHashes = keyHashes }));
+        var found = new Dictionary<string, (Caller?, DateTime?)>(StringComparer.Ordinal);
+        foreach (var row in rows)
+        {
+            var kind = row.Kind == "device" ? CallerKind.Device : CallerKind.Member;
+            _usage.Used(kind, row.KeyId, row.LastUsedAt);
+
+            // Noted just now: later cache hits need not note it again.
+            found.TryAdd(Convert.ToBase64String(row.KeyHash),
+                (new Caller(kind, row.Id, row.ProjectId, row.Role, row.KeyId, row.KeyPrefix), DateTime.UtcNow));
         }
 
-        var kind = row.Kind == "device" ? CallerKind.Device : CallerKind.Member;
-        usage.Used(kind, row.KeyId, row.LastUsedAt);
+        return found;
+    }
 
-        // Noted just now: later cache hits need not note it again.
-        return (new Caller(kind, row.Id, row.ProjectId, row.Role, row.KeyId, row.KeyPrefix), DateTime.UtcNow);
+    /// <summary>Answers the lookups already waiting, then stops.</summary>
+    public async ValueTask DisposeAsync()
+    {
+        _misses.Writer.TryComplete();
+        await Task.WhenAll(_lookers);
+    }
+
+    private sealed class PendingLookup(byte[] keyHash, string digest)
+        : TaskCompletionSource<(Caller? Caller, DateTime? LastUsedAt)>(TaskCreationOptions.RunContinuationsAsynchronously)
+    {
+        public byte[] KeyHash { get; } = keyHash;
+
+        public string Digest { get; } = digest;
     }
 }

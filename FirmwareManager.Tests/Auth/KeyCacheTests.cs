@@ -3,6 +3,7 @@ using System.Net;
 using Dapper;
 using FirmwareManager.Api.Auth;
 using FirmwareManager.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace FirmwareManager.Tests.Auth;
 
@@ -40,5 +41,37 @@ public sealed class KeyCacheTests(FirmwareManagerApp app) : ApiTest(app)
         (await admin.DeleteAsync("/devices/2/keys/2")).StatusCode.Should().Be(HttpStatusCode.NoContent);
 
         await (await device.GetAsync("/firmware/2")).ShouldBeProblemAsync(HttpStatusCode.Unauthorized);
+    }
+
+    [Fact]
+    public async Task Concurrent_first_lookups_of_many_keys_are_answered_each_with_its_own_caller()
+    {
+        var devices = new List<(long DeviceId, string Key)>();
+        for (var i = 0; i < 40; i++)
+        {
+            devices.Add(await App.AddDeviceAsync(projectId: i % 2 + 1));
+        }
+        var revoked = devices[7];
+        await using (var connection = App.OpenConnection())
+        {
+            await connection.ExecuteAsync("UPDATE device_api_keys SET revoked_at = now() WHERE key_hash = @Hash", new { Hash = ApiKeyHasher.Hash(revoked.Key) });
+        }
+        App.Services.GetRequiredService<ApiKeys>().ForgetAll();
+
+        // Every key unseen, all at once: the misses are looked up in groups, and each answer must reach its own request.
+        // A device may read only its own history: a 200 shows that the key was taken for its own device.
+        List<(string Key, string Path, HttpStatusCode Expected)> asks =
+        [
+            .. devices.Select(d => (d.Key, $"/firmware/{d.DeviceId}", d == revoked ? HttpStatusCode.Unauthorized : HttpStatusCode.OK)),
+            .. Enumerable.Range(0, 20).Select(i => ($"fmd_unknown_{i}", "/firmware/1", HttpStatusCode.Unauthorized)),
+            (FirmwareManagerApp.MemberKey1, "/me", HttpStatusCode.OK),
+        ];
+        var answers = await Task.WhenAll(asks.Select(async a =>
+        {
+            using var client = App.ClientWithKey(a.Key);
+            return (await client.GetAsync(a.Path)).StatusCode;
+        }));
+
+        answers.Should().Equal(asks.Select(a => a.Expected));
     }
 }
