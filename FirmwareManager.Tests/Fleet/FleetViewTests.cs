@@ -149,6 +149,28 @@ public sealed class FleetViewTests(FirmwareManagerApp app) : ApiTest(app)
     }
 
     [Fact]
+    public async Task Concurrent_version_reads_of_two_projects_each_get_their_own_and_a_read_after_a_report_sees_it()
+    {
+        using var member1 = App.ClientWithKey(FirmwareManagerApp.MemberKey1);
+        using var member2 = App.ClientWithKey(FirmwareManagerApp.MemberKey3);
+        static async Task<string[]> VersionsAsync(HttpClient client) =>
+            (await (await client.GetAsync("/firmware-versions")).JsonAsync()).EnumerateArray().Select(v => v.GetProperty("firmware").GetString()!).ToArray();
+        var alone1 = await VersionsAsync(member1);
+        var alone2 = await VersionsAsync(member2);
+        alone1.Should().NotEqual(alone2, "the demo projects run different versions");
+
+        // Reads running at once share one query per project: never the other project's answer.
+        var reads = await Task.WhenAll(Enumerable.Range(0, 60).Select(async i => (Project: i % 2, Versions: await VersionsAsync(i % 2 == 0 ? member1 : member2))));
+        reads.Where(r => r.Project == 0).Should().OnlyContain(r => r.Versions.SequenceEqual(alone1));
+        reads.Where(r => r.Project == 1).Should().OnlyContain(r => r.Versions.SequenceEqual(alone2));
+
+        // Nothing is kept once given: a report acknowledged before the next read is in it.
+        var (_, device) = await DeviceRunningAsync("7.7.7");
+        device.Dispose();
+        (await VersionsAsync(member1)).Should().Contain("7.7.7");
+    }
+
+    [Fact]
     public async Task A_project_never_sees_another_projects_events_devices_or_versions()
     {
         using var device3 = App.ClientWithKey(FirmwareManagerApp.DeviceKey3);
