@@ -45,11 +45,6 @@ try
 
     // Repositories
     builder.Services.AddSingleton<FirmwareEvents>();
-    builder.Services.AddOptions<IngestOptions>()
-        .Bind(builder.Configuration.GetSection(IngestOptions.Section))
-        .ValidateDataAnnotations()
-        .ValidateOnStart();
-    builder.Services.AddSingleton<ReportGroupCommit>();
     builder.Services.AddSingleton<Cursors>();
     builder.Services.AddSingleton<Devices>();
     builder.Services.AddSingleton<FirmwareVersions>();
@@ -57,6 +52,9 @@ try
     builder.Services.AddSingleton<DeviceProvisioning>();
     builder.Services.AddSingleton<Members>();
     builder.Services.AddSingleton<Audit>();
+
+    // Reports of many devices committed together
+    builder.Services.AddReportGroupCommit(builder.Configuration);
 
     // Background work
     builder.Services.AddOptions<RetentionOptions>()

@@ -20,6 +20,18 @@ public sealed class IngestOptions
     public int Writers { get; set; } = 2;
 }
 
+public static class ReportGroupCommitExtensions
+{
+    public static IServiceCollection AddReportGroupCommit(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.AddOptions<IngestOptions>()
+            .Bind(configuration.GetSection(IngestOptions.Section))
+            .ValidateDataAnnotations()
+            .ValidateOnStart();
+        return services.AddSingleton<ReportGroupCommit>();
+    }
+}
+
 /// <summary>
 /// Group commit for device reports. A report's request waits while a writer stores it together with every other
 /// report waiting at that moment (one per device, up to <see cref="IngestOptions.MaxGroupSize"/>) in one
@@ -27,7 +39,7 @@ public sealed class IngestOptions
 /// with one transaction per report, but PostgreSQL runs one statement, and flushes its log once, per group.
 /// Under light load a group is one report and nothing waits; under heavy load groups grow by themselves.
 /// A report whose device already has one in the group waits for the next group, so that each device's reports
-/// are still recorded one transaction at a time, in arrival order, each with its own receive time.
+/// are still recorded one transaction at a time, each with its own receive time.
 /// </summary>
 public sealed class ReportGroupCommit : IAsyncDisposable
 {
