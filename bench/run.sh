@@ -52,14 +52,29 @@ results="$out/results.md"
 # metric PHASE KEY: a figure from the phase's RESULT line (wrk_phase runs in a subshell, so it leaves them in files).
 metric() { sed -nE "s/^RESULT.* $2=([^ ]*).*/\1/p" "$raw/$1.txt"; }
 
-# wrk_phase NAME CONNECTIONS SCRIPT ARGS...: runs wrk for the phase's duration and adds a row.
+# sample_waits FILE: what each busy PostgreSQL backend is doing (running, or the event it waits for), five times a
+# second, one line per backend and sample, until killed.
+sample_waits() {
+  while sleep 0.2; do
+    psql_fm -Atc "SELECT COALESCE(wait_event_type || ':' || wait_event, 'running') FROM pg_stat_activity
+                  WHERE datname = 'fm' AND state = 'active' AND pid <> pg_backend_pid()" || true
+  done > "$1"
+}
+
+# wrk_phase NAME CONNECTIONS SCRIPT ARGS...: runs wrk for the phase's duration and adds a row; the backends' waits
+# go to raw/NAME-waits.txt (counts of samples).
 wrk_phase() {
   local name=$1 conns=$2 script=$3; shift 3
-  local api0 pg0 api1 pg1 line
+  local api0 pg0 api1 pg1 line sampler
+  sample_waits "$raw/$name.waits" &
+  sampler=$!
   api0=$(cpu_of "$api_pid"); pg0=$(cpu_of $(pg_pids))
   /usr/bin/time -f "WRKCPU %U %S" -o "$raw/$name.time" \
     wrk -t2 -c"$conns" -d"${duration}s" --latency -s "bench/$script" "http://127.0.0.1:$api_port" -- "$@" > "$raw/$name.txt" 2>&1
   api1=$(cpu_of "$api_pid"); pg1=$(cpu_of $(pg_pids))
+  kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
+  sort "$raw/$name.waits" | uniq -c | sort -rn > "$raw/$name-waits.txt"
+  rm -f "$raw/$name.waits"
   line=$(grep '^RESULT' "$raw/$name.txt")
   local wrk_cpu; wrk_cpu=$(awk '/^WRKCPU/ { printf "%.1f", $2 + $3 }' "$raw/$name.time")
   local get; get() { metric "$name" "$1"; }
