@@ -25,6 +25,15 @@ public static class DatabaseExtensions
                 builder.ConnectionStringBuilder.MaxAutoPrepare = 64;
                 builder.ConnectionStringBuilder.AutoPrepareMinUsages = 2;
             }
+
+            // Npgsql resets a pooled connection's session before handing it out again: with prepared statements,
+            // seven statements (RESET ALL, UNLISTEN *, pg_advisory_unlock_all(), ...) ahead of the next command,
+            // on every request. The service leaves no session state behind (no SET, LISTEN or temporary table;
+            // its one advisory lock is released in a finally), so it has nothing to reset.
+            if (!builder.ConnectionStringBuilder.ContainsKey("No Reset On Close"))
+            {
+                builder.ConnectionStringBuilder.NoResetOnClose = true;
+            }
             return builder.UseLoggerFactory(sp.GetRequiredService<ILoggerFactory>()).Build();
         });
         services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database");
