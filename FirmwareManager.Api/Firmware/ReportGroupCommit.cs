@@ -70,7 +70,8 @@ public sealed class ReportGroupCommit : IAsyncDisposable
     /// Stores the report, or finds the identical one already stored; null when the device does not exist. Returns
     /// once the report's transaction has committed. <paramref name="timeout"/> (the request's time limit) firing
     /// cancels the group's transaction, so a report answered 503 for its time limit is not stored; the request's
-    /// other cancellation (the client hung up) only stops the wait: the report is stored with its group.
+    /// other cancellation (the client hung up) withdraws a report still queued, and only stops the wait for one
+    /// already in a group: that one is stored with the group.
     /// </summary>
     public async Task<RecordedEvent?> RecordAsync(
         long deviceId, NewFirmwareEvent report, CancellationToken timeout, CancellationToken cancellationToken)
