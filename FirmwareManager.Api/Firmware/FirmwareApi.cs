@@ -87,8 +87,7 @@ public static class FirmwareApi
             }
         }
 
-        var timeout = http.Features.Get<IHttpRequestTimeoutFeature>()?.RequestTimeoutToken ?? CancellationToken.None;
-        var recorded = await groupCommit.RecordAsync(deviceId, report, timeout, cancellationToken);
+        var recorded = await groupCommit.RecordAsync(deviceId, report, RequestTimeout(http), cancellationToken);
         if (recorded is null)
         {
             return DeviceNotFound(deviceId);
@@ -179,7 +178,7 @@ public static class FirmwareApi
     private static async Task<Results<Ok<BatchResult>, ProblemHttpResult>> RecordBatchAsync(
         [FromRoute(Name = "device_id")] string deviceIdText,
         HttpContext http,
-        FirmwareEvents events,
+        ReportGroupCommit groupCommit,
         FirmwareMetrics metrics,
         CancellationToken cancellationToken)
     {
@@ -227,7 +226,7 @@ public static class FirmwareApi
             return Problems.Validation(errors, "The batch is not valid; nothing was stored.");
         }
 
-        var created = await events.RecordBatchAsync(deviceId, reports, cancellationToken);
+        var created = await groupCommit.RecordBatchAsync(deviceId, reports, RequestTimeout(http), cancellationToken);
         if (created is null)
         {
             return DeviceNotFound(deviceId);
@@ -240,6 +239,10 @@ public static class FirmwareApi
 
         return TypedResults.Ok(new BatchResult(created.Count, reports.Count - created.Count));
     }
+
+    // Fires when the request reaches its time limit (and only then, unlike the request's own cancellation).
+    private static CancellationToken RequestTimeout(HttpContext http) =>
+        http.Features.Get<IHttpRequestTimeoutFeature>()?.RequestTimeoutToken ?? CancellationToken.None;
 
     private static async Task<Results<Ok<FirmwareEventResponse>, ProblemHttpResult>> GetAsync(
         [FromRoute(Name = "device_id")] string deviceIdText,

@@ -10,8 +10,8 @@ public sealed record FirmwareEvent(
 
 public sealed record RecordedEvent(FirmwareEvent Event, bool Created);
 
-/// <summary>A validated report and the device that sent it.</summary>
-public readonly record struct DeviceReport(long DeviceId, NewFirmwareEvent Report);
+/// <summary>A device's validated reports: a single report, or a batch.</summary>
+public sealed record DeviceReports(long DeviceId, IReadOnlyList<NewFirmwareEvent> Events);
 
 /// <summary>The firmware_events table and the device state that follows it.</summary>
 public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
@@ -190,7 +190,34 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
         ORDER BY id
         """;
 
-    // Runs only when the report was a repeat, after the insert: the stored event is then visible.
+    // A transaction in one round trip: BEGIN, the lock, the recording statement and COMMIT go to the server
+    // together. Should any of them fail, the server skips the rest (COMMIT included) and the transaction is
+    // rolled back; the caller is answered only once every result, COMMIT's too, has been read.
+    private const string RecordInOneRoundTripSql = "BEGIN;\n" + LockDevicesSql + ";\n" + RecordEventsSql + ";\nCOMMIT";
+
+    /// <summary>
+    /// Stores the reports of several devices (one report or a batch each) in one transaction: the service's group
+    /// commit, see <see cref="ReportGroupCommit"/>. For each device, in order: the events created (identical
+    /// repeats create none), or null when the device does not exist.
+    /// </summary>
+    public async Task<List<FirmwareEvent>?[]> RecordAsync(IReadOnlyList<DeviceReports> devices, CancellationToken cancellationToken)
+    {
+        if (devices.Select(d => d.DeviceId).Distinct().Count() != devices.Count)
+        {
+            // Created events are matched to their device: two entries of one device would be ambiguous, and
+            // would share one receive time.
+            throw new ArgumentException("Each device may appear once in a transaction.", nameof(devices));
+        }
+
+        var deviceIds = devices.SelectMany(d => Enumerable.Repeat(d.DeviceId, d.Events.Count)).ToArray();
+        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
+        var (locked, created) = await RecordInOneRoundTripAsync(
+            connection, deviceIds, devices.SelectMany(d => d.Events).ToList(), cancellationToken);
+        var createdByDevice = created.ToLookup(e => e.DeviceId);
+        return devices.Select(d => locked.Contains(d.DeviceId) ? createdByDevice[d.DeviceId].ToList() : null).ToArray();
+    }
+
+    // Runs only when a report was a repeat, after its transaction: the stored event is then visible.
     private const string FindRepeatSql = """
         SELECT e.id AS Id,
                e.device_id AS DeviceId,
@@ -207,55 +234,15 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
           AND e.status = @Status
         """;
 
-    // A transaction in one round trip: BEGIN, the lock, the recording statement and COMMIT go to the server
-    // together. Should any of them fail, the server skips the rest (COMMIT included) and the transaction is
-    // rolled back; the caller is answered only once every result, COMMIT's too, has been read.
-    private const string RecordInOneRoundTripSql = "BEGIN;\n" + LockDevicesSql + ";\n" + RecordEventsSql + ";\nCOMMIT";
-
-    /// <summary>
-    /// Stores one report of each device in one transaction (the service's group commit: see
-    /// <see cref="ReportGroupCommit"/>); for each report, in order, the event stored or the identical one stored
-    /// before, or null when its device does not exist.
-    /// </summary>
-    public async Task<RecordedEvent?[]> RecordReportsAsync(IReadOnlyList<DeviceReport> reports, CancellationToken cancellationToken)
-    {
-        var deviceIds = new long[reports.Count];
-        var devices = new HashSet<long>(reports.Count);
-        for (var i = 0; i < reports.Count; i++)
-        {
-            deviceIds[i] = reports[i].DeviceId;
-            if (!devices.Add(deviceIds[i]))
-            {
-                // Each created event is matched to its report by device: two of one device would be ambiguous,
-                // and would share one receive time.
-                throw new ArgumentException($"Device {deviceIds[i]} has more than one report in the group.", nameof(reports));
-            }
-        }
-
-        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        var (locked, created) = await RecordInOneRoundTripAsync(
-            connection, deviceIds, reports.Select(r => r.Report).ToList(), cancellationToken);
-        var createdByDevice = created.ToDictionary(e => e.DeviceId);
-        var results = new RecordedEvent?[reports.Count];
-        for (var i = 0; i < reports.Count; i++)
-        {
-            var (deviceId, report) = reports[i];
-            results[i] = createdByDevice.TryGetValue(deviceId, out var stored) ? new RecordedEvent(stored, Created: true)
-                : locked.Contains(deviceId) ? await FindRepeatAsync(connection, deviceId, report, cancellationToken)
-                : null;
-        }
-
-        return results;
-    }
-
-    /// <summary>Stores a device's backlog in one transaction; the events it created, or null when the device does not exist.</summary>
-    public async Task<IReadOnlyList<FirmwareEvent>?> RecordBatchAsync(
-        long deviceId, IReadOnlyList<NewFirmwareEvent> reports, CancellationToken cancellationToken)
+    /// <summary>The stored event identical to <paramref name="report"/>: what a repeat is answered with.</summary>
+    public async Task<RecordedEvent?> FindRepeatAsync(long deviceId, NewFirmwareEvent report, CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        var (locked, created) = await RecordInOneRoundTripAsync(
-            connection, Enumerable.Repeat(deviceId, reports.Count).ToArray(), reports, cancellationToken);
-        return locked.Count == 0 ? null : created;
+        var existing = await connection.QuerySingleOrDefaultAsync<FirmwareEvent>(new CommandDefinition(
+            FindRepeatSql,
+            new { DeviceId = deviceId, report.Firmware, report.Status, report.OccurredAt },
+            cancellationToken: cancellationToken));
+        return existing is null ? null : new RecordedEvent(existing, Created: false);
     }
 
     // The devices locked (those that exist), then the events created. Every result is read before the grid is
@@ -276,16 +263,6 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
         var locked = (await results.ReadAsync<long>()).ToHashSet();
         var created = (await results.ReadAsync<FirmwareEvent>()).AsList();
         return (locked, created);
-    }
-
-    private static async Task<RecordedEvent?> FindRepeatAsync(
-        NpgsqlConnection connection, long deviceId, NewFirmwareEvent report, CancellationToken cancellationToken)
-    {
-        var existing = await connection.QuerySingleOrDefaultAsync<FirmwareEvent>(new CommandDefinition(
-            FindRepeatSql,
-            new { DeviceId = deviceId, report.Firmware, report.Status, report.OccurredAt },
-            cancellationToken: cancellationToken));
-        return existing is null ? null : new RecordedEvent(existing, Created: false);
     }
 
     // One page of a device's history in the project, newest first by the device's clock: a backward scan of

@@ -11,9 +11,12 @@ public sealed class IngestOptions
 {
     public const string Section = "FirmwareManager:Ingest";
 
-    /// <summary>Reports of different devices that wait at the same moment are stored in one transaction, up to this many. 1 = one transaction per report.</summary>
-    [Range(1, 1000)]
-    public int MaxGroupSize { get; set; } = 256;
+    /// <summary>
+    /// Reports of different devices that wait at the same moment are stored in one transaction, up to this many
+    /// events (a batch counts its events; a larger batch goes alone). 1 = one transaction per report or batch.
+    /// </summary>
+    [Range(1, 10000)]
+    public int MaxGroupSize { get; set; } = 1000;
 
     /// <summary>Transactions recording groups at the same time (each on its own pooled connection).</summary>
     [Range(1, 64)]
@@ -33,9 +36,9 @@ public static class ReportGroupCommitExtensions
 }
 
 /// <summary>
-/// Group commit for device reports. A report's request waits while a writer stores it together with every other
-/// report waiting at that moment (one per device, up to <see cref="IngestOptions.MaxGroupSize"/>) in one
-/// transaction, and is answered only after that transaction has committed: what is acknowledged is as durable as
+/// Group commit for device reports and batches. A request waits while a writer stores its report (or batch)
+/// together with every other waiting at that moment (one per device, up to <see cref="IngestOptions.MaxGroupSize"/>
+/// events) in one transaction, and is answered only after that transaction has committed: what is acknowledged is as durable as
 /// with one transaction per report, but PostgreSQL runs one statement, and flushes its log once, per group.
 /// Under light load a group is one report and nothing waits; under heavy load groups grow by themselves.
 /// A report whose device already has one in the group waits for the next group, so that each device's reports
@@ -76,7 +79,21 @@ public sealed class ReportGroupCommit : IAsyncDisposable
     public async Task<RecordedEvent?> RecordAsync(
         long deviceId, NewFirmwareEvent report, CancellationToken timeout, CancellationToken cancellationToken)
     {
-        var pending = new PendingReport(new DeviceReport(deviceId, report), timeout, cancellationToken);
+        var created = await CommitWithOthersAsync(new DeviceReports(deviceId, [report]), timeout, cancellationToken);
+        return created is null ? null
+            : created.Count == 1 ? new RecordedEvent(created[0], Created: true)
+            : await _events.FindRepeatAsync(deviceId, report, cancellationToken);
+    }
+
+    /// <summary>Stores a device's batch in one transaction, as <see cref="RecordAsync"/> does a report: the events it created, or null when the device does not exist.</summary>
+    public async Task<IReadOnlyList<FirmwareEvent>?> RecordBatchAsync(
+        long deviceId, IReadOnlyList<NewFirmwareEvent> reports, CancellationToken timeout, CancellationToken cancellationToken) =>
+        await CommitWithOthersAsync(new DeviceReports(deviceId, reports), timeout, cancellationToken);
+
+    private async Task<List<FirmwareEvent>?> CommitWithOthersAsync(
+        DeviceReports reports, CancellationToken timeout, CancellationToken cancellationToken)
+    {
+        var pending = new PendingReport(reports, timeout, cancellationToken);
         if (!_queue.Writer.TryWrite(pending))
         {
             throw new ObjectDisposedException(nameof(ReportGroupCommit), "The service is stopping.");
@@ -96,7 +113,8 @@ public sealed class ReportGroupCommit : IAsyncDisposable
 
     private async Task WriteGroupsAsync()
     {
-        var group = new List<PendingReport>(_maxGroupSize);
+        var group = new List<PendingReport>();
+        var events = 0;
         var devices = new HashSet<long>();
         var waiting = new List<PendingReport>();
         var nextWaiting = new List<PendingReport>();
@@ -106,7 +124,7 @@ public sealed class ReportGroupCommit : IAsyncDisposable
             {
                 Take(pending);
             }
-            while (group.Count < _maxGroupSize && _queue.Reader.TryRead(out var pending))
+            while (events < _maxGroupSize && _queue.Reader.TryRead(out var pending))
             {
                 Take(pending);
             }
@@ -116,6 +134,7 @@ public sealed class ReportGroupCommit : IAsyncDisposable
                 await CommitAsync(group);
             }
             group.Clear();
+            events = 0;
             devices.Clear();
             waiting.Clear();
             (waiting, nextWaiting) = (nextWaiting, waiting);
@@ -123,7 +142,8 @@ public sealed class ReportGroupCommit : IAsyncDisposable
 
         void Take(PendingReport pending)
         {
-            if (group.Count >= _maxGroupSize || devices.Contains(pending.Report.DeviceId))
+            var size = pending.Reports.Events.Count;
+            if (devices.Contains(pending.Reports.DeviceId) || (group.Count > 0 && events + size > _maxGroupSize))
             {
                 nextWaiting.Add(pending);
             }
@@ -135,8 +155,9 @@ public sealed class ReportGroupCommit : IAsyncDisposable
             }
             else
             {
-                devices.Add(pending.Report.DeviceId);
+                devices.Add(pending.Reports.DeviceId);
                 group.Add(pending);
+                events += size;
             }
         }
     }
@@ -149,8 +170,8 @@ public sealed class ReportGroupCommit : IAsyncDisposable
         using var deadline = timeouts.Length > 0 ? CancellationTokenSource.CreateLinkedTokenSource(timeouts) : new CancellationTokenSource();
         try
         {
-            var results = await _events.RecordReportsAsync(group.ConvertAll(p => p.Report), deadline.Token);
-            _metrics.GroupCommitted(group.Count);
+            var results = await _events.RecordAsync(group.ConvertAll(p => p.Reports), deadline.Token);
+            _metrics.GroupCommitted(group.Sum(p => p.Reports.Events.Count));
             for (var i = 0; i < group.Count; i++)
             {
                 group[i].TrySetResult(results[i]);
@@ -199,8 +220,8 @@ public sealed class ReportGroupCommit : IAsyncDisposable
     {
         try
         {
-            var results = await _events.RecordReportsAsync([pending.Report], pending.Timeout);
-            _metrics.GroupCommitted(1);
+            var results = await _events.RecordAsync([pending.Reports], pending.Timeout);
+            _metrics.GroupCommitted(pending.Reports.Events.Count);
             pending.TrySetResult(results[0]);
         }
         catch (Exception e)
@@ -222,10 +243,10 @@ public sealed class ReportGroupCommit : IAsyncDisposable
         await Task.WhenAll(_writers);
     }
 
-    private sealed class PendingReport(DeviceReport report, CancellationToken timeout, CancellationToken cancellationToken)
-        : TaskCompletionSource<RecordedEvent?>(TaskCreationOptions.RunContinuationsAsynchronously)
+    private sealed class PendingReport(DeviceReports reports, CancellationToken timeout, CancellationToken cancellationToken)
+        : TaskCompletionSource<List<FirmwareEvent>?>(TaskCreationOptions.RunContinuationsAsynchronously)
     {
-        public DeviceReport Report { get; } = report;
+        public DeviceReports Reports { get; } = reports;
 
         public CancellationToken Timeout { get; } = timeout;
 

@@ -27,8 +27,8 @@ public sealed class FirmwareMetrics
         _groupSize = meter.CreateHistogram<int>(
             "firmware_manager.ingest.group_size",
             unit: "{report}",
-            description: "Reports stored per transaction by the group commit (1 under light load).",
-            advice: new InstrumentAdvice<int> { HistogramBucketBoundaries = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000] });
+            description: "Events stored per transaction by the group commit (a report is one, a batch its size; a single report under light load).",
+            advice: new InstrumentAdvice<int> { HistogramBucketBoundaries = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000, 5000, 10000] });
     }
 
     public void GroupCommitted(int reports) => _groupSize.Record(reports);

@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Http.Json;
 using Dapper;
 using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Firmware;
@@ -55,6 +56,32 @@ public sealed class GroupCommitTests : IAsyncLifetime
             .Should().Be(1, "the 40 reports were one group: one transaction");
         (await check.QueryAsync<string>("SELECT current_firmware FROM devices WHERE id = ANY(@ids) ORDER BY id", new { ids }))
             .Should().Equal(devices.Select((_, i) => i % 5 == 0 ? null : $"3.{i % 4}.0"), "failed reports do not move the current firmware");
+        await VersionCountsShouldMatchTheDevicesAsync(check);
+    }
+
+    [Fact]
+    public async Task Batches_and_reports_of_different_devices_waiting_together_share_one_transaction()
+    {
+        var devices = await AddDevicesAsync(6);
+        object Batch(int device) => Enumerable.Range(1, 3)
+            .Select(i => new { firmware = $"8.{device}.{i}", status = "installed", timestamp = $"2025-05-0{i}T00:00:00Z" }).ToArray();
+
+        var responses = await QueuedBehindALockAsync(devices.Select((d, i) =>
+            (d, i < 4 ? Batch(i) : (object)new { firmware = $"8.{i}.9", status = "installed", timestamp = "2025-05-09T00:00:00Z" })).ToList());
+
+        for (var i = 0; i < 4; i++)
+        {
+            responses[i].StatusCode.Should().Be(HttpStatusCode.OK);
+            (await responses[i].JsonAsync()).GetProperty("created").GetInt32().Should().Be(3);
+        }
+        responses.Skip(4).Select(r => r.StatusCode).Should().AllBeEquivalentTo(HttpStatusCode.Created);
+        await using var check = new NpgsqlConnection(_connectionString);
+        var ids = devices.Select(d => d.DeviceId).ToArray();
+        (await check.ExecuteScalarAsync<int>("SELECT count(*) FROM firmware_events WHERE device_id = ANY(@ids)", new { ids })).Should().Be(14);
+        (await check.ExecuteScalarAsync<int>("SELECT count(DISTINCT tx_id) FROM firmware_events WHERE device_id = ANY(@ids)", new { ids }))
+            .Should().Be(1, "four batches and two reports waited together: one transaction");
+        (await check.QueryAsync<string>("SELECT current_firmware FROM devices WHERE id = ANY(@ids) ORDER BY id", new { ids }))
+            .Should().Equal("8.0.3", "8.1.3", "8.2.3", "8.3.3", "8.4.9", "8.5.9");
         await VersionCountsShouldMatchTheDevicesAsync(check);
     }
 
@@ -175,7 +202,10 @@ public sealed class GroupCommitTests : IAsyncLifetime
         }, "the writer waits for the held device");
 
         var clients = reports.Select(r => Client(r.Device.Key)).ToList();
-        var sent = reports.Select((r, i) => clients[i].PostEventAsync(r.Device.DeviceId, r.Body)).ToList();
+        // An array is a batch.
+        var sent = reports.Select((r, i) => r.Body is Array
+            ? clients[i].PostAsJsonAsync($"/firmware/{r.Device.DeviceId}/batch", r.Body)
+            : clients[i].PostEventAsync(r.Device.DeviceId, r.Body)).ToList();
         await EventuallyAsync(() => Task.FromResult(groupCommit.Waiting == reports.Count), $"{reports.Count} reports wait in the queue");
 
         await transaction.CommitAsync();
