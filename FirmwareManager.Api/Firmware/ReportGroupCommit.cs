@@ -37,9 +37,10 @@ public static class ReportGroupCommitExtensions
 
 /// <summary>
 /// Group commit for device reports and batches. A request waits while a writer stores its report (or batch)
-/// together with every other waiting at that moment (one per device, up to <see cref="IngestOptions.MaxGroupSize"/>
-/// events) in one transaction, and is answered only after that transaction has committed: what is acknowledged is as durable as
-/// with one transaction per report, but PostgreSQL runs one statement, and flushes its log once, per group.
+/// together with every other waiting at that moment (one per device, up to
+/// <see cref="IngestOptions.MaxGroupSize"/> events) in one transaction, and is answered only after that
+/// transaction has committed: what is acknowledged is as durable as with one transaction per report, but
+/// PostgreSQL runs one statement, and flushes its log once, per group.
 /// Under light load a group is one report and nothing waits; under heavy load groups grow by themselves.
 /// A report whose device already has one in the group waits for the next group, so that each device's reports
 /// are still recorded one transaction at a time, each with its own receive time.
