@@ -30,7 +30,8 @@ public static class DatabaseExtensions
             // seven statements (RESET ALL, UNLISTEN *, pg_advisory_unlock_all(), ...) ahead of the next command,
             // on every request. The service leaves no session state behind (no SET, LISTEN or temporary table;
             // its one advisory lock is released in a finally), so it has nothing to reset.
-            if (!builder.ConnectionStringBuilder.ContainsKey("No Reset On Close"))
+            // (NpgsqlConnectionStringBuilder.ContainsKey answers whether a keyword exists, not whether it was set.)
+            if (!SetsKeyword(connectionString, "No Reset On Close"))
             {
                 builder.ConnectionStringBuilder.NoResetOnClose = true;
             }
@@ -38,6 +39,15 @@ public static class DatabaseExtensions
         });
         services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database");
         return services;
+    }
+
+    /// <summary>Whether the connection string itself sets <paramref name="keyword"/>, in any spacing or case.</summary>
+    internal static bool SetsKeyword(string connectionString, string keyword)
+    {
+        static string Normalized(string word) => word.Replace(" ", "", StringComparison.Ordinal).ToLowerInvariant();
+        var wanted = Normalized(keyword);
+        var parsed = new System.Data.Common.DbConnectionStringBuilder { ConnectionString = connectionString };
+        return parsed.Keys.Cast<string>().Any(key => Normalized(key) == wanted);
     }
 }
 
