@@ -1,19 +1,21 @@
 -- POST /firmware/{id}/batch: 100 distinct events from a random device of the sample.
+-- Arguments: the sample (id,key lines); optionally a number that makes this run's timestamps differ from other runs'.
 package.path = "bench/?.lua;" .. package.path
 local common = require("common")
-local devices, counter
+local devices, counter, offset
 local function idiv(a, b) return math.floor(a / b) end
 setup = common.setup
 init = function(args)
   devices = common.load(args[1])
   counter = 0
+  offset = tonumber(args[2] or "0")
 end
 request = function()
   local d = devices[math.random(#devices)]
   counter = counter + 1
   local events = {}
   for i = 1, 100 do
-    local micros = (thread_id * 1000000 + counter) * 100 + i
+    local micros = offset * 1000000000000 + (thread_id * 1000000 + counter) * 100 + i
     events[i] = string.format(
       '{"firmware":"3.%d.0","status":"downloading","timestamp":"2026-%02d-%02dT%02d:%02d:%02d.%06dZ"}',
       i % 9, 1 + idiv(micros, 2592000000000) % 12, 1 + idiv(micros, 86400000000) % 28, idiv(micros, 3600000000) % 24,
