@@ -86,6 +86,15 @@ public sealed class ApiKeys : IAsyncDisposable
           AND m.removed_at IS NULL
         """;
 
+    // PostgreSQL plans a prepared statement afresh for each execution while it estimates the plan made for the
+    // actual parameters cheaper than the generic one, and its first executions decide: under one history run it
+    // planned all 11,767 lookups anew (4.1 s planning this union of joins against 1.4 s executing it;
+    // pg_stat_statements with track_planning), under an ingest run only the first few. The generic plan (each
+    // digest through the unique key_hash indexes) is right for every group size up to MaxLookupGroup.
+    // SET LOCAL ends with the transaction: the pooled connection keeps nothing.
+    private const string FindCallersInOneRoundTripSql =
+        "BEGIN READ ONLY;\nSET LOCAL plan_cache_mode = force_generic_plan;\n" + FindCallersSql + ";\nCOMMIT";
+
     public async Task<Caller?> FindCallerAsync(byte[] keyHash, CancellationToken cancellationToken)
     {
         var digest = Convert.ToBase64String(keyHash);
@@ -165,7 +174,7 @@ public sealed class ApiKeys : IAsyncDisposable
     {
         var keyHashes = group.DistinctBy(p => p.Digest).Select(p => p.KeyHash).ToArray();
         await using var connection = await _dataSource.OpenConnectionAsync();
-        var rows = await connection.QueryAsync<CallerRow>(new CommandDefinition(FindCallersSql, new { KeyHashes = keyHashes }));
+        var rows = await connection.QueryAsync<CallerRow>(new CommandDefinition(FindCallersInOneRoundTripSql, new { KeyHashes = keyHashes }));
         var found = new Dictionary<string, (Caller?, DateTime?)>(StringComparer.Ordinal);
         foreach (var row in rows)
         {

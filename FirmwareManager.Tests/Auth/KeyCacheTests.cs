@@ -32,6 +32,32 @@ public sealed class KeyCacheTests(FirmwareManagerApp app) : ApiTest(app)
     }
 
     [Fact]
+    public async Task A_key_lookup_leaves_no_setting_on_the_pooled_connections()
+    {
+        var (deviceId, key) = await App.AddDeviceAsync(projectId: 1);
+        using var device = App.ClientWithKey(key);
+        (await device.GetAsync($"/firmware/{deviceId}")).StatusCode.Should().Be(HttpStatusCode.OK, "looked up in the database");
+
+        // Every idle connection of the pool at once: the one the lookup used is among them.
+        var dataSource = App.Services.GetRequiredService<Npgsql.NpgsqlDataSource>();
+        var connections = await Task.WhenAll(Enumerable.Range(0, 8).Select(_ => dataSource.OpenConnectionAsync().AsTask()));
+        try
+        {
+            foreach (var connection in connections)
+            {
+                (await connection.ExecuteScalarAsync<string>("SHOW plan_cache_mode")).Should().Be("auto");
+            }
+        }
+        finally
+        {
+            foreach (var connection in connections)
+            {
+                await connection.DisposeAsync();
+            }
+        }
+    }
+
+    [Fact]
     public async Task A_key_revoked_through_this_instance_fails_at_once()
     {
         using var admin = App.ClientWithKey(FirmwareManagerApp.MemberKey1);
