@@ -21,7 +21,9 @@ mkdir -p "$raw"
 rm -f "$raw"/*
 
 build_api
-start_cluster -c shared_buffers=2GB -c max_wal_size=8GB -c checkpoint_timeout=30min
+# pg_stat_statements: each phase's statements, with their planning, go to raw/PHASE-statements.txt.
+start_cluster -c shared_buffers=2GB -c max_wal_size=8GB -c checkpoint_timeout=30min \
+  -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on
 api_port=$(free_port 18080)
 log "starting the API on 127.0.0.1:$api_port (empty database: it applies the migrations)"
 start_ns=$(date +%s%N)
@@ -37,7 +39,7 @@ psql_fm -c "VACUUM ANALYZE"
 # Loading 10 million rows leaves gigabytes of dirty buffers: without a checkpoint here, the first phase would
 # measure PostgreSQL writing them out (the ingest phase of the first group-commit run: 1,124 req/s with the CPU
 # two-thirds idle). The phases measure the service, from a checkpointed database, as pgbench's own runs do.
-psql_fm -c "CHECKPOINT"
+psql_fm -c "CHECKPOINT" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"
 psql_fm -c "\\copy (SELECT id, 'fmd_b' || md5(id::text) FROM devices ORDER BY id) TO '$out/devices.csv' CSV"
 psql_fm -c "\\copy (SELECT id, 'fmd_b' || md5(id::text) FROM devices ORDER BY random() LIMIT $sample) TO '$out/sample.csv' CSV"
 provision_s=$(( $(date +%s) - prov_start ))
@@ -74,16 +76,25 @@ warm() {
   sleep 1
 }
 
+# The statements PostgreSQL ran since the last reset, costliest first: calls, how many were planned anew, time.
+statements() {
+  psql_fm -c "SELECT calls, plans, round(total_plan_time::numeric) AS plan_ms, round(total_exec_time::numeric) AS exec_ms,
+      round((total_exec_time / calls)::numeric, 3) AS exec_ms_each, rows, left(regexp_replace(query, '\s+', ' ', 'g'), 100) AS statement
+    FROM pg_stat_statements WHERE calls > 0 ORDER BY total_plan_time + total_exec_time DESC LIMIT 15"
+}
+
 wrk_phase() {
   local name=$1 conns=$2 script=$3; shift 3
   local api0 pg0 api1 pg1 line sampler
   sample_waits "$raw/$name.waits" &
   sampler=$!
+  psql_fm -Atc "SELECT pg_stat_statements_reset()" >/dev/null
   api0=$(cpu_of "$api_pid"); pg0=$(cpu_of $(pg_pids))
   /usr/bin/time -f "WRKCPU %U %S" -o "$raw/$name.time" \
     wrk -t2 -c"$conns" -d"${duration}s" --latency -s "bench/$script" "http://127.0.0.1:$api_port" -- "$@" > "$raw/$name.txt" 2>&1
   api1=$(cpu_of "$api_pid"); pg1=$(cpu_of $(pg_pids))
   kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
+  statements > "$raw/$name-statements.txt"
   sort "$raw/$name.waits" | uniq -c | sort -rn > "$raw/$name-waits.txt"
   rm -f "$raw/$name.waits"
   line=$(grep '^RESULT' "$raw/$name.txt")
