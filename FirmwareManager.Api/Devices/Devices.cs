@@ -23,7 +23,7 @@ public sealed class Devices(NpgsqlDataSource dataSource)
     // Devices in id order after the cursor. With a firmware filter this is a range of
     // devices_project_firmware_idx; without, of devices_project_id_id_idx. Devices that never reported
     // count as silent.
-    private const string PageSql = """
+    private const string PageSelectSql = """
         SELECT d.id AS Id,
                d.project_id AS ProjectId,
                d.name AS Name,
@@ -38,19 +38,33 @@ public sealed class Devices(NpgsqlDataSource dataSource)
         FROM devices AS d
         WHERE d.project_id = @ProjectId
           AND d.id > @AfterId
-          AND (@Firmware::text IS NULL OR d.current_firmware = @Firmware)
-          AND (cardinality(@Statuses::text[]) = 0 OR d.last_event_status = ANY(@Statuses))
-          AND (@SilentSince::timestamptz IS NULL OR d.last_reported_at IS NULL OR d.last_reported_at < @SilentSince)
-        ORDER BY d.id
-        LIMIT @Limit
+
         """;
+
+    private const string FirmwareFilterSql = "  AND d.current_firmware = @Firmware\n";
+    private const string StatusFilterSql = "  AND d.last_event_status = ANY(@Statuses)\n";
+    private const string SilentFilterSql = "  AND (d.last_reported_at IS NULL OR d.last_reported_at < @SilentSince)\n";
+    private const string PageOrderSql = "ORDER BY d.id\nLIMIT @Limit";
+
+    // One statement per combination of the optional filters (eight, all from the constants above), rather than
+    // one with "@Firmware IS NULL OR ..." for each: such a statement is best planned for each request's values,
+    // and PostgreSQL did so at every request (bench/run.sh, devices-on-version: 60,257 plans, 5.8 s of planning
+    // against 6.7 s of execution). Each of these has one right plan, which it keeps.
+    private static readonly string[] PageSql = Enumerable.Range(0, 8)
+        .Select(filters => PageSelectSql
+            + ((filters & 1) != 0 ? FirmwareFilterSql : "")
+            + ((filters & 2) != 0 ? StatusFilterSql : "")
+            + ((filters & 4) != 0 ? SilentFilterSql : "")
+            + PageOrderSql)
+        .ToArray();
 
     public async Task<IReadOnlyList<DeviceSummary>> PageAsync(
         long projectId, string? firmware, string[] statusOfLastEvent, DateTime? silentSince, long afterId, int limit,
         CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        var devices = await connection.QueryAsync<DeviceSummary>(new CommandDefinition(PageSql, new
+        var filters = (firmware is null ? 0 : 1) | (statusOfLastEvent.Length == 0 ? 0 : 2) | (silentSince is null ? 0 : 4);
+        var devices = await connection.QueryAsync<DeviceSummary>(new CommandDefinition(PageSql[filters], new
         {
             ProjectId = projectId,
             AfterId = afterId,

@@ -121,6 +121,11 @@ public sealed class FleetViewTests(FirmwareManagerApp app) : ApiTest(app)
         (await IdsAsync("status_of_last_event=updated")).Should().Contain(updated).And.Contain(2).And.NotContain(onOld);
         (await IdsAsync("silent_since=2020-01-01T00:00:00Z")).Should().Equal(silent);
         (await IdsAsync("")).Should().Equal(1, 2, onOld, failedOnNew, updated, silent);
+        (await IdsAsync("firmware=2.0.0")).Should().Equal(updated);
+        (await IdsAsync("firmware=1.9.0&silent_since=2020-01-01T00:00:00Z")).Should().BeEmpty();
+        (await IdsAsync("status_of_last_event=failed&silent_since=2999-01-01T00:00:00Z")).Should().Equal(failedOnNew);
+        (await IdsAsync("firmware=1.9.0&status_of_last_event=failed&silent_since=2999-01-01T00:00:00Z")).Should().Equal(failedOnNew);
+        (await IdsAsync("firmware=1.9.0&status_of_last_event=updated&silent_since=2999-01-01T00:00:00Z")).Should().BeEmpty();
 
         var first = await member.GetAsync("/devices?limit=4");
         var second = await member.GetAsync(NextLink(first));
