@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Threading.Channels;
 using Dapper;
+using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Observability;
 using Npgsql;
 
@@ -86,14 +87,10 @@ public sealed class ApiKeys : IAsyncDisposable
           AND m.removed_at IS NULL
         """;
 
-    // PostgreSQL plans a prepared statement afresh for each execution while it estimates the plan made for the
-    // actual parameters cheaper than the generic one, and its first executions decide: under one history run it
-    // planned all 11,767 lookups anew (4.1 s planning this union of joins against 1.4 s executing it;
-    // pg_stat_statements with track_planning), under an ingest run only the first few. The generic plan (each
-    // digest through the unique key_hash indexes) is right for every group size up to MaxLookupGroup.
-    // SET LOCAL ends with the transaction: the pooled connection keeps nothing.
-    private const string FindCallersInOneRoundTripSql =
-        "BEGIN READ ONLY;\nSET LOCAL plan_cache_mode = force_generic_plan;\n" + FindCallersSql + ";\nCOMMIT";
+    // Always its generic plan (each digest through the unique key_hash indexes, right for every group size up to
+    // MaxLookupGroup): under one history run PostgreSQL had planned all 11,767 lookups anew, 4.1 s of planning
+    // this union of joins against 1.4 s of executing it.
+    private static readonly string FindCallersInOneRoundTripSql = GenericPlan.ReadOnly(FindCallersSql);
 
     public async Task<Caller?> FindCallerAsync(byte[] keyHash, CancellationToken cancellationToken)
     {

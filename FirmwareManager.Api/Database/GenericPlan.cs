@@ -1,0 +1,20 @@
+namespace FirmwareManager.Api.Database;
+
+/// <summary>
+/// Runs a read on PostgreSQL's generic plan for its prepared statement, for statements whose right plan does not
+/// depend on the values. PostgreSQL otherwise plans a prepared statement afresh at each execution for as long as
+/// it estimates a plan made for the actual values cheaper than the generic one, and with skewed data (a firmware
+/// most of a project runs) or arrays of varying length it keeps estimating so: planning then cost as much as
+/// executing (bench/run.sh, raw/PHASE-statements.txt).
+/// </summary>
+public static class GenericPlan
+{
+    /// <summary>
+    /// <paramref name="sql"/> (one read-only statement) in a read-only transaction with <c>SET LOCAL
+    /// plan_cache_mode = force_generic_plan</c>, all in one round trip. The setting ends with the transaction, so
+    /// the pooled connection keeps nothing; should the statement fail, the transaction is rolled back before the
+    /// connection is used again.
+    /// </summary>
+    public static string ReadOnly(string sql) =>
+        "BEGIN READ ONLY;\nSET LOCAL plan_cache_mode = force_generic_plan;\n" + sql + ";\nCOMMIT";
+}
