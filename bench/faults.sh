@@ -148,7 +148,7 @@ drained=$(( $(now_ms) - t0 ))
 wait "$load_pid" || true
 [ "$drained" -le 10000 ] || fail "sigterm: the drain took $drained ms"
 check sigterm "the API drained and exited $drained ms after SIGTERM"
-start_api "$api_port" "$raw/api.log" "${api_env[@]}"
+start_api "$api_port" "$raw/api-restarted.log" "${api_env[@]}"
 first_pid=$api_pid
 
 log "fault: two API instances, one killed with SIGKILL under load"

@@ -88,10 +88,13 @@ internal sealed class DatabaseUnavailableHandler(IProblemDetailsService problems
         });
     }
 
-    private static bool IsDatabaseUnavailable(Exception exception) => exception switch
+    // Class 08 (connection exception) and 57P (the server shutting down or terminating the session, e.g.
+    // pg_terminate_backend) mean the database went away under the request, whatever the statement was.
+    internal static bool IsDatabaseUnavailable(Exception exception) => exception switch
     {
         NpgsqlException { IsTransient: true } => true,
-        PostgresException { SqlState: "57P01" or "57P02" or "57P03" or "53300" } => true,
+        PostgresException { SqlState: "53300" } => true,
+        PostgresException { SqlState: var state } when state.StartsWith("08", StringComparison.Ordinal) || state.StartsWith("57P", StringComparison.Ordinal) => true,
         TimeoutException => true,
         _ => exception.InnerException is not null && IsDatabaseUnavailable(exception.InnerException),
     };

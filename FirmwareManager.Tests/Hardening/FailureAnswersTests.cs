@@ -9,6 +9,24 @@ namespace FirmwareManager.Tests.Hardening;
 /// <summary>What a client sees when the service itself fails: a problem without internals, and nothing half-written.</summary>
 public sealed class FailureAnswersTests
 {
+    [Theory]
+    [InlineData("57P01", true)] // terminated by pg_terminate_backend
+    [InlineData("57P02", true)]
+    [InlineData("57P03", true)]
+    [InlineData("08006", true)] // connection failure
+    [InlineData("08P01", true)]
+    [InlineData("53300", true)] // too many connections
+    [InlineData("23505", false)] // a unique violation is a bug or bad input, not an outage
+    [InlineData("25P02", false)]
+    [InlineData("57014", false)] // query cancelled: answered by the request's time limit, not here
+    public void A_database_that_went_away_is_503_and_a_failing_statement_is_not(string sqlState, bool unavailable)
+    {
+        var failure = new Npgsql.PostgresException("failure", "ERROR", "ERROR", sqlState);
+        FirmwareManager.Api.Http.DatabaseUnavailableHandler.IsDatabaseUnavailable(failure).Should().Be(unavailable);
+        FirmwareManager.Api.Http.DatabaseUnavailableHandler.IsDatabaseUnavailable(new InvalidOperationException("wrapped", failure))
+            .Should().Be(unavailable);
+    }
+
     [Fact]
     public async Task In_Production_an_unexpected_error_is_a_500_problem_without_stack_trace_or_SQL()
     {
