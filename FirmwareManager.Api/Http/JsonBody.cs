@@ -14,6 +14,8 @@ namespace FirmwareManager.Api.Http;
 /// </summary>
 public static class JsonBody
 {
+    private const int InitialChunkedBufferBytes = 16 * 1024;
+
     private static readonly JsonDocumentOptions ParseOptions = new()
     {
         AllowDuplicateProperties = false,
@@ -42,19 +44,32 @@ public static class JsonBody
             return (null, TooLarge(maxBytes));
         }
 
-        var buffer = ArrayPool<byte>.Shared.Rent(maxBytes + 1);
+        // Sized to the body, not to the limit: a 200-byte report must not take a 128 KiB array, nor a bulk call's
+        // {"count": n} a 32 MiB one (kept by the shared pool ever after). Without a Content-Length it starts small
+        // and doubles, up to one byte past the limit.
+        var buffer = ArrayPool<byte>.Shared.Rent(request.ContentLength is { } declared
+            ? (int)declared + 1
+            : Math.Min(maxBytes + 1, InitialChunkedBufferBytes));
         try
         {
             var length = 0;
             int read;
             try
             {
-                while ((read = await request.Body.ReadAsync(buffer.AsMemory(length, maxBytes + 1 - length), cancellationToken)) > 0)
+                while ((read = await request.Body.ReadAsync(buffer.AsMemory(length, Math.Min(buffer.Length, maxBytes + 1) - length), cancellationToken)) > 0)
                 {
                     length += read;
                     if (length > maxBytes)
                     {
                         return (null, TooLarge(maxBytes));
+                    }
+
+                    if (length == buffer.Length)
+                    {
+                        var larger = ArrayPool<byte>.Shared.Rent((int)Math.Min(maxBytes + 1L, 2L * buffer.Length));
+                        buffer.AsSpan(0, length).CopyTo(larger);
+                        ArrayPool<byte>.Shared.Return(buffer);
+                        buffer = larger;
                     }
                 }
             }
@@ -65,7 +80,10 @@ public static class JsonBody
 
             try
             {
-                return (JsonDocument.Parse(buffer.AsMemory(0, length), ParseOptions), null);
+                // Parsed from a stream, the document copies the bytes into an array of its own: parsed from the
+                // memory, it would keep reading this buffer after the finally below has returned it to the pool,
+                // where the next request on the thread rents and overwrites it.
+                return (JsonDocument.Parse(new MemoryStream(buffer, 0, length, writable: false), ParseOptions), null);
             }
             catch (JsonException e)
             {
