@@ -121,6 +121,42 @@ public sealed class RolesAndEnrollmentTests(FirmwareManagerApp app) : ApiTest(ap
         (await StateAsync()).Should().Be(before);
     }
 
+    [Fact]
+    public async Task A_bulk_call_of_many_chunks_matches_every_key_to_its_device_and_stores_all_or_nothing()
+    {
+        // Enrollment writes 5,000 devices a statement: 12,000 make three, the last one short.
+        using var admin = App.ClientWithKey(FirmwareManagerApp.MemberKey1);
+        (await admin.PostAsJsonAsync("/devices", new { serial = "TAKEN-LATE" })).StatusCode.Should().Be(HttpStatusCode.Created);
+        var serials = Enumerable.Range(0, 12_000).Select(i => $"CH-{i:D5}").ToArray();
+        var before = await StateAsync();
+
+        var taken = await admin.PostAsJsonAsync("/devices/bulk", new { serials = serials.Take(11_000).Append("TAKEN-LATE").ToArray() });
+        await taken.ShouldBeProblemAsync(HttpStatusCode.Conflict);
+        (await StateAsync()).Should().Be(before, "the chunks stored before the taken serial are rolled back with it");
+
+        var enrolled = await admin.PostAsJsonAsync("/devices/bulk", new { serials });
+        enrolled.StatusCode.Should().Be(HttpStatusCode.OK);
+        var lines = (await enrolled.Content.ReadAsStringAsync()).Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .Select(line => System.Text.Json.JsonDocument.Parse(line).RootElement)
+            .Select(e => (Id: e.GetProperty("id").GetInt64(), Serial: e.GetProperty("serial").GetString(), Key: e.GetProperty("key").GetString()!))
+            .ToArray();
+        lines.Select(l => l.Serial).Should().Equal(serials);
+
+        await using var connection = App.OpenConnection();
+        var stored = (await connection.QueryAsync<(long Id, string Serial, byte[] KeyHash)>("""
+            SELECT d.id, d.serial, k.key_hash
+            FROM devices d
+            JOIN device_api_keys k ON k.device_id = d.id
+            WHERE d.id = ANY(@Ids)
+            """, new { Ids = lines.Select(l => l.Id).ToArray() })).ToDictionary(r => r.Id);
+        stored.Should().HaveCount(serials.Length, "each device has exactly one key");
+        foreach (var line in lines)
+        {
+            stored[line.Id].Serial.Should().Be(line.Serial);
+            stored[line.Id].KeyHash.Should().Equal(FirmwareManager.Api.Auth.ApiKeyHasher.Hash(line.Key));
+        }
+    }
+
     [Theory]
     [InlineData("{}", "body")]
     [InlineData("{\"count\": 0}", "count")]
