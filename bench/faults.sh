@@ -213,5 +213,13 @@ if [ "$profile" = full ]; then
   { sed -n '1,/<!-- faults:begin -->/p' "$doc"; echo; echo "Produced by \`bench/faults.sh\` on $(date -u +%Y-%m-%d)."; echo; cat "$results"; echo; sed -n '/<!-- faults:end -->/,$p' "$doc"; } > "$doc.new"
   mv "$doc.new" "$doc"
 fi
-if [ ${#failures[@]} -gt 0 ]; then printf 'faults: %s\n' "${failures[@]}" >&2; exit 1; fi
+if [ ${#failures[@]} -gt 0 ]; then
+  # CI keeps only what is printed: the errors the API logged (a 500's exception among them) say why.
+  for f in "$raw"/api*.log; do
+    echo "--- errors in $f"
+    grep -A 30 -E '^\[[0-9:]+ (ERR|FTL)\]' "$f" | grep -v -E 'responded (503|429)|^\[[0-9:]+ (INF|WRN)\]' | head -n 120 || true
+  done >&2
+  printf 'faults: %s\n' "${failures[@]}" >&2
+  exit 1
+fi
 log "done: nothing acknowledged was lost"
