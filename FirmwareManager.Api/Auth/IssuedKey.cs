@@ -15,6 +15,9 @@ public sealed record IssuedKey(string Key, string Prefix, byte[] Hash)
     private const int PrefixLength = 12;
     private const string Alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
+    /// <summary>The same 62 characters as UTF-8, for <see cref="IssuedDeviceKeys"/>.</summary>
+    internal static ReadOnlySpan<byte> AlphabetUtf8 => "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"u8;
+
     public static IssuedKey ForDevice() => Create(DevicePrefix);
 
     public static IssuedKey ForMember() => Create(MemberPrefix);

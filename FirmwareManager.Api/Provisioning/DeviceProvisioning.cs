@@ -4,7 +4,11 @@ using Npgsql;
 
 namespace FirmwareManager.Api.Provisioning;
 
-public sealed record EnrolledDevice(long Id, string? Serial, string Key);
+/// <summary>A bulk enrollment's devices: device i has id <c>Ids[i]</c>, serial <c>Serials[i]</c> and key i of <c>Keys</c>.</summary>
+public sealed record EnrolledDevices(long[] Ids, IReadOnlyList<string?> Serials, IssuedDeviceKeys Keys)
+{
+    public int Count => Ids.Length;
+}
 
 /// <summary>Thrown when a serial is already taken in the project; nothing of the call was stored.</summary>
 public sealed class SerialTakenException(string message) : Exception(message);
@@ -74,29 +78,32 @@ public sealed class DeviceProvisioning(NpgsqlDataSource dataSource, ApiKeys? api
     /// Enrolls <paramref name="serials"/>.Count devices (serials may be null) with a key each, all or nothing, in one
     /// transaction; audited as one entry naming the id range.
     /// </summary>
-    public async Task<IReadOnlyList<EnrolledDevice>> EnrollAsync(
+    public async Task<EnrolledDevices> EnrollAsync(
         long projectId, IReadOnlyList<string?> serials, Actor actor, CancellationToken cancellationToken)
     {
-        var enrolled = new EnrolledDevice[serials.Count];
+        var ids = new long[serials.Count];
+        var keys = IssuedDeviceKeys.Generate(serials.Count);
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
         for (var offset = 0; offset < serials.Count; offset += EnrollChunk)
         {
             var count = Math.Min(EnrollChunk, serials.Count - offset);
             var chunkSerials = new string?[count];
+            var prefixes = new string[count];
+            var hashes = new byte[count][];
             for (var i = 0; i < count; i++)
             {
                 chunkSerials[i] = serials[offset + i];
+                prefixes[i] = keys.Prefix(offset + i);
+                hashes[i] = keys.Hash(offset + i);
             }
 
-            var keys = new IssuedKey[count];
-            Parallel.For(0, count, i => keys[i] = IssuedKey.ForDevice());
-            var ids = (await connection.QueryAsync<long>(new CommandDefinition(
+            var chunkIds = (await connection.QueryAsync<long>(new CommandDefinition(
                 ReserveDeviceIdsSql, new { Count = count }, transaction, cancellationToken: cancellationToken))).ToArray();
             try
             {
                 await connection.ExecuteAsync(new CommandDefinition(
-                    InsertDevicesSql, new { ProjectId = projectId, Ids = ids, Serials = chunkSerials }, transaction,
+                    InsertDevicesSql, new { ProjectId = projectId, Ids = chunkIds, Serials = chunkSerials }, transaction,
                     cancellationToken: cancellationToken));
             }
             catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.UniqueViolation)
@@ -105,20 +112,15 @@ public sealed class DeviceProvisioning(NpgsqlDataSource dataSource, ApiKeys? api
             }
 
             await connection.ExecuteAsync(new CommandDefinition(
-                InsertDeviceKeysSql,
-                new { Ids = ids, Prefixes = keys.Select(k => k.Prefix).ToArray(), Hashes = keys.Select(k => k.Hash).ToArray() },
-                transaction,
+                InsertDeviceKeysSql, new { Ids = chunkIds, Prefixes = prefixes, Hashes = hashes }, transaction,
                 cancellationToken: cancellationToken));
-            for (var i = 0; i < count; i++)
-            {
-                enrolled[offset + i] = new EnrolledDevice(ids[i], chunkSerials[i], keys[i].Key);
-            }
+            chunkIds.CopyTo(ids, offset);
         }
 
-        await Audit.RecordAsync(connection, transaction, projectId, actor, "devices.enrolled", "device", enrolled[0].Id,
-            new { count = enrolled.Length, first_id = enrolled[0].Id, last_id = enrolled[^1].Id });
+        await Audit.RecordAsync(connection, transaction, projectId, actor, "devices.enrolled", "device", ids[0],
+            new { count = ids.Length, first_id = ids[0], last_id = ids[^1] });
         await transaction.CommitAsync(cancellationToken);
-        return enrolled;
+        return new EnrolledDevices(ids, serials, keys);
     }
 
     private const string DecommissionSql = """

@@ -92,7 +92,8 @@ public sealed class RolesAndEnrollmentTests(FirmwareManagerApp app) : ApiTest(ap
         var lines = (await ndjson.Content.ReadAsStringAsync()).Split('\n', StringSplitOptions.RemoveEmptyEntries);
         lines.Should().HaveCount(3);
         var first = System.Text.Json.JsonDocument.Parse(lines[0]).RootElement;
-        first.GetProperty("key").GetString().Should().StartWith("fmd_");
+        first.GetProperty("key").GetString().Should().MatchRegex("^fmd_[0-9A-Za-z]{43}$");
+        first.GetProperty("serial").ValueKind.Should().Be(System.Text.Json.JsonValueKind.Null);
         using (var enrolled = App.ClientWithKey(first.GetProperty("key").GetString()))
         {
             (await enrolled.PostEventAsync(first.GetProperty("id").GetInt64(), new { firmware = "1.0.0", status = "installed" }))
@@ -104,6 +105,26 @@ public sealed class RolesAndEnrollmentTests(FirmwareManagerApp app) : ApiTest(ap
         rows[0].Should().Be("id,serial,key");
         rows[1].Should().MatchRegex("^[0-9]+,A-1,fmd_[0-9A-Za-z]{43}$");
         rows[2].Should().MatchRegex("^[0-9]+,\"B,2\",fmd_[0-9A-Za-z]{43}$");
+    }
+
+    [Fact]
+    public async Task Serials_that_need_escaping_come_back_as_sent_in_NDJSON_and_CSV()
+    {
+        using var admin = App.ClientWithKey(FirmwareManagerApp.MemberKey1);
+        string[] serials = ["Q\"uote-<1>", "Zähler-\\2", "Line,\"3\""];
+
+        var ndjson = await admin.PostAsJsonAsync("/devices/bulk", new { serials = serials.Take(2).ToArray() });
+        using var csvRequest = new HttpRequestMessage(HttpMethod.Post, "/devices/bulk") { Content = JsonContent.Create(new { serials = serials.Skip(2).ToArray() }) };
+        csvRequest.Headers.Accept.ParseAdd("text/csv");
+        var csv = await admin.SendAsync(csvRequest);
+
+        ndjson.StatusCode.Should().Be(HttpStatusCode.OK);
+        (await ndjson.Content.ReadAsStringAsync()).Split('\n', StringSplitOptions.RemoveEmptyEntries)
+            .Select(l => System.Text.Json.JsonDocument.Parse(l).RootElement.GetProperty("serial").GetString())
+            .Should().Equal(serials.Take(2));
+        var rows = (await csv.Content.ReadAsStringAsync()).Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        rows.Should().HaveCount(2);
+        rows[1].Should().MatchRegex("^[0-9]+,\"Line,\"\"3\"\"\",fmd_[0-9A-Za-z]{43}$");
     }
 
     [Fact]
