@@ -125,14 +125,14 @@ for mode in fast immediate; do
   check "pg-restart-$mode" "recovered $recovered ms after PostgreSQL was back"
 done
 
-log "fault: every API connection killed (pg_terminate_backend) each 0.5 s for $((duration / 2)) s under load"
+log "fault: every API connection killed (pg_terminate_backend) each 0.2 s for $((duration / 2)) s under load"
 load pg-terminate "$api_url" 32
 sleep 1
 killed=0
-for _ in $(seq 1 "$duration"); do
+for _ in $(seq 1 $((duration * 5 / 2))); do
   n=$(psql_fm -tAc "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = 'fm' AND pid <> pg_backend_pid() AND backend_type = 'client backend'" 2>/dev/null)
   killed=$((killed + n))
-  sleep 0.5
+  sleep 0.2
 done
 recovered=$(until_ok "$api_url")
 wait "$load_pid"

@@ -245,8 +245,10 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
         return existing is null ? null : new RecordedEvent(existing, Created: false);
     }
 
-    // The devices locked (those that exist), then the events created. Every result is read before the grid is
-    // disposed, so that a failing COMMIT after them throws here, before anything is answered.
+    // The devices locked (those that exist), then the events created. Every result is read, COMMIT's last, so
+    // that a failing COMMIT throws here, before anything is answered. A plain reader, not Dapper's GridReader:
+    // when the connection breaks mid-read (pg_terminate_backend, a restart), the grid's cleanup asks the closed
+    // reader for its next result and throws "The reader is closed" (a 500) in place of the database's error.
     private static async Task<(HashSet<long> Locked, List<FirmwareEvent> Created)> RecordInOneRoundTripAsync(
         NpgsqlConnection connection, long[] deviceIds, IReadOnlyList<NewFirmwareEvent> reports, CancellationToken cancellationToken)
     {
@@ -258,10 +260,28 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
             OccurredAts = reports.Select(r => r.OccurredAt).ToArray(),
             SetsCurrentFirmware = FirmwareStatus.SetsCurrentFirmware.ToArray(),
         };
-        await using var results = await connection.QueryMultipleAsync(new CommandDefinition(
+        await using var reader = await connection.ExecuteReaderAsync(new CommandDefinition(
             RecordInOneRoundTripSql, parameters, cancellationToken: cancellationToken));
-        var locked = (await results.ReadAsync<long>()).ToHashSet();
-        var created = (await results.ReadAsync<FirmwareEvent>()).AsList();
+        var locked = new HashSet<long>();
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            locked.Add(reader.GetInt64(0));
+        }
+
+        var created = new List<FirmwareEvent>();
+        if (await reader.NextResultAsync(cancellationToken))
+        {
+            var parse = reader.GetRowParser<FirmwareEvent>();
+            while (await reader.ReadAsync(cancellationToken))
+            {
+                created.Add(parse(reader));
+            }
+        }
+
+        while (await reader.NextResultAsync(cancellationToken))
+        {
+        }
+
         return (locked, created);
     }
 
