@@ -74,9 +74,12 @@ sample_waits() {
 # 8.3 s of its first 20 s and 0.03-0.13 s in each 5 s after that (`dotnet_jit_compilation_time_seconds_total`).
 # A service that has run for a while has done that; a phase should not measure it. raw/warmup.txt says how long
 # each phase was warmed.
+# The runtime's compile time so far; fails the run when /metrics does not show it, which would otherwise end
+# every warm-up after one round as if nothing were left to compile.
 jit_seconds() {
   curl -fsS "http://127.0.0.1:$api_port/metrics" 2>/dev/null |
-    awk '/^dotnet_jit_compilation_time_seconds_total/ { s = $2 } END { print s + 0 }'
+    awk '/^dotnet_jit_compilation_time_seconds_total/ { s = $2; found = 1 } END { if (!found) exit 1; print s + 0 }' ||
+    { log "no dotnet_jit_compilation_time_seconds_total at /metrics: the warm-up cannot tell when compiling ends" >&2; return 1; }
 }
 warm() {
   local name=$1 conns=$2 script=$3; shift 3
