@@ -1,4 +1,5 @@
 using FirmwareManager.Api.Auth;
+using Microsoft.AspNetCore.Diagnostics;
 using Serilog;
 
 namespace FirmwareManager.Api.Http;
@@ -18,7 +19,10 @@ public static class RequestLogging
                 "HTTP {RequestMethod} {RouteTemplate} responded {StatusCode} in {Elapsed:0.000} ms for {CallerKind} {CallerId}";
             options.EnrichDiagnosticContext = (diagnostics, http) =>
             {
-                diagnostics.Set("RouteTemplate", (http.GetEndpoint() as RouteEndpoint)?.RoutePattern.RawText ?? "(no route)");
+                // A request that ended in an exception (a 503, a 499) has had its endpoint cleared by the exception
+                // handler, which keeps it in its feature: without this its line said "(no route)".
+                var endpoint = http.GetEndpoint() ?? http.Features.Get<IExceptionHandlerFeature>()?.Endpoint;
+                diagnostics.Set("RouteTemplate", (endpoint as RouteEndpoint)?.RoutePattern.RawText ?? "(no route)");
                 var authenticated = http.User.Identity?.IsAuthenticated == true;
                 diagnostics.Set("CallerKind", authenticated ? http.User.FindFirst(Caller.KindClaim)?.Value : "anonymous");
                 diagnostics.Set("CallerId", authenticated ? http.User.FindFirst(Caller.IdClaim)?.Value : null);

@@ -37,7 +37,8 @@ public sealed class FailureAnswersTests
             await connection.ExecuteAsync("ALTER TABLE device_firmware_status RENAME TO device_firmware_status_gone");
         }
 
-        await using var service = new ServiceOnDatabase(connectionString).WithWebHostBuilder(b => b.UseEnvironment("Production"));
+        await using var factory = new ServiceOnDatabase(connectionString);
+        await using var service = factory.WithWebHostBuilder(b => b.UseEnvironment("Production"));
         using var device = service.CreateClient();
         device.DefaultRequestHeaders.Add("api_key", FirmwareManagerApp.DeviceKey1);
 
@@ -47,6 +48,9 @@ public sealed class FailureAnswersTests
         var body = problem.GetRawText();
         body.Should().NotContainAny("device_firmware_status", "Npgsql", "Exception", " at ", ".cs:");
         problem.GetProperty("trace_id").GetString().Should().MatchRegex("^[0-9a-f]{32}$", "the operator finds the logged exception by it");
+        factory.Logs.Events.Should().Contain(e => e.Properties.ContainsKey("StatusCode") && e.Properties["StatusCode"].ToString() == "500"
+            && e.Properties["RouteTemplate"].ToString() == "\"/firmware/{device_id}\"",
+            "the request's log line names its route even though the exception handler cleared the endpoint");
         await using var check = new NpgsqlConnection(connectionString);
         (await check.ExecuteScalarAsync<int>("SELECT count(*) FROM firmware_events WHERE firmware = '2.0.0'")).Should().Be(0);
 
