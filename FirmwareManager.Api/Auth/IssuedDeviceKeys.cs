@@ -32,7 +32,7 @@ public sealed class IssuedDeviceKeys
         {
             var first = part * keysPerTask;
             var keys = Math.Min(keysPerTask, count - first);
-            RandomNumberGenerator.GetItems(IssuedKey.AlphabetUtf8, secrets.AsSpan(first * SecretLength, keys * SecretLength));
+            RandomNumberGenerator.GetItems<byte>(IssuedKey.AlphabetAscii, secrets.AsSpan(first * SecretLength, keys * SecretLength));
         });
         return new IssuedDeviceKeys(secrets, count);
     }

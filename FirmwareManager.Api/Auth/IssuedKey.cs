@@ -15,8 +15,8 @@ public sealed record IssuedKey(string Key, string Prefix, byte[] Hash)
     private const int PrefixLength = 12;
     private const string Alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
-    /// <summary>The same 62 characters as UTF-8, for <see cref="IssuedDeviceKeys"/>.</summary>
-    internal static ReadOnlySpan<byte> AlphabetUtf8 => "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"u8;
+    /// <summary>The same 62 characters as ASCII bytes, for <see cref="IssuedDeviceKeys"/>.</summary>
+    internal static readonly byte[] AlphabetAscii = System.Text.Encoding.ASCII.GetBytes(Alphabet);
 
     public static IssuedKey ForDevice() => Create(DevicePrefix);
 
