@@ -13,5 +13,8 @@ public static class ApiKeyHasher
     /// <summary>Longer header values are rejected before they are hashed.</summary>
     public const int MaxKeyLength = 256;
 
-    public static byte[] Hash(string key) => SHA256.HashData(Encoding.UTF8.GetBytes(key));
+    public static byte[] Hash(string key) => Hash(Encoding.UTF8.GetBytes(key));
+
+    /// <summary>The same digest from the key's UTF-8 bytes, for keys that were never a string (bulk enrollment).</summary>
+    public static byte[] Hash(ReadOnlySpan<byte> utf8Key) => SHA256.HashData(utf8Key);
 }

@@ -23,7 +23,7 @@ public sealed class IssuedDeviceKeys
 
     public int Count { get; }
 
-    /// <summary>Draws <paramref name="count"/> keys, spreading the work over the cores (about 1 µs a key).</summary>
+    /// <summary>Draws <paramref name="count"/> keys, spreading the work over the cores.</summary>
     public static IssuedDeviceKeys Generate(int count)
     {
         var secrets = new byte[count * SecretLength];
@@ -53,15 +53,15 @@ public sealed class IssuedDeviceKeys
         return Encoding.ASCII.GetString(key[..PrefixLength]);
     }
 
-    /// <summary>The stored digest, equal to <see cref="ApiKeyHasher.Hash"/> of the key's text.</summary>
+    /// <summary>The stored digest: <see cref="ApiKeyHasher"/>'s, from the key's bytes.</summary>
     public byte[] Hash(int index)
     {
         Span<byte> key = stackalloc byte[KeyLength];
         CopyKeyTo(index, key);
-        return SHA256.HashData(key);
+        return ApiKeyHasher.Hash(key);
     }
 
-    /// <summary>Key <paramref name="index"/> as text; for tests and single keys, not for writing a bulk answer.</summary>
+    /// <summary>Key <paramref name="index"/> as text; for tests, not for writing a bulk answer.</summary>
     public string Key(int index)
     {
         Span<byte> key = stackalloc byte[KeyLength];
