@@ -1,4 +1,5 @@
 using System.Text.Json;
+using FirmwareManager.Api.Http;
 using FirmwareManager.Api.Versions;
 
 namespace FirmwareManager.Api.Firmware;
@@ -43,7 +44,11 @@ public static class FirmwareEventRequest
         DateTime? occurredAt = null;
         if (body.TryGetProperty("timestamp", out var timestamp) && timestamp.ValueKind != JsonValueKind.Null)
         {
-            if (timestamp.ValueKind == JsonValueKind.String && Rfc3339.TryParse(timestamp.GetString()!, out var parsed))
+            if (timestamp.ValueKind == JsonValueKind.String && !timestamp.TryGetText(out _))
+            {
+                errors["timestamp"] = [JsonBody.InvalidTextMessage];
+            }
+            else if (timestamp.TryGetText(out var text) && Rfc3339.TryParse(text, out var parsed))
             {
                 occurredAt = parsed;
             }
@@ -60,8 +65,8 @@ public static class FirmwareEventRequest
     public static string? StatusOf(JsonElement body) =>
         body.ValueKind == JsonValueKind.Object &&
         body.TryGetProperty("status", out var status) &&
-        status.ValueKind == JsonValueKind.String
-            ? status.GetString()
+        status.TryGetText(out var text)
+            ? text
             : null;
 
     private static string? RequiredString(JsonElement body, string name, Dictionary<string, string[]> errors)
@@ -78,6 +83,12 @@ public static class FirmwareEventRequest
             return null;
         }
 
-        return value.GetString();
+        if (!value.TryGetText(out var text))
+        {
+            errors[name] = [JsonBody.InvalidTextMessage];
+            return null;
+        }
+
+        return text;
     }
 }

@@ -1,4 +1,5 @@
 using System.Buffers;
+using System.Diagnostics.CodeAnalysis;
 using System.Text.Json;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Http.HttpResults;
@@ -85,6 +86,11 @@ public static class JsonBody
                 // where the next request on the thread rents and overwrites it.
                 return (JsonDocument.Parse(new MemoryStream(buffer, 0, length, writable: false), ParseOptions), null);
             }
+            catch (InvalidOperationException)
+            {
+                // The duplicate-name check unescapes every property name, and throws for one that is not text.
+                return (null, InvalidNames());
+            }
             catch (JsonException e)
             {
                 return (null, Problems.Validation(
@@ -96,6 +102,41 @@ public static class JsonBody
         {
             ArrayPool<byte>.Shared.Return(buffer);
         }
+    }
+
+    /// <summary>The message for a string that <see cref="TryGetText"/> refuses.</summary>
+    public const string InvalidTextMessage =
+        "Must be valid Unicode text: no unpaired surrogate (\\ud800), no byte that is not UTF-8, no NUL (\\u0000).";
+
+    /// <summary>
+    /// The value of a JSON string, when it is text the service can keep: <see cref="JsonElement.GetString"/> throws
+    /// for an escaped lone surrogate (<c>"\ud800"</c>) or bytes that are not UTF-8, and PostgreSQL refuses NUL in
+    /// <c>text</c>. Each would otherwise end as a 500; callers answer 400 naming the field.
+    /// </summary>
+    public static bool TryGetText(this JsonElement value, [NotNullWhen(true)] out string? text)
+    {
+        text = null;
+        if (value.ValueKind != JsonValueKind.String)
+        {
+            return false;
+        }
+
+        try
+        {
+            text = value.GetString()!;
+        }
+        catch (InvalidOperationException)
+        {
+            return false;
+        }
+
+        if (text.Contains('\0', StringComparison.Ordinal))
+        {
+            text = null;
+            return false;
+        }
+
+        return true;
     }
 
     private static bool IsJson(string? contentType)
@@ -110,6 +151,10 @@ public static class JsonBody
                 mediaType.Suffix.Equals("json", StringComparison.OrdinalIgnoreCase)) &&
                (!charset.HasValue || charset.Equals("utf-8", StringComparison.OrdinalIgnoreCase));
     }
+
+    private static ProblemHttpResult InvalidNames() => Problems.Validation(
+        new Dictionary<string, string[]> { ["body"] = [$"A property name is not text. {InvalidTextMessage}"] },
+        "The request body is not valid JSON.");
 
     private static ProblemHttpResult TooLarge(int maxBytes) => TypedResults.Problem(
         statusCode: StatusCodes.Status413PayloadTooLarge,

@@ -282,7 +282,15 @@ public static class ProvisioningApi
         var index = 0;
         foreach (var item in list.EnumerateArray())
         {
-            var serial = item.ValueKind == JsonValueKind.String ? item.GetString() : null;
+            if (item.ValueKind == JsonValueKind.String && !item.TryGetText(out _))
+            {
+                errors[$"serials[{index}]"] = [JsonBody.InvalidTextMessage];
+                serials.Add(null);
+                index++;
+                continue;
+            }
+
+            item.TryGetText(out var serial);
             if (serial is null || !IsValidText(serial))
             {
                 errors[$"serials[{index}]"] = [$"Must be a string of 1 to {MaxTextLength} printable characters."];
@@ -381,10 +389,10 @@ public static class ProvisioningApi
             }
             else
             {
-                email = root.TryGetProperty("email", out var e) && e.ValueKind == JsonValueKind.String ? e.GetString()!.Trim().ToLowerInvariant() : null;
-                role = root.TryGetProperty("role", out var r) && r.ValueKind == JsonValueKind.String ? r.GetString() : null;
-                if (email is null || email.Length is < 3 or > 320 || email.IndexOf('@', StringComparison.Ordinal) is <= 0 || email.Any(char.IsWhiteSpace) ||
-                    email.EndsWith('@'))
+                email = root.TryGetProperty("email", out var e) && e.TryGetText(out var emailText) ? emailText.Trim().ToLowerInvariant() : null;
+                role = root.TryGetProperty("role", out var r) && r.TryGetText(out var roleText) ? roleText : null;
+                if (email is null || email.Length is < 3 or > 320 || email.IndexOf('@', StringComparison.Ordinal) is <= 0 ||
+                    email.Any(c => char.IsWhiteSpace(c) || char.IsControl(c)) || email.EndsWith('@'))
                 {
                     errors["email"] = ["Must be an email address."];
                 }
@@ -479,12 +487,14 @@ public static class ProvisioningApi
             return null;
         }
 
-        if (value.ValueKind == JsonValueKind.String && IsValidText(value.GetString()!))
+        if (value.TryGetText(out var text) && IsValidText(text))
         {
-            return value.GetString();
+            return text;
         }
 
-        errors[name] = [$"Must be a string of 1 to {MaxTextLength} printable characters, or left out."];
+        errors[name] = [value.ValueKind == JsonValueKind.String && !value.TryGetText(out _)
+            ? JsonBody.InvalidTextMessage
+            : $"Must be a string of 1 to {MaxTextLength} printable characters, or left out."];
         return null;
     }
 

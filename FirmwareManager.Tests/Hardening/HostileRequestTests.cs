@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Sockets;
 using System.Text;
+using CsCheck;
 using Dapper;
 using FirmwareManager.Tests.Infrastructure;
 using Microsoft.AspNetCore.Hosting;
@@ -120,6 +121,57 @@ public sealed class HostileRequestTests(KestrelService service) : IClassFixture<
     public async Task Non_ASCII_keys_are_refused_not_matched(string header)
     {
         (await service.GetRawAsync("/firmware/1", header)).Should().BeOneOf(400, 401);
+    }
+
+    [Fact]
+    public async Task Header_values_and_request_targets_of_raw_bytes_are_4xx_or_a_closed_connection_never_a_5xx()
+    {
+        // Bytes Kestrel and the service see as they come off the wire: any byte in a key header, in the
+        // Content-Type of a report, in the path and in the query. The report's status is invalid, so nothing
+        // can be stored whatever the headers say.
+        await using var connection = new NpgsqlConnection(service.ConnectionString);
+        var before = await connection.ExecuteScalarAsync<long>("SELECT count(*) FROM firmware_events");
+        var headerNames = new[] { "api_key", "X-Api-Key", "Authorization", "Content-Type" };
+        const string body = "{\"firmware\":\"1.0.0\",\"status\":\"bogus\"}";
+
+        await Gen.Select(Gen.Int[0, headerNames.Length], Gen.Byte.Array[1, 24], Gen.Bool)
+            .SampleAsync(async (which, bytes, asReport) =>
+            {
+                var request = new List<byte>();
+                if (which == headerNames.Length)
+                {
+                    // The bytes in the request target: in the id, and in a query value. Not a space, CR or LF:
+                    // those end the target, and what follows is no longer a request line (Kestrel: 400 or 505).
+                    bytes = [.. bytes.Where(b => b is not ((byte)' ' or (byte)'\r' or (byte)'\n'))];
+                    request.AddRange("GET /firmware/"u8.ToArray());
+                    request.AddRange(bytes);
+                    request.AddRange("?firmware="u8.ToArray());
+                    request.AddRange(bytes);
+                    request.AddRange(Encoding.ASCII.GetBytes($" HTTP/1.1\r\nHost: localhost\r\n{MemberKey}\r\nConnection: close\r\n\r\n"));
+                }
+                else
+                {
+                    request.AddRange(Encoding.ASCII.GetBytes($"POST /firmware/1 HTTP/1.1\r\nHost: localhost\r\n{headerNames[which]}: "));
+                    request.AddRange(bytes);
+                    request.AddRange(Encoding.ASCII.GetBytes("\r\n"));
+                    if (which != 3)
+                    {
+                        request.AddRange(Encoding.ASCII.GetBytes("Content-Type: application/json\r\n"));
+                    }
+                    else if (asReport)
+                    {
+                        request.AddRange(Encoding.ASCII.GetBytes($"api_key: {FirmwareManagerApp.DeviceKey1}\r\n"));
+                    }
+
+                    request.AddRange(Encoding.ASCII.GetBytes($"Content-Length: {body.Length}\r\nConnection: close\r\n\r\n{body}"));
+                }
+
+                var status = await service.SendRawAsync([.. request]);
+                status.Should().BeOneOf([0, 400, 401, 404, 413, 415, 431], Convert.ToHexString(bytes));
+            }, iter: 600, threads: 4);
+
+        (await connection.ExecuteScalarAsync<long>("SELECT count(*) FROM firmware_events")).Should().Be(before);
+        service.Logs.Events.Should().NotContain(e => e.Level >= Serilog.Events.LogEventLevel.Error);
     }
 
     [Fact]
