@@ -9,7 +9,8 @@
 #      are installed with apt-get when running as root.
 #
 # Settings: FirmwareManager__DemoData (default true here), ASPNETCORE_URLS (default http://localhost:8880),
-# FM_PG_PORT (first port tried for the local cluster, default 55432).
+# FM_PG_PORT (first port tried for the local cluster, default 15432: below Linux's ephemeral range, 32768-60999,
+# where a port held by an outgoing connection looks free to a probe but cannot be bound).
 set -euo pipefail
 cd "$(dirname "$0")"
 root=$(pwd)
@@ -67,11 +68,27 @@ if as_owner "$pg_bin/pg_ctl" status -D "$data" >/dev/null 2>&1; then
   port=$(cat "$root/.data/port")
   echo "run.sh: using the local PostgreSQL already running on port $port" >&2
 else
-  port=${FM_PG_PORT:-55432}
-  until port_free "$port"; do port=$((port + 1)); done
+  port=${FM_PG_PORT:-15432}
+  pg_log="$(dirname "$data")/postgres.log"
+  # The probe cannot see a port that is bound but not listening: when PostgreSQL cannot bind, the next port.
+  for attempt in $(seq 1 20); do
+    until port_free "$port"; do port=$((port + 1)); done
+    : > "$pg_log" 2>/dev/null || true
+    [ "$(id -u)" -eq 0 ] && chown postgres: "$pg_log"
+    if as_owner "$pg_bin/pg_ctl" start -w -D "$data" -l "$pg_log" \
+         -o "-p $port -k $data -c listen_addresses=127.0.0.1" >/dev/null 2>&1; then
+      break
+    fi
+    if grep -q -E 'could not bind|Address already in use|could not create any TCP/IP sockets' "$pg_log" && [ "$attempt" -lt 20 ]; then
+      echo "run.sh: port $port is taken; trying $((port + 1))" >&2
+      port=$((port + 1))
+      continue
+    fi
+    echo "run.sh: PostgreSQL could not start on port $port; its log ($pg_log) says:" >&2
+    tail -n 20 "$pg_log" >&2
+    exit 1
+  done
   echo "$port" > "$root/.data/port"
-  as_owner "$pg_bin/pg_ctl" start -w -D "$data" -l "$(dirname "$data")/postgres.log" \
-    -o "-p $port -k $data -c listen_addresses=127.0.0.1" >/dev/null
   stop_db() { as_owner "$pg_bin/pg_ctl" stop -D "$data" -m fast >/dev/null 2>&1 || true; }
   trap stop_db EXIT
 fi
