@@ -1,5 +1,6 @@
 using FirmwareManager.Api;
 using FirmwareManager.Api.Auth;
+using FirmwareManager.Api.Commands;
 using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Devices;
 using FirmwareManager.Api.Events;
@@ -11,14 +12,9 @@ using FirmwareManager.Api.Versions;
 using Microsoft.Extensions.Options;
 using Serilog;
 
-if (args is [HealthProbe.Command, ..])
+if (CommandLine.IsCommand(args))
 {
-    return await HealthProbe.RunAsync(args);
-}
-
-if (args is [Bootstrap.Command, ..])
-{
-    return await Bootstrap.RunAsync(args);
+    return await CommandLine.RunAsync(args);
 }
 
 Log.Logger = new LoggerConfiguration().WriteTo.Console().CreateLogger();
@@ -84,6 +80,9 @@ try
     app.MapFirmwareVersionsApi();
     app.MapProvisioningApi();
 
+    // Settings first (every ValidateOnStart), so that a bad one is named before anything touches the database.
+    app.Services.GetRequiredService<Microsoft.Extensions.Options.IStartupValidator>().Validate();
+
     // Schema (and demo data when switched on) before the first request; a failed script stops the start.
     await DatabaseMigrator.MigrateAsync(
         builder.Configuration.GetMigrationsConnectionString(),
@@ -92,6 +91,12 @@ try
 
     await app.RunAsync();
     return 0;
+}
+catch (Exception e) when (StartupFailure.Explain(e) is { } reason)
+{
+    // Expected (no database, a bad setting, a failing migration): one line with the cause, no stack trace.
+    Log.Fatal("FirmwareManager could not start: {Reason}", reason);
+    return 1;
 }
 catch (Exception e) when (e is not HostAbortedException)
 {

@@ -59,7 +59,7 @@ public static class DatabaseMigrator
         var result = builder
             .WithTransactionPerScript()
             .WithVariablesDisabled()
-            .LogTo(logger)
+            .LogTo(new MigrationLog(logger))
             .Build()
             .PerformUpgrade();
 
@@ -71,6 +71,33 @@ public static class DatabaseMigrator
         }
 
         logger.LogInformation("Database {What} is up to date ({Count} scripts applied now)", what, result.Scripts.Count());
+    }
+}
+
+/// <summary>
+/// DbUp's progress through the service's logger. A failing script is reported once, by the startup's one-line
+/// explanation (<see cref="MigrationFailedException"/>): DbUp's own error lines and stack trace go to Debug.
+/// </summary>
+internal sealed class MigrationLog(ILogger logger) : DbUp.Engine.Output.IUpgradeLog
+{
+    public void LogTrace(string format, params object[] args) => Write(LogLevel.Trace, format, args);
+
+    public void LogDebug(string format, params object[] args) => Write(LogLevel.Debug, format, args);
+
+    public void LogInformation(string format, params object[] args) => Write(LogLevel.Information, format, args);
+
+    public void LogWarning(string format, params object[] args) => Write(LogLevel.Warning, format, args);
+
+    public void LogError(string format, params object[] args) => Write(LogLevel.Debug, format, args);
+
+    public void LogError(Exception ex, string format, params object[] args) => Write(LogLevel.Debug, format, args);
+
+    private void Write(LogLevel level, string format, object[] args)
+    {
+        if (logger.IsEnabled(level))
+        {
+            logger.Log(level, "{Message}", args.Length == 0 ? format : string.Format(System.Globalization.CultureInfo.InvariantCulture, format, args));
+        }
     }
 }
 

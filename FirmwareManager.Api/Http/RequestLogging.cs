@@ -16,16 +16,22 @@ public static class RequestLogging
             // The host's logger, not the static bootstrap one: it carries the configured sinks and levels.
             options.Logger = app.ApplicationServices.GetRequiredService<Serilog.ILogger>();
             options.MessageTemplate =
-                "HTTP {RequestMethod} {RouteTemplate} responded {StatusCode} in {Elapsed:0.000} ms for {CallerKind} {CallerId}";
+                "HTTP {RequestMethod} {RouteTemplate} responded {StatusCode} in {Elapsed:0.000} ms for {Caller}";
             options.EnrichDiagnosticContext = (diagnostics, http) =>
             {
                 // A request that ended in an exception (a 503, a 499) has had its endpoint cleared by the exception
                 // handler, which keeps it in its feature: without this its line said "(no route)".
                 var endpoint = http.GetEndpoint() ?? http.Features.Get<IExceptionHandlerFeature>()?.Endpoint;
                 diagnostics.Set("RouteTemplate", (endpoint as RouteEndpoint)?.RoutePattern.RawText ?? "(no route)");
-                var authenticated = http.User.Identity?.IsAuthenticated == true;
-                diagnostics.Set("CallerKind", authenticated ? http.User.FindFirst(Caller.KindClaim)?.Value : "anonymous");
-                diagnostics.Set("CallerId", authenticated ? http.User.FindFirst(Caller.IdClaim)?.Value : null);
+                // "for device 3", "for member 1", "for anonymous"; kind and id also apart, for log queries.
+                var kind = http.User.Identity?.IsAuthenticated == true ? http.User.FindFirst(Caller.KindClaim)?.Value : null;
+                var id = kind is null ? null : http.User.FindFirst(Caller.IdClaim)?.Value;
+                diagnostics.Set("Caller", kind is null ? "anonymous" : $"{kind} {id}");
+                diagnostics.Set("CallerKind", kind ?? "anonymous");
+                if (id is not null)
+                {
+                    diagnostics.Set("CallerId", id);
+                }
             };
         });
 }

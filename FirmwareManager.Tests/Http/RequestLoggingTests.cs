@@ -23,10 +23,10 @@ public sealed class RequestLoggingTests(FirmwareManagerApp app) : ApiTest(app)
             .Where(e => e.MessageTemplate.Text.StartsWith("HTTP ", StringComparison.Ordinal))
             .Select(e => e.RenderMessage(System.Globalization.CultureInfo.InvariantCulture))
             .ToList();
-        requestLogs.Should().Contain(l => l.StartsWith("HTTP \"POST\" \"/firmware/{device_id}\" responded 201", StringComparison.Ordinal) && l.EndsWith($"for \"device\" \"{deviceId}\"", StringComparison.Ordinal));
+        requestLogs.Should().Contain(l => l.StartsWith("HTTP \"POST\" \"/firmware/{device_id}\" responded 201", StringComparison.Ordinal) && l.EndsWith($"for \"device {deviceId}\"", StringComparison.Ordinal));
         requestLogs.Should().Contain(l => l.StartsWith("HTTP \"POST\" \"/firmware/{device_id}\" responded 400", StringComparison.Ordinal));
-        requestLogs.Should().Contain(l => l.StartsWith("HTTP \"GET\" \"/firmware/{device_id}\" responded 200", StringComparison.Ordinal) && l.EndsWith("for \"member\" \"1\"", StringComparison.Ordinal));
-        requestLogs.Should().Contain(l => l.StartsWith("HTTP \"GET\" \"/firmware/{device_id}\" responded 401", StringComparison.Ordinal) && l.Contains("\"anonymous\"", StringComparison.Ordinal));
+        requestLogs.Should().Contain(l => l.StartsWith("HTTP \"GET\" \"/firmware/{device_id}\" responded 200", StringComparison.Ordinal) && l.EndsWith("for \"member 1\"", StringComparison.Ordinal));
+        requestLogs.Should().Contain(l => l.StartsWith("HTTP \"GET\" \"/firmware/{device_id}\" responded 401", StringComparison.Ordinal) && l.EndsWith("for \"anonymous\"", StringComparison.Ordinal));
 
         var everything = string.Join('\n', App.Logs.Rendered());
         foreach (var key in new[] { deviceKey, FirmwareManagerApp.MemberKey1, "wrong_key_that_must_not_be_logged" })

@@ -1,0 +1,42 @@
+using FirmwareManager.Api.Observability;
+using FirmwareManager.Api.Provisioning;
+
+namespace FirmwareManager.Api.Commands;
+
+/// <summary>
+/// The operator commands (<c>dotnet FirmwareManager.Api.dll COMMAND ...</c>), run instead of the web service. A
+/// first argument that is neither an option (<c>--urls=...</c>) nor a setting (<c>Key=value</c>) names a command:
+/// an unknown one is an error listing the commands, never a silent start of the service.
+/// </summary>
+public static class CommandLine
+{
+    private sealed record Command(string Name, string Usage, Func<string[], Task<int>> RunAsync);
+
+    private static readonly Command[] Commands =
+    [
+        new(Bootstrap.Command, $"{Bootstrap.Command} <project-name> --admin <email>   create a project and its first admin; prints the admin's key once", Bootstrap.RunAsync),
+        new(HealthProbe.Command, $"{HealthProbe.Command} [url]   exit 0 when the running service's /health answers 200", HealthProbe.RunAsync),
+    ];
+
+    /// <summary>Whether the arguments name a command rather than settings for the web service.</summary>
+    public static bool IsCommand(string[] args) =>
+        args is [var first, ..] && first.Length > 0 && !first.StartsWith('-') && !first.StartsWith('/') && !first.Contains('=', StringComparison.Ordinal);
+
+    public static async Task<int> RunAsync(string[] args)
+    {
+        var command = Commands.FirstOrDefault(c => c.Name == args[0]);
+        if (command is not null)
+        {
+            return await command.RunAsync(args);
+        }
+
+        await Console.Error.WriteLineAsync($"Unknown command '{args[0]}'. The commands are:");
+        foreach (var known in Commands)
+        {
+            await Console.Error.WriteLineAsync($"  {known.Usage}");
+        }
+
+        await Console.Error.WriteLineAsync("Without a command the web service starts; settings go as --Key=value.");
+        return 2;
+    }
+}
