@@ -10,15 +10,22 @@ namespace FirmwareManager.Api.Auth;
 /// <summary>Looks up the caller behind an API key digest, and notes that the key was used (<see cref="KeyUsage"/>).</summary>
 /// <remarks>
 /// Answers are cached for <see cref="CacheLifetime"/> (under the 5 seconds within which a revoked key must fail on
-/// every instance), bounded to <see cref="MaxCached"/> digests. A revocation made through this instance forgets
-/// everything at once (<see cref="ForgetAll"/>); other instances' caches expire on their own.
+/// every instance). A revocation made through this instance forgets everything at once (<see cref="ForgetAll"/>),
+/// and a lookup that read the database before it stores nothing (<see cref="_generation"/>); other instances'
+/// caches expire on their own.
 /// In a large fleet most reports come from a key not seen for minutes, so most lookups miss: the misses of
 /// concurrent requests are looked up together, one query for all the digests waiting at that moment.
+/// Bounded against floods of made-up keys: at most <see cref="MaxWaitingLookups"/> misses wait (then 503), known
+/// and unknown keys are cached apart (<see cref="MaxCached"/> each), and a full cache drops its expired entries,
+/// never the valid keys of the fleet for a flood's sake.
 /// </remarks>
 public sealed class ApiKeys : IAsyncDisposable
 {
     public static readonly TimeSpan CacheLifetime = TimeSpan.FromSeconds(4);
     public const int MaxCached = 200_000;
+
+    /// <summary>Lookups waiting for the database at most; past it a request is answered 503 (<see cref="KeyLookupsOverloadedException"/>).</summary>
+    public const int MaxWaitingLookups = 20_000;
 
     /// <summary>Digests asked in one query at most; lookups running at once.</summary>
     private const int MaxLookupGroup = 500, Lookers = 2;
@@ -26,7 +33,8 @@ public sealed class ApiKeys : IAsyncDisposable
     private readonly NpgsqlDataSource _dataSource;
     private readonly KeyUsage _usage;
     private readonly FirmwareMetrics _metrics;
-    private readonly Channel<PendingLookup> _misses = Channel.CreateUnbounded<PendingLookup>();
+    private readonly Channel<PendingLookup> _misses = Channel.CreateBounded<PendingLookup>(
+        new BoundedChannelOptions(MaxWaitingLookups) { FullMode = BoundedChannelFullMode.Wait });
     private readonly Task[] _lookers;
 
     public ApiKeys(NpgsqlDataSource dataSource, KeyUsage usage, FirmwareMetrics metrics)
@@ -39,18 +47,99 @@ public sealed class ApiKeys : IAsyncDisposable
 
     private sealed record Cached(Caller? Caller, DateTime? LastUsedAt, long ExpiresAt);
 
-    private readonly ConcurrentDictionary<string, Cached> _cache = new(StringComparer.Ordinal);
+    /// <summary>A cache of digests, bounded: when full, its expired entries go; when none has expired, nothing new is kept.</summary>
+    private sealed class BoundedCache
+    {
+        private readonly ConcurrentDictionary<string, Cached> _entries = new(StringComparer.Ordinal);
 
-    // Counted here: ConcurrentDictionary.Count takes every one of its locks, on every cache miss.
-    private int _cachedCount;
+        // Counted here: ConcurrentDictionary.Count takes every one of its locks, on every cache miss.
+        private int _count;
+        private int _sweeping;
+
+        public bool TryGet(string digest, out Cached? entry) => _entries.TryGetValue(digest, out entry);
+
+        public void Store(string digest, Cached entry, long now)
+        {
+            if (Volatile.Read(ref _count) >= MaxCached)
+            {
+                Sweep(now);
+                if (Volatile.Read(ref _count) >= MaxCached)
+                {
+                    return;
+                }
+            }
+
+            if (_entries.TryAdd(digest, entry))
+            {
+                Interlocked.Increment(ref _count);
+            }
+            else
+            {
+                _entries[digest] = entry;
+            }
+        }
+
+        /// <summary>Takes out <paramref name="entry"/> if it is still the one stored for <paramref name="digest"/>.</summary>
+        public void Remove(string digest, Cached entry)
+        {
+            if (_entries.TryRemove(new KeyValuePair<string, Cached>(digest, entry)))
+            {
+                Interlocked.Decrement(ref _count);
+            }
+        }
+
+        public void Clear()
+        {
+            _entries.Clear();
+            Interlocked.Exchange(ref _count, 0);
+        }
+
+        private void Sweep(long now)
+        {
+            // One sweep at a time; the others meanwhile just do not cache.
+            if (Interlocked.Exchange(ref _sweeping, 1) == 1)
+            {
+                return;
+            }
+
+            try
+            {
+                foreach (var (digest, entry) in _entries)
+                {
+                    if (entry.ExpiresAt <= now)
+                    {
+                        Remove(digest, entry);
+                    }
+                }
+            }
+            finally
+            {
+                Volatile.Write(ref _sweeping, 0);
+            }
+        }
+    }
+
+    private readonly BoundedCache _known = new();
+    private readonly BoundedCache _unknown = new();
+
+    // Advanced by every ForgetAll: a lookup stores its answer only if no ForgetAll came between its start and its
+    // store, so an answer read before a revocation committed can never be cached after it.
+    private long _generation;
+
+    /// <summary>Whether an answer for the digest is kept, expired or not (for tests of the cache's bounds).</summary>
+    internal bool HoldsAnswerFor(byte[] keyHash)
+    {
+        var digest = Convert.ToBase64String(keyHash);
+        return _known.TryGet(digest, out _) || _unknown.TryGet(digest, out _);
+    }
 
     /// <summary>Drops every cached answer: called after this instance revokes keys, decommissions or removes.</summary>
     public void ForgetAll()
     {
-        _cache.Clear();
-        Interlocked.Exchange(ref _cachedCount, 0);
+        Interlocked.Increment(ref _generation);
+        _known.Clear();
+        _unknown.Clear();
     }
-
 
     private sealed record CallerRow(
         byte[] KeyHash, string Kind, long Id, long ProjectId, string? Role, long KeyId, string KeyPrefix, DateTime? LastUsedAt);
@@ -96,7 +185,7 @@ public sealed class ApiKeys : IAsyncDisposable
     {
         var digest = Convert.ToBase64String(keyHash);
         var now = Environment.TickCount64;
-        if (_cache.TryGetValue(digest, out var cached) && cached.ExpiresAt > now)
+        if ((_known.TryGet(digest, out var cached) || _unknown.TryGet(digest, out cached)) && cached!.ExpiresAt > now)
         {
             _metrics.KeyCache(hit: true);
             if (cached.Caller is { } known)
@@ -108,28 +197,30 @@ public sealed class ApiKeys : IAsyncDisposable
         }
 
         _metrics.KeyCache(hit: false);
+        // Read before the lookup is queued, so before its query starts.
+        var generation = Interlocked.Read(ref _generation);
         var pending = new PendingLookup(keyHash, digest);
         if (!_misses.Writer.TryWrite(pending))
         {
-            throw new ObjectDisposedException(nameof(ApiKeys), "The service is stopping.");
+            throw _misses.Reader.Completion.IsCompleted
+                ? new ObjectDisposedException(nameof(ApiKeys), "The service is stopping.")
+                : new KeyLookupsOverloadedException();
         }
 
         // Only the wait is cancelled: the group's query is shared, and a read.
         var caller = await pending.Task.WaitAsync(cancellationToken);
-        if (Volatile.Read(ref _cachedCount) >= MaxCached)
+        var entry = new Cached(caller.Caller, caller.LastUsedAt, now + (long)CacheLifetime.TotalMilliseconds);
+        var cache = caller.Caller is null ? _unknown : _known;
+        if (Interlocked.Read(ref _generation) == generation)
         {
-            ForgetAll();
+            cache.Store(digest, entry, now);
+            // A ForgetAll between the check and the store: it may have cleared before the store, so undo it.
+            if (Interlocked.Read(ref _generation) != generation)
+            {
+                cache.Remove(digest, entry);
+            }
         }
 
-        var entry = new Cached(caller.Caller, caller.LastUsedAt, now + (long)CacheLifetime.TotalMilliseconds);
-        if (_cache.TryAdd(digest, entry))
-        {
-            Interlocked.Increment(ref _cachedCount);
-        }
-        else
-        {
-            _cache[digest] = entry;
-        }
         return caller.Caller;
     }
 
@@ -201,3 +292,7 @@ public sealed class ApiKeys : IAsyncDisposable
         public string Digest { get; } = digest;
     }
 }
+
+/// <summary>More key lookups wait for the database than <see cref="ApiKeys.MaxWaitingLookups"/>: answered 503 with Retry-After.</summary>
+public sealed class KeyLookupsOverloadedException()
+    : Exception("Too many API keys are being looked up at once; retry in a moment.");

@@ -1,3 +1,4 @@
+using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Observability;
 using Microsoft.AspNetCore.Diagnostics;
 using Npgsql;
@@ -58,8 +59,9 @@ internal sealed class ClientFaultHandler(IProblemDetailsService problems, ILogge
 }
 
 /// <summary>
-/// The database being down or unreachable is not the client's fault and not a bug: 503 with Retry-After, so
-/// devices retry later instead of dropping the report. Everything else falls through to a plain 500.
+/// The database being down or unreachable, a conflict that retries did not resolve, or more key lookups waiting
+/// than the service holds: not the client's fault and not a bug. 503 with Retry-After, so devices retry later
+/// instead of dropping the report. Everything else falls through to a plain 500.
 /// </summary>
 internal sealed class DatabaseUnavailableHandler(IProblemDetailsService problems, ILogger<DatabaseUnavailableHandler> logger) : IExceptionHandler
 {
@@ -67,14 +69,21 @@ internal sealed class DatabaseUnavailableHandler(IProblemDetailsService problems
 
     public async ValueTask<bool> TryHandleAsync(HttpContext httpContext, Exception exception, CancellationToken cancellationToken)
     {
-        if (!IsDatabaseUnavailable(exception))
+        var (retryAfter, detail) = exception switch
+        {
+            KeyLookupsOverloadedException => (1, "Too many API keys are being looked up at once. Retry in 1 second; nothing was stored."),
+            _ when IsConflict(exception) => (1, "The change met a concurrent one and could not be ordered after retries. Retry in 1 second; nothing was stored."),
+            _ when IsDatabaseUnavailable(exception) => (RetryAfterSeconds, $"The database is not reachable. Retry in {RetryAfterSeconds} seconds; nothing was stored."),
+            _ => (0, null),
+        };
+        if (detail is null)
         {
             return false;
         }
 
-        logger.LogWarning("Database unavailable: {Reason}", exception.Message);
+        logger.LogWarning("Service unavailable: {Reason}", exception.Message);
         httpContext.Response.StatusCode = StatusCodes.Status503ServiceUnavailable;
-        httpContext.Response.Headers.RetryAfter = RetryAfterSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture);
+        httpContext.Response.Headers.RetryAfter = retryAfter.ToString(System.Globalization.CultureInfo.InvariantCulture);
         return await problems.TryWriteAsync(new ProblemDetailsContext
         {
             HttpContext = httpContext,
@@ -83,10 +92,17 @@ internal sealed class DatabaseUnavailableHandler(IProblemDetailsService problems
             {
                 Status = StatusCodes.Status503ServiceUnavailable,
                 Title = "Service temporarily unavailable",
-                Detail = $"The database is not reachable. Retry in {RetryAfterSeconds} seconds; nothing was stored.",
+                Detail = detail,
             },
         });
     }
+
+    // A deadlock (40P01) or serialization failure (40001) that the transaction's retries did not get past.
+    internal static bool IsConflict(Exception exception) => exception switch
+    {
+        PostgresException { SqlState: PostgresErrorCodes.DeadlockDetected or PostgresErrorCodes.SerializationFailure } => true,
+        _ => exception.InnerException is not null && IsConflict(exception.InnerException),
+    };
 
     // Class 08 (connection exception) and 57P (the server shutting down or terminating the session, e.g.
     // pg_terminate_backend) mean the database went away under the request, whatever the statement was.

@@ -100,4 +100,134 @@ public sealed class KeyCacheTests(FirmwareManagerApp app) : ApiTest(app)
 
         answers.Should().Equal(asks.Select(a => a.Expected));
     }
+
+    [Fact]
+    public async Task A_lookup_that_read_the_key_before_its_revocation_never_caches_it_as_valid_after()
+    {
+        // Lookups through a link whose answers arrive 300 ms late: the database reads the key as valid, the
+        // revocation commits and this instance forgets its cache, and only then does the lookup's answer arrive.
+        await using var slow = await SlowLinkKeysAsync();
+        var (proxy, apiKeys) = (slow.Proxy, slow.ApiKeys);
+        var (_, key) = await App.AddDeviceAsync(projectId: 1);
+        var hash = ApiKeyHasher.Hash(key);
+        (await apiKeys.FindCallerAsync(hash, CancellationToken.None)).Should().NotBeNull("the connection is open and the key valid");
+        proxy.AnswerDelay = TimeSpan.FromMilliseconds(300);
+
+        for (var round = 0; round < 3; round++)
+        {
+            apiKeys.ForgetAll();
+            await using (var connection = App.OpenConnection())
+            {
+                await connection.ExecuteAsync("UPDATE device_api_keys SET revoked_at = NULL WHERE key_hash = @Hash", new { Hash = hash });
+            }
+
+            var racing = apiKeys.FindCallerAsync(hash, CancellationToken.None);
+            await Task.Delay(100);
+            // The revocation as Keys.RevokeAsync makes it: committed, then this instance's cache forgotten.
+            await using (var connection = App.OpenConnection())
+            {
+                await connection.ExecuteAsync("UPDATE device_api_keys SET revoked_at = now() WHERE key_hash = @Hash", new { Hash = hash });
+            }
+
+            apiKeys.ForgetAll();
+            (await racing).Should().NotBeNull("it read the database before the revocation committed");
+
+            (await apiKeys.FindCallerAsync(hash, CancellationToken.None)).Should().BeNull(
+                $"round {round}: the revocation committed and this instance was told so before that answer arrived");
+        }
+    }
+
+    /// <summary>An <see cref="ApiKeys"/> of its own, reaching the database through a proxy that can slow its answers.</summary>
+    private sealed class SlowLink(TcpProxy proxy, Npgsql.NpgsqlDataSource dataSource, ApiKeys apiKeys) : IAsyncDisposable
+    {
+        public TcpProxy Proxy => proxy;
+
+        public ApiKeys ApiKeys => apiKeys;
+
+        public async ValueTask DisposeAsync()
+        {
+            proxy.AnswerDelay = TimeSpan.Zero;
+            await apiKeys.DisposeAsync();
+            await dataSource.DisposeAsync();
+            await proxy.DisposeAsync();
+        }
+    }
+
+    private async Task<SlowLink> SlowLinkKeysAsync()
+    {
+        var builder = new Npgsql.NpgsqlConnectionStringBuilder(App.ApiConnectionString);
+        var proxy = new TcpProxy(builder.Host!, builder.Port);
+        proxy.Start();
+        builder.Host = "127.0.0.1";
+        builder.Port = proxy.Port;
+        var dataSource = Npgsql.NpgsqlDataSource.Create(builder.ConnectionString);
+        var usage = new KeyUsage(dataSource, App.Services.GetRequiredService<Microsoft.Extensions.Configuration.IConfiguration>(),
+            Microsoft.Extensions.Logging.Abstractions.NullLogger<KeyUsage>.Instance);
+        return new SlowLink(proxy, dataSource, new ApiKeys(dataSource, usage, App.Services.GetRequiredService<FirmwareManager.Api.Observability.FirmwareMetrics>()));
+    }
+
+    [Fact]
+    public async Task Lookups_waiting_for_the_database_are_bounded_and_past_the_bound_are_refused_not_queued()
+    {
+        await using var slow = await SlowLinkKeysAsync();
+        (await slow.ApiKeys.FindCallerAsync(ApiKeyHasher.Hash("fmd_warm_up"), CancellationToken.None)).Should().BeNull();
+        slow.Proxy.AnswerDelay = TimeSpan.FromMilliseconds(200);
+
+        var lookups = Enumerable.Range(0, ApiKeys.MaxWaitingLookups + 3_000)
+            .Select(i => Task.Run(() => slow.ApiKeys.FindCallerAsync(ApiKeyHasher.Hash($"fmd_bound_{i}"), CancellationToken.None)))
+            .ToArray();
+        var outcomes = await Task.WhenAll(lookups.Select(async l =>
+        {
+            try
+            {
+                return await l is null ? "unknown" : "known";
+            }
+            catch (KeyLookupsOverloadedException)
+            {
+                return "refused";
+            }
+        }));
+
+        outcomes.Should().Contain("refused", "more lookups than the bound were waiting at once");
+        outcomes.Should().NotContain("known");
+        outcomes.Count(o => o == "unknown").Should().BeGreaterThanOrEqualTo(ApiKeys.MaxWaitingLookups);
+    }
+
+    [Fact]
+    public async Task A_flood_of_made_up_keys_does_not_evict_the_valid_keys_of_the_fleet()
+    {
+        var apiKeys = App.Services.GetRequiredService<ApiKeys>();
+        var (_, key) = await App.AddDeviceAsync(projectId: 1);
+        var hash = ApiKeyHasher.Hash(key);
+        (await apiKeys.FindCallerAsync(hash, CancellationToken.None)).Should().NotBeNull();
+        apiKeys.HoldsAnswerFor(hash).Should().BeTrue();
+
+        // More made-up keys than the cache holds, in groups as concurrent requests would send them.
+        var madeUp = Enumerable.Range(0, ApiKeys.MaxCached + 5_000).Select(i => ApiKeyHasher.Hash($"fmd_flood_{i}")).ToArray();
+        foreach (var chunk in madeUp.Chunk(5_000))
+        {
+            var answers = await Task.WhenAll(chunk.Select(h => apiKeys.FindCallerAsync(h, CancellationToken.None)));
+            answers.Should().OnlyContain(c => c == null);
+        }
+
+        apiKeys.HoldsAnswerFor(hash).Should().BeTrue("a flood of unknown keys never evicts a valid key's answer");
+        apiKeys.HoldsAnswerFor(madeUp[^1]).Should().BeFalse("past the bound, no more unknown keys are kept while none has expired");
+    }
+}
+
+public sealed class HealthFloodTests(FirmwareManagerApp app) : ApiTest(app)
+{
+    [Fact]
+    public async Task A_flood_of_health_checks_costs_the_database_one_query_a_second_not_one_a_request()
+    {
+        var check = App.Services.GetRequiredService<FirmwareManager.Api.Database.DatabaseHealthCheck>();
+        using var anonymous = App.CreateClient();
+        var before = check.Queries;
+        var clock = Stopwatch.StartNew();
+
+        var answers = await Task.WhenAll(Enumerable.Range(0, 2000).Select(_ => anonymous.GetAsync("/health")));
+
+        answers.Should().OnlyContain(a => a.StatusCode == HttpStatusCode.OK);
+        (check.Queries - before).Should().BeLessThanOrEqualTo((int)clock.Elapsed.TotalSeconds + 2);
+    }
 }

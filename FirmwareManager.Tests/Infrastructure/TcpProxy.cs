@@ -25,6 +25,9 @@ public sealed class TcpProxy : IAsyncDisposable
 
     public int Port { get; }
 
+    /// <summary>How long each chunk from the database waits before it is passed on: answers arrive late, as over a slow link.</summary>
+    public TimeSpan AnswerDelay { get; set; }
+
     public void Start()
     {
         _running = new CancellationTokenSource();
@@ -91,16 +94,28 @@ public sealed class TcpProxy : IAsyncDisposable
                 _connections.Add(server);
             }
 
-            _ = PumpAsync(client, server);
-            _ = PumpAsync(server, client);
+            _ = PumpAsync(client, server, () => TimeSpan.Zero);
+            _ = PumpAsync(server, client, () => AnswerDelay);
         }
     }
 
-    private static async Task PumpAsync(TcpClient from, TcpClient to)
+    private static async Task PumpAsync(TcpClient from, TcpClient to, Func<TimeSpan> delay)
     {
         try
         {
-            await from.GetStream().CopyToAsync(to.GetStream());
+            var source = from.GetStream();
+            var destination = to.GetStream();
+            var buffer = new byte[64 * 1024];
+            int read;
+            while ((read = await source.ReadAsync(buffer)) > 0)
+            {
+                if (delay() is { Ticks: > 0 } wait)
+                {
+                    await Task.Delay(wait);
+                }
+
+                await destination.WriteAsync(buffer.AsMemory(0, read));
+            }
         }
         catch (Exception e) when (e is IOException or ObjectDisposedException or SocketException or InvalidOperationException)
         {
