@@ -56,3 +56,10 @@ public sealed record Caller(CallerKind Kind, long Id, long ProjectId, string? Ro
 
     public static string KindName(CallerKind kind) => kind == CallerKind.Device ? "device" : "member";
 }
+
+/// <summary>
+/// The caller's key was revoked, its device decommissioned or its member removed (or demoted) after the request
+/// was authenticated from the key cache: the change is refused with 401, as the key would be now.
+/// </summary>
+public sealed class CallerRevokedException()
+    : Exception("The API key is unknown or has been revoked.");

@@ -16,15 +16,45 @@ public sealed class KeyUsage(NpgsqlDataSource dataSource, IConfiguration configu
     private readonly ConcurrentDictionary<long, byte> _deviceKeys = new();
     private readonly ConcurrentDictionary<long, byte> _memberKeys = new();
 
+    // In id order, and skipping rows another transaction holds (a revocation, a change checking its actor's key):
+    // the time of use is approximate, so a skipped key is written at the next flush instead of waiting or deadlocking.
     private const string TouchDeviceKeysSql = """
-        UPDATE device_api_keys
+        UPDATE device_api_keys AS k
         SET last_used_at = now()
-        WHERE id = ANY(@KeyIds)
+        FROM (
+            SELECT id
+            FROM device_api_keys
+            WHERE id = ANY(@KeyIds)
+            ORDER BY id
+            FOR NO KEY UPDATE SKIP LOCKED
+        ) AS locked
+        WHERE k.id = locked.id
+        RETURNING k.id
         """;
 
     private const string TouchMemberKeysSql = """
-        UPDATE membership_api_keys
+        UPDATE membership_api_keys AS k
         SET last_used_at = now()
+        FROM (
+            SELECT id
+            FROM membership_api_keys
+            WHERE id = ANY(@KeyIds)
+            ORDER BY id
+            FOR NO KEY UPDATE SKIP LOCKED
+        ) AS locked
+        WHERE k.id = locked.id
+        RETURNING k.id
+        """;
+
+    private const string ExistingDeviceKeysSql = """
+        SELECT id
+        FROM device_api_keys
+        WHERE id = ANY(@KeyIds)
+        """;
+
+    private const string ExistingMemberKeysSql = """
+        SELECT id
+        FROM membership_api_keys
         WHERE id = ANY(@KeyIds)
         """;
 
@@ -77,10 +107,24 @@ public sealed class KeyUsage(NpgsqlDataSource dataSource, IConfiguration configu
         }
 
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        await connection.ExecuteAsync(new CommandDefinition(sql, new { KeyIds = keyIds }, cancellationToken: cancellationToken));
-        foreach (var id in keyIds)
+        var written = await connection.QueryAsync<long>(new CommandDefinition(sql, new { KeyIds = keyIds }, cancellationToken: cancellationToken));
+        var missing = keyIds.ToHashSet();
+        foreach (var id in written)
         {
             pending.TryRemove(id, out _);
+            missing.Remove(id);
+        }
+
+        // Keys that no longer exist are not written and need no retry; skipped (locked) ones stay for the next flush.
+        if (missing.Count > 0)
+        {
+            var existing = await connection.QueryAsync<long>(new CommandDefinition(
+                sql == TouchDeviceKeysSql ? ExistingDeviceKeysSql : ExistingMemberKeysSql, new { KeyIds = missing.ToArray() }, cancellationToken: cancellationToken));
+            missing.ExceptWith(existing);
+            foreach (var id in missing)
+            {
+                pending.TryRemove(id, out _);
+            }
         }
     }
 }

@@ -15,6 +15,7 @@ public static class CommandLine
     private static readonly Command[] Commands =
     [
         new(Bootstrap.Command, $"{Bootstrap.Command} <project-name> --admin <email>   create a project and its first admin; prints the admin's key once", Bootstrap.RunAsync),
+        new(IssueAdminKey.Command, $"{IssueAdminKey.Command} <project-name> --admin <email>   make the email an admin of the project with a new key, printed once (recovery)", IssueAdminKey.RunAsync),
         new(HealthProbe.Command, $"{HealthProbe.Command} [url]   exit 0 when the running service's /health answers 200", HealthProbe.RunAsync),
     ];
 

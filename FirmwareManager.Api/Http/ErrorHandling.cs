@@ -38,6 +38,24 @@ internal sealed class ClientFaultHandler(IProblemDetailsService problems, ILogge
             return true;
         }
 
+        if (exception is CallerRevokedException revoked)
+        {
+            // The key's cached answer was out of date: the change's transaction found it revoked, and stored nothing.
+            logger.LogInformation("The caller's key or membership was revoked while its request ran");
+            httpContext.Response.StatusCode = StatusCodes.Status401Unauthorized;
+            httpContext.Response.Headers.WWWAuthenticate = "Bearer realm=\"FirmwareManager\", error=\"invalid_token\"";
+            return await problems.TryWriteAsync(new ProblemDetailsContext
+            {
+                HttpContext = httpContext,
+                ProblemDetails =
+                {
+                    Status = StatusCodes.Status401Unauthorized,
+                    Title = "API key required",
+                    Detail = $"{revoked.Message} Nothing was stored.",
+                },
+            });
+        }
+
         if (exception is not BadHttpRequestException badRequest)
         {
             return false;

@@ -22,13 +22,9 @@ public static class Bootstrap
             return 2;
         }
 
-        var configuration = new ConfigurationBuilder()
-            .AddJsonFile(Path.Combine(AppContext.BaseDirectory, "appsettings.json"), optional: true)
-            .AddEnvironmentVariables()
-            .Build();
         try
         {
-            var created = await CreateProjectAsync(configuration.GetMigrationsConnectionString(), name, email, CancellationToken.None);
+            var created = await CreateProjectAsync(ReadConfiguration().GetMigrationsConnectionString(), name, email, CancellationToken.None);
             if (created is null)
             {
                 await Console.Error.WriteLineAsync($"A project named '{name}' already exists; nothing was changed.");
@@ -41,12 +37,18 @@ public static class Bootstrap
             Console.WriteLine(key.Key);
             return 0;
         }
-        catch (Exception e) when (e is Npgsql.NpgsqlException or MigrationFailedException or Microsoft.Extensions.Options.OptionsValidationException)
+        catch (Exception e) when (StartupFailure.Explain(e) is { } reason)
         {
-            await Console.Error.WriteLineAsync($"{Command} failed: {e.Message}");
+            await Console.Error.WriteLineAsync($"{Command} failed: {reason}");
             return 1;
         }
     }
+
+    /// <summary>The settings as the service reads them: appsettings.json beside the assembly, then the environment.</summary>
+    public static IConfiguration ReadConfiguration() => new ConfigurationBuilder()
+        .AddJsonFile(Path.Combine(AppContext.BaseDirectory, "appsettings.json"), optional: true)
+        .AddEnvironmentVariables()
+        .Build();
 
     /// <summary>Migrates the database and creates the project with its admin; null when the name is taken.</summary>
     public static async Task<(long ProjectId, Member Admin, NewKeyResponse Key)?> CreateProjectAsync(

@@ -1,5 +1,6 @@
 using Dapper;
 using FirmwareManager.Api.Auth;
+using FirmwareManager.Api.Database;
 using Npgsql;
 
 namespace FirmwareManager.Api.Provisioning;
@@ -23,11 +24,16 @@ public sealed class DeviceProvisioning(NpgsqlDataSource dataSource, ApiKeys? api
         """;
 
     /// <summary>A new device with its first key.</summary>
-    public async Task<(long DeviceId, NewKeyResponse Key)> CreateAsync(
+    public Task<(long DeviceId, NewKeyResponse Key)> CreateAsync(
+        long projectId, string? name, string? serial, Actor actor, CancellationToken cancellationToken) =>
+        Conflicts.RetryAsync(() => CreateOnceAsync(projectId, name, serial, actor, cancellationToken), cancellationToken);
+
+    private async Task<(long DeviceId, NewKeyResponse Key)> CreateOnceAsync(
         long projectId, string? name, string? serial, Actor actor, CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+        await actor.LockActiveAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
         long deviceId;
         try
         {
@@ -78,13 +84,18 @@ public sealed class DeviceProvisioning(NpgsqlDataSource dataSource, ApiKeys? api
     /// Enrolls <paramref name="serials"/>.Count devices (serials may be null) with a key each, all or nothing, in one
     /// transaction; audited as one entry naming the id range.
     /// </summary>
-    public async Task<EnrolledDevices> EnrollAsync(
+    public Task<EnrolledDevices> EnrollAsync(
+        long projectId, IReadOnlyList<string?> serials, Actor actor, CancellationToken cancellationToken) =>
+        Conflicts.RetryAsync(() => EnrollOnceAsync(projectId, serials, actor, cancellationToken), cancellationToken);
+
+    private async Task<EnrolledDevices> EnrollOnceAsync(
         long projectId, IReadOnlyList<string?> serials, Actor actor, CancellationToken cancellationToken)
     {
         var ids = new long[serials.Count];
         var keys = IssuedDeviceKeys.Generate(serials.Count);
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+        await actor.LockActiveAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
         for (var offset = 0; offset < serials.Count; offset += EnrollChunk)
         {
             var count = Math.Min(EnrollChunk, serials.Count - offset);
@@ -131,19 +142,34 @@ public sealed class DeviceProvisioning(NpgsqlDataSource dataSource, ApiKeys? api
         RETURNING id
         """;
 
+    // In id order, as every statement that locks several key rows takes them, so two never wait on each other.
     private const string RevokeAllDeviceKeysSql = """
-        UPDATE device_api_keys
+        UPDATE device_api_keys AS k
         SET revoked_at = now()
-        WHERE device_id = @DeviceId
-          AND revoked_at IS NULL
+        FROM (
+            SELECT id
+            FROM device_api_keys
+            WHERE device_id = @DeviceId
+              AND revoked_at IS NULL
+            ORDER BY id
+            FOR UPDATE
+        ) AS locked
+        WHERE k.id = locked.id
         """;
 
-    /// <summary>Decommissions the device (again is fine) and revokes its keys; false when it is not in the project.</summary>
-    public async Task<bool> DecommissionAsync(long projectId, long deviceId, Actor actor, CancellationToken cancellationToken)
+    /// <summary>
+    /// Decommissions the device (again is fine) and revokes its keys; false when it is not in the project. The
+    /// device's row is locked by the update, which ingest waits for: no report of it is stored after this commits.
+    /// </summary>
+    public Task<bool> DecommissionAsync(long projectId, long deviceId, Actor actor, CancellationToken cancellationToken) =>
+        Conflicts.RetryAsync(() => DecommissionOnceAsync(projectId, deviceId, actor, cancellationToken), cancellationToken);
+
+    private async Task<bool> DecommissionOnceAsync(long projectId, long deviceId, Actor actor, CancellationToken cancellationToken)
     {
         var parameters = new { ProjectId = projectId, DeviceId = deviceId };
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+        await actor.LockActiveAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
         if (await connection.ExecuteScalarAsync<long?>(new CommandDefinition(DecommissionSql, parameters, transaction, cancellationToken: cancellationToken)) is null)
         {
             return false;

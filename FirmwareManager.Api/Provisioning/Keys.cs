@@ -1,5 +1,6 @@
 using Dapper;
 using FirmwareManager.Api.Auth;
+using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Firmware;
 using Npgsql;
 
@@ -28,20 +29,23 @@ public sealed record KeyOwner(string OwnerKind, long OwnerId)
     public bool IsDevice => OwnerKind == "device";
 
     public string AuditTarget => IsDevice ? "device_key" : "member_key";
+
+    /// <summary>Whether these are the acting member's own keys (which any member may manage, admin or not).</summary>
+    public bool IsMember(Actor actor) => !IsDevice && actor.Kind == "member" && actor.Id == OwnerId;
 }
 
 /// <summary>Issuing, listing and revoking device and member keys, each change audited in its transaction.</summary>
 public sealed class Keys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = null)
 {
     // The owner must be in the project and active (not decommissioned, not removed); it is locked so a
-    // decommission or removal cannot slip in between.
+    // decommission or removal cannot slip in between. FOR SHARE: two keys issued at once do not wait on each other.
     private const string LockActiveDeviceSql = """
         SELECT id
         FROM devices
         WHERE id = @OwnerId
           AND project_id = @ProjectId
           AND decommissioned_at IS NULL
-        FOR UPDATE
+        FOR SHARE
         """;
 
     private const string LockActiveMemberSql = """
@@ -50,7 +54,7 @@ public sealed class Keys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = null)
         WHERE id = @OwnerId
           AND project_id = @ProjectId
           AND removed_at IS NULL
-        FOR UPDATE
+        FOR SHARE
         """;
 
     private const string InsertDeviceKeySql = """
@@ -66,10 +70,14 @@ public sealed class Keys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = null)
         """;
 
     /// <summary>A new key for an active owner in the project; null when there is none.</summary>
-    public async Task<NewKeyResponse?> IssueAsync(long projectId, KeyOwner owner, Actor actor, CancellationToken cancellationToken)
+    public Task<NewKeyResponse?> IssueAsync(long projectId, KeyOwner owner, Actor actor, CancellationToken cancellationToken) =>
+        Conflicts.RetryAsync(() => IssueOnceAsync(projectId, owner, actor, cancellationToken), cancellationToken);
+
+    private async Task<NewKeyResponse?> IssueOnceAsync(long projectId, KeyOwner owner, Actor actor, CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+        await actor.LockActiveAsync(connection, transaction, projectId, requireAdmin: !owner.IsMember(actor), cancellationToken);
         var parameters = new { ProjectId = projectId, owner.OwnerId };
         var found = await connection.ExecuteScalarAsync<long?>(new CommandDefinition(
             owner.IsDevice ? LockActiveDeviceSql : LockActiveMemberSql, parameters, transaction, cancellationToken: cancellationToken));
@@ -143,6 +151,16 @@ public sealed class Keys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = null)
             owner.IsDevice ? ListDeviceKeysSql : ListMemberKeysSql, parameters, cancellationToken: cancellationToken))).AsList();
     }
 
+    // A device key is revoked under its device's lock, which ingest takes too: a report that waited for it sees
+    // the key revoked (FirmwareEvents).
+    private const string LockDeviceSql = """
+        SELECT id
+        FROM devices
+        WHERE id = @OwnerId
+          AND project_id = @ProjectId
+        FOR UPDATE
+        """;
+
     private const string RevokeDeviceKeySql = """
         UPDATE device_api_keys AS k
         SET revoked_at = COALESCE(k.revoked_at, now())
@@ -166,18 +184,37 @@ public sealed class Keys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = null)
         """;
 
     /// <summary>Revokes the key (again is fine); false when the owner has no such key in the project.</summary>
-    public async Task<bool> RevokeAsync(long projectId, KeyOwner owner, long keyId, Actor actor, CancellationToken cancellationToken)
+    /// <exception cref="LastAdminKeyException">It is the last active key of the project's admins.</exception>
+    public Task<bool> RevokeAsync(long projectId, KeyOwner owner, long keyId, Actor actor, CancellationToken cancellationToken) =>
+        Conflicts.RetryAsync(() => RevokeOnceAsync(projectId, owner, keyId, actor, cancellationToken), cancellationToken);
+
+    private async Task<bool> RevokeOnceAsync(long projectId, KeyOwner owner, long keyId, Actor actor, CancellationToken cancellationToken)
     {
+        var parameters = new { ProjectId = projectId, owner.OwnerId, KeyId = keyId };
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+        if (owner.IsDevice)
+        {
+            await actor.LockActiveAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
+            await connection.ExecuteAsync(new CommandDefinition(LockDeviceSql, parameters, transaction, cancellationToken: cancellationToken));
+        }
+        else
+        {
+            // The admins first (as a removal does), so that two revocations cannot each leave the other the last key.
+            await Members.LockActiveAdminsAsync(connection, transaction, projectId, cancellationToken);
+            await actor.LockActiveAsync(connection, transaction, projectId, requireAdmin: !owner.IsMember(actor), cancellationToken);
+        }
+
         var prefix = await connection.ExecuteScalarAsync<string?>(new CommandDefinition(
-            owner.IsDevice ? RevokeDeviceKeySql : RevokeMemberKeySql,
-            new { ProjectId = projectId, owner.OwnerId, KeyId = keyId },
-            transaction,
-            cancellationToken: cancellationToken));
+            owner.IsDevice ? RevokeDeviceKeySql : RevokeMemberKeySql, parameters, transaction, cancellationToken: cancellationToken));
         if (prefix is null)
         {
             return false;
+        }
+
+        if (!owner.IsDevice && !await Members.AnAdminKeepsAKeyAsync(connection, transaction, projectId, cancellationToken))
+        {
+            throw new LastAdminKeyException();
         }
 
         await Audit.RecordAsync(connection, transaction, projectId, actor, "key.revoked", owner.AuditTarget, keyId,
@@ -187,3 +224,7 @@ public sealed class Keys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = null)
         return true;
     }
 }
+
+/// <summary>Thrown when a change would leave no admin of the project with a working key: then no one could manage it.</summary>
+public sealed class LastAdminKeyException()
+    : Exception("This is the last active key of the project's admins: issue another admin key first (POST /me/keys), or no one could manage the project any more.");

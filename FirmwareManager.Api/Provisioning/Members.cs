@@ -1,5 +1,6 @@
 using Dapper;
 using FirmwareManager.Api.Auth;
+using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Firmware;
 using Npgsql;
 
@@ -14,7 +15,8 @@ public sealed record MemberResponse(long Id, string Email, string Role, string C
 }
 
 /// <summary>Thrown when a change would leave a project without an active admin.</summary>
-public sealed class LastAdminException() : Exception("A project keeps at least one admin: add another admin first.");
+public sealed class LastAdminException()
+    : Exception("A project keeps at least one admin with a working key: add another admin (or issue one a key) first.");
 
 /// <summary>Projects and their members, each change audited in its transaction.</summary>
 public sealed class Members(NpgsqlDataSource dataSource, ApiKeys? apiKeys = null)
@@ -59,12 +61,56 @@ public sealed class Members(NpgsqlDataSource dataSource, ApiKeys? apiKeys = null
         return (id, admin!, key!);
     }
 
+    private const string FindProjectSql = """
+        SELECT id
+        FROM projects
+        WHERE name = @Name
+        """;
+
+    // The recovery path: the email becomes an active admin of the project, whatever it was (new, a viewer, removed).
+    private const string UpsertAdminSql = """
+        INSERT INTO project_memberships AS m (project_id, email, role)
+        VALUES (@ProjectId, @Email, 'admin')
+        ON CONFLICT (project_id, email) DO UPDATE
+        SET role = 'admin',
+            removed_at = NULL
+        RETURNING id AS Id, project_id AS ProjectId, email AS Email, role AS Role, created_at AS CreatedAt, removed_at AS RemovedAt
+        """;
+
+    /// <summary>
+    /// For an operator with database access (the <c>issue-admin-key</c> command): makes the email an active admin of
+    /// the project and issues a new key for it, audited as the command's. Null when there is no such project.
+    /// </summary>
+    public async Task<(Member Admin, NewKeyResponse Key)?> IssueAdminKeyAsync(string projectName, string email, CancellationToken cancellationToken)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
+        await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+        var projectId = await connection.ExecuteScalarAsync<long?>(new CommandDefinition(
+            FindProjectSql, new { Name = projectName }, transaction, cancellationToken: cancellationToken));
+        if (projectId is not { } id)
+        {
+            return null;
+        }
+
+        var admin = await connection.QuerySingleAsync<Member>(new CommandDefinition(
+            UpsertAdminSql, new { ProjectId = id, Email = email }, transaction, cancellationToken: cancellationToken));
+        await Audit.RecordAsync(connection, transaction, id, Actor.Cli, "member.admin_recovered", "member", admin.Id, new { email });
+        var key = await Keys.IssueInTransactionAsync(connection, transaction, id, KeyOwner.Member(admin.Id), Actor.Cli, cancellationToken);
+        await transaction.CommitAsync(cancellationToken);
+        return (admin, key);
+    }
+
     /// <summary>Adds a member with a first key; (null, null) when the email is already an active member.</summary>
-    public async Task<(Member? Member, NewKeyResponse? Key)> InviteAsync(
+    public Task<(Member? Member, NewKeyResponse? Key)> InviteAsync(
+        long projectId, string email, string role, Actor actor, CancellationToken cancellationToken) =>
+        Conflicts.RetryAsync(() => InviteOnceAsync(projectId, email, role, actor, cancellationToken), cancellationToken);
+
+    private async Task<(Member? Member, NewKeyResponse? Key)> InviteOnceAsync(
         long projectId, string email, string role, Actor actor, CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+        await actor.LockActiveAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
         var invited = await InviteInTransactionAsync(connection, transaction, projectId, email, role, actor, cancellationToken);
         if (invited.Member is not null)
         {
@@ -128,15 +174,38 @@ public sealed class Members(NpgsqlDataSource dataSource, ApiKeys? apiKeys = null
             FindActiveSql, new { ProjectId = projectId, MemberId = memberId }, cancellationToken: cancellationToken));
     }
 
-    // The project's active admins are locked first, so two admins removing each other at once cannot both win.
+    // The project's active admins are locked first, in id order, by every change that could leave the project
+    // without an admin or without an admin's key: two admins removing each other at once cannot both win.
     private const string LockActiveAdminsSql = """
         SELECT id
         FROM project_memberships
         WHERE project_id = @ProjectId
           AND role = 'admin'
           AND removed_at IS NULL
+        ORDER BY id
         FOR UPDATE
         """;
+
+    internal static Task LockActiveAdminsAsync(
+        NpgsqlConnection connection, NpgsqlTransaction transaction, long projectId, CancellationToken cancellationToken) =>
+        connection.ExecuteAsync(new CommandDefinition(LockActiveAdminsSql, new { ProjectId = projectId }, transaction, cancellationToken: cancellationToken));
+
+    private const string AnAdminKeepsAKeySql = """
+        SELECT EXISTS (
+            SELECT 1
+            FROM project_memberships AS m
+            JOIN membership_api_keys AS k ON k.membership_id = m.id
+            WHERE m.project_id = @ProjectId
+              AND m.role = 'admin'
+              AND m.removed_at IS NULL
+              AND k.revoked_at IS NULL
+        )
+        """;
+
+    /// <summary>Whether some active admin of the project still has an active key (under <see cref="LockActiveAdminsAsync"/>).</summary>
+    internal static Task<bool> AnAdminKeepsAKeyAsync(
+        NpgsqlConnection connection, NpgsqlTransaction transaction, long projectId, CancellationToken cancellationToken) =>
+        connection.ExecuteScalarAsync<bool>(new CommandDefinition(AnAdminKeepsAKeySql, new { ProjectId = projectId }, transaction, cancellationToken: cancellationToken));
 
     private const string RemoveSql = """
         UPDATE project_memberships
@@ -147,25 +216,33 @@ public sealed class Members(NpgsqlDataSource dataSource, ApiKeys? apiKeys = null
         RETURNING email
         """;
 
+    // In id order, as every statement that locks several key rows takes them, so two never wait on each other.
     private const string RevokeAllMemberKeysSql = """
-        UPDATE membership_api_keys
+        UPDATE membership_api_keys AS k
         SET revoked_at = now()
-        WHERE membership_id = @MemberId
-          AND revoked_at IS NULL
+        FROM (
+            SELECT id
+            FROM membership_api_keys
+            WHERE membership_id = @MemberId
+              AND revoked_at IS NULL
+            ORDER BY id
+            FOR UPDATE
+        ) AS locked
+        WHERE k.id = locked.id
         """;
 
     /// <summary>Removes an active member and revokes their keys; false when there is no such active member.</summary>
-    public async Task<bool> RemoveAsync(long projectId, long memberId, Actor actor, CancellationToken cancellationToken)
+    /// <exception cref="LastAdminException">No active admin with an active key would remain.</exception>
+    public Task<bool> RemoveAsync(long projectId, long memberId, Actor actor, CancellationToken cancellationToken) =>
+        Conflicts.RetryAsync(() => RemoveOnceAsync(projectId, memberId, actor, cancellationToken), cancellationToken);
+
+    private async Task<bool> RemoveOnceAsync(long projectId, long memberId, Actor actor, CancellationToken cancellationToken)
     {
         var parameters = new { ProjectId = projectId, MemberId = memberId };
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
-        var admins = (await connection.QueryAsync<long>(new CommandDefinition(LockActiveAdminsSql, parameters, transaction, cancellationToken: cancellationToken))).AsList();
-        if (admins.Count == 1 && admins[0] == memberId)
-        {
-            throw new LastAdminException();
-        }
-
+        await LockActiveAdminsAsync(connection, transaction, projectId, cancellationToken);
+        await actor.LockActiveAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
         var email = await connection.ExecuteScalarAsync<string?>(new CommandDefinition(RemoveSql, parameters, transaction, cancellationToken: cancellationToken));
         if (email is null)
         {
@@ -173,6 +250,11 @@ public sealed class Members(NpgsqlDataSource dataSource, ApiKeys? apiKeys = null
         }
 
         var revoked = await connection.ExecuteAsync(new CommandDefinition(RevokeAllMemberKeysSql, parameters, transaction, cancellationToken: cancellationToken));
+        if (!await AnAdminKeepsAKeyAsync(connection, transaction, projectId, cancellationToken))
+        {
+            throw new LastAdminException();
+        }
+
         await Audit.RecordAsync(connection, transaction, projectId, actor, "member.removed", "member", memberId, new { email, keys_revoked = revoked });
         await transaction.CommitAsync(cancellationToken);
         apiKeys?.ForgetAll();

@@ -81,7 +81,8 @@ public static class ProvisioningApi
             .WithSummary("A member's keys (admin)");
         members.MapDelete("/{member_id}/keys/{key_id}", (string member_id, string key_id, HttpContext http, Keys keys, CancellationToken ct) =>
                 RevokeKeyAsync(member_id, "member_id", id => KeyOwner.Member(id), key_id, http, keys, ct))
-            .WithSummary("Revoke one of a member's keys (admin)");
+            .ProducesProblem(StatusCodes.Status409Conflict)
+            .WithSummary("Revoke one of a member's keys (admin); 409 for the last active key of the project's admins");
 
         var me = app.MapGroup("/me").RequireAuthorization(Policies.Member).WithTags("Provisioning")
             .WithKeyProblems().ProducesProblem(StatusCodes.Status404NotFound);
@@ -94,7 +95,8 @@ public static class ProvisioningApi
             .WithSummary("One's own keys");
         me.MapDelete("/keys/{key_id}", (string key_id, HttpContext http, Keys keys, CancellationToken ct) =>
                 RevokeKeyAsync(Caller.From(http.User).Id.ToString(CultureInfo.InvariantCulture), "member_id", id => KeyOwner.Member(id), key_id, http, keys, ct))
-            .WithSummary("Revoke one of one's own keys");
+            .ProducesProblem(StatusCodes.Status409Conflict)
+            .WithSummary("Revoke one of one's own keys; 409 for the last active key of the project's admins");
 
         app.MapGroup("/audit").RequireAuthorization(Policies.Admin).WithTags("Provisioning").WithKeyProblems().ProducesValidationProblem()
             .MapGet("/", AuditPageAsync)
@@ -361,9 +363,16 @@ public static class ProvisioningApi
         }
 
         var caller = Caller.From(http.User);
-        return await keys.RevokeAsync(caller.ProjectId, owner(ownerId), keyId, Actor.From(caller), cancellationToken)
-            ? TypedResults.NoContent()
-            : Problems.NotFound("Key not found", $"The {owner(ownerId).OwnerKind} {ownerId} has no key {keyId} in your project.");
+        try
+        {
+            return await keys.RevokeAsync(caller.ProjectId, owner(ownerId), keyId, Actor.From(caller), cancellationToken)
+                ? TypedResults.NoContent()
+                : Problems.NotFound("Key not found", $"The {owner(ownerId).OwnerKind} {ownerId} has no key {keyId} in your project.");
+        }
+        catch (LastAdminKeyException e)
+        {
+            return Conflict(e.Message);
+        }
     }
 
     private static async Task<Ok<List<MemberResponse>>> ListMembersAsync(HttpContext http, Members members, CancellationToken cancellationToken) =>
