@@ -87,7 +87,7 @@ public static class FirmwareApi
             }
         }
 
-        var recorded = await groupCommit.RecordAsync(deviceId, report, RequestTimeout(http), cancellationToken);
+        var recorded = await groupCommit.RecordAsync(deviceId, Caller.From(http.User).KeyId, report, RequestTimeout(http), cancellationToken);
         if (recorded is null)
         {
             return DeviceNotFound(deviceId);
@@ -226,7 +226,7 @@ public static class FirmwareApi
             return Problems.Validation(errors, "The batch is not valid; nothing was stored.");
         }
 
-        var created = await groupCommit.RecordBatchAsync(deviceId, reports, RequestTimeout(http), cancellationToken);
+        var created = await groupCommit.RecordBatchAsync(deviceId, Caller.From(http.User).KeyId, reports, RequestTimeout(http), cancellationToken);
         if (created is null)
         {
             return DeviceNotFound(deviceId);

@@ -10,8 +10,20 @@ public sealed record FirmwareEvent(
 
 public sealed record RecordedEvent(FirmwareEvent Event, bool Created);
 
-/// <summary>A device's validated reports: a single report, or a batch.</summary>
-public sealed record DeviceReports(long DeviceId, IReadOnlyList<NewFirmwareEvent> Events);
+/// <summary>A device's validated reports (a single report, or a batch), and the id of the key it sent them with.</summary>
+public sealed record DeviceReports(long DeviceId, IReadOnlyList<NewFirmwareEvent> Events, long KeyId);
+
+/// <summary>What became of a device's reports in a group: stored (the events created), or why not.</summary>
+public enum ReportOutcome
+{
+    Recorded,
+
+    /// <summary>There is no such device.</summary>
+    NoDevice,
+
+    /// <summary>The key was revoked or the device decommissioned after the key was cached: nothing stored.</summary>
+    KeyRevoked,
+}
 
 /// <summary>The firmware_events table and the device state that follows it.</summary>
 public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
@@ -27,12 +39,28 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
         FOR UPDATE
         """;
 
+    // Then, with the devices held, what the key cache only approximates: each device's key is still valid and the
+    // device not decommissioned. A decommission or a key revocation takes the device's row lock too, so one that
+    // committed while this waited is seen here (a statement after the lock reads after it), and one that comes
+    // later waits for this commit. The recording statement below applies the same condition.
+    private const string ActiveDevicesSql = """
+        SELECT k.device_id
+        FROM device_api_keys AS k
+        JOIN devices AS d ON d.id = k.device_id
+        WHERE k.id = ANY(@KeyIds)
+          AND k.device_id = ANY(@DeviceIds)
+          AND k.revoked_at IS NULL
+          AND d.decommissioned_at IS NULL
+        """;
+
     // Stores reports (the i-th event is the i-th device id's; one device or many) and, in the same statement,
     // keeps what is derived from them, per device:
     //  * identical repeats (same device, project, time, firmware, status) insert nothing: ON CONFLICT;
-    //  * the device's current firmware follows its newest installed/updated/rolled_back report, by the device's
-    //    clock capped at the receive time (LEAST), so a late, older report or a clock running ahead cannot
-    //    move it backwards or pin it;
+    //  * the device's current firmware follows its newest installed/updated/rolled_back report by the device's
+    //    clock, so a late, older report cannot move it backwards. A time ahead of the receive time is a clock
+    //    running ahead: against a report whose time is not ahead it counts as its receive time (reported_at), so
+    //    it cannot pin the state; two reports both ahead of the newer one's arrival are ordered by the device's
+    //    clock (device_at), if at most a day ahead (more counts as a day), so neither moves it backwards;
     //  * its newest event (status and time), and the newest status per version it reported on;
     //  * the per-project version counts (devices running each version; devices whose newest event for a
     //    version is failed or rolled_back), as deltas into each device's stripe, upserted in key order so that
@@ -49,13 +77,22 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
                  WITH ORDINALITY AS r(device_id, firmware, status, occurred_at, position)
         ),
         device AS (
-            SELECT id,
-                   project_id,
-                   current_firmware,
-                   current_firmware_at,
-                   (id % 16)::smallint AS stripe
-            FROM devices
-            WHERE id = ANY(@DeviceIds)
+            SELECT d.id,
+                   d.project_id,
+                   d.current_firmware,
+                   d.current_firmware_at,
+                   COALESCE(d.current_firmware_device_at, d.current_firmware_at) AS current_firmware_device_at,
+                   (d.id % 16)::smallint AS stripe
+            FROM devices AS d
+            WHERE d.id = ANY(@DeviceIds)
+              AND d.decommissioned_at IS NULL
+              AND EXISTS (
+                  SELECT 1
+                  FROM device_api_keys AS k
+                  WHERE k.device_id = d.id
+                    AND k.id = ANY(@KeyIds)
+                    AND k.revoked_at IS NULL
+              )
         ),
         inserted AS (
             INSERT INTO firmware_events (device_id, project_id, firmware, status, occurred_at)
@@ -69,7 +106,8 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
             ORDER BY input.position
             ON CONFLICT (device_id, project_id, occurred_at, firmware, status) DO NOTHING
             RETURNING id, device_id, project_id, firmware, status, occurred_at, received_at,
-                      LEAST(occurred_at, received_at) AS reported_at
+                      LEAST(occurred_at, received_at) AS reported_at,
+                      LEAST(occurred_at, received_at + interval '1 day') AS device_at
         ),
         newest_event AS (
             SELECT DISTINCT ON (device_id) device_id,
@@ -85,18 +123,26 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
                    device.stripe,
                    device.current_firmware AS from_firmware,
                    newest.firmware AS to_firmware,
-                   newest.reported_at
+                   newest.reported_at,
+                   newest.device_at
             FROM (
                 SELECT DISTINCT ON (device_id) device_id,
                        firmware,
-                       reported_at
+                       reported_at,
+                       device_at,
+                       occurred_at > received_at AS ahead,
+                       received_at
                 FROM inserted
                 WHERE status = ANY(@SetsCurrentFirmware)
-                ORDER BY device_id, reported_at DESC, id DESC
+                ORDER BY device_id, reported_at DESC, device_at DESC, id DESC
             ) AS newest
             JOIN device ON device.id = newest.device_id
             WHERE device.current_firmware_at IS NULL
-               OR device.current_firmware_at <= newest.reported_at
+               OR CASE
+                      WHEN newest.ahead AND device.current_firmware_device_at > newest.received_at
+                      THEN device.current_firmware_device_at <= newest.device_at
+                      ELSE device.current_firmware_at <= newest.reported_at
+                  END
         ),
         version_change AS (
             SELECT n.device_id,
@@ -171,6 +217,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
             UPDATE devices AS d
             SET current_firmware = COALESCE(m.to_firmware, d.current_firmware),
                 current_firmware_at = COALESCE(m.reported_at, d.current_firmware_at),
+                current_firmware_device_at = CASE WHEN m.device_id IS NULL THEN d.current_firmware_device_at ELSE m.device_at END,
                 last_reported_at = GREATEST(d.last_reported_at, n.received_at),
                 last_event_status = CASE WHEN d.last_event_at IS NULL OR d.last_event_at <= n.reported_at
                                          THEN n.status ELSE d.last_event_status END,
@@ -193,14 +240,15 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
     // A transaction in one round trip: BEGIN, the lock, the recording statement and COMMIT go to the server
     // together. Should any of them fail, the server skips the rest (COMMIT included) and the transaction is
     // rolled back; the caller is answered only once every result, COMMIT's too, has been read.
-    private const string RecordInOneRoundTripSql = "BEGIN;\n" + LockDevicesSql + ";\n" + RecordEventsSql + ";\nCOMMIT";
+    private const string RecordInOneRoundTripSql = "BEGIN;\n" + LockDevicesSql + ";\n" + ActiveDevicesSql + ";\n" + RecordEventsSql + ";\nCOMMIT";
 
     /// <summary>
     /// Stores the reports of several devices (one report or a batch each) in one transaction: the service's group
     /// commit, see <see cref="ReportGroupCommit"/>. For each device, in order: the events created (identical
-    /// repeats create none), or null when the device does not exist.
+    /// repeats create none), or why nothing was stored for it.
     /// </summary>
-    public async Task<List<FirmwareEvent>?[]> RecordAsync(IReadOnlyList<DeviceReports> devices, CancellationToken cancellationToken)
+    public async Task<(ReportOutcome Outcome, List<FirmwareEvent> Created)[]> RecordAsync(
+        IReadOnlyList<DeviceReports> devices, CancellationToken cancellationToken)
     {
         if (devices.Select(d => d.DeviceId).Distinct().Count() != devices.Count)
         {
@@ -210,11 +258,15 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
         }
 
         var deviceIds = devices.SelectMany(d => Enumerable.Repeat(d.DeviceId, d.Events.Count)).ToArray();
+        var keyIds = devices.Select(d => d.KeyId).ToArray();
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        var (locked, created) = await RecordInOneRoundTripAsync(
-            connection, deviceIds, devices.SelectMany(d => d.Events).ToList(), cancellationToken);
+        var (locked, active, created) = await RecordInOneRoundTripAsync(
+            connection, deviceIds, keyIds, devices.SelectMany(d => d.Events).ToList(), cancellationToken);
         var createdByDevice = created.ToLookup(e => e.DeviceId);
-        return devices.Select(d => locked.Contains(d.DeviceId) ? createdByDevice[d.DeviceId].ToList() : null).ToArray();
+        return devices.Select(d =>
+            !locked.Contains(d.DeviceId) ? (ReportOutcome.NoDevice, new List<FirmwareEvent>())
+            : !active.Contains(d.DeviceId) ? (ReportOutcome.KeyRevoked, new List<FirmwareEvent>())
+            : (ReportOutcome.Recorded, createdByDevice[d.DeviceId].ToList())).ToArray();
     }
 
     // Runs only when a report was a repeat, after its transaction: the stored event is then visible.
@@ -245,16 +297,17 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
         return existing is null ? null : new RecordedEvent(existing, Created: false);
     }
 
-    // The devices locked (those that exist), then the events created. Every result is read, COMMIT's last, so
-    // that a failing COMMIT throws here, before anything is answered. A plain reader, not Dapper's GridReader:
+    // The devices locked (those that exist), those still active with their key, then the events created. Every
+    // result is read, COMMIT's last, so that a failing COMMIT throws here, before anything is answered. A plain reader, not Dapper's GridReader:
     // when the connection breaks mid-read (pg_terminate_backend, a restart), the grid's cleanup asks the closed
     // reader for its next result and throws "The reader is closed" (a 500) in place of the database's error.
-    private static async Task<(HashSet<long> Locked, List<FirmwareEvent> Created)> RecordInOneRoundTripAsync(
-        NpgsqlConnection connection, long[] deviceIds, IReadOnlyList<NewFirmwareEvent> reports, CancellationToken cancellationToken)
+    private static async Task<(HashSet<long> Locked, HashSet<long> Active, List<FirmwareEvent> Created)> RecordInOneRoundTripAsync(
+        NpgsqlConnection connection, long[] deviceIds, long[] keyIds, IReadOnlyList<NewFirmwareEvent> reports, CancellationToken cancellationToken)
     {
         var parameters = new
         {
             DeviceIds = deviceIds,
+            KeyIds = keyIds,
             Firmwares = reports.Select(r => r.Firmware).ToArray(),
             Statuses = reports.Select(r => r.Status).ToArray(),
             OccurredAts = reports.Select(r => r.OccurredAt).ToArray(),
@@ -266,6 +319,15 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
         while (await reader.ReadAsync(cancellationToken))
         {
             locked.Add(reader.GetInt64(0));
+        }
+
+        var active = new HashSet<long>();
+        if (await reader.NextResultAsync(cancellationToken))
+        {
+            while (await reader.ReadAsync(cancellationToken))
+            {
+                active.Add(reader.GetInt64(0));
+            }
         }
 
         var created = new List<FirmwareEvent>();
@@ -282,7 +344,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
         {
         }
 
-        return (locked, created);
+        return (locked, active, created);
     }
 
     // One page of a device's history in the project, newest first by the device's clock: a backward scan of

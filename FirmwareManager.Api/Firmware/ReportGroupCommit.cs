@@ -72,24 +72,25 @@ public sealed class ReportGroupCommit : IAsyncDisposable
 
     /// <summary>
     /// Stores the report, or finds the identical one already stored; null when the device does not exist. Returns
-    /// once the report's transaction has committed. <paramref name="timeout"/> (the request's time limit) firing
-    /// cancels the group's transaction, so a report answered 503 for its time limit is not stored; the request's
-    /// other cancellation (the client hung up) withdraws a report still queued, and only stops the wait for one
-    /// already in a group: that one is stored with the group.
+    /// once the report's transaction has committed. A request's time limit (<paramref name="timeout"/>) or its
+    /// client hanging up withdraws a report still queued; once the report is in a group's transaction, only
+    /// that request's wait could end, so it waits for the outcome instead: one request's limit never fails the
+    /// others of its group. The transaction is cancelled only when every request in it has reached its limit.
     /// </summary>
+    /// <exception cref="Auth.CallerRevokedException">The key was revoked or the device decommissioned meanwhile.</exception>
     public async Task<RecordedEvent?> RecordAsync(
-        long deviceId, NewFirmwareEvent report, CancellationToken timeout, CancellationToken cancellationToken)
+        long deviceId, long keyId, NewFirmwareEvent report, CancellationToken timeout, CancellationToken cancellationToken)
     {
-        var created = await CommitWithOthersAsync(new DeviceReports(deviceId, [report]), timeout, cancellationToken);
+        var created = await CommitWithOthersAsync(new DeviceReports(deviceId, [report], keyId), timeout, cancellationToken);
         return created is null ? null
             : created.Count == 1 ? new RecordedEvent(created[0], Created: true)
-            : await _events.FindRepeatAsync(deviceId, report, cancellationToken);
+            : await _events.FindRepeatAsync(deviceId, report, CancellationToken.None);
     }
 
     /// <summary>Stores a device's batch in one transaction, as <see cref="RecordAsync"/> does a report: the events it created, or null when the device does not exist.</summary>
     public async Task<IReadOnlyList<FirmwareEvent>?> RecordBatchAsync(
-        long deviceId, IReadOnlyList<NewFirmwareEvent> reports, CancellationToken timeout, CancellationToken cancellationToken) =>
-        await CommitWithOthersAsync(new DeviceReports(deviceId, reports), timeout, cancellationToken);
+        long deviceId, long keyId, IReadOnlyList<NewFirmwareEvent> reports, CancellationToken timeout, CancellationToken cancellationToken) =>
+        await CommitWithOthersAsync(new DeviceReports(deviceId, reports, keyId), timeout, cancellationToken);
 
     private async Task<List<FirmwareEvent>?> CommitWithOthersAsync(
         DeviceReports reports, CancellationToken timeout, CancellationToken cancellationToken)
@@ -106,8 +107,8 @@ public sealed class ReportGroupCommit : IAsyncDisposable
         }
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested && !pending.TryWithdraw())
         {
-            // Already in a transaction: its outcome is the answer. A time limit cancels that transaction, and the
-            // answer waits for the rollback, so that a 503 never stands for a report stored after all.
+            // Already in a transaction: its outcome is the answer (201 if it committed, late but true), so that
+            // neither a 503 stands for a report stored after all nor this request's limit cancels the others'.
             return await pending.Task;
         }
     }
@@ -165,17 +166,24 @@ public sealed class ReportGroupCommit : IAsyncDisposable
 
     private async Task CommitAsync(List<PendingReport> group)
     {
-        // The group's requests arrived within moments of each other: when the first of them reaches its time
-        // limit, the group's transaction is cancelled (rolled back) and every request of the group answered 503.
-        var timeouts = group.Where(p => p.Timeout.CanBeCanceled).Select(p => p.Timeout).ToArray();
-        using var deadline = timeouts.Length > 0 ? CancellationTokenSource.CreateLinkedTokenSource(timeouts) : new CancellationTokenSource();
+        // The group's transaction is cancelled (rolled back) only once every request in it has reached its time
+        // limit: until then some request still waits for it, and one request's limit may only fail that request.
+        using var deadline = new CancellationTokenSource();
+        var running = group.Count;
+        var registrations = group.ConvertAll(p => p.Timeout.Register(() =>
+        {
+            if (Interlocked.Decrement(ref running) == 0)
+            {
+                deadline.Cancel();
+            }
+        }));
         try
         {
             var results = await _events.RecordAsync(group.ConvertAll(p => p.Reports), deadline.Token);
             _metrics.GroupCommitted(group.Sum(p => p.Reports.Events.Count));
             for (var i = 0; i < group.Count; i++)
             {
-                group[i].TrySetResult(results[i]);
+                Answer(group[i], results[i]);
             }
         }
         catch (PostgresException e) when (group.Count > 1 && RolledBack(e))
@@ -192,18 +200,10 @@ public sealed class ReportGroupCommit : IAsyncDisposable
         }
         catch (OperationCanceledException) when (deadline.IsCancellationRequested)
         {
-            // Rolled back. A request at its own limit is answered by the timeout middleware; the others 503 too.
-            var timedOut = new TimeoutException("A report of the same group reached its time limit first; nothing of the group was stored.");
+            // Rolled back, every request of the group at its limit: each is answered 503 by the timeout middleware.
             foreach (var pending in group)
             {
-                if (pending.Timeout.IsCancellationRequested)
-                {
-                    pending.TrySetCanceled(pending.Timeout);
-                }
-                else
-                {
-                    pending.TrySetException(timedOut);
-                }
+                pending.TrySetCanceled(pending.Timeout);
             }
         }
         catch (Exception e)
@@ -215,6 +215,29 @@ public sealed class ReportGroupCommit : IAsyncDisposable
                 pending.TrySetException(e);
             }
         }
+        finally
+        {
+            foreach (var registration in registrations)
+            {
+                await registration.DisposeAsync();
+            }
+        }
+    }
+
+    private static void Answer(PendingReport pending, (ReportOutcome Outcome, List<FirmwareEvent> Created) result)
+    {
+        switch (result.Outcome)
+        {
+            case ReportOutcome.Recorded:
+                pending.TrySetResult(result.Created);
+                break;
+            case ReportOutcome.NoDevice:
+                pending.TrySetResult(null);
+                break;
+            default:
+                pending.TrySetException(new Auth.CallerRevokedException());
+                break;
+        }
     }
 
     private async Task CommitAloneAsync(PendingReport pending)
@@ -223,7 +246,7 @@ public sealed class ReportGroupCommit : IAsyncDisposable
         {
             var results = await _events.RecordAsync([pending.Reports], pending.Timeout);
             _metrics.GroupCommitted(pending.Reports.Events.Count);
-            pending.TrySetResult(results[0]);
+            Answer(pending, results[0]);
         }
         catch (Exception e)
         {

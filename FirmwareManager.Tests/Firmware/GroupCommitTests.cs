@@ -180,6 +180,61 @@ public sealed class GroupCommitTests : IAsyncLifetime
         groupCommit.Waiting.Should().Be(0);
     }
 
+    [Fact]
+    public async Task A_report_at_the_edge_of_its_time_limit_fails_no_other_report_of_its_group()
+    {
+        var devices = await AddDevicesAsync(3);
+        var (held, heldKey) = (await AddDevicesAsync(1))[0];
+        await using var service = _service.WithWebHostBuilder(b => b.UseSetting("FirmwareManager:Limits:RequestTimeoutSeconds", "2"));
+        var groupCommit = service.Services.GetRequiredService<ReportGroupCommit>();
+        HttpClient Client(string key)
+        {
+            var client = service.CreateClient();
+            client.DefaultRequestHeaders.Add("api_key", key);
+            return client;
+        }
+
+        // The writer is held by another device's report; device 0 reports first, devices 1 and 2 1.2 s later.
+        // Then the writer is let go: the three form one group, whose transaction waits on device 1's row until
+        // well past device 0's time limit (2 s), and well before devices 1 and 2 reach theirs.
+        await using var heldBlocker = new NpgsqlConnection(_connectionString);
+        await heldBlocker.OpenAsync();
+        await using var heldTransaction = await heldBlocker.BeginTransactionAsync();
+        await heldBlocker.ExecuteAsync("SELECT id FROM devices WHERE id = @held FOR UPDATE", new { held }, heldTransaction);
+        await using var groupBlocker = new NpgsqlConnection(_connectionString);
+        await groupBlocker.OpenAsync();
+        await using var groupTransaction = await groupBlocker.BeginTransactionAsync();
+        await groupBlocker.ExecuteAsync("SELECT id FROM devices WHERE id = @id FOR UPDATE", new { id = devices[1].DeviceId }, groupTransaction);
+
+        using var heldClient = Client(heldKey);
+        var heldReport = heldClient.PostEventAsync(held, new { firmware = "1.0.0", status = "installed" });
+        await EventuallyAsync(async () =>
+        {
+            await using var probe = new NpgsqlConnection(_connectionString);
+            return await probe.ExecuteScalarAsync<bool>(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock')");
+        }, "the writer waits for the held device");
+        var clients = devices.Select(d => Client(d.Key)).ToList();
+        var first = clients[0].PostEventAsync(devices[0].DeviceId, new { firmware = "8.0.0", status = "installed" });
+        await EventuallyAsync(() => Task.FromResult(groupCommit.Waiting == 1), "the first report waits");
+        await Task.Delay(1200);
+        var later = devices.Skip(1).Select((d, i) => clients[i + 1].PostEventAsync(d.DeviceId, new { firmware = "8.0.0", status = "installed" })).ToList();
+        await EventuallyAsync(() => Task.FromResult(groupCommit.Waiting == 3), "three reports wait");
+        await heldTransaction.CommitAsync();
+        (await heldReport).StatusCode.Should().Be(HttpStatusCode.Created);
+        await Task.Delay(1300);
+        await groupTransaction.CommitAsync();
+
+        var answers = await Task.WhenAll([first, .. later]);
+        clients.ForEach(c => c.Dispose());
+
+        answers[1].StatusCode.Should().Be(HttpStatusCode.Created, "device 0's time limit is not device 1's");
+        answers[2].StatusCode.Should().Be(HttpStatusCode.Created, "device 0's time limit is not device 2's");
+        answers[0].StatusCode.Should().Be(HttpStatusCode.Created, "its report was in the committed transaction: the answer says so, late");
+        await using var check = new NpgsqlConnection(_connectionString);
+        (await check.ExecuteScalarAsync<int>("SELECT count(*) FROM firmware_events WHERE firmware = '8.0.0'")).Should().Be(3);
+    }
+
     // The reports are sent while the writer is held by a report of another device that a second session has
     // locked; once all of them wait in the queue, the lock is released and they form the next group.
     private async Task<HttpResponseMessage[]> QueuedBehindALockAsync(IReadOnlyList<((long DeviceId, string Key) Device, object Body)> reports)

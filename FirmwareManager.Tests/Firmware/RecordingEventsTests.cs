@@ -138,6 +138,60 @@ public sealed class RecordingEventsTests(FirmwareManagerApp app) : ApiTest(app)
     }
 
     [Fact]
+    public async Task A_clock_running_ahead_orders_its_own_reports_by_its_clock_so_a_late_older_one_never_moves_it_back()
+    {
+        var (deviceId, key) = await App.AddDeviceAsync(projectId: 1);
+        using var device = App.ClientWithKey(key);
+        var clock = DateTime.UtcNow.AddHours(1);
+        static string At(DateTime t) => t.ToString("yyyy-MM-dd'T'HH:mm:ss'Z'", System.Globalization.CultureInfo.InvariantCulture);
+
+        // The device runs an hour ahead. It updated to 2.0.0 five minutes after installing 1.9.0 by its own clock,
+        // but the older report arrives second (a retry after a dropped link).
+        (await device.PostEventAsync(deviceId, new { firmware = "2.0.0", status = "updated", timestamp = At(clock.AddMinutes(5)) })).StatusCode.Should().Be(HttpStatusCode.Created);
+        (await device.PostEventAsync(deviceId, new { firmware = "1.9.0", status = "installed", timestamp = At(clock) })).StatusCode.Should().Be(HttpStatusCode.Created);
+        (await CurrentFirmwareAsync(deviceId)).Should().Be("2.0.0", "both times run ahead: the device's clock orders them");
+
+        // In one batch, the same.
+        var batch = await device.PostAsJsonAsync($"/firmware/{deviceId}/batch", new[]
+        {
+            new { firmware = "3.0.0", status = "updated", timestamp = At(clock.AddMinutes(20)) },
+            new { firmware = "2.5.0", status = "updated", timestamp = At(clock.AddMinutes(10)) },
+        });
+        batch.StatusCode.Should().Be(HttpStatusCode.OK);
+        (await CurrentFirmwareAsync(deviceId)).Should().Be("3.0.0");
+
+        // A report with a correct clock, after all of them, still wins: times ahead never pin the state.
+        (await device.PostEventAsync(deviceId, new { firmware = "3.0.1", status = "updated" })).StatusCode.Should().Be(HttpStatusCode.Created);
+        (await CurrentFirmwareAsync(deviceId)).Should().Be("3.0.1");
+    }
+
+    [Fact]
+    public async Task A_device_decommissioned_or_its_key_revoked_on_another_instance_stores_nothing_though_its_key_is_cached()
+    {
+        var (deviceId, key) = await App.AddDeviceAsync(projectId: 1);
+        var (otherId, otherKey) = await App.AddDeviceAsync(projectId: 1);
+        using var device = App.ClientWithKey(key);
+        using var other = App.ClientWithKey(otherKey);
+        (await device.GetAsync($"/firmware/{deviceId}")).StatusCode.Should().Be(HttpStatusCode.OK, "the key is now cached here");
+        (await other.GetAsync($"/firmware/{otherId}")).StatusCode.Should().Be(HttpStatusCode.OK);
+        await using (var connection = App.OpenConnection())
+        {
+            // As another instance commits them: this one's cache still holds both keys as valid.
+            await connection.ExecuteAsync("UPDATE devices SET decommissioned_at = now() WHERE id = @deviceId", new { deviceId });
+            await connection.ExecuteAsync("UPDATE device_api_keys SET revoked_at = now() WHERE device_id = @otherId", new { otherId });
+        }
+
+        await (await device.PostEventAsync(deviceId, new { firmware = "5.0.0", status = "installed" })).ShouldBeProblemAsync(HttpStatusCode.Unauthorized);
+        await (await other.PostEventAsync(otherId, new { firmware = "5.0.0", status = "installed" })).ShouldBeProblemAsync(HttpStatusCode.Unauthorized);
+        await (await other.PostAsJsonAsync($"/firmware/{otherId}/batch", new[] { new { firmware = "5.0.1", status = "installed" } }))
+            .ShouldBeProblemAsync(HttpStatusCode.Unauthorized);
+
+        (await EventCountAsync(deviceId)).Should().Be(0);
+        (await EventCountAsync(otherId)).Should().Be(0);
+        (await CurrentFirmwareAsync(deviceId)).Should().BeNull();
+    }
+
+    [Fact]
     public async Task Events_of_a_device_that_moved_go_to_its_new_project()
     {
         using var device3 = App.ClientWithKey(FirmwareManagerApp.DeviceKey3);
