@@ -349,9 +349,9 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
 
     // One page of a device's history in the project, newest first by the device's clock: a backward scan of
     // firmware_events_device_history_key from the cursor's position (keyset paging: every page costs the
-    // same), with ties in a stable order (firmware, then status). Events the device reported while it
-    // belonged to another project are not this project's and are never returned, and a device that left the
-    // project shows none (the EXISTS is a one-off primary-key lookup, evaluated once).
+    // same), with ties in a stable order (firmware, then status). Events belong to the project they were
+    // reported in, on every endpoint: the device's reports from while it belonged to another project are never
+    // returned here, and a device that left this project still shows what it reported while it was here.
     private const string HistoryPageSql = """
         SELECT e.id AS Id,
                e.device_id AS DeviceId,
@@ -363,7 +363,6 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
         FROM firmware_events AS e
         WHERE e.device_id = @DeviceId
           AND e.project_id = @ProjectId
-          AND EXISTS (SELECT 1 FROM devices AS d WHERE d.id = @DeviceId AND d.project_id = @ProjectId)
           AND e.occurred_at >= COALESCE(@Since::timestamptz, '-infinity')
           AND e.occurred_at < COALESCE(@Until::timestamptz, 'infinity')
           AND (e.occurred_at, e.firmware, e.status)
@@ -376,11 +375,18 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
         LIMIT @Limit
         """;
 
-    private const string DeviceInProjectSql = """
+    // The device is the project's now, or reported in it before it moved: anything else is 404, the same for a
+    // device that does not exist as for another project's, so that ids cannot be probed.
+    private const string DeviceKnownToProjectSql = """
         SELECT EXISTS (
             SELECT 1
             FROM devices
             WHERE id = @DeviceId
+              AND project_id = @ProjectId
+        ) OR EXISTS (
+            SELECT 1
+            FROM firmware_events
+            WHERE device_id = @DeviceId
               AND project_id = @ProjectId
         )
         """;
@@ -390,7 +396,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
 
     /// <summary>
     /// Up to <paramref name="limit"/> events of the device in the project after <paramref name="after"/>, newest
-    /// first; null when the device is not in that project.
+    /// first; null when the device is not in that project and never reported in it.
     /// </summary>
     public async Task<IReadOnlyList<FirmwareEvent>?> HistoryPageAsync(
         long deviceId, long projectId, PageRequest filters, HistoryPosition? after, int limit, CancellationToken cancellationToken)
@@ -412,9 +418,9 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
         var events = (await connection.QueryAsync<FirmwareEvent>(
             new CommandDefinition(HistoryPageSql, parameters, cancellationToken: cancellationToken))).AsList();
 
-        // An empty page may also mean the device is not in the project: only then is that asked.
+        // An empty page may also mean the device is unknown to the project: only then is that asked.
         if (events.Count == 0 &&
-            !await connection.ExecuteScalarAsync<bool>(new CommandDefinition(DeviceInProjectSql, parameters, cancellationToken: cancellationToken)))
+            !await connection.ExecuteScalarAsync<bool>(new CommandDefinition(DeviceKnownToProjectSql, parameters, cancellationToken: cancellationToken)))
         {
             return null;
         }
@@ -520,7 +526,6 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
                e.occurred_at AS OccurredAt,
                e.received_at AS ReceivedAt
         FROM firmware_events AS e
-        JOIN devices AS d ON d.id = e.device_id AND d.project_id = e.project_id
         WHERE e.id = @EventId
           AND e.device_id = @DeviceId
           AND e.project_id = @ProjectId

@@ -73,12 +73,23 @@ public sealed class ReadingHistoryTests(FirmwareManagerApp app) : ApiTest(app)
     }
 
     [Fact]
-    public async Task The_project_a_device_left_no_longer_sees_it()
+    public async Task The_project_a_device_left_reads_what_it_reported_there_the_same_on_every_endpoint_and_nothing_after()
     {
         using var member1 = App.ClientWithKey(FirmwareManagerApp.MemberKey1);
 
-        await (await member1.GetAsync("/firmware/3")).ShouldBeProblemAsync(HttpStatusCode.NotFound);
-        await (await member1.GetAsync("/firmware/3/events/4")).ShouldBeProblemAsync(HttpStatusCode.NotFound);
+        var history = await (await member1.GetAsync("/firmware/3")).JsonAsync();
+        var feed = await (await member1.GetAsync("/events?device_id=3")).JsonAsync();
+        var one = await member1.GetAsync("/firmware/3/events/4");
+
+        history.EnumerateArray().Select(e => e.GetProperty("id").GetInt64()).Should().Equal(4);
+        feed.EnumerateArray().Select(e => e.GetProperty("id").GetInt64()).Should().Equal(4);
+        one.StatusCode.Should().Be(HttpStatusCode.OK);
+        (await one.JsonAsync()).GetProperty("project_id").GetInt64().Should().Be(1);
+        // The device itself (what it runs now, its keys) is its new project's.
+        await (await member1.GetAsync("/devices/3")).ShouldBeProblemAsync(HttpStatusCode.NotFound);
+        await (await member1.GetAsync("/firmware/3/events/5")).ShouldBeProblemAsync(HttpStatusCode.NotFound);
+        using var member3 = App.ClientWithKey(FirmwareManagerApp.MemberKey3);
+        await (await member3.GetAsync("/firmware/1")).ShouldBeProblemAsync(HttpStatusCode.NotFound);
     }
 
     [Fact]
