@@ -7,38 +7,54 @@ namespace FirmwareManager.Api.Versions;
 /// <summary>One version in a project: devices running it, and devices whose newest event for it is failed or rolled_back.</summary>
 public sealed record FirmwareVersionCount(string Firmware, long Devices, long Failed, long RolledBack);
 
+/// <summary>A page of versions, and the precedence key of its last one (where the next page starts).</summary>
+public sealed record FirmwareVersionPage(IReadOnlyList<FirmwareVersionCount> Versions, byte[]? LastKey);
+
 /// <summary>The firmware_version_counts table, kept up to date by ingest.</summary>
 /// <remarks>
 /// A fleet dashboard polled by many operators asks the same question of the same project again and again:
-/// requests that arrive while a project's query is running share its answer instead of each running it again.
-/// An answer is therefore never older than the query that produced it; nothing is kept once it has been given.
+/// requests that arrive while the same page's query is running share its answer instead of each running it
+/// again. An answer is therefore never older than the query that produced it; nothing is kept once given.
 /// </remarks>
 public sealed class FirmwareVersions(NpgsqlDataSource dataSource)
 {
-    private readonly ConcurrentDictionary<long, Lazy<Task<IReadOnlyList<FirmwareVersionCount>>>> _running = new();
+    private readonly ConcurrentDictionary<(long ProjectId, string After, int Limit), Lazy<Task<FirmwareVersionPage>>> _running = new();
 
-    // The stripes of each version added up: one index range of the primary key, never a scan of the devices.
-    private const string DistributionSql = """
+    private sealed record Row(string Firmware, long Devices, long Failed, long RolledBack, byte[] PrecedenceKey);
+
+    // One page in SemVer precedence order (migration 0010's precedence_key), from the key after which it starts:
+    // a range of firmware_version_counts_precedence_idx, the stripes of each version added up. Bounded by the
+    // page, however many versions a project's devices have reported.
+    private const string PageSql = """
         SELECT c.firmware AS Firmware,
                sum(c.devices)::bigint AS Devices,
                sum(c.failed)::bigint AS Failed,
-               sum(c.rolled_back)::bigint AS RolledBack
+               sum(c.rolled_back)::bigint AS RolledBack,
+               c.precedence_key AS PrecedenceKey
         FROM firmware_version_counts AS c
         WHERE c.project_id = @ProjectId
-        GROUP BY c.firmware
+          AND c.precedence_key > @After
+        GROUP BY c.precedence_key, c.firmware
         HAVING sum(c.devices) > 0 OR sum(c.failed) > 0 OR sum(c.rolled_back) > 0
+        ORDER BY c.precedence_key
+        LIMIT @Limit
         """;
 
-    /// <summary>The project's versions in SemVer precedence order, lowest first.</summary>
-    public Task<IReadOnlyList<FirmwareVersionCount>> DistributionAsync(long projectId, CancellationToken cancellationToken)
+    /// <summary>
+    /// Up to <paramref name="limit"/> of the project's versions in SemVer precedence order, lowest first, after
+    /// the version whose key is <paramref name="after"/> (empty: from the first); <see cref="FirmwareVersionPage.LastKey"/>
+    /// is set when more may follow.
+    /// </summary>
+    public Task<FirmwareVersionPage> PageAsync(long projectId, byte[] after, int limit, CancellationToken cancellationToken)
     {
-        var query = new Lazy<Task<IReadOnlyList<FirmwareVersionCount>>>(() => QueryDistributionAsync(projectId));
-        var running = _running.GetOrAdd(projectId, query);
+        var key = (projectId, Convert.ToHexString(after), limit);
+        var query = new Lazy<Task<FirmwareVersionPage>>(() => QueryPageAsync(projectId, after, limit));
+        var running = _running.GetOrAdd(key, query);
         if (ReferenceEquals(running, query))
         {
             // This request started the query: once it ends, the next request starts a new one.
             _ = query.Value.ContinueWith(
-                _ => _running.TryRemove(KeyValuePair.Create(projectId, query)), CancellationToken.None,
+                _ => _running.TryRemove(KeyValuePair.Create(key, query)), CancellationToken.None,
                 TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
         }
 
@@ -46,10 +62,12 @@ public sealed class FirmwareVersions(NpgsqlDataSource dataSource)
         return running.Value.WaitAsync(cancellationToken);
     }
 
-    private async Task<IReadOnlyList<FirmwareVersionCount>> QueryDistributionAsync(long projectId)
+    private async Task<FirmwareVersionPage> QueryPageAsync(long projectId, byte[] after, int limit)
     {
         await using var connection = await dataSource.OpenConnectionAsync();
-        var counts = await connection.QueryAsync<FirmwareVersionCount>(new CommandDefinition(DistributionSql, new { ProjectId = projectId }));
-        return counts.OrderBy(c => c.Firmware, SemanticVersionPrecedence.Instance).ToList();
+        var rows = (await connection.QueryAsync<Row>(new CommandDefinition(
+            PageSql, new { ProjectId = projectId, After = after, Limit = limit + 1 }))).AsList();
+        var page = rows.Take(limit).Select(r => new FirmwareVersionCount(r.Firmware, r.Devices, r.Failed, r.RolledBack)).ToList();
+        return new FirmwareVersionPage(page, rows.Count > limit ? rows[limit - 1].PrecedenceKey : null);
     }
 }

@@ -1,6 +1,8 @@
+using System.Globalization;
 using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Http;
 using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Mvc;
 
 namespace FirmwareManager.Api.Versions;
 
@@ -12,14 +14,57 @@ public static class FirmwareVersionsApi
         var group = app.MapGroup("/firmware-versions")
             .RequireAuthorization(Policies.Member)
             .WithTags("Firmware versions")
-            .WithKeyProblems();
+            .WithKeyProblems()
+            .ProducesValidationProblem();
 
         group.MapGet("/", ListAsync)
-            .WithSummary("The project's firmware versions by SemVer precedence: devices running each, and devices whose newest event for it is failed or rolled_back (member keys)");
+            .WithSummary("The project's firmware versions by SemVer precedence: devices running each, and devices whose newest event for it is failed or rolled_back (member keys)")
+            .WithDescription("Paged: limit 1-1000 (default 100); follow the Link rel=\"next\" header for more.");
         return group;
     }
 
-    private static async Task<Ok<List<FirmwareVersionCount>>> ListAsync(
-        HttpContext http, FirmwareVersions versions, CancellationToken cancellationToken) =>
-        TypedResults.Ok((await versions.DistributionAsync(Caller.From(http.User).ProjectId, cancellationToken)).ToList());
+    private static async Task<Results<Ok<List<FirmwareVersionCount>>, ProblemHttpResult>> ListAsync(
+        [FromQuery] string? limit, [FromQuery] string? cursor, HttpContext http, FirmwareVersions versions, Cursors cursors,
+        CancellationToken cancellationToken)
+    {
+        var errors = new Dictionary<string, string[]>();
+        var page = PageRequest.Parse(limit, cursor, null, null, null, null, errors);
+        if (page is null)
+        {
+            return Problems.Validation(errors, "Invalid query parameters.");
+        }
+
+        var projectId = Caller.From(http.User).ProjectId;
+        var scope = string.Create(CultureInfo.InvariantCulture, $"versions|{projectId}");
+        var after = Array.Empty<byte>();
+        if (page.Cursor is not null)
+        {
+            var position = await cursors.DecodeAsync(scope, page.Cursor, ReadKey, cancellationToken);
+            if (position is null)
+            {
+                return PageResults.InvalidCursor();
+            }
+
+            after = position;
+        }
+
+        var found = await versions.PageAsync(projectId, after, page.Limit, cancellationToken);
+        string? next = null;
+        if (found.LastKey is { } lastKey)
+        {
+            next = await cursors.EncodeAsync(scope, writer =>
+            {
+                writer.Write(lastKey.Length);
+                writer.Write(lastKey);
+            }, cancellationToken);
+        }
+
+        return PageResults.Page(http, found.Versions.ToList(), next);
+    }
+
+    private static byte[]? ReadKey(BinaryReader reader)
+    {
+        var length = reader.ReadInt32();
+        return length is < 1 or > 1024 ? null : reader.ReadBytes(length) is { } key && key.Length == length ? key : null;
+    }
 }
