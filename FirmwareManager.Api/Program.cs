@@ -89,6 +89,10 @@ try
         app.Services.GetRequiredService<IOptions<FirmwareManagerOptions>>().Value.DemoData,
         app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("FirmwareManager.Migrations"));
 
+    await LoginPrivileges.WarnWhenPrivilegedAsync(
+        app.Services.GetRequiredService<Npgsql.NpgsqlDataSource>(), app.Environment,
+        app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("FirmwareManager.Database"));
+
     await app.RunAsync();
     return 0;
 }

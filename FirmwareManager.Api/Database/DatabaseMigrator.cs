@@ -38,6 +38,8 @@ public static class DatabaseMigrator
                 .WithScriptsEmbeddedInAssembly(Scripts, name => name.StartsWith("migrations/", StringComparison.Ordinal)),
                 "schema", logger);
 
+            Run(Grants(connectionString), "grants", logger);
+
             if (applyDemoData)
             {
                 Run(DeployChanges.To.PostgresqlDatabase(connectionString)
@@ -53,6 +55,61 @@ public static class DatabaseMigrator
             await release.ExecuteNonQueryAsync(CancellationToken.None);
         }
     }
+
+    /// <summary>migrations/grants/*.sql: the API role's privileges, applied again at every start (they are written to be).</summary>
+    private static DbUp.Builder.UpgradeEngineBuilder Grants(string connectionString) =>
+        DeployChanges.To.PostgresqlDatabase(connectionString)
+            .WithScriptsEmbeddedInAssembly(Scripts, name => name.StartsWith("grants/", StringComparison.Ordinal))
+            .JournalTo(new NullJournal());
+
+    /// <summary>
+    /// What <c>grant-api-role</c> does, as a login that may create roles: the API role when it does not exist,
+    /// its grants, and the role for <paramref name="login"/>. Run again, it changes nothing.
+    /// </summary>
+    public static async Task GrantApiRoleAsync(string connectionString, string login, ILogger logger, CancellationToken cancellationToken = default)
+    {
+        await using (var connection = new NpgsqlConnection(connectionString))
+        {
+            await connection.OpenAsync(cancellationToken);
+            await using var create = new NpgsqlCommand(CreateApiRoleSql, connection);
+            await create.ExecuteNonQueryAsync(cancellationToken);
+            await using var exists = new NpgsqlCommand(LoginExistsSql, connection);
+            exists.Parameters.AddWithValue("login", login);
+            if (await exists.ExecuteScalarAsync(cancellationToken) is not true)
+            {
+                throw new InvalidOperationException(
+                    $"There is no login '{login}'. Create it first, e.g. CREATE ROLE \"{login}\" LOGIN PASSWORD '...'; then run grant-api-role again.");
+            }
+
+            // An identifier, not a value: quoted by the server, never by string building here.
+            await using var quote = new NpgsqlCommand("SELECT quote_ident(@login)", connection);
+            quote.Parameters.AddWithValue("login", login);
+            var quoted = (string)(await quote.ExecuteScalarAsync(cancellationToken))!;
+            await using var grant = new NpgsqlCommand($"GRANT firmware_manager_api TO {quoted}", connection);
+            await grant.ExecuteNonQueryAsync(cancellationToken);
+        }
+
+        Run(Grants(connectionString), "grants", logger);
+    }
+
+    private const string CreateApiRoleSql = """
+        DO $$
+        BEGIN
+            IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'firmware_manager_api') THEN
+                CREATE ROLE firmware_manager_api NOLOGIN;
+            END IF;
+        END
+        $$
+        """;
+
+    private const string LoginExistsSql = """
+        SELECT EXISTS (
+            SELECT 1
+            FROM pg_roles
+            WHERE rolname = @login
+              AND rolcanlogin
+        )
+        """;
 
     private static void Run(DbUp.Builder.UpgradeEngineBuilder builder, string what, ILogger logger)
     {

@@ -146,13 +146,15 @@ public sealed class ApiKeyAuthenticationTests(FirmwareManagerApp app) : ApiTest(
     [Fact]
     public async Task A_device_in_another_project_and_an_unknown_device_get_the_same_404()
     {
-        using var client = App.ClientWithKey(FirmwareManagerApp.MemberKey1);
+        // Project 2's member asks for device 1, which was never project 2's (device 3, which left project 1, still
+        // shows project 1 the events it reported there: ReadingHistoryTests).
+        using var client = App.ClientWithKey(FirmwareManagerApp.MemberKey3);
 
-        var otherProject = await (await client.GetAsync("/firmware/3")).ShouldBeProblemAsync(HttpStatusCode.NotFound);
+        var otherProject = await (await client.GetAsync("/firmware/1")).ShouldBeProblemAsync(HttpStatusCode.NotFound);
         var unknown = await (await client.GetAsync("/firmware/3000")).ShouldBeProblemAsync(HttpStatusCode.NotFound);
 
         otherProject.GetProperty("title").GetString().Should().Be(unknown.GetProperty("title").GetString());
-        otherProject.GetProperty("detail").GetString().Should().Be("There is no device 3 in your project.");
+        otherProject.GetProperty("detail").GetString().Should().Be("There is no device 1 in your project.");
         unknown.GetProperty("detail").GetString().Should().Be("There is no device 3000 in your project.");
     }
 

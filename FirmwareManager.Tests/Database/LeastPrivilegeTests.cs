@@ -34,6 +34,15 @@ public sealed class LeastPrivilegeTests(FirmwareManagerApp app) : ApiTest(app)
     [InlineData("INSERT INTO projects (name) VALUES ('intruder')")]
     [InlineData("UPDATE service_secrets SET secret = secret")]
     [InlineData("SELECT count(*) FROM schemaversions")]
+    [InlineData("UPDATE devices SET project_id = 2 WHERE id = 1")]
+    [InlineData("UPDATE devices SET serial = 'stolen' WHERE id = 1")]
+    [InlineData("UPDATE device_api_keys SET device_id = 1 WHERE id = 2")]
+    [InlineData("UPDATE device_api_keys SET key_hash = key_hash")]
+    [InlineData("UPDATE membership_api_keys SET membership_id = 1")]
+    [InlineData("UPDATE project_memberships SET project_id = 2")]
+    [InlineData("UPDATE project_memberships SET email = 'x@y.example'")]
+    [InlineData("UPDATE firmware_version_counts SET project_id = 2")]
+    [InlineData("UPDATE device_firmware_status SET device_id = 1")]
     public async Task The_api_role_may_not(string statement)
     {
         await using var connection = new NpgsqlConnection(App.ApiConnectionString);
@@ -77,5 +86,34 @@ public sealed class LeastPrivilegeTests(FirmwareManagerApp app) : ApiTest(app)
         tables.Should().OnlyContain(t => !t.Truncate && !t.Owner);
         (await connection.ExecuteScalarAsync<bool>("SELECT has_schema_privilege(@Role, 'public', 'CREATE')", new { Role = ApiGroupRole }))
             .Should().BeFalse();
+    }
+
+    [Fact]
+    public async Task A_revoked_key_cannot_be_restored_by_the_api_role_or_the_owner()
+    {
+        await using (var owner = App.OpenConnection())
+        {
+            await owner.ExecuteAsync("UPDATE device_api_keys SET revoked_at = now() WHERE id = 2");
+        }
+
+        foreach (var connectionString in new[] { App.ApiConnectionString, App.ConnectionString })
+        {
+            await using var connection = new NpgsqlConnection(connectionString);
+            var restore = () => connection.ExecuteAsync("UPDATE device_api_keys SET revoked_at = NULL WHERE id = 2");
+            (await restore.Should().ThrowAsync<PostgresException>()).Which.SqlState.Should().Be(PostgresErrorCodes.CheckViolation);
+            (await connection.ExecuteAsync("UPDATE device_api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = 2"))
+                .Should().Be(1, "revoking again is fine");
+        }
+    }
+
+    [Fact]
+    public async Task The_migrations_run_as_an_owner_without_CREATEROLE_and_no_one_else_may_create_in_the_schema()
+    {
+        await using var connection = App.OpenConnection();
+
+        (await connection.ExecuteScalarAsync<bool>("SELECT rolcreaterole OR rolsuper FROM pg_roles WHERE rolname = current_user")).Should().BeFalse();
+        (await connection.ExecuteScalarAsync<string>("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = current_database()"))
+            .Should().Be(PostgresServer.OwnerRole);
+        (await connection.ExecuteScalarAsync<bool>("SELECT has_schema_privilege('public', 'public', 'CREATE')")).Should().BeFalse();
     }
 }

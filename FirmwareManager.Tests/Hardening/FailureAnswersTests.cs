@@ -31,16 +31,15 @@ public sealed class FailureAnswersTests
     public async Task In_Production_an_unexpected_error_is_a_500_problem_without_stack_trace_or_SQL()
     {
         var connectionString = await PostgresServer.CreateDemoDatabaseAsync();
-        await using (var connection = new NpgsqlConnection(connectionString))
-        {
-            // A schema the code does not expect: the kind of bug a 500 is for.
-            await connection.ExecuteAsync("ALTER TABLE device_firmware_status RENAME TO device_firmware_status_gone");
-        }
-
         await using var factory = new ServiceOnDatabase(connectionString);
         await using var service = factory.WithWebHostBuilder(b => b.UseEnvironment("Production"));
         using var device = service.CreateClient();
         device.DefaultRequestHeaders.Add("api_key", FirmwareManagerApp.DeviceKey1);
+        await using (var connection = new NpgsqlConnection(connectionString))
+        {
+            // Once it runs, a schema the code does not expect: the kind of bug a 500 is for.
+            await connection.ExecuteAsync("ALTER TABLE device_firmware_status RENAME TO device_firmware_status_gone");
+        }
 
         var response = await device.PostEventAsync(1, new { firmware = "2.0.0", status = "updated" });
 

@@ -32,7 +32,7 @@ public sealed class FirmwareManagerApp : WebApplicationFactory<Program>, IAsyncL
         RESTART IDENTITY
         """;
 
-    /// <summary>The database's owner: what migrations run as, and what tests use to prepare and check data.</summary>
+    /// <summary>The database's owner (no CREATEROLE, no superuser): what migrations run as, and what tests use to prepare and check data.</summary>
     public string ConnectionString { get; private set; } = "";
 
     /// <summary>What the service runs as: the least-privileged API role of migration 0008, as in production.</summary>
@@ -43,10 +43,12 @@ public sealed class FirmwareManagerApp : WebApplicationFactory<Program>, IAsyncL
     public async Task InitializeAsync()
     {
         var server = await PostgresServer.SharedAsync();
-        ConnectionString = await server.CreateDatabaseAsync();
-        // The API role exists once the migrations ran; the service's own startup applies them again (a no-op).
+        // Owned by a login that may not create roles, as a managed PostgreSQL gives: the migrations must run as it.
+        ConnectionString = await server.CreateOwnedDatabaseAsync();
         await DatabaseMigrator.MigrateAsync(ConnectionString, applyDemoData: true, NullLogger.Instance);
-        ApiConnectionString = await PostgresServer.ApiRoleConnectionStringAsync(ConnectionString);
+        // The DBA step (grant-api-role) then makes the service's login a member of the API role; the service's own
+        // startup applies the migrations again (a no-op) and the grants again, as the owner.
+        ApiConnectionString = await server.ApiRoleConnectionStringAsync(ConnectionString);
         _ = Server;
     }
 

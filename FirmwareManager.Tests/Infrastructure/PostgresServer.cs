@@ -25,19 +25,51 @@ public sealed class PostgresServer
 
     public static Task<PostgresServer> SharedAsync() => SharedServer.Value;
 
+    /// <summary>The server's administrator (a superuser): what a DBA's <c>grant-api-role</c> runs as.</summary>
+    public string AdminConnectionString => _adminConnectionString;
+
     /// <summary>A new, empty database on this server, and its connection string.</summary>
     public async Task<string> CreateDatabaseAsync()
     {
-        var name = string.Create(CultureInfo.InvariantCulture,
-            $"fm_test_{Environment.ProcessId}_{Interlocked.Increment(ref _databaseCounter)}_{Random.Shared.Next(100000)}");
-        await using (var connection = new NpgsqlConnection(_adminConnectionString))
-        {
-            await connection.OpenAsync();
-            await using var create = new NpgsqlCommand($"CREATE DATABASE {name}", connection);
-            await create.ExecuteNonQueryAsync();
-        }
-
+        var name = NewDatabaseName();
+        await AdminExecuteAsync($"CREATE DATABASE {name}");
         return new NpgsqlConnectionStringBuilder(_adminConnectionString) { Database = name, Pooling = true }.ConnectionString;
+    }
+
+    public const string OwnerRole = "fm_owner_test";
+
+    /// <summary>
+    /// A new, empty database owned by <see cref="OwnerRole"/>, a login with no CREATEROLE and no superuser: the owner a
+    /// DBA or a managed PostgreSQL gives. Its connection string logs in as that owner.
+    /// </summary>
+    public async Task<string> CreateOwnedDatabaseAsync()
+    {
+        await AdminExecuteAsync($"""
+            DO $$
+            BEGIN
+                IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{OwnerRole}') THEN
+                    CREATE ROLE {OwnerRole} LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB PASSWORD '{OwnerRole}';
+                END IF;
+            END
+            $$
+            """);
+        var name = NewDatabaseName();
+        await AdminExecuteAsync($"CREATE DATABASE {name} OWNER {OwnerRole}");
+        return new NpgsqlConnectionStringBuilder(_adminConnectionString)
+        {
+            Database = name, Username = OwnerRole, Password = OwnerRole, Pooling = true,
+        }.ConnectionString;
+    }
+
+    private static string NewDatabaseName() => string.Create(CultureInfo.InvariantCulture,
+        $"fm_test_{Environment.ProcessId}_{Interlocked.Increment(ref _databaseCounter)}_{Random.Shared.Next(100000)}");
+
+    private async Task AdminExecuteAsync(string sql)
+    {
+        await using var connection = new NpgsqlConnection(_adminConnectionString);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand(sql, connection);
+        await command.ExecuteNonQueryAsync();
     }
 
     /// <summary>A new database with the schema and the demo data set, for tests that start a service of their own on it.</summary>
@@ -52,29 +84,34 @@ public sealed class PostgresServer
     public const string ApiRole = "fm_api_test";
 
     /// <summary>
-    /// The connection string of a database migrated by <paramref name="ownerConnectionString"/>, as the login the
-    /// service runs as in production: a member of migration 0008's <c>firmware_manager_api</c> role, nothing more.
+    /// The connection string of a database migrated by its owner, as the login the service runs as in production:
+    /// made a member of the <c>firmware_manager_api</c> role by the DBA step (<c>grant-api-role</c>, as the server's
+    /// administrator), nothing more.
     /// </summary>
-    public static async Task<string> ApiRoleConnectionStringAsync(string ownerConnectionString)
+    public async Task<string> ApiRoleConnectionStringAsync(string ownerConnectionString)
     {
-        const string createLogin = $"""
+        await AdminExecuteAsync($"""
             DO $$
             BEGIN
                 IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{ApiRole}') THEN
-                    CREATE ROLE {ApiRole} LOGIN PASSWORD '{ApiRole}' IN ROLE firmware_manager_api;
+                    CREATE ROLE {ApiRole} LOGIN PASSWORD '{ApiRole}';
                 END IF;
             END
             $$
-            """;
-        await using (var connection = new NpgsqlConnection(ownerConnectionString))
-        {
-            await connection.OpenAsync();
-            await using var create = new NpgsqlCommand(createLogin, connection);
-            await create.ExecuteNonQueryAsync();
-        }
-
+            """);
+        var database = new NpgsqlConnectionStringBuilder(ownerConnectionString).Database;
+        var adminOnDatabase = new NpgsqlConnectionStringBuilder(_adminConnectionString) { Database = database }.ConnectionString;
+        await FirmwareManager.Api.Database.DatabaseMigrator.GrantApiRoleAsync(
+            adminOnDatabase, ApiRole, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
         return new NpgsqlConnectionStringBuilder(ownerConnectionString) { Username = ApiRole, Password = ApiRole }.ConnectionString;
     }
+
+    /// <summary>
+    /// A cluster of its own, started from the machine's PostgreSQL binaries whatever <c>FIRMWAREMANAGER_TEST_DB</c>
+    /// says: for a test that needs a cluster where no role of the service exists yet (roles are cluster-wide).
+    /// Removed when the test run ends, as the shared one is.
+    /// </summary>
+    public static async Task<PostgresServer> StartPrivateAsync() => new((await ThrowawayCluster.StartAsync()).ConnectionString);
 
     private static async Task<PostgresServer> StartAsync()
     {

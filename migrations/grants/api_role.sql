@@ -1,0 +1,57 @@
+-- The API role's privileges, applied after the migrations at every start (and by grant-api-role), as the schema's
+-- owner, whenever the role exists: all of them revoked and granted again, in one transaction, so that they are
+-- exactly these, whatever an older migration or a hand granted. Not journaled: it is written to run again.
+--
+-- Rows only: no DDL (the role owns nothing and has no CREATE on the schema), no TRUNCATE, DELETE only on
+-- firmware_events (retention), UPDATE only of the columns the service updates, so it can never un-revoke a key,
+-- move a device to another project or rewrite an event. A test fails when a table has no grant here.
+
+SET LOCAL lock_timeout = '5s';
+SET LOCAL statement_timeout = '1min';
+
+DO $$
+BEGIN
+    -- PostgreSQL 14 and older let every role create objects in the public schema. Only the schema's owner can
+    -- take that back; another owner of the database gets a warning, not an error.
+    REVOKE CREATE ON SCHEMA public FROM PUBLIC;
+
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'firmware_manager_api') THEN
+        RAISE NOTICE 'firmware_manager_api does not exist yet: run grant-api-role (docs/reliability.md, "Least privilege")';
+        RETURN;
+    END IF;
+
+    REVOKE ALL ON ALL TABLES IN SCHEMA public FROM firmware_manager_api;
+    REVOKE ALL ON ALL SEQUENCES IN SCHEMA public FROM firmware_manager_api;
+    GRANT USAGE ON SCHEMA public TO firmware_manager_api;
+
+    -- Projects are created by the create-project command, the cursor key by migration 0005: both as the owner.
+    GRANT SELECT ON projects, service_secrets TO firmware_manager_api;
+
+    -- Members are invited (or invited again: role and removed_at come back) and removed.
+    GRANT SELECT, INSERT ON project_memberships TO firmware_manager_api;
+    GRANT UPDATE (role, removed_at) ON project_memberships TO firmware_manager_api;
+
+    -- Keys are issued, noted as used and revoked; never un-revoked, never moved to another owner.
+    GRANT SELECT, INSERT ON membership_api_keys, device_api_keys TO firmware_manager_api;
+    GRANT UPDATE (last_used_at, revoked_at) ON membership_api_keys, device_api_keys TO firmware_manager_api;
+
+    -- Devices are created and decommissioned, and ingest keeps their summary; project_id and serial stay.
+    GRANT SELECT, INSERT ON devices TO firmware_manager_api;
+    GRANT UPDATE (current_firmware, current_firmware_at, current_firmware_device_at, last_reported_at,
+                  last_event_status, last_event_at, decommissioned_at) ON devices TO firmware_manager_api;
+    -- Bulk enrollment draws device ids from the identity's sequence before inserting.
+    GRANT USAGE ON SEQUENCE devices_id_seq TO firmware_manager_api;
+
+    -- Events are never changed; retention deletes the old ones.
+    GRANT SELECT, INSERT, DELETE ON firmware_events TO firmware_manager_api;
+
+    -- What ingest keeps beside the events.
+    GRANT SELECT, INSERT ON device_firmware_status TO firmware_manager_api;
+    GRANT UPDATE (project_id, status, reported_at) ON device_firmware_status TO firmware_manager_api;
+    GRANT SELECT, INSERT ON firmware_version_counts TO firmware_manager_api;
+    GRANT UPDATE (devices, failed, rolled_back) ON firmware_version_counts TO firmware_manager_api;
+
+    -- The audit log is append-only for the API.
+    GRANT SELECT, INSERT ON audit_log TO firmware_manager_api;
+END
+$$;
