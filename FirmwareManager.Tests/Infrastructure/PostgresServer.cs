@@ -57,7 +57,10 @@ public sealed class PostgresServer
         await AdminExecuteAsync($"CREATE DATABASE {name} OWNER {OwnerRole}");
         return new NpgsqlConnectionStringBuilder(_adminConnectionString)
         {
-            Database = name, Username = OwnerRole, Password = OwnerRole, Pooling = true,
+            Database = name,
+            Username = OwnerRole,
+            Password = OwnerRole,
+            Pooling = true,
         }.ConnectionString;
     }
 
