@@ -208,12 +208,7 @@ public sealed class GroupCommitTests : IAsyncLifetime
 
         using var heldClient = Client(heldKey);
         var heldReport = heldClient.PostEventAsync(held, new { firmware = "1.0.0", status = "installed" });
-        await EventuallyAsync(async () =>
-        {
-            await using var probe = new NpgsqlConnection(_connectionString);
-            return await probe.ExecuteScalarAsync<bool>(
-                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock')");
-        }, "the writer waits for the held device");
+        await WriterWaitsForALockAsync();
         var clients = devices.Select(d => Client(d.Key)).ToList();
         var first = clients[0].PostEventAsync(devices[0].DeviceId, new { firmware = "8.0.0", status = "installed" });
         await EventuallyAsync(() => Task.FromResult(groupCommit.Waiting == 1), "the first report waits");
@@ -248,13 +243,7 @@ public sealed class GroupCommitTests : IAsyncLifetime
 
         using var heldClient = Client(heldKey);
         var heldReport = heldClient.PostEventAsync(held, new { firmware = "1.0.0", status = "installed" });
-        await EventuallyAsync(async () =>
-        {
-            await using var probe = new NpgsqlConnection(_connectionString);
-            // This test's own database: tests of other classes run at the same time, on databases of their own.
-            return await probe.ExecuteScalarAsync<bool>(
-                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock')");
-        }, "the writer waits for the held device");
+        await WriterWaitsForALockAsync();
 
         var clients = reports.Select(r => Client(r.Device.Key)).ToList();
         // An array is a batch.
@@ -269,6 +258,14 @@ public sealed class GroupCommitTests : IAsyncLifetime
         clients.ForEach(c => c.Dispose());
         return responses;
     }
+
+    private Task WriterWaitsForALockAsync() => EventuallyAsync(async () =>
+    {
+        await using var probe = new NpgsqlConnection(_connectionString);
+        // This test's own database: tests of other classes run at the same time, on databases of their own.
+        return await probe.ExecuteScalarAsync<bool>(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock')");
+    }, "the writer waits for the held device");
 
     private HttpClient Client(string key)
     {

@@ -143,9 +143,10 @@ public sealed class HostileRequestTests(KestrelService service) : IClassFixture<
                     // The bytes in the request target: in the id, and in a query value. Not a space, CR or LF:
                     // those end the target, and what follows is no longer a request line (Kestrel: 400 or 505).
                     bytes = [.. bytes.Where(b => b is not ((byte)' ' or (byte)'\r' or (byte)'\n'))];
-                    request.AddRange("GET /firmware/"u8.ToArray());
+                    string[] targets = ["/firmware/", "/devices/", "/members/", "/me/keys/", "/events?device_id=", "/firmware-versions?cursor="];
+                    request.AddRange(Encoding.ASCII.GetBytes("GET " + targets[bytes.Length % targets.Length]));
                     request.AddRange(bytes);
-                    request.AddRange("?firmware="u8.ToArray());
+                    request.AddRange((targets[bytes.Length % targets.Length].Contains('?', StringComparison.Ordinal) ? "&firmware="u8 : "?firmware="u8).ToArray());
                     request.AddRange(bytes);
                     request.AddRange(Encoding.ASCII.GetBytes($" HTTP/1.1\r\nHost: localhost\r\n{MemberKey}\r\nConnection: close\r\n\r\n"));
                 }
@@ -167,7 +168,9 @@ public sealed class HostileRequestTests(KestrelService service) : IClassFixture<
                 }
 
                 var status = await service.SendRawAsync([.. request]);
-                status.Should().BeOneOf([0, 400, 401, 404, 413, 415, 431], Convert.ToHexString(bytes));
+                // A GET whose bytes happen to make a valid id or a path of another method: 200 or 405, a read.
+                status.Should().BeOneOf(which == headerNames.Length ? [0, 200, 400, 401, 404, 405, 414, 431] : [0, 400, 401, 404, 413, 415, 431],
+                    Convert.ToHexString(bytes));
             }, iter: 600, threads: 4);
 
         (await connection.ExecuteScalarAsync<long>("SELECT count(*) FROM firmware_events")).Should().Be(before);
