@@ -104,20 +104,20 @@ public sealed class KeyCacheTests(FirmwareManagerApp app) : ApiTest(app)
     [Fact]
     public async Task A_lookup_that_read_the_key_before_its_revocation_never_caches_it_as_valid_after()
     {
-        // Lookups through a link whose answers arrive 300 ms late: the database reads the key as valid, the
+        // Lookups through a link that holds the database's answers: the database reads the key as valid, the
         // revocation commits and this instance forgets its cache, and only then does the lookup's answer arrive.
         await using var slow = await SlowLinkKeysAsync();
         var (proxy, apiKeys) = (slow.Proxy, slow.ApiKeys);
         var (deviceId, firstKey) = await App.AddDeviceAsync(projectId: 1);
         (await apiKeys.FindCallerAsync(ApiKeyHasher.Hash(firstKey), CancellationToken.None)).Should().NotBeNull("the connection is open and the key valid");
-        proxy.AnswerDelay = TimeSpan.FromMilliseconds(300);
 
         for (var round = 0; round < 3; round++)
         {
             // A new key each round: a revoked key stays revoked (migration 0011).
             var hash = ApiKeyHasher.Hash(await App.AddDeviceKeyAsync(deviceId));
+            proxy.HoldAnswers();
             var racing = apiKeys.FindCallerAsync(hash, CancellationToken.None);
-            await Task.Delay(100);
+            await EventuallyAsync(() => proxy.HeldAnswers > 0, "the lookup's query has run and its answer is held");
             // The revocation as Keys.RevokeAsync makes it: committed, then this instance's cache forgotten.
             await using (var connection = App.OpenConnection())
             {
@@ -125,10 +125,21 @@ public sealed class KeyCacheTests(FirmwareManagerApp app) : ApiTest(app)
             }
 
             apiKeys.ForgetAll();
+            proxy.ReleaseAnswers();
             (await racing).Should().NotBeNull("it read the database before the revocation committed");
 
             (await apiKeys.FindCallerAsync(hash, CancellationToken.None)).Should().BeNull(
                 $"round {round}: the revocation committed and this instance was told so before that answer arrived");
+        }
+    }
+
+    private static async Task EventuallyAsync(Func<bool> condition, string what)
+    {
+        var clock = Stopwatch.StartNew();
+        while (!condition())
+        {
+            clock.Elapsed.Should().BeLessThan(TimeSpan.FromSeconds(20), what);
+            await Task.Delay(5);
         }
     }
 
@@ -141,7 +152,7 @@ public sealed class KeyCacheTests(FirmwareManagerApp app) : ApiTest(app)
 
         public async ValueTask DisposeAsync()
         {
-            proxy.AnswerDelay = TimeSpan.Zero;
+            proxy.ReleaseAnswers();
             await apiKeys.DisposeAsync();
             await dataSource.DisposeAsync();
             await proxy.DisposeAsync();
@@ -156,7 +167,7 @@ public sealed class KeyCacheTests(FirmwareManagerApp app) : ApiTest(app)
         builder.Host = "127.0.0.1";
         builder.Port = proxy.Port;
         var dataSource = Npgsql.NpgsqlDataSource.Create(builder.ConnectionString);
-        var usage = new KeyUsage(dataSource, App.Services.GetRequiredService<Microsoft.Extensions.Configuration.IConfiguration>(),
+        var usage = new KeyUsage(dataSource, Microsoft.Extensions.Options.Options.Create(new FirmwareManager.Api.FirmwareManagerOptions()),
             Microsoft.Extensions.Logging.Abstractions.NullLogger<KeyUsage>.Instance);
         return new SlowLink(proxy, dataSource, new ApiKeys(dataSource, usage, App.Services.GetRequiredService<FirmwareManager.Api.Observability.FirmwareMetrics>()));
     }
@@ -166,11 +177,14 @@ public sealed class KeyCacheTests(FirmwareManagerApp app) : ApiTest(app)
     {
         await using var slow = await SlowLinkKeysAsync();
         (await slow.ApiKeys.FindCallerAsync(ApiKeyHasher.Hash("fmd_warm_up"), CancellationToken.None)).Should().BeNull();
-        slow.Proxy.AnswerDelay = TimeSpan.FromMilliseconds(200);
+        // The database's answers held: the lookups in flight wait, and every other one queues.
+        slow.Proxy.HoldAnswers();
 
         var lookups = Enumerable.Range(0, ApiKeys.MaxWaitingLookups + 3_000)
             .Select(i => Task.Run(() => slow.ApiKeys.FindCallerAsync(ApiKeyHasher.Hash($"fmd_bound_{i}"), CancellationToken.None)))
             .ToArray();
+        await EventuallyAsync(() => lookups.Count(l => l.IsFaulted) >= 1_000, "past the bound, lookups are refused at once");
+        slow.Proxy.ReleaseAnswers();
         var outcomes = await Task.WhenAll(lookups.Select(async l =>
         {
             try

@@ -25,8 +25,23 @@ public sealed class TcpProxy : IAsyncDisposable
 
     public int Port { get; }
 
-    /// <summary>How long each chunk from the database waits before it is passed on: answers arrive late, as over a slow link.</summary>
-    public TimeSpan AnswerDelay { get; set; }
+    private TaskCompletionSource _answersGate = Released();
+    private int _heldAnswers;
+
+    /// <summary>From now on, the database's answers stay in the proxy until <see cref="ReleaseAnswers"/>.</summary>
+    public void HoldAnswers() => Volatile.Write(ref _answersGate, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
+
+    public void ReleaseAnswers() => Volatile.Read(ref _answersGate).TrySetResult();
+
+    /// <summary>Chunks of answers the database has sent that are held (the queries behind them have run).</summary>
+    public int HeldAnswers => Volatile.Read(ref _heldAnswers);
+
+    private static TaskCompletionSource Released()
+    {
+        var gate = new TaskCompletionSource();
+        gate.SetResult();
+        return gate;
+    }
 
     public void Start()
     {
@@ -94,12 +109,12 @@ public sealed class TcpProxy : IAsyncDisposable
                 _connections.Add(server);
             }
 
-            _ = PumpAsync(client, server, () => TimeSpan.Zero);
-            _ = PumpAsync(server, client, () => AnswerDelay);
+            _ = PumpAsync(client, server, gated: false);
+            _ = PumpAsync(server, client, gated: true);
         }
     }
 
-    private static async Task PumpAsync(TcpClient from, TcpClient to, Func<TimeSpan> delay)
+    private async Task PumpAsync(TcpClient from, TcpClient to, bool gated)
     {
         try
         {
@@ -109,9 +124,11 @@ public sealed class TcpProxy : IAsyncDisposable
             int read;
             while ((read = await source.ReadAsync(buffer)) > 0)
             {
-                if (delay() is { Ticks: > 0 } wait)
+                if (gated)
                 {
-                    await Task.Delay(wait);
+                    Interlocked.Increment(ref _heldAnswers);
+                    await Volatile.Read(ref _answersGate).Task;
+                    Interlocked.Decrement(ref _heldAnswers);
                 }
 
                 await destination.WriteAsync(buffer.AsMemory(0, read));
@@ -129,6 +146,7 @@ public sealed class TcpProxy : IAsyncDisposable
 
     public ValueTask DisposeAsync()
     {
+        ReleaseAnswers();
         Stop();
         _running?.Dispose();
         return ValueTask.CompletedTask;
