@@ -53,10 +53,7 @@ try
     builder.Services.AddReportGroupCommit(builder.Configuration);
 
     // Background work
-    builder.Services.AddOptions<RetentionOptions>()
-        .Bind(builder.Configuration.GetSection(RetentionOptions.Section))
-        .ValidateDataAnnotations()
-        .ValidateOnStart();
+    builder.Services.AddSettings<RetentionOptions>(builder.Configuration, RetentionOptions.Section);
     builder.Services.AddHostedService<RetentionService>();
 
     var app = builder.Build();

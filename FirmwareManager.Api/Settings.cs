@@ -1,3 +1,5 @@
+using System.ComponentModel.DataAnnotations;
+using System.Reflection;
 using Microsoft.Extensions.Options;
 
 namespace FirmwareManager.Api;
@@ -9,6 +11,77 @@ public sealed class FirmwareManagerOptions
 
     /// <summary>Applies the demo data set (migrations/demo) at startup. Off unless set, in every environment.</summary>
     public bool DemoData { get; set; }
+
+    /// <summary>Console logs for people (<c>text</c>) or compact JSON, one object a line, for log shippers (<c>json</c>).</summary>
+    [AllowedValues("text", "json")]
+    public string LogFormat { get; set; } = "text";
+
+    /// <summary>How often the keys' <c>last_used_at</c> is written (in the background, at most about hourly per key).</summary>
+    [Range(1, 3600)]
+    public int KeyUsageFlushSeconds { get; set; } = 30;
+}
+
+/// <summary>
+/// Every settings class is bound and checked one way: its DataAnnotations (nested objects too), at startup, with a
+/// message that names each bad setting by its configuration key and environment variable.
+/// </summary>
+public static class Settings
+{
+    /// <summary>Binds <typeparamref name="T"/> to <paramref name="section"/> and checks it at startup (<c>ValidateOnStart</c>).</summary>
+    public static OptionsBuilder<T> AddSettings<T>(this IServiceCollection services, IConfiguration configuration, string section)
+        where T : class
+    {
+        services.AddSingleton<IValidateOptions<T>>(new SettingsValidator<T>(section));
+        return services.AddOptions<T>().Bind(configuration.GetSection(section)).ValidateOnStart();
+    }
+
+    /// <summary>
+    /// The section's values now, checked the same way: for the few that configure the host before it is built
+    /// (Kestrel's limits, where logs go, the metrics port). Throws <see cref="OptionsValidationException"/>.
+    /// </summary>
+    public static T Read<T>(IConfiguration configuration, string section)
+        where T : class, new()
+    {
+        var value = configuration.GetSection(section).Get<T>() ?? new T();
+        var result = new SettingsValidator<T>(section).Validate(null, value);
+        return result.Failed ? throw new OptionsValidationException(section, typeof(T), result.Failures) : value;
+    }
+
+    private sealed class SettingsValidator<T>(string section) : IValidateOptions<T>
+        where T : class
+    {
+        public ValidateOptionsResult Validate(string? name, T options)
+        {
+            var failures = new List<string>();
+            Check(options, section, failures);
+            return failures.Count == 0 ? ValidateOptionsResult.Success : ValidateOptionsResult.Fail(failures);
+        }
+
+        private static void Check(object value, string path, List<string> failures)
+        {
+            var results = new List<ValidationResult>();
+            Validator.TryValidateObject(value, new ValidationContext(value), results, validateAllProperties: true);
+            foreach (var result in results)
+            {
+                foreach (var member in result.MemberNames.DefaultIfEmpty(""))
+                {
+                    var key = member.Length == 0 ? path : $"{path}:{member}";
+                    failures.Add($"{key} (environment variable {key.Replace(":", "__", StringComparison.Ordinal)}): {result.ErrorMessage}");
+                }
+            }
+
+            // Nested settings objects (RateLimits:Device, ...) are checked as their own sections.
+            foreach (var property in value.GetType().GetProperties(BindingFlags.Public | BindingFlags.Instance))
+            {
+                if (property.PropertyType.IsClass && property.PropertyType != typeof(string) &&
+                    property.PropertyType.Namespace?.StartsWith("FirmwareManager", StringComparison.Ordinal) == true &&
+                    property.GetValue(value) is { } nested)
+                {
+                    Check(nested, $"{path}:{property.Name}", failures);
+                }
+            }
+        }
+    }
 }
 
 public static class SettingsExtensions
@@ -49,9 +122,7 @@ public static class SettingsExtensions
 
     public static WebApplicationBuilder AddFirmwareManagerSettings(this WebApplicationBuilder builder)
     {
-        builder.Services.AddOptions<FirmwareManagerOptions>()
-            .Bind(builder.Configuration.GetSection(FirmwareManagerOptions.Section))
-            .ValidateOnStart();
+        builder.Services.AddSettings<FirmwareManagerOptions>(builder.Configuration, FirmwareManagerOptions.Section);
 
         if (string.IsNullOrEmpty(builder.Configuration[WebHostDefaults.ServerUrlsKey]) &&
             string.IsNullOrEmpty(builder.Configuration[WebHostDefaults.HttpPortsKey]) &&

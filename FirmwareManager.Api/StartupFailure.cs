@@ -10,8 +10,12 @@ namespace FirmwareManager.Api;
 /// migration that fails, a port in use), each said as one line: the cause and what to do. Anything else is a bug
 /// and keeps its stack trace.
 /// </summary>
-public static class StartupFailure
+public static partial class StartupFailure
 {
+    // The binder's message for a value of the wrong type: "Failed to convert configuration value 'two' at 'A:B' to type ...".
+    [System.Text.RegularExpressions.GeneratedRegex("^Failed to convert configuration value .* at '([^']+)'")]
+    private static partial System.Text.RegularExpressions.Regex ConfigurationKey();
+
     private const string CheckConnection =
         "Check ConnectionStrings__FirmwareManager (and ConnectionStrings__FirmwareManagerMigrations when set) and that PostgreSQL is running.";
 
@@ -19,6 +23,8 @@ public static class StartupFailure
     public static string? Explain(Exception exception) => exception switch
     {
         OptionsValidationException e => $"A setting is not valid: {string.Join(" ", e.Failures)}",
+        InvalidOperationException e when ConfigurationKey().Match(e.Message) is { Success: true } key =>
+            $"A setting is not valid: {key.Groups[1].Value} (environment variable {key.Groups[1].Value.Replace(":", "__", StringComparison.Ordinal)}): {e.Message}",
         MigrationFailedException { InnerException: PostgresException { SqlState: PostgresErrorCodes.InsufficientPrivilege } } e =>
             $"{e.Message} The migrations' login lacks a privilege: run them as the schema's owner " +
             "(ConnectionStrings__FirmwareManagerMigrations); see docs/reliability.md, \"Least privilege\".",

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Dapper;
+using Microsoft.Extensions.Options;
 using Npgsql;
 
 namespace FirmwareManager.Api.Auth;
@@ -9,7 +10,7 @@ namespace FirmwareManager.Api.Auth;
 /// <c>FirmwareManager:KeyUsageFlushSeconds</c> (default 30), so authenticating never waits on a write. Each key is
 /// written at most about once an hour; what is pending when the service stops is written then.
 /// </summary>
-public sealed class KeyUsage(NpgsqlDataSource dataSource, IConfiguration configuration, ILogger<KeyUsage> logger) : BackgroundService
+public sealed class KeyUsage(NpgsqlDataSource dataSource, IOptions<FirmwareManagerOptions> options, ILogger<KeyUsage> logger) : BackgroundService
 {
     private static readonly TimeSpan Resolution = TimeSpan.FromHours(1);
 
@@ -69,7 +70,7 @@ public sealed class KeyUsage(NpgsqlDataSource dataSource, IConfiguration configu
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
-        var interval = TimeSpan.FromSeconds(Math.Clamp(configuration.GetValue("FirmwareManager:KeyUsageFlushSeconds", 30), 1, 3600));
+        var interval = TimeSpan.FromSeconds(options.Value.KeyUsageFlushSeconds);
         using var timer = new PeriodicTimer(interval);
         try
         {

@@ -27,10 +27,7 @@ public static class ReportGroupCommitExtensions
 {
     public static IServiceCollection AddReportGroupCommit(this IServiceCollection services, IConfiguration configuration)
     {
-        services.AddOptions<IngestOptions>()
-            .Bind(configuration.GetSection(IngestOptions.Section))
-            .ValidateDataAnnotations()
-            .ValidateOnStart();
+        services.AddSettings<IngestOptions>(configuration, IngestOptions.Section);
         return services.AddSingleton<ReportGroupCommit>();
     }
 }

@@ -22,11 +22,12 @@ public sealed class LimitsOptions
 }
 
 /// <summary>One token bucket per API key: <see cref="PermitsPerSecond"/> sustained, <see cref="Burst"/> at once. 0 switches it off.</summary>
-/// <remarks>Checked at startup by <see cref="Limits.AddRequestLimits"/> (0..1,000,000 and 1..1,000,000).</remarks>
 public sealed class KeyRateLimit
 {
+    [Range(0, 1_000_000)]
     public int PermitsPerSecond { get; set; }
 
+    [Range(1, 1_000_000)]
     public int Burst { get; set; } = 1;
 }
 
@@ -59,20 +60,8 @@ public static class Limits
     public static WebApplicationBuilder AddRequestLimits(this WebApplicationBuilder builder)
     {
         // Read now: Kestrel, the shutdown and the timeout policies are configured from them before the host is built.
-        var limits = builder.Configuration.GetSection(LimitsOptions.Section).Get<LimitsOptions>() ?? new LimitsOptions();
-        var invalid = new List<ValidationResult>();
-        if (!Validator.TryValidateObject(limits, new ValidationContext(limits), invalid, validateAllProperties: true))
-        {
-            throw new Microsoft.Extensions.Options.OptionsValidationException(LimitsOptions.Section, typeof(LimitsOptions),
-                invalid.Select(r => $"{LimitsOptions.Section}:{string.Join(',', r.MemberNames)} (environment variable " +
-                                    $"FirmwareManager__Limits__{string.Join(',', r.MemberNames)}): {r.ErrorMessage}"));
-        }
-        builder.Services.AddOptions<RateLimitOptions>()
-            .Bind(builder.Configuration.GetSection(RateLimitOptions.Section))
-            .Validate(o => Valid(o.Device) && Valid(o.Member),
-                $"{RateLimitOptions.Section}:Device and :Member need PermitsPerSecond 0..1000000 and Burst 1..1000000 " +
-                "(environment variables FirmwareManager__RateLimits__Device__PermitsPerSecond, ...).")
-            .ValidateOnStart();
+        var limits = Settings.Read<LimitsOptions>(builder.Configuration, LimitsOptions.Section);
+        builder.Services.AddSettings<RateLimitOptions>(builder.Configuration, RateLimitOptions.Section);
 
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
@@ -106,9 +95,6 @@ public static class Limits
         app.UseRateLimiter();
         return app;
     }
-
-    private static bool Valid(KeyRateLimit limit) =>
-        limit.PermitsPerSecond is >= 0 and <= 1_000_000 && limit.Burst is >= 1 and <= 1_000_000;
 
     private static RequestTimeoutPolicy TimeoutPolicy(TimeSpan timeout) => new()
     {

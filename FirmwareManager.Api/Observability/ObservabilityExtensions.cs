@@ -16,25 +16,18 @@ public sealed class MetricsOptions
     public bool Enabled { get; set; } = true;
 
     /// <summary>Serve <c>/metrics</c> only on this port (on every interface) instead of the API's own.</summary>
+    [System.ComponentModel.DataAnnotations.Range(1, 65535)]
     public int? Port { get; set; }
 }
 
 public static class ObservabilityExtensions
 {
-    /// <summary><c>FirmwareManager:LogFormat</c>: <c>text</c> (default, for people) or <c>json</c> (compact JSON, for log shippers).</summary>
-    public const string LogFormatKey = "FirmwareManager:LogFormat";
-
     private const string TextTemplate = "[{Timestamp:HH:mm:ss} {Level:u3}] {Message:lj}{TraceSuffix}{NewLine}{Exception}";
 
     public static WebApplicationBuilder AddObservability(this WebApplicationBuilder builder)
     {
-        var json = builder.Configuration[LogFormatKey] switch
-        {
-            null or "" or "text" => false,
-            "json" => true,
-            var other => throw new InvalidOperationException(
-                $"{LogFormatKey} (environment variable FirmwareManager__LogFormat) must be 'text' or 'json', not '{other}'."),
-        };
+        // Read now, as the host is configured: the logger is set up before it is built.
+        var json = Settings.Read<FirmwareManagerOptions>(builder.Configuration, FirmwareManagerOptions.Section).LogFormat == "json";
         builder.Services.AddSerilog((services, logger) =>
         {
             logger
@@ -52,7 +45,7 @@ public static class ObservabilityExtensions
             }
         }, preserveStaticLogger: true);
 
-        var metrics = builder.Configuration.GetSection(MetricsOptions.Section).Get<MetricsOptions>() ?? new MetricsOptions();
+        var metrics = Settings.Read<MetricsOptions>(builder.Configuration, MetricsOptions.Section);
         builder.Services.AddSingleton(metrics);
         builder.Services.AddSingleton<FirmwareMetrics>();
         if (metrics.Enabled)

@@ -68,6 +68,31 @@ public sealed class OperatorMessagesTests
         output.Should().NotContain("   at ");
     }
 
+    [Theory]
+    [InlineData("FirmwareManager__Ingest__Writers", "0")]
+    [InlineData("FirmwareManager__Ingest__MaxGroupSize", "20000")]
+    [InlineData("FirmwareManager__Retention__BatchSize", "5")]
+    [InlineData("FirmwareManager__Limits__RequestTimeoutSeconds", "0")]
+    [InlineData("FirmwareManager__RateLimits__Device__Burst", "0")]
+    [InlineData("FirmwareManager__RateLimits__Member__PermitsPerSecond", "-1")]
+    [InlineData("FirmwareManager__Metrics__Port", "70000")]
+    [InlineData("FirmwareManager__LogFormat", "xml")]
+    [InlineData("FirmwareManager__KeyUsageFlushSeconds", "0")]
+    [InlineData("FirmwareManager__Ingest__Writers", "two")]
+    public async Task Every_bad_setting_stops_the_start_with_one_line_naming_it_and_its_environment_variable(string variable, string value)
+    {
+        var (exitCode, output) = await RunServiceAsync([], new()
+        {
+            ["ConnectionStrings__FirmwareManager"] = $"Host=127.0.0.1;Port={ClosedPort()};Timeout=3",
+            [variable] = value,
+        });
+
+        exitCode.Should().Be(1, output);
+        output.Split('\n').Should().ContainSingle(l => l.Contains("could not start", StringComparison.Ordinal)).Which
+            .Should().Contain(variable.Replace("__", ":", StringComparison.Ordinal)).And.Contain("environment variable");
+        output.Should().NotContain("   at ").And.NotContain("Cannot reach the database", "settings are checked before anything touches the database");
+    }
+
     private static int ClosedPort()
     {
         using var listener = new TcpListener(IPAddress.Loopback, 0);
