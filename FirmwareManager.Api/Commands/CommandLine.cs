@@ -14,10 +14,10 @@ public static class CommandLine
 
     private static readonly Command[] Commands =
     [
-        new(Bootstrap.Command, $"{Bootstrap.Command} <project-name> --admin <email>   create a project and its first admin; prints the admin's key once", Bootstrap.RunAsync),
+        new(CreateProject.Command, $"{CreateProject.Command} <project-name> --admin <email>   create a project and its first admin; prints the admin's key once", CreateProject.RunAsync),
         new(IssueAdminKey.Command, $"{IssueAdminKey.Command} <project-name> --admin <email>   make the email an admin of the project with a new key, printed once (recovery)", IssueAdminKey.RunAsync),
         new(GrantApiRole.Command, $"{GrantApiRole.Command} <login>   (DBA) create the firmware_manager_api role if needed, apply its grants, make the login a member", GrantApiRole.RunAsync),
-        new(HealthProbe.Command, $"{HealthProbe.Command} [url]   exit 0 when the running service's /health answers 200", HealthProbe.RunAsync),
+        new(HealthCheck.Command, $"{HealthCheck.Command} [url]   exit 0 when the running service's /health answers 200", HealthCheck.RunAsync),
     ];
 
     /// <summary>Whether the arguments name a command rather than settings for the web service.</summary>

@@ -23,7 +23,7 @@ public static class GrantApiRole
 
         try
         {
-            var connectionString = Provisioning.Bootstrap.ReadConfiguration().GetMigrationsConnectionString();
+            var connectionString = CreateProject.ReadConfiguration().GetMigrationsConnectionString();
             await DatabaseMigrator.GrantApiRoleAsync(connectionString, login, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
             Console.WriteLine($"{login} is a member of firmware_manager_api, whose grants are in place. Run the service as {login} " +
                               "(ConnectionStrings__FirmwareManager) and the migrations as the schema's owner (ConnectionStrings__FirmwareManagerMigrations).");

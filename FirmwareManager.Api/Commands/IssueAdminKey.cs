@@ -24,7 +24,7 @@ public static class IssueAdminKey
 
         try
         {
-            var issued = await IssueAsync(Bootstrap.ReadConfiguration().GetMigrationsConnectionString(), project, email, CancellationToken.None);
+            var issued = await IssueAsync(CreateProject.ReadConfiguration().GetMigrationsConnectionString(), project, email, CancellationToken.None);
             if (issued is null)
             {
                 await Console.Error.WriteLineAsync($"There is no project named '{project}'; nothing was changed.");

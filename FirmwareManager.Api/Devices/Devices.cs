@@ -1,6 +1,5 @@
 using Dapper;
 using FirmwareManager.Api.Database;
-using FirmwareManager.Api.Firmware;
 using Npgsql;
 
 namespace FirmwareManager.Api.Devices;

@@ -1,7 +1,6 @@
 using System.Text.Json;
 using Dapper;
 using FirmwareManager.Api.Auth;
-using FirmwareManager.Api.Firmware;
 using Npgsql;
 
 namespace FirmwareManager.Api.Provisioning;

@@ -1,7 +1,6 @@
 using Dapper;
 using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Database;
-using FirmwareManager.Api.Firmware;
 using Npgsql;
 
 namespace FirmwareManager.Api.Provisioning;

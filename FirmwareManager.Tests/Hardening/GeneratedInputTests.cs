@@ -5,6 +5,7 @@ using System.Text;
 using System.Text.Json;
 using CsCheck;
 using Dapper;
+using FirmwareManager.Api;
 using FirmwareManager.Api.Firmware;
 using FirmwareManager.Api.Versions;
 using FirmwareManager.Tests.Infrastructure;

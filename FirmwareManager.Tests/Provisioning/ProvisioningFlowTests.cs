@@ -1,7 +1,7 @@
 using System.Net;
 using System.Net.Http.Json;
 using Dapper;
-using FirmwareManager.Api.Provisioning;
+using FirmwareManager.Api.Commands;
 using FirmwareManager.Tests.Infrastructure;
 using Microsoft.AspNetCore.Hosting;
 using Npgsql;
@@ -15,11 +15,11 @@ public sealed class ProvisioningFlowTests
     public async Task From_an_empty_database_to_enrolled_devices_reporting_with_rotated_and_revoked_keys()
     {
         var connectionString = await (await PostgresServer.SharedAsync()).CreateDatabaseAsync();
-        var created = await Bootstrap.CreateProjectAsync(connectionString, "acme", "Ops@Acme.example", CancellationToken.None);
+        var created = await CreateProject.CreateProjectAsync(connectionString, "acme", "Ops@Acme.example", CancellationToken.None);
         created.Should().NotBeNull();
         var adminKey = created!.Value.Key.Key;
         adminKey.Should().StartWith("fmm_").And.HaveLength(47);
-        (await Bootstrap.CreateProjectAsync(connectionString, "acme", "other@acme.example", CancellationToken.None)).Should().BeNull();
+        (await CreateProject.CreateProjectAsync(connectionString, "acme", "other@acme.example", CancellationToken.None)).Should().BeNull();
 
         var logs = new CapturedLogs();
         await using var service = new ServiceOnDatabase(connectionString).WithWebHostBuilder(b => b
@@ -125,8 +125,8 @@ public sealed class ProvisioningFlowTests
     [Fact]
     public async Task The_bootstrap_command_refuses_wrong_arguments_with_exit_code_2()
     {
-        (await Bootstrap.RunAsync(["create-project"])).Should().Be(2);
-        (await Bootstrap.RunAsync(["create-project", "acme", "--owner", "x@y"])).Should().Be(2);
+        (await CreateProject.RunAsync(["create-project"])).Should().Be(2);
+        (await CreateProject.RunAsync(["create-project", "acme", "--owner", "x@y"])).Should().Be(2);
     }
 
     private static HttpClient Client(Microsoft.AspNetCore.Mvc.Testing.WebApplicationFactory<Program> service, string key)

@@ -1,7 +1,7 @@
 using System.Globalization;
 using System.Text.RegularExpressions;
 
-namespace FirmwareManager.Api.Firmware;
+namespace FirmwareManager.Api;
 
 /// <summary>RFC 3339 date-times with an explicit offset and at most six fractional digits (PostgreSQL keeps microseconds).</summary>
 public static partial class Rfc3339

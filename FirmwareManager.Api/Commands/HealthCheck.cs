@@ -1,10 +1,10 @@
-namespace FirmwareManager.Api.Observability;
+namespace FirmwareManager.Api.Commands;
 
 /// <summary>
 /// <c>dotnet FirmwareManager.Api.dll healthcheck [url]</c>: exit 0 when the running service's <c>/health</c> answers
 /// 200, 1 otherwise. The container image's HEALTHCHECK uses it, as its runtime image has no curl or shell.
 /// </summary>
-public static class HealthProbe
+public static class HealthCheck
 {
     public const string Command = "healthcheck";
 

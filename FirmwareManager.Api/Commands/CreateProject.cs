@@ -1,7 +1,8 @@
 using FirmwareManager.Api.Database;
+using FirmwareManager.Api.Provisioning;
 using Microsoft.Extensions.Logging.Abstractions;
 
-namespace FirmwareManager.Api.Provisioning;
+namespace FirmwareManager.Api.Commands;
 
 /// <summary>
 /// <c>dotnet FirmwareManager.Api.dll create-project NAME --admin EMAIL</c>: the first step of a real deployment.
@@ -10,7 +11,7 @@ namespace FirmwareManager.Api.Provisioning;
 /// ConnectionStrings__FirmwareManagerMigrations when set, else ConnectionStrings__FirmwareManager): it runs as the
 /// schema owner.
 /// </summary>
-public static class Bootstrap
+public static class CreateProject
 {
     public const string Command = "create-project";
 
