@@ -1,5 +1,6 @@
 using System.Globalization;
 using FirmwareManager.Api.Auth;
+using FirmwareManager.Api.Firmware;
 using FirmwareManager.Api.Http;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
@@ -38,14 +39,15 @@ public static class DevicesApi
         CancellationToken cancellationToken)
     {
         var errors = new Dictionary<string, string[]>();
-        var page = PageRequest.Parse(limit, cursor, silentSince, null, statusOfLastEvent, firmware, errors);
-        if (page is null)
+        var page = PageRequest.Parse(limit, cursor, errors);
+        var filters = EventFilters.Parse(silentSince, null, statusOfLastEvent, firmware, errors);
+        if (page is null || filters is null)
         {
             return Problems.Validation(RenameFilters(errors), "Invalid query parameters.");
         }
 
         var caller = Caller.From(http.User);
-        var scope = string.Create(CultureInfo.InvariantCulture, $"devices|{caller.ProjectId}|{page.FilterKey}");
+        var scope = string.Create(CultureInfo.InvariantCulture, $"devices|{caller.ProjectId}|{filters.Key}");
         long afterId = 0;
         if (page.Cursor is not null)
         {
@@ -58,7 +60,7 @@ public static class DevicesApi
             afterId = after.Id;
         }
 
-        var found = await devices.PageAsync(caller.ProjectId, page.Firmware, page.Statuses, page.Since, afterId, page.Limit + 1, cancellationToken);
+        var found = await devices.PageAsync(caller.ProjectId, filters.Firmware, filters.Statuses, filters.Since, afterId, page.Limit + 1, cancellationToken);
         string? next = null;
         if (found.Count > page.Limit)
         {

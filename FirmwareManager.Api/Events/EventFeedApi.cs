@@ -46,7 +46,8 @@ public static class EventFeedApi
         CancellationToken cancellationToken)
     {
         var errors = new Dictionary<string, string[]>();
-        var page = PageRequest.Parse(limit, cursor, since, until, status, firmware, errors);
+        var page = PageRequest.Parse(limit, cursor, errors);
+        var filters = EventFilters.Parse(since, until, status, firmware, errors);
         long? deviceId = null;
         if (deviceIdText is not null)
         {
@@ -65,7 +66,7 @@ public static class EventFeedApi
             errors["after"] = ["Use either cursor (newest first) or after (arrival order), not both."];
         }
 
-        if (page is null || errors.Count > 0)
+        if (page is null || filters is null || errors.Count > 0)
         {
             return Problems.Validation(errors, "Invalid query parameters.");
         }
@@ -73,7 +74,7 @@ public static class EventFeedApi
         var caller = Caller.From(http.User);
         var polling = after is not null;
         var scope = string.Create(CultureInfo.InvariantCulture,
-            $"events|{(polling ? "after" : "newest")}|{caller.ProjectId}|{deviceId}|{page.FilterKey}");
+            $"events|{(polling ? "after" : "newest")}|{caller.ProjectId}|{deviceId}|{filters.Key}");
         FirmwareEvents.ArrivalPosition? position = null;
         var token = polling ? after : page.Cursor;
         if (polling && after == FromBeginning)
@@ -90,7 +91,7 @@ public static class EventFeedApi
         }
 
         var found = await events.FeedPageAsync(
-            caller.ProjectId, deviceId, page, polling ? null : position, polling ? position : null, page.Limit + 1, cancellationToken);
+            caller.ProjectId, deviceId, filters, polling ? null : position, polling ? position : null, page.Limit + 1, cancellationToken);
         var served = found.Take(page.Limit).ToList();
 
         // Polling always gets a next position, even from an empty page; newest-first only while more remain.

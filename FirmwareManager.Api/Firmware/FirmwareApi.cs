@@ -82,7 +82,7 @@ public static class FirmwareApi
             report = FirmwareEventRequest.Validate(body.RootElement, out errors);
             if (report is null)
             {
-                metrics.EventRejected(FirmwareEventRequest.StatusOf(body.RootElement));
+                metrics.EventRejected(FirmwareEventRequest.StatusLabel(body.RootElement));
                 return Problems.Validation(errors, "The firmware event is not valid.");
             }
         }
@@ -123,8 +123,9 @@ public static class FirmwareApi
             return Problems.InvalidId("device_id", deviceIdText);
         }
 
-        var page = PageRequest.Parse(limit, cursor, since, until, status, firmware, errors);
-        if (page is null)
+        var page = PageRequest.Parse(limit, cursor, errors);
+        var filters = EventFilters.Parse(since, until, status, firmware, errors);
+        if (page is null || filters is null)
         {
             return Problems.Validation(errors, "Invalid query parameters.");
         }
@@ -135,7 +136,7 @@ public static class FirmwareApi
             return Forbidden("A device key may read only its own device's events.");
         }
 
-        var scope = string.Create(CultureInfo.InvariantCulture, $"history|{caller.ProjectId}|{deviceId}|{page.FilterKey}");
+        var scope = string.Create(CultureInfo.InvariantCulture, $"history|{caller.ProjectId}|{deviceId}|{filters.Key}");
         FirmwareEvents.HistoryPosition? after = null;
         if (page.Cursor is not null)
         {
@@ -146,7 +147,7 @@ public static class FirmwareApi
             }
         }
 
-        var history = await events.HistoryPageAsync(deviceId, caller.ProjectId, page, after, page.Limit + 1, cancellationToken);
+        var history = await events.HistoryPageAsync(deviceId, caller.ProjectId, filters, after, page.Limit + 1, cancellationToken);
         if (history is null)
         {
             return DeviceNotFound(deviceId);
@@ -222,7 +223,7 @@ public static class FirmwareApi
 
         if (errors.Count > 0)
         {
-            metrics.EventRejected(null);
+            metrics.EventRejected(FirmwareEventRequest.InvalidStatusLabel);
             return Problems.Validation(errors, "The batch is not valid; nothing was stored.");
         }
 
@@ -290,7 +291,7 @@ public static class FirmwareApi
         var (body, problem) = await JsonBody.ReadAsync(http, maxBytes, cancellationToken);
         if (body is null)
         {
-            metrics.EventRejected(null);
+            metrics.EventRejected(FirmwareEventRequest.InvalidStatusLabel);
         }
 
         return (deviceId, body, problem);

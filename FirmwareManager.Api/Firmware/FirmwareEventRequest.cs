@@ -61,13 +61,17 @@ public static class FirmwareEventRequest
         return errors.Count == 0 ? new NewFirmwareEvent(firmware!, status!, occurredAt) : null;
     }
 
-    /// <summary>The <c>status</c> a body claims, when it is a string at all (for labelling a rejected report).</summary>
-    public static string? StatusOf(JsonElement body) =>
+    /// <summary>The metrics label of a rejected report whose body named no known status.</summary>
+    public const string InvalidStatusLabel = "invalid";
+
+    /// <summary>The <c>status</c> a rejected body claims, when it is a known one; else <see cref="InvalidStatusLabel"/> (a metrics label from a fixed list).</summary>
+    public static string StatusLabel(JsonElement body) =>
         body.ValueKind == JsonValueKind.Object &&
         body.TryGetProperty("status", out var status) &&
-        status.TryGetText(out var text)
+        status.TryGetText(out var text) &&
+        FirmwareStatus.All.Contains(text)
             ? text
-            : null;
+            : InvalidStatusLabel;
 
     private static string? RequiredString(JsonElement body, string name, Dictionary<string, string[]> errors)
     {

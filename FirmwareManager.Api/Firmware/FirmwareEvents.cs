@@ -399,7 +399,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
     /// first; null when the device is not in that project and never reported in it.
     /// </summary>
     public async Task<IReadOnlyList<FirmwareEvent>?> HistoryPageAsync(
-        long deviceId, long projectId, PageRequest filters, HistoryPosition? after, int limit, CancellationToken cancellationToken)
+        long deviceId, long projectId, EventFilters filters, HistoryPosition? after, int limit, CancellationToken cancellationToken)
     {
         var parameters = new
         {
@@ -494,7 +494,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
     /// <paramref name="after"/> is given, in arrival order after it.
     /// </summary>
     public async Task<IReadOnlyList<FeedEvent>> FeedPageAsync(
-        long projectId, long? deviceId, PageRequest filters, ArrivalPosition? before, ArrivalPosition? after, int limit,
+        long projectId, long? deviceId, EventFilters filters, ArrivalPosition? before, ArrivalPosition? after, int limit,
         CancellationToken cancellationToken)
     {
         var parameters = new

@@ -3,79 +3,37 @@ using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
 using Dapper;
-using FirmwareManager.Api.Firmware;
-using FirmwareManager.Api.Versions;
 using Microsoft.AspNetCore.Http.Extensions;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Npgsql;
 
 namespace FirmwareManager.Api.Http;
 
-/// <summary>The paging and filter parameters the list endpoints share, validated.</summary>
-public sealed record PageRequest(int Limit, string? Cursor, DateTime? Since, DateTime? Until, string[] Statuses, string? Firmware)
+/// <summary>The paging parameters every list endpoint shares, validated: how many rows, and from where.</summary>
+public sealed record PageRequest(int Limit, string? Cursor)
 {
     public const int DefaultLimit = 100;
     public const int MaxLimit = 1000;
 
-    /// <summary>The filters as one canonical string: a cursor is valid only for the query that made it.</summary>
-    public string FilterKey => string.Join('|',
-        Since?.Ticks.ToString(CultureInfo.InvariantCulture), Until?.Ticks.ToString(CultureInfo.InvariantCulture),
-        string.Join(',', Statuses.Order(StringComparer.Ordinal)), Firmware);
-
-    /// <summary>Parses <c>limit</c>, <c>cursor</c>, <c>since</c>, <c>until</c>, <c>status</c> (repeated or comma-separated) and <c>firmware</c>.</summary>
-    public static PageRequest? Parse(
-        string? limit, string? cursor, string? since, string? until, string[]? status, string? firmware, Dictionary<string, string[]> errors)
+    /// <summary>Parses <c>limit</c> and <c>cursor</c>; null (with the reasons in <paramref name="errors"/>) when either is bad.</summary>
+    public static PageRequest? Parse(string? limit, string? cursor, Dictionary<string, string[]> errors)
     {
+        var valid = true;
         var pageSize = DefaultLimit;
         if (limit is not null &&
             (!int.TryParse(limit, NumberStyles.None, CultureInfo.InvariantCulture, out pageSize) || pageSize < 1 || pageSize > MaxLimit))
         {
             errors["limit"] = [$"Must be a whole number from 1 to {MaxLimit}."];
-        }
-
-        var from = ParseTime("since", since, errors);
-        var to = ParseTime("until", until, errors);
-        if (from > to)
-        {
-            errors["since"] = ["Must not be after until."];
-        }
-
-        var statuses = (status ?? [])
-            .SelectMany(s => s.Split(',', StringSplitOptions.TrimEntries | StringSplitOptions.RemoveEmptyEntries))
-            .Distinct(StringComparer.Ordinal)
-            .ToArray();
-        if (statuses.Any(s => !FirmwareStatus.All.Contains(s)))
-        {
-            errors["status"] = [$"Each must be one of: {string.Join(", ", FirmwareStatus.All)}."];
-        }
-
-        if (firmware is not null && !SemanticVersion.IsValid(firmware))
-        {
-            errors["firmware"] = ["Must be a SemVer 2.0.0 version such as 1.4.2."];
+            valid = false;
         }
 
         if (cursor is { Length: 0 or > 512 })
         {
             errors["cursor"] = ["Must be a cursor from a Link header of this API."];
+            valid = false;
         }
 
-        return errors.Count == 0 ? new PageRequest(pageSize, cursor, from, to, statuses, firmware) : null;
-    }
-
-    private static DateTime? ParseTime(string name, string? text, Dictionary<string, string[]> errors)
-    {
-        if (text is null)
-        {
-            return null;
-        }
-
-        if (Rfc3339.TryParse(text, out var time))
-        {
-            return time;
-        }
-
-        errors[name] = ["Must be an RFC 3339 date-time with an offset, such as 2024-01-01T00:00:00Z."];
-        return null;
+        return valid ? new PageRequest(pageSize, cursor) : null;
     }
 }
 

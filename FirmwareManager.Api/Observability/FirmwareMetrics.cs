@@ -1,5 +1,4 @@
 using System.Diagnostics.Metrics;
-using FirmwareManager.Api.Firmware;
 
 namespace FirmwareManager.Api.Observability;
 
@@ -45,7 +44,8 @@ public sealed class FirmwareMetrics
     public void EventRepeated(string status) => Record(status, "repeat");
 
     /// <summary>A report that failed validation; its status is labelled only when it is a known one.</summary>
-    public void EventRejected(string? status) => Record(status is not null && FirmwareStatus.All.Contains(status) ? status : "invalid", "rejected");
+    /// <summary>A rejected report, labelled by the caller with a status from the fixed list (or "invalid").</summary>
+    public void EventRejected(string statusLabel) => Record(statusLabel, "rejected");
 
     private void Record(string status, string outcome) =>
         _eventsIngested.Add(1, new KeyValuePair<string, object?>("status", status), new KeyValuePair<string, object?>("outcome", outcome));

@@ -28,7 +28,7 @@ public static class FirmwareVersionsApi
         CancellationToken cancellationToken)
     {
         var errors = new Dictionary<string, string[]>();
-        var page = PageRequest.Parse(limit, cursor, null, null, null, null, errors);
+        var page = PageRequest.Parse(limit, cursor, errors);
         if (page is null)
         {
             return Problems.Validation(errors, "Invalid query parameters.");
