@@ -41,6 +41,7 @@ try
 
     // Repositories
     builder.Services.AddSingleton<FirmwareEvents>();
+    builder.Services.AddSingleton<EventFeed>();
     builder.Services.AddSingleton<Cursors>();
     builder.Services.AddSingleton<Devices>();
     builder.Services.AddSingleton<FirmwareVersions>();

@@ -41,7 +41,7 @@ public static class EventFeedApi
         [FromQuery] string? firmware,
         [FromQuery(Name = "device_id")] string? deviceIdText,
         HttpContext http,
-        FirmwareEvents events,
+        EventFeed events,
         Cursors cursors,
         CancellationToken cancellationToken)
     {
@@ -75,11 +75,11 @@ public static class EventFeedApi
         var polling = after is not null;
         var scope = string.Create(CultureInfo.InvariantCulture,
             $"events|{(polling ? "after" : "newest")}|{caller.ProjectId}|{deviceId}|{filters.Key}");
-        FirmwareEvents.ArrivalPosition? position = null;
+        ArrivalPosition? position = null;
         var token = polling ? after : page.Cursor;
         if (polling && after == FromBeginning)
         {
-            position = new FirmwareEvents.ArrivalPosition(0, 0);
+            position = new ArrivalPosition(0, 0);
         }
         else if (token is not null)
         {
@@ -112,5 +112,5 @@ public static class EventFeedApi
             http, served.Select(e => FirmwareEventResponse.From(e.Event)).ToList(), next, polling ? "after" : "cursor");
     }
 
-    private static FirmwareEvents.ArrivalPosition ReadPosition(BinaryReader reader) => new(reader.ReadUInt64(), reader.ReadInt64());
+    private static ArrivalPosition ReadPosition(BinaryReader reader) => new(reader.ReadUInt64(), reader.ReadInt64());
 }
