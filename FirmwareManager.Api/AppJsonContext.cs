@@ -1,7 +1,9 @@
 using System.Text.Json.Serialization;
+using FirmwareManager.Api.Audit;
 using FirmwareManager.Api.Devices;
 using FirmwareManager.Api.Firmware;
-using FirmwareManager.Api.Provisioning;
+using FirmwareManager.Api.Keys;
+using FirmwareManager.Api.Members;
 using FirmwareManager.Api.Versions;
 
 namespace FirmwareManager.Api;

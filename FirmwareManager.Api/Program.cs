@@ -1,4 +1,5 @@
 using FirmwareManager.Api;
+using FirmwareManager.Api.Audit;
 using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Commands;
 using FirmwareManager.Api.Database;
@@ -6,8 +7,9 @@ using FirmwareManager.Api.Devices;
 using FirmwareManager.Api.Events;
 using FirmwareManager.Api.Firmware;
 using FirmwareManager.Api.Http;
+using FirmwareManager.Api.Keys;
+using FirmwareManager.Api.Members;
 using FirmwareManager.Api.Observability;
-using FirmwareManager.Api.Provisioning;
 using FirmwareManager.Api.Versions;
 using Microsoft.Extensions.Options;
 using Serilog;
@@ -43,12 +45,12 @@ try
     builder.Services.AddSingleton<FirmwareEvents>();
     builder.Services.AddSingleton<EventFeed>();
     builder.Services.AddSingleton<Cursors>();
-    builder.Services.AddSingleton<Devices>();
+    builder.Services.AddSingleton<DeviceSummaries>();
     builder.Services.AddSingleton<FirmwareVersions>();
-    builder.Services.AddSingleton<Keys>();
+    builder.Services.AddSingleton<ProjectKeys>();
     builder.Services.AddSingleton<DeviceProvisioning>();
-    builder.Services.AddSingleton<Members>();
-    builder.Services.AddSingleton<Audit>();
+    builder.Services.AddSingleton<Memberships>();
+    builder.Services.AddSingleton<AuditLog>();
 
     // Reports of many devices committed together
     builder.Services.AddReportGroupCommit(builder.Configuration);
@@ -76,7 +78,9 @@ try
     app.MapEventFeedApi();
     app.MapDevicesApi();
     app.MapFirmwareVersionsApi();
-    app.MapProvisioningApi();
+    app.MapKeysApi();
+    app.MapMembersApi();
+    app.MapAuditApi();
 
     // Settings first (every ValidateOnStart), so that a bad one is named before anything touches the database.
     app.Services.GetRequiredService<Microsoft.Extensions.Options.IStartupValidator>().Validate();

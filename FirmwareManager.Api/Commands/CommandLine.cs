@@ -1,5 +1,4 @@
 using FirmwareManager.Api.Observability;
-using FirmwareManager.Api.Provisioning;
 
 namespace FirmwareManager.Api.Commands;
 

@@ -1,5 +1,6 @@
 using FirmwareManager.Api.Database;
-using FirmwareManager.Api.Provisioning;
+using FirmwareManager.Api.Keys;
+using FirmwareManager.Api.Members;
 using Microsoft.Extensions.Logging.Abstractions;
 
 namespace FirmwareManager.Api.Commands;
@@ -57,6 +58,6 @@ public static class CreateProject
     {
         await DatabaseMigrator.MigrateAsync(connectionString, applyDemoData: false, NullLogger.Instance, cancellationToken);
         await using var dataSource = Npgsql.NpgsqlDataSource.Create(connectionString);
-        return await new Members(dataSource).CreateProjectAsync(name.Trim(), adminEmail.Trim().ToLowerInvariant(), cancellationToken);
+        return await new Memberships(dataSource).CreateProjectAsync(name.Trim(), adminEmail.Trim().ToLowerInvariant(), cancellationToken);
     }
 }

@@ -1,15 +1,40 @@
+using System.Buffers;
+using System.Buffers.Text;
 using System.Globalization;
+using System.IO.Pipelines;
+using System.Text;
+using System.Text.Json;
+using FirmwareManager.Api.Audit;
 using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Firmware;
 using FirmwareManager.Api.Http;
+using FirmwareManager.Api.Keys;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
 
 namespace FirmwareManager.Api.Devices;
 
-/// <summary><c>/devices</c>: the project's devices, for members.</summary>
+/// <summary>What <c>POST /devices</c> answers: the new device and its first key, shown this once.</summary>
+public sealed record CreatedDeviceResponse(DeviceResponse Device, NewKeyResponse Key);
+
+/// <summary>Documents the request bodies (they are read and validated by hand, for per-field messages).</summary>
+/// <param name="Name">Optional, 1 to 200 characters.</param>
+/// <param name="Serial">Optional, 1 to 200 characters, unique within the project.</param>
+public sealed record CreateDeviceBody(string? Name, string? Serial);
+
+/// <param name="Count">How many devices to enroll without serials (1 to 100,000); or</param>
+/// <param name="Serials">the serials of the devices to enroll (1 to 100,000, unique).</param>
+public sealed record EnrollDevicesBody(int? Count, string[]? Serials);
+
+/// <summary>
+/// <c>/devices</c>: the project's devices for members (list, one), and for admins their creation, bulk enrollment
+/// and decommissioning, each change audited in its transaction. Their keys: <see cref="Keys.KeysApi"/>.
+/// </summary>
 public static class DevicesApi
 {
+    public const int MaxEnrollment = 100_000;
+    private const int MaxTextLength = 200;
+
     public static RouteGroupBuilder MapDevicesApi(this IEndpointRouteBuilder app)
     {
         var group = app.MapGroup("/devices")
@@ -24,6 +49,20 @@ public static class DevicesApi
         group.MapGet("/{device_id}", GetAsync)
             .ProducesProblem(StatusCodes.Status404NotFound)
             .WithSummary("One device: current firmware, its newest event and when it last reported (member keys)");
+
+        var admin = app.MapGroup("/devices").RequireAuthorization(Policies.Admin).WithTags("Devices")
+            .WithKeyProblems().ProducesValidationProblem().ProducesProblem(StatusCodes.Status404NotFound);
+        admin.MapPost("/", CreateDeviceAsync).Accepts<CreateDeviceBody>("application/json")
+            .ProducesProblem(StatusCodes.Status409Conflict)
+            .WithSummary("Create one device with its first key (admin)");
+        admin.MapPost("/bulk", EnrollAsync).Accepts<EnrollDevicesBody>("application/json")
+            .Produces<string>(StatusCodes.Status200OK, "application/x-ndjson", "text/csv")
+            .ProducesProblem(StatusCodes.Status409Conflict)
+            .WithSummary("Enroll up to 100,000 devices at once, all or nothing (admin)")
+            .WithDescription("Streams one line per device with its id, serial and key: NDJSON, or CSV with Accept: text/csv.")
+            .WithRequestTimeout(Limits.LongRunningPolicy);
+        admin.MapDelete("/{device_id}", DecommissionAsync)
+            .WithSummary("Decommission a device: its keys stop working, its history stays readable (admin)");
         return group;
     }
 
@@ -34,7 +73,7 @@ public static class DevicesApi
         [FromQuery(Name = "status_of_last_event")] string[]? statusOfLastEvent,
         [FromQuery(Name = "silent_since")] string? silentSince,
         HttpContext http,
-        Devices devices,
+        DeviceSummaries devices,
         Cursors cursors,
         CancellationToken cancellationToken)
     {
@@ -74,7 +113,7 @@ public static class DevicesApi
     private static async Task<Results<Ok<DeviceResponse>, ProblemHttpResult>> GetAsync(
         [FromRoute(Name = "device_id")] string deviceIdText,
         HttpContext http,
-        Devices devices,
+        DeviceSummaries devices,
         CancellationToken cancellationToken)
     {
         if (!Problems.TryParseId(deviceIdText, out var deviceId))
@@ -93,4 +132,244 @@ public static class DevicesApi
         errors.ToDictionary(
             e => e.Key switch { "since" => "silent_since", "status" => "status_of_last_event", var key => key },
             e => e.Value);
+
+    private static async Task<Results<Created<CreatedDeviceResponse>, ProblemHttpResult>> CreateDeviceAsync(
+        HttpContext http, DeviceProvisioning provisioning, DeviceSummaries devices, CancellationToken cancellationToken)
+    {
+        var (body, problem) = await JsonBody.ReadAsync(http, RequestLimits.MaxBodyBytes, cancellationToken);
+        if (body is null)
+        {
+            return problem!;
+        }
+
+        var errors = new Dictionary<string, string[]>();
+        string? name, serial;
+        using (body)
+        {
+            var root = body.RootElement;
+            if (root.ValueKind != JsonValueKind.Object)
+            {
+                return Problems.Validation(new Dictionary<string, string[]> { ["body"] = ["Must be a JSON object."] }, "Invalid device.");
+            }
+
+            name = OptionalText(root, "name", errors);
+            serial = OptionalText(root, "serial", errors);
+        }
+
+        if (errors.Count > 0)
+        {
+            return Problems.Validation(errors, "Invalid device.");
+        }
+
+        var caller = Caller.From(http.User);
+        try
+        {
+            var (deviceId, key) = await provisioning.CreateAsync(caller.ProjectId, name, serial, Actor.From(caller), cancellationToken);
+            var device = await devices.FindAsync(caller.ProjectId, deviceId, cancellationToken);
+            return TypedResults.Created(string.Create(CultureInfo.InvariantCulture, $"/devices/{deviceId}"),
+                new CreatedDeviceResponse(DeviceResponse.From(device!), key));
+        }
+        catch (SerialTakenException e)
+        {
+            return Problems.Conflict(e.Message);
+        }
+    }
+
+    private static async Task<Results<EmptyHttpResult, ProblemHttpResult>> EnrollAsync(
+        HttpContext http, DeviceProvisioning provisioning, CancellationToken cancellationToken)
+    {
+        var (body, problem) = await JsonBody.ReadAsync(http, 16 * 1024 * 1024, cancellationToken);
+        if (body is null)
+        {
+            return problem!;
+        }
+
+        var errors = new Dictionary<string, string[]>();
+        var serials = new List<string?>();
+        using (body)
+        {
+            var root = body.RootElement;
+            var hasCount = root.ValueKind == JsonValueKind.Object && root.TryGetProperty("count", out var count) && count.ValueKind != JsonValueKind.Null;
+            var hasSerials = root.ValueKind == JsonValueKind.Object && root.TryGetProperty("serials", out var list) && list.ValueKind != JsonValueKind.Null;
+            if (hasCount == hasSerials)
+            {
+                errors["body"] = ["Send either {\"count\": n} or {\"serials\": [...]}."];
+            }
+            else if (hasCount)
+            {
+                if (!root.GetProperty("count").TryGetInt32(out var n) || n < 1 || n > MaxEnrollment)
+                {
+                    errors["count"] = [$"Must be a whole number from 1 to {MaxEnrollment}."];
+                }
+                else
+                {
+                    serials.AddRange(Enumerable.Repeat<string?>(null, n));
+                }
+            }
+            else
+            {
+                ReadSerials(root.GetProperty("serials"), serials, errors);
+            }
+        }
+
+        if (errors.Count > 0)
+        {
+            return Problems.Validation(errors, "Invalid enrollment.");
+        }
+
+        var caller = Caller.From(http.User);
+        EnrolledDevices enrolled;
+        try
+        {
+            enrolled = await provisioning.EnrollAsync(caller.ProjectId, serials, Actor.From(caller), cancellationToken);
+        }
+        catch (SerialTakenException e)
+        {
+            return Problems.Conflict(e.Message);
+        }
+
+        // Committed: now stream the keys, one line per device, flushing as it goes.
+        var csv = http.Request.GetTypedHeaders().Accept.Any(a => a.MediaType.Equals("text/csv", StringComparison.OrdinalIgnoreCase));
+        http.Response.StatusCode = StatusCodes.Status200OK;
+        http.Response.ContentType = csv ? "text/csv; charset=utf-8" : "application/x-ndjson";
+        await WriteEnrolledAsync(http.Response.BodyWriter, enrolled, csv);
+        return TypedResults.Empty;
+    }
+
+    /// <summary>
+    /// One line per device, <c>{"id":1,"serial":"s","key":"fmd_…"}</c> or <c>1,s,fmd_…</c> under a CSV header,
+    /// written as UTF-8 straight into the response's pipe: a 100,000-device answer (about 7 MB) makes no string
+    /// per line. Flushes every 32 KB; the client going away does not undo the committed enrollment.
+    /// </summary>
+    private static async Task WriteEnrolledAsync(PipeWriter writer, EnrolledDevices enrolled, bool csv)
+    {
+        const int flushEvery = 32 * 1024;
+        var pending = 0;
+        if (csv)
+        {
+            pending += Write(writer, "id,serial,key\n"u8);
+        }
+
+        for (var i = 0; i < enrolled.Count; i++)
+        {
+            pending += WriteLine(writer, enrolled, i, csv);
+            if (pending >= flushEvery || i == enrolled.Count - 1)
+            {
+                await writer.FlushAsync(CancellationToken.None);
+                pending = 0;
+            }
+        }
+    }
+
+    private static int WriteLine(PipeWriter writer, EnrolledDevices enrolled, int index, bool csv)
+    {
+        var serial = enrolled.Serials[index];
+        ReadOnlySpan<byte> serialText = serial is null ? (csv ? ""u8 : "null"u8)
+            : csv ? Encoding.UTF8.GetBytes(CsvField(serial))
+            : JsonEncodedQuoted(serial);
+        var line = writer.GetSpan(64 + serialText.Length + IssuedDeviceKeys.KeyLength);
+        var length = Write(line, csv ? ""u8 : "{\"id\":"u8);
+        Utf8Formatter.TryFormat(enrolled.Ids[index], line[length..], out var idLength);
+        length += idLength;
+        length += Write(line[length..], csv ? ","u8 : ",\"serial\":"u8);
+        length += Write(line[length..], serialText);
+        length += Write(line[length..], csv ? ","u8 : ",\"key\":\""u8);
+        length += enrolled.Keys.CopyKeyTo(index, line[length..]);
+        length += Write(line[length..], csv ? "\n"u8 : "\"}\n"u8);
+        writer.Advance(length);
+        return length;
+    }
+
+    private static int Write(Span<byte> destination, ReadOnlySpan<byte> bytes)
+    {
+        bytes.CopyTo(destination);
+        return bytes.Length;
+    }
+
+    private static int Write(PipeWriter writer, ReadOnlySpan<byte> bytes)
+    {
+        writer.Write(bytes);
+        return bytes.Length;
+    }
+
+    private static byte[] JsonEncodedQuoted(string text)
+    {
+        var encoded = JsonEncodedText.Encode(text).EncodedUtf8Bytes;
+        var quoted = new byte[encoded.Length + 2];
+        quoted[0] = quoted[^1] = (byte)'"';
+        encoded.CopyTo(quoted.AsSpan(1));
+        return quoted;
+    }
+
+    private static void ReadSerials(JsonElement list, List<string?> serials, Dictionary<string, string[]> errors)
+    {
+        if (list.ValueKind != JsonValueKind.Array || list.GetArrayLength() is 0 or > MaxEnrollment)
+        {
+            errors["serials"] = [$"Must be an array of 1 to {MaxEnrollment} serials."];
+            return;
+        }
+
+        var seen = new HashSet<string>(StringComparer.Ordinal);
+        var index = 0;
+        foreach (var item in list.EnumerateArray())
+        {
+            if (item.ValueKind == JsonValueKind.String && !item.TryGetText(out _))
+            {
+                errors[$"serials[{index}]"] = [JsonBody.InvalidTextMessage];
+                serials.Add(null);
+                index++;
+                continue;
+            }
+
+            item.TryGetText(out var serial);
+            if (serial is null || !IsValidText(serial))
+            {
+                errors[$"serials[{index}]"] = [$"Must be a string of 1 to {MaxTextLength} printable characters."];
+            }
+            else if (!seen.Add(serial))
+            {
+                errors[$"serials[{index}]"] = [$"'{serial}' appears more than once."];
+            }
+
+            serials.Add(serial);
+            index++;
+        }
+    }
+
+    private static async Task<Results<NoContent, ProblemHttpResult>> DecommissionAsync(
+        [FromRoute(Name = "device_id")] string deviceIdText, HttpContext http, DeviceProvisioning provisioning, CancellationToken cancellationToken)
+    {
+        if (!Problems.TryParseId(deviceIdText, out var deviceId))
+        {
+            return Problems.InvalidId("device_id", deviceIdText);
+        }
+
+        var caller = Caller.From(http.User);
+        return await provisioning.DecommissionAsync(caller.ProjectId, deviceId, Actor.From(caller), cancellationToken)
+            ? TypedResults.NoContent()
+            : Problems.NotFoundIn("device", deviceId);
+    }
+
+    private static string? OptionalText(JsonElement root, string name, Dictionary<string, string[]> errors)
+    {
+        if (!root.TryGetProperty(name, out var value) || value.ValueKind == JsonValueKind.Null)
+        {
+            return null;
+        }
+
+        if (value.TryGetText(out var text) && IsValidText(text))
+        {
+            return text;
+        }
+
+        errors[name] = [value.ValueKind == JsonValueKind.String && !value.TryGetText(out _)
+            ? JsonBody.InvalidTextMessage
+            : $"Must be a string of 1 to {MaxTextLength} printable characters, or left out."];
+        return null;
+    }
+
+    private static bool IsValidText(string text) => text.Length is > 0 and <= MaxTextLength && !text.Any(char.IsControl);
+
+    private static string CsvField(string? text) =>
+        text is null ? "" : text.IndexOfAny([',', '"', '\n', '\r']) >= 0 ? $"\"{text.Replace("\"", "\"\"", StringComparison.Ordinal)}\"" : text;
 }

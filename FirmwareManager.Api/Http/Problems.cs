@@ -31,6 +31,13 @@ public static class Problems
     public static ProblemHttpResult NotFound(string title, string detail) => TypedResults.Problem(
         statusCode: StatusCodes.Status404NotFound, title: title, detail: detail);
 
+    /// <summary>404 for a thing that is not in the caller's project: the same answer whether it exists elsewhere or not.</summary>
+    public static ProblemHttpResult NotFoundIn(string kind, long id) =>
+        NotFound("Not found", string.Create(System.Globalization.CultureInfo.InvariantCulture, $"There is no {kind} {id} in your project."));
+
+    public static ProblemHttpResult Conflict(string detail) => TypedResults.Problem(
+        statusCode: StatusCodes.Status409Conflict, title: "Conflict", detail: detail);
+
     /// <summary>Writes a problem outside an endpoint (middleware, rate limiter, timeouts), with the request's trace id.</summary>
     public static async ValueTask WriteAsync(HttpContext context, int status, string title, string detail)
     {

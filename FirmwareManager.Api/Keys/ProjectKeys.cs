@@ -1,9 +1,10 @@
 using Dapper;
+using FirmwareManager.Api.Audit;
 using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Database;
 using Npgsql;
 
-namespace FirmwareManager.Api.Provisioning;
+namespace FirmwareManager.Api.Keys;
 
 public sealed record KeyInfo(long Id, string KeyPrefix, DateTime CreatedAt, DateTime? LastUsedAt, DateTime? RevokedAt);
 
@@ -34,7 +35,7 @@ public sealed record KeyOwner(string OwnerKind, long OwnerId)
 }
 
 /// <summary>Issuing, listing and revoking device and member keys, each change audited in its transaction.</summary>
-public sealed class Keys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = null)
+public sealed class ProjectKeys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = null)
 {
     // The owner must be in the project and active (not decommissioned, not removed); it is locked so a
     // decommission or removal cannot slip in between. FOR SHARE: two keys issued at once do not wait on each other.
@@ -100,10 +101,43 @@ public sealed class Keys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = null)
             new { owner.OwnerId, KeyPrefix = issued.Prefix, KeyHash = issued.Hash },
             transaction,
             cancellationToken: cancellationToken));
-        await Audit.RecordAsync(connection, transaction, projectId, actor, "key.created", owner.AuditTarget, info.Id,
+        await AuditLog.RecordAsync(connection, transaction, projectId, actor, "key.created", owner.AuditTarget, info.Id,
             new { owner = owner.OwnerKind, owner_id = owner.OwnerId, prefix = issued.Prefix });
         return new NewKeyResponse(info.Id, issued.Prefix, issued.Key, Rfc3339.Format(info.CreatedAt));
     }
+
+    // The project's active admins are locked first, in id order, by every change that could leave the project
+    // without an admin or without an admin's key: two admins removing each other at once cannot both win.
+    private const string LockActiveAdminsSql = """
+        SELECT id
+        FROM project_memberships
+        WHERE project_id = @ProjectId
+          AND role = 'admin'
+          AND removed_at IS NULL
+        ORDER BY id
+        FOR UPDATE
+        """;
+
+    internal static Task LockActiveAdminsAsync(
+        NpgsqlConnection connection, NpgsqlTransaction transaction, long projectId, CancellationToken cancellationToken) =>
+        connection.ExecuteAsync(new CommandDefinition(LockActiveAdminsSql, new { ProjectId = projectId }, transaction, cancellationToken: cancellationToken));
+
+    private const string AnAdminKeepsAKeySql = """
+        SELECT EXISTS (
+            SELECT 1
+            FROM project_memberships AS m
+            JOIN membership_api_keys AS k ON k.membership_id = m.id
+            WHERE m.project_id = @ProjectId
+              AND m.role = 'admin'
+              AND m.removed_at IS NULL
+              AND k.revoked_at IS NULL
+        )
+        """;
+
+    /// <summary>Whether some active admin of the project still has an active key (under <see cref="LockActiveAdminsAsync"/>).</summary>
+    internal static Task<bool> AnAdminKeepsAKeyAsync(
+        NpgsqlConnection connection, NpgsqlTransaction transaction, long projectId, CancellationToken cancellationToken) =>
+        connection.ExecuteScalarAsync<bool>(new CommandDefinition(AnAdminKeepsAKeySql, new { ProjectId = projectId }, transaction, cancellationToken: cancellationToken));
 
     private const string ListDeviceKeysSql = """
         SELECT k.id AS Id,
@@ -200,7 +234,7 @@ public sealed class Keys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = null)
         else
         {
             // The admins first (as a removal does), so that two revocations cannot each leave the other the last key.
-            await Members.LockActiveAdminsAsync(connection, transaction, projectId, cancellationToken);
+            await LockActiveAdminsAsync(connection, transaction, projectId, cancellationToken);
             await actor.LockActiveAsync(connection, transaction, projectId, requireAdmin: !owner.IsMember(actor), cancellationToken);
         }
 
@@ -211,12 +245,12 @@ public sealed class Keys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = null)
             return false;
         }
 
-        if (!owner.IsDevice && !await Members.AnAdminKeepsAKeyAsync(connection, transaction, projectId, cancellationToken))
+        if (!owner.IsDevice && !await AnAdminKeepsAKeyAsync(connection, transaction, projectId, cancellationToken))
         {
             throw new LastAdminKeyException();
         }
 
-        await Audit.RecordAsync(connection, transaction, projectId, actor, "key.revoked", owner.AuditTarget, keyId,
+        await AuditLog.RecordAsync(connection, transaction, projectId, actor, "key.revoked", owner.AuditTarget, keyId,
             new { owner = owner.OwnerKind, owner_id = owner.OwnerId, prefix });
         await transaction.CommitAsync(cancellationToken);
         apiKeys?.ForgetAll();

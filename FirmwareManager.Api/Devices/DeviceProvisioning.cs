@@ -1,9 +1,11 @@
 using Dapper;
+using FirmwareManager.Api.Audit;
 using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Database;
+using FirmwareManager.Api.Keys;
 using Npgsql;
 
-namespace FirmwareManager.Api.Provisioning;
+namespace FirmwareManager.Api.Devices;
 
 /// <summary>A bulk enrollment's devices: device i has id <c>Ids[i]</c>, serial <c>Serials[i]</c> and key i of <c>Keys</c>.</summary>
 public sealed record EnrolledDevices(long[] Ids, IReadOnlyList<string?> Serials, IssuedDeviceKeys Keys)
@@ -45,8 +47,8 @@ public sealed class DeviceProvisioning(NpgsqlDataSource dataSource, ApiKeys? api
             throw new SerialTakenException($"A device with serial '{serial}' already exists in this project.");
         }
 
-        await Audit.RecordAsync(connection, transaction, projectId, actor, "device.created", "device", deviceId, new { name, serial });
-        var key = await Keys.IssueInTransactionAsync(connection, transaction, projectId, KeyOwner.Device(deviceId), actor, cancellationToken);
+        await AuditLog.RecordAsync(connection, transaction, projectId, actor, "device.created", "device", deviceId, new { name, serial });
+        var key = await ProjectKeys.IssueInTransactionAsync(connection, transaction, projectId, KeyOwner.Device(deviceId), actor, cancellationToken);
         await transaction.CommitAsync(cancellationToken);
         return (deviceId, key);
     }
@@ -128,7 +130,7 @@ public sealed class DeviceProvisioning(NpgsqlDataSource dataSource, ApiKeys? api
             chunkIds.CopyTo(ids, offset);
         }
 
-        await Audit.RecordAsync(connection, transaction, projectId, actor, "devices.enrolled", "device", ids[0],
+        await AuditLog.RecordAsync(connection, transaction, projectId, actor, "devices.enrolled", "device", ids[0],
             new { count = ids.Length, first_id = ids[0], last_id = ids[^1] });
         await transaction.CommitAsync(cancellationToken);
         return new EnrolledDevices(ids, serials, keys);
@@ -176,7 +178,7 @@ public sealed class DeviceProvisioning(NpgsqlDataSource dataSource, ApiKeys? api
         }
 
         var revoked = await connection.ExecuteAsync(new CommandDefinition(RevokeAllDeviceKeysSql, parameters, transaction, cancellationToken: cancellationToken));
-        await Audit.RecordAsync(connection, transaction, projectId, actor, "device.decommissioned", "device", deviceId, new { keys_revoked = revoked });
+        await AuditLog.RecordAsync(connection, transaction, projectId, actor, "device.decommissioned", "device", deviceId, new { keys_revoked = revoked });
         await transaction.CommitAsync(cancellationToken);
         apiKeys?.ForgetAll();
         return true;

@@ -18,7 +18,7 @@ public sealed record DeviceSummary(
     DateTime? DecommissionedAt);
 
 /// <summary>The devices table, as the fleet views read it.</summary>
-public sealed class Devices(NpgsqlDataSource dataSource)
+public sealed class DeviceSummaries(NpgsqlDataSource dataSource)
 {
     // Devices in id order after the cursor. With a firmware filter this is a range of
     // devices_project_firmware_idx; without, of devices_project_id_id_idx. Devices that never reported

@@ -1,9 +1,11 @@
 using Dapper;
+using FirmwareManager.Api.Audit;
 using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Database;
+using FirmwareManager.Api.Keys;
 using Npgsql;
 
-namespace FirmwareManager.Api.Provisioning;
+namespace FirmwareManager.Api.Members;
 
 public sealed record Member(long Id, long ProjectId, string Email, string Role, DateTime CreatedAt, DateTime? RemovedAt);
 
@@ -18,7 +20,7 @@ public sealed class LastAdminException()
     : Exception("A project keeps at least one admin with a working key: add another admin (or issue one a key) first.");
 
 /// <summary>Projects and their members, each change audited in its transaction.</summary>
-public sealed class Members(NpgsqlDataSource dataSource, ApiKeys? apiKeys = null)
+public sealed class Memberships(NpgsqlDataSource dataSource, ApiKeys? apiKeys = null)
 {
     public const string Admin = "admin";
     public const string Viewer = "viewer";
@@ -54,7 +56,7 @@ public sealed class Members(NpgsqlDataSource dataSource, ApiKeys? apiKeys = null
             return null;
         }
 
-        await Audit.RecordAsync(connection, transaction, id, Actor.Cli, "project.created", "project", id, new { name });
+        await AuditLog.RecordAsync(connection, transaction, id, Actor.Cli, "project.created", "project", id, new { name });
         var (admin, key) = await InviteInTransactionAsync(connection, transaction, id, adminEmail, Admin, Actor.Cli, cancellationToken);
         await transaction.CommitAsync(cancellationToken);
         return (id, admin!, key!);
@@ -93,8 +95,8 @@ public sealed class Members(NpgsqlDataSource dataSource, ApiKeys? apiKeys = null
 
         var admin = await connection.QuerySingleAsync<Member>(new CommandDefinition(
             UpsertAdminSql, new { ProjectId = id, Email = email }, transaction, cancellationToken: cancellationToken));
-        await Audit.RecordAsync(connection, transaction, id, Actor.Cli, "member.admin_recovered", "member", admin.Id, new { email });
-        var key = await Keys.IssueInTransactionAsync(connection, transaction, id, KeyOwner.Member(admin.Id), Actor.Cli, cancellationToken);
+        await AuditLog.RecordAsync(connection, transaction, id, Actor.Cli, "member.admin_recovered", "member", admin.Id, new { email });
+        var key = await ProjectKeys.IssueInTransactionAsync(connection, transaction, id, KeyOwner.Member(admin.Id), Actor.Cli, cancellationToken);
         await transaction.CommitAsync(cancellationToken);
         return (admin, key);
     }
@@ -130,8 +132,8 @@ public sealed class Members(NpgsqlDataSource dataSource, ApiKeys? apiKeys = null
             return (null, null);
         }
 
-        await Audit.RecordAsync(connection, transaction, projectId, actor, "member.added", "member", member.Id, new { email, role });
-        var key = await Keys.IssueInTransactionAsync(connection, transaction, projectId, KeyOwner.Member(member.Id), actor, cancellationToken);
+        await AuditLog.RecordAsync(connection, transaction, projectId, actor, "member.added", "member", member.Id, new { email, role });
+        var key = await ProjectKeys.IssueInTransactionAsync(connection, transaction, projectId, KeyOwner.Member(member.Id), actor, cancellationToken);
         return (member, key);
     }
 
@@ -173,39 +175,6 @@ public sealed class Members(NpgsqlDataSource dataSource, ApiKeys? apiKeys = null
             FindActiveSql, new { ProjectId = projectId, MemberId = memberId }, cancellationToken: cancellationToken));
     }
 
-    // The project's active admins are locked first, in id order, by every change that could leave the project
-    // without an admin or without an admin's key: two admins removing each other at once cannot both win.
-    private const string LockActiveAdminsSql = """
-        SELECT id
-        FROM project_memberships
-        WHERE project_id = @ProjectId
-          AND role = 'admin'
-          AND removed_at IS NULL
-        ORDER BY id
-        FOR UPDATE
-        """;
-
-    internal static Task LockActiveAdminsAsync(
-        NpgsqlConnection connection, NpgsqlTransaction transaction, long projectId, CancellationToken cancellationToken) =>
-        connection.ExecuteAsync(new CommandDefinition(LockActiveAdminsSql, new { ProjectId = projectId }, transaction, cancellationToken: cancellationToken));
-
-    private const string AnAdminKeepsAKeySql = """
-        SELECT EXISTS (
-            SELECT 1
-            FROM project_memberships AS m
-            JOIN membership_api_keys AS k ON k.membership_id = m.id
-            WHERE m.project_id = @ProjectId
-              AND m.role = 'admin'
-              AND m.removed_at IS NULL
-              AND k.revoked_at IS NULL
-        )
-        """;
-
-    /// <summary>Whether some active admin of the project still has an active key (under <see cref="LockActiveAdminsAsync"/>).</summary>
-    internal static Task<bool> AnAdminKeepsAKeyAsync(
-        NpgsqlConnection connection, NpgsqlTransaction transaction, long projectId, CancellationToken cancellationToken) =>
-        connection.ExecuteScalarAsync<bool>(new CommandDefinition(AnAdminKeepsAKeySql, new { ProjectId = projectId }, transaction, cancellationToken: cancellationToken));
-
     private const string RemoveSql = """
         UPDATE project_memberships
         SET removed_at = now()
@@ -240,7 +209,7 @@ public sealed class Members(NpgsqlDataSource dataSource, ApiKeys? apiKeys = null
         var parameters = new { ProjectId = projectId, MemberId = memberId };
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
-        await LockActiveAdminsAsync(connection, transaction, projectId, cancellationToken);
+        await ProjectKeys.LockActiveAdminsAsync(connection, transaction, projectId, cancellationToken);
         await actor.LockActiveAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
         var email = await connection.ExecuteScalarAsync<string?>(new CommandDefinition(RemoveSql, parameters, transaction, cancellationToken: cancellationToken));
         if (email is null)
@@ -249,12 +218,12 @@ public sealed class Members(NpgsqlDataSource dataSource, ApiKeys? apiKeys = null
         }
 
         var revoked = await connection.ExecuteAsync(new CommandDefinition(RevokeAllMemberKeysSql, parameters, transaction, cancellationToken: cancellationToken));
-        if (!await AnAdminKeepsAKeyAsync(connection, transaction, projectId, cancellationToken))
+        if (!await ProjectKeys.AnAdminKeepsAKeyAsync(connection, transaction, projectId, cancellationToken))
         {
             throw new LastAdminException();
         }
 
-        await Audit.RecordAsync(connection, transaction, projectId, actor, "member.removed", "member", memberId, new { email, keys_revoked = revoked });
+        await AuditLog.RecordAsync(connection, transaction, projectId, actor, "member.removed", "member", memberId, new { email, keys_revoked = revoked });
         await transaction.CommitAsync(cancellationToken);
         apiKeys?.ForgetAll();
         return true;

@@ -3,7 +3,7 @@ using Dapper;
 using FirmwareManager.Api.Auth;
 using Npgsql;
 
-namespace FirmwareManager.Api.Provisioning;
+namespace FirmwareManager.Api.Audit;
 
 /// <summary>Who acted: a member through one of their keys, or an operator's command.</summary>
 public sealed record Actor(string Kind, long? Id, string? KeyPrefix, long? KeyId = null)
@@ -55,7 +55,7 @@ public sealed record AuditEntry(
     string Details, DateTime CreatedAt);
 
 /// <summary>The audit log: written inside the transaction of the change it records; read newest first.</summary>
-public sealed class Audit(NpgsqlDataSource dataSource)
+public sealed class AuditLog(NpgsqlDataSource dataSource)
 {
     private const string RecordSql = """
         INSERT INTO audit_log (project_id, actor_kind, actor_id, actor_key_prefix, action, target_kind, target_id, details)

@@ -1,0 +1,54 @@
+using System.Globalization;
+using FirmwareManager.Api.Auth;
+using FirmwareManager.Api.Http;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Mvc;
+
+namespace FirmwareManager.Api.Audit;
+
+/// <summary><c>/audit</c>: who created or revoked which key, changed which member, created or decommissioned which device.</summary>
+public static class AuditApi
+{
+    public static IEndpointRouteBuilder MapAuditApi(this IEndpointRouteBuilder app)
+    {
+        app.MapGroup("/audit").RequireAuthorization(Policies.Admin).WithTags("Audit").WithKeyProblems().ProducesValidationProblem()
+            .MapGet("/", AuditPageAsync)
+            .WithSummary("Key, member and device changes: who, what, when, with which key prefix; newest first, paged (admin)");
+        return app;
+    }
+
+    private static async Task<Results<Ok<List<AuditEntryResponse>>, ProblemHttpResult>> AuditPageAsync(
+        [FromQuery] string? limit, [FromQuery] string? cursor, HttpContext http, AuditLog audit, Cursors cursors, CancellationToken cancellationToken)
+    {
+        var errors = new Dictionary<string, string[]>();
+        var page = PageRequest.Parse(limit, cursor, errors);
+        if (page is null)
+        {
+            return Problems.Validation(errors, "Invalid query parameters.");
+        }
+
+        var caller = Caller.From(http.User);
+        var scope = string.Create(CultureInfo.InvariantCulture, $"audit|{caller.ProjectId}");
+        var beforeId = long.MaxValue;
+        if (page.Cursor is not null)
+        {
+            var position = await cursors.DecodeAsync(scope, page.Cursor, reader => new IdPosition(reader.ReadInt64()), cancellationToken);
+            if (position is null)
+            {
+                return PageResults.InvalidCursor();
+            }
+
+            beforeId = position.Id;
+        }
+
+        var entries = await audit.PageAsync(caller.ProjectId, beforeId, page.Limit + 1, cancellationToken);
+        string? next = null;
+        if (entries.Count > page.Limit)
+        {
+            var lastId = entries[page.Limit - 1].Id;
+            next = await cursors.EncodeAsync(scope, writer => writer.Write(lastId), cancellationToken);
+        }
+
+        return PageResults.Page(http, entries.Take(page.Limit).Select(AuditEntryResponse.From).ToList(), next);
+    }
+}
