@@ -7,6 +7,8 @@ using Microsoft.AspNetCore.Mvc.Testing;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging.Abstractions;
 using Npgsql;
+using Respawn;
+using Respawn.Graph;
 using Serilog.Core;
 using Serilog.Events;
 
@@ -26,11 +28,17 @@ public sealed class FirmwareManagerApp : WebApplicationFactory<Program>, IAsyncL
     public const string MemberKey2 = "super_secret_member_key_2";
     public const string MemberKey3 = "super_secret_member_key_3";
 
-    private const string EmptyAllTables = """
-        TRUNCATE audit_log, firmware_version_counts, device_firmware_status, firmware_events, device_api_keys, devices,
-                 membership_api_keys, project_memberships, projects
-        RESTART IDENTITY
-        """;
+    // Every table of the schema emptied and its identities restarted, whatever a migration adds: all but the
+    // migration journal and the cursor key, which the service needs as they are.
+    private static readonly RespawnerOptions EmptyAllTables = new()
+    {
+        DbAdapter = DbAdapter.Postgres,
+        SchemasToInclude = ["public"],
+        TablesToIgnore = [new Table("public", "schemaversions"), new Table("public", "service_secrets")],
+        WithReseed = true,
+    };
+
+    private Respawner? _respawner;
 
     /// <summary>The database's owner (no CREATEROLE, no superuser): what migrations run as, and what tests use to prepare and check data.</summary>
     public string ConnectionString { get; private set; } = "";
@@ -70,7 +78,9 @@ public sealed class FirmwareManagerApp : WebApplicationFactory<Program>, IAsyncL
     {
         await using (var connection = new NpgsqlConnection(ConnectionString))
         {
-            await connection.ExecuteAsync(EmptyAllTables);
+            await connection.OpenAsync();
+            _respawner ??= await Respawner.CreateAsync(connection, EmptyAllTables);
+            await _respawner.ResetAsync(connection);
         }
 
         await DatabaseMigrator.MigrateAsync(ConnectionString, applyDemoData: true, NullLogger.Instance);
