@@ -1,21 +1,18 @@
-using System.Text.RegularExpressions;
+using Semver;
 
 namespace FirmwareManager.Api.Versions;
 
-/// <summary>SemVer 2.0.0 syntax (https://semver.org), as a firmware version must be written.</summary>
-public static partial class SemanticVersion
+/// <summary>SemVer 2.0.0 syntax (https://semver.org), as a firmware version must be written: the Semver package, strict.</summary>
+/// <remarks>
+/// Strict: no "v" prefix, no leading zeros, all three numbers, ASCII only. A parse costs about 0.7 µs and 390 bytes,
+/// against 0.1 µs for the regular expression it replaced (docs/performance.md): nothing at one per report.
+/// Precedence itself is the database's (migration 0010's precedence key), which orders /firmware-versions.
+/// </remarks>
+public static class SemanticVersion
 {
     /// <summary>Longer versions are rejected; the database holds the same bound.</summary>
     public const int MaxLength = 128;
 
-    // The expression semver.org recommends, with [0-9] for \d: .NET's \d also matches non-ASCII digits.
-    [GeneratedRegex(
-        @"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)" +
-        @"(?:-((?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*))?" +
-        @"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?\z",
-        RegexOptions.CultureInvariant | RegexOptions.ExplicitCapture)]
-    private static partial Regex Syntax();
-
     public static bool IsValid(string version) =>
-        version.Length <= MaxLength && Syntax().IsMatch(version);
+        version.Length <= MaxLength && SemVersion.TryParse(version, SemVersionStyles.Strict, out _);
 }

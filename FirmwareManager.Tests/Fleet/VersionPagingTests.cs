@@ -4,6 +4,7 @@ using CsCheck;
 using Dapper;
 using FirmwareManager.Api.Versions;
 using FirmwareManager.Tests.Infrastructure;
+using FirmwareManager.Tests.Versions;
 
 namespace FirmwareManager.Tests.Fleet;
 
@@ -35,7 +36,7 @@ public sealed class VersionPagingTests(FirmwareManagerApp app) : ApiTest(app)
             var byDatabase = (await connection.QueryAsync<string>(
                 "SELECT v FROM unnest(@versions) AS v ORDER BY firmware_precedence_key(v)", new { versions })).ToList();
 
-            byDatabase.Should().Equal(versions.Order(SemanticVersionPrecedence.Instance), string.Join(" ", versions));
+            byDatabase.Should().Equal(versions.Order(SemVerOrder.Instance), string.Join(" ", versions));
         }, iter: 400, threads: 1);
     }
 
@@ -71,7 +72,7 @@ public sealed class VersionPagingTests(FirmwareManagerApp app) : ApiTest(app)
                 : null;
         }
 
-        var expected = versions.Concat(["1.0.0", "1.0.1"]).Distinct().Order(SemanticVersionPrecedence.Instance).ToList();
+        var expected = versions.Concat(["1.0.0", "1.0.1"]).Distinct().Order(SemVerOrder.Instance).ToList();
         seen.Should().Equal(expected, "every version once, in SemVer precedence order across pages");
         pages.Should().Be(3);
         using var firstPage = await member.GetAsync("/firmware-versions");

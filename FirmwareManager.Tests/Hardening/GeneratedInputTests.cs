@@ -9,6 +9,7 @@ using FirmwareManager.Api;
 using FirmwareManager.Api.Firmware;
 using FirmwareManager.Api.Versions;
 using FirmwareManager.Tests.Infrastructure;
+using FirmwareManager.Tests.Versions;
 
 namespace FirmwareManager.Tests.Hardening;
 
@@ -211,13 +212,42 @@ public sealed class GeneratedInputTests(FirmwareManagerApp app) : ApiTest(app)
             }, iter: ParserIterations);
     }
 
+    // The grammar semver.org gives for SemVer 2.0.0, with [0-9] for \d (which also matches non-ASCII digits).
+    private static readonly System.Text.RegularExpressions.Regex SemVerGrammar = new(
+        @"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)" +
+        @"(?:-((?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*))?" +
+        @"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?\z",
+        System.Text.RegularExpressions.RegexOptions.CultureInvariant);
+
+    [Fact]
+    public void The_syntax_check_accepts_exactly_the_SemVer_grammar_on_generated_and_mutated_strings()
+    {
+        var mutated = Gen.Select(ValidVersion, Gen.Int[0, 2], Gen.Int[0, 200], Gen.Char["0123456789.-+aZ v\u0661\uFF11 "],
+            (version, edit, at, c) =>
+            {
+                var i = at % (version.Length + 1);
+                return edit switch
+                {
+                    0 => version.Insert(i, c.ToString()),
+                    1 when i < version.Length => version.Remove(i, 1),
+                    _ when i < version.Length => version[..i] + c + version[(i + 1)..],
+                    _ => version,
+                };
+            });
+
+        Gen.OneOf<string>(ValidVersion, mutated, NastyString, Gen.String[Gen.Char["0123456789.-+abcXYZ"], 1, 30]).Sample(text =>
+        {
+            SemanticVersion.IsValid(text).Should().Be(text.Length <= SemanticVersion.MaxLength && SemVerGrammar.IsMatch(text), $"'{text}'");
+        }, iter: ParserIterations);
+    }
+
     [Fact]
     public void SemVer_precedence_is_a_total_order_on_generated_versions_and_the_syntax_check_never_throws()
     {
         Gen.Select(ValidVersion, ValidVersion, ValidVersion).Sample((a, b, c) =>
         {
             SemanticVersion.IsValid(a).Should().BeTrue(a);
-            var order = SemanticVersionPrecedence.Instance;
+            var order = SemVerOrder.Instance;
             Math.Sign(order.Compare(a, b)).Should().Be(-Math.Sign(order.Compare(b, a)), $"{a} vs {b}");
             order.Compare(a, a).Should().Be(0);
             if (order.Compare(a, b) <= 0 && order.Compare(b, c) <= 0)
@@ -230,7 +260,7 @@ public sealed class GeneratedInputTests(FirmwareManagerApp app) : ApiTest(app)
         {
             if (SemanticVersion.IsValid(text))
             {
-                SemanticVersionPrecedence.Instance.Invoking(o => o.Compare(text, "1.0.0")).Should().NotThrow();
+                SemVerOrder.Instance.Invoking(o => o.Compare(text, "1.0.0")).Should().NotThrow();
             }
         }, iter: ParserIterations);
     }
