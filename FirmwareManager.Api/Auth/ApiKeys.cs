@@ -14,7 +14,8 @@ namespace FirmwareManager.Api.Auth;
 /// and a lookup that read the database before it stores nothing (<see cref="_generation"/>); other instances'
 /// caches expire on their own.
 /// In a large fleet most reports come from a key not seen for minutes, so most lookups miss: the misses of
-/// concurrent requests are looked up together, one query for all the digests waiting at that moment.
+/// concurrent requests are looked up together, one query for all the digests waiting at that moment. Hand-written
+/// (not a caching library) for that grouping and for the revocation rules above (docs/performance.md, docs/reliability.md).
 /// Bounded against floods of made-up keys: at most <see cref="MaxWaitingLookups"/> misses wait (then 503), known
 /// and unknown keys are cached apart (<see cref="MaxCached"/> each), and a full cache drops its expired entries,
 /// never the valid keys of the fleet for a flood's sake.

@@ -12,10 +12,9 @@ namespace FirmwareManager.Api.Http;
 /// without an authenticated caller are not limited here.
 /// </summary>
 /// <remarks>
-/// The framework's <see cref="PartitionedRateLimiter.Create{TResource, TPartitionKey}"/> takes one lock for
-/// every request of every key to find the key's limiter; under the ingest benchmark that lock was the service's
-/// most contended one (dotnet-trace: 4 s of waiting in 8 s). Idle buckets (full again) are dropped every
-/// minute, so memory follows the keys active in the last minute, not every key ever seen.
+/// Hand-written rather than <see cref="PartitionedRateLimiter.Create{TResource, TPartitionKey}"/>, whose one lock
+/// for every request of every key was the service's most contended lock (docs/performance.md, "What limits each
+/// figure"). Idle buckets (full again) are dropped every minute, so memory follows the keys active lately.
 /// </remarks>
 public sealed class KeyRateLimiter : PartitionedRateLimiter<HttpContext>
 {
