@@ -90,8 +90,8 @@ public sealed class KeyUsage(NpgsqlDataSource dataSource, IOptions<FirmwareManag
     {
         try
         {
-            await FlushAsync(_deviceKeys, TouchDeviceKeysSql, cancellationToken);
-            await FlushAsync(_memberKeys, TouchMemberKeysSql, cancellationToken);
+            await FlushAsync(_deviceKeys, TouchDeviceKeysSql, ExistingDeviceKeysSql, cancellationToken);
+            await FlushAsync(_memberKeys, TouchMemberKeysSql, ExistingMemberKeysSql, cancellationToken);
         }
         catch (Exception e) when (e is NpgsqlException or TimeoutException)
         {
@@ -99,7 +99,8 @@ public sealed class KeyUsage(NpgsqlDataSource dataSource, IOptions<FirmwareManag
         }
     }
 
-    private async Task FlushAsync(ConcurrentDictionary<long, byte> pending, string sql, CancellationToken cancellationToken)
+    private async Task FlushAsync(
+        ConcurrentDictionary<long, byte> pending, string touchSql, string existingSql, CancellationToken cancellationToken)
     {
         var keyIds = pending.Keys.ToArray();
         if (keyIds.Length == 0)
@@ -108,7 +109,7 @@ public sealed class KeyUsage(NpgsqlDataSource dataSource, IOptions<FirmwareManag
         }
 
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        var written = await connection.QueryAsync<long>(new CommandDefinition(sql, new { KeyIds = keyIds }, cancellationToken: cancellationToken));
+        var written = await connection.QueryAsync<long>(new CommandDefinition(touchSql, new { KeyIds = keyIds }, cancellationToken: cancellationToken));
         var missing = keyIds.ToHashSet();
         foreach (var id in written)
         {
@@ -120,7 +121,7 @@ public sealed class KeyUsage(NpgsqlDataSource dataSource, IOptions<FirmwareManag
         if (missing.Count > 0)
         {
             var existing = await connection.QueryAsync<long>(new CommandDefinition(
-                sql == TouchDeviceKeysSql ? ExistingDeviceKeysSql : ExistingMemberKeysSql, new { KeyIds = missing.ToArray() }, cancellationToken: cancellationToken));
+                existingSql, new { KeyIds = missing.ToArray() }, cancellationToken: cancellationToken));
             missing.ExceptWith(existing);
             foreach (var id in missing)
             {

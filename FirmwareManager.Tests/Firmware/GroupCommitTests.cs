@@ -185,7 +185,7 @@ public sealed class GroupCommitTests : IAsyncLifetime
     {
         var devices = await AddDevicesAsync(3);
         var (held, heldKey) = (await AddDevicesAsync(1))[0];
-        await using var service = _service.WithWebHostBuilder(b => b.UseSetting("FirmwareManager:Limits:RequestTimeoutSeconds", "2"));
+        await using var service = _service.WithWebHostBuilder(b => b.UseSetting("FirmwareManager:Limits:RequestTimeoutSeconds", "4"));
         var groupCommit = service.Services.GetRequiredService<ReportGroupCommit>();
         HttpClient Client(string key)
         {
@@ -194,9 +194,9 @@ public sealed class GroupCommitTests : IAsyncLifetime
             return client;
         }
 
-        // The writer is held by another device's report; device 0 reports first, devices 1 and 2 1.2 s later.
+        // The writer is held by another device's report; device 0 reports first, devices 1 and 2 2.5 s later.
         // Then the writer is let go: the three form one group, whose transaction waits on device 1's row until
-        // well past device 0's time limit (2 s), and well before devices 1 and 2 reach theirs.
+        // well past device 0's time limit (4 s), and well before devices 1 and 2 reach theirs.
         await using var heldBlocker = new NpgsqlConnection(_connectionString);
         await heldBlocker.OpenAsync();
         await using var heldTransaction = await heldBlocker.BeginTransactionAsync();
@@ -212,12 +212,12 @@ public sealed class GroupCommitTests : IAsyncLifetime
         var clients = devices.Select(d => Client(d.Key)).ToList();
         var first = clients[0].PostEventAsync(devices[0].DeviceId, new { firmware = "8.0.0", status = "installed" });
         await EventuallyAsync(() => Task.FromResult(groupCommit.Waiting == 1), "the first report waits");
-        await Task.Delay(1200);
+        await Task.Delay(2500);
         var later = devices.Skip(1).Select((d, i) => clients[i + 1].PostEventAsync(d.DeviceId, new { firmware = "8.0.0", status = "installed" })).ToList();
         await EventuallyAsync(() => Task.FromResult(groupCommit.Waiting == 3), "three reports wait");
         await heldTransaction.CommitAsync();
         (await heldReport).StatusCode.Should().Be(HttpStatusCode.Created);
-        await Task.Delay(1300);
+        await Task.Delay(2000);
         await groupTransaction.CommitAsync();
 
         var answers = await Task.WhenAll([first, .. later]);
