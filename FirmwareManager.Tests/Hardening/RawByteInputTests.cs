@@ -67,8 +67,8 @@ public sealed class RawByteInputTests(FirmwareManagerApp app) : ApiTest(app)
             using var response = await client.PostAsync(path, JsonBytes(bytes));
 
             var errors = await response.ShouldBeValidationProblemAsync();
-            (errors.ContainsKey(field) || errors.ContainsKey("body")).Should().BeTrue(
-                $"{Convert.ToHexString(bad)} in {field} is named: {string.Join(", ", errors.Keys)}");
+            // Escapes and raw bytes alike: the JSON reader takes both, and reading the field finds them.
+            errors.Keys.Should().Contain(field, $"{Convert.ToHexString(bad)} in {field}: {string.Join(", ", errors.Keys)}");
         }
 
         (await RowCountsAsync()).Should().Be(before, "a rejected request stores nothing");
