@@ -1,8 +1,4 @@
-using System.Buffers;
-using System.Buffers.Text;
 using System.Globalization;
-using System.IO.Pipelines;
-using System.Text;
 using System.Text.Json;
 using FirmwareManager.Api.Audit;
 using FirmwareManager.Api.Auth;
@@ -232,73 +228,10 @@ public static class DevicesApi
         var csv = http.Request.GetTypedHeaders().Accept.Any(a => a.MediaType.Equals("text/csv", StringComparison.OrdinalIgnoreCase));
         http.Response.StatusCode = StatusCodes.Status200OK;
         http.Response.ContentType = csv ? "text/csv; charset=utf-8" : "application/x-ndjson";
-        await WriteEnrolledAsync(http.Response.BodyWriter, enrolled, csv);
+        await (csv
+            ? EnrolledDevicesWriter.WriteCsvAsync(http.Response.BodyWriter, enrolled)
+            : EnrolledDevicesWriter.WriteNdjsonAsync(http.Response.BodyWriter, enrolled));
         return TypedResults.Empty;
-    }
-
-    /// <summary>
-    /// One line per device, <c>{"id":1,"serial":"s","key":"fmd_…"}</c> or <c>1,s,fmd_…</c> under a CSV header,
-    /// written as UTF-8 straight into the response's pipe: a 100,000-device answer (about 7 MB) makes no string
-    /// per line. Flushes every 32 KB; the client going away does not undo the committed enrollment.
-    /// </summary>
-    private static async Task WriteEnrolledAsync(PipeWriter writer, EnrolledDevices enrolled, bool csv)
-    {
-        const int flushEvery = 32 * 1024;
-        var pending = 0;
-        if (csv)
-        {
-            pending += Write(writer, "id,serial,key\n"u8);
-        }
-
-        for (var i = 0; i < enrolled.Count; i++)
-        {
-            pending += WriteLine(writer, enrolled, i, csv);
-            if (pending >= flushEvery || i == enrolled.Count - 1)
-            {
-                await writer.FlushAsync(CancellationToken.None);
-                pending = 0;
-            }
-        }
-    }
-
-    private static int WriteLine(PipeWriter writer, EnrolledDevices enrolled, int index, bool csv)
-    {
-        var serial = enrolled.Serials[index];
-        ReadOnlySpan<byte> serialText = serial is null ? (csv ? ""u8 : "null"u8)
-            : csv ? Encoding.UTF8.GetBytes(CsvField(serial))
-            : JsonEncodedQuoted(serial);
-        var line = writer.GetSpan(64 + serialText.Length + IssuedDeviceKeys.KeyLength);
-        var length = Write(line, csv ? ""u8 : "{\"id\":"u8);
-        Utf8Formatter.TryFormat(enrolled.Ids[index], line[length..], out var idLength);
-        length += idLength;
-        length += Write(line[length..], csv ? ","u8 : ",\"serial\":"u8);
-        length += Write(line[length..], serialText);
-        length += Write(line[length..], csv ? ","u8 : ",\"key\":\""u8);
-        length += enrolled.Keys.CopyKeyTo(index, line[length..]);
-        length += Write(line[length..], csv ? "\n"u8 : "\"}\n"u8);
-        writer.Advance(length);
-        return length;
-    }
-
-    private static int Write(Span<byte> destination, ReadOnlySpan<byte> bytes)
-    {
-        bytes.CopyTo(destination);
-        return bytes.Length;
-    }
-
-    private static int Write(PipeWriter writer, ReadOnlySpan<byte> bytes)
-    {
-        writer.Write(bytes);
-        return bytes.Length;
-    }
-
-    private static byte[] JsonEncodedQuoted(string text)
-    {
-        var encoded = JsonEncodedText.Encode(text).EncodedUtf8Bytes;
-        var quoted = new byte[encoded.Length + 2];
-        quoted[0] = quoted[^1] = (byte)'"';
-        encoded.CopyTo(quoted.AsSpan(1));
-        return quoted;
     }
 
     private static void ReadSerials(JsonElement list, List<string?> serials, Dictionary<string, string[]> errors)
@@ -369,7 +302,4 @@ public static class DevicesApi
     }
 
     private static bool IsValidText(string text) => text.Length is > 0 and <= MaxTextLength && !text.Any(char.IsControl);
-
-    private static string CsvField(string? text) =>
-        text is null ? "" : text.IndexOfAny([',', '"', '\n', '\r']) >= 0 ? $"\"{text.Replace("\"", "\"\"", StringComparison.Ordinal)}\"" : text;
 }
