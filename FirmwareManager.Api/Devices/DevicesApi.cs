@@ -246,16 +246,12 @@ public static class DevicesApi
         var index = 0;
         foreach (var item in list.EnumerateArray())
         {
-            if (item.ValueKind == JsonValueKind.String && !item.TryGetText(out _))
+            // TryGetText fails for a string only when it is not text the service can keep.
+            if (!item.TryGetText(out var serial) && item.ValueKind == JsonValueKind.String)
             {
                 errors[$"serials[{index}]"] = [JsonBody.InvalidTextMessage];
-                serials.Add(null);
-                index++;
-                continue;
             }
-
-            item.TryGetText(out var serial);
-            if (serial is null || !IsValidText(serial))
+            else if (serial is null || !IsValidText(serial))
             {
                 errors[$"serials[{index}]"] = [$"Must be a string of 1 to {MaxTextLength} printable characters."];
             }
@@ -295,7 +291,7 @@ public static class DevicesApi
             return text;
         }
 
-        errors[name] = [value.ValueKind == JsonValueKind.String && !value.TryGetText(out _)
+        errors[name] = [value.ValueKind == JsonValueKind.String && text is null
             ? JsonBody.InvalidTextMessage
             : $"Must be a string of 1 to {MaxTextLength} printable characters, or left out."];
         return null;

@@ -69,7 +69,7 @@ public static class FirmwareApi
         FirmwareMetrics metrics,
         CancellationToken cancellationToken)
     {
-        var (deviceId, body, problem) = await ReadOwnReportAsync(deviceIdText, http, RequestLimits.MaxBodyBytes, metrics, cancellationToken);
+        var (deviceId, keyId, body, problem) = await ReadOwnReportAsync(deviceIdText, http, RequestLimits.MaxBodyBytes, metrics, cancellationToken);
         if (body is null)
         {
             return problem!;
@@ -87,7 +87,7 @@ public static class FirmwareApi
             }
         }
 
-        var recorded = await groupCommit.RecordAsync(deviceId, Caller.From(http.User).KeyId, report, RequestTimeout(http), cancellationToken);
+        var recorded = await groupCommit.RecordAsync(deviceId, keyId, report, RequestTimeout(http), cancellationToken);
         if (recorded is null)
         {
             return DeviceNotFound(deviceId);
@@ -183,7 +183,7 @@ public static class FirmwareApi
         FirmwareMetrics metrics,
         CancellationToken cancellationToken)
     {
-        var (deviceId, body, problem) = await ReadOwnReportAsync(deviceIdText, http, RequestLimits.MaxBatchBodyBytes, metrics, cancellationToken);
+        var (deviceId, keyId, body, problem) = await ReadOwnReportAsync(deviceIdText, http, RequestLimits.MaxBatchBodyBytes, metrics, cancellationToken);
         if (body is null)
         {
             return problem!;
@@ -227,7 +227,7 @@ public static class FirmwareApi
             return Problems.Validation(errors, "The batch is not valid; nothing was stored.");
         }
 
-        var created = await groupCommit.RecordBatchAsync(deviceId, Caller.From(http.User).KeyId, reports, RequestTimeout(http), cancellationToken);
+        var created = await groupCommit.RecordBatchAsync(deviceId, keyId, reports, RequestTimeout(http), cancellationToken);
         if (created is null)
         {
             return DeviceNotFound(deviceId);
@@ -275,17 +275,19 @@ public static class FirmwareApi
     }
 
     /// <summary>What every report checks first: a well-formed id, the device's own key, and a JSON body within the limit.</summary>
-    private static async Task<(long DeviceId, JsonDocument? Body, ProblemHttpResult? Problem)> ReadOwnReportAsync(
+    /// <remarks>Answers the key's id too: the report's transaction checks that key again (it may be revoked meanwhile).</remarks>
+    private static async Task<(long DeviceId, long KeyId, JsonDocument? Body, ProblemHttpResult? Problem)> ReadOwnReportAsync(
         string deviceIdText, HttpContext http, int maxBytes, FirmwareMetrics metrics, CancellationToken cancellationToken)
     {
         if (!Problems.TryParseId(deviceIdText, out var deviceId))
         {
-            return (0, null, Problems.InvalidId("device_id", deviceIdText));
+            return (0, 0, null, Problems.InvalidId("device_id", deviceIdText));
         }
 
-        if (!Caller.From(http.User).IsDevice(deviceId))
+        var caller = Caller.From(http.User);
+        if (!caller.IsDevice(deviceId))
         {
-            return (deviceId, null, Forbidden("A device key may report events only for its own device."));
+            return (deviceId, caller.KeyId, null, Forbidden("A device key may report events only for its own device."));
         }
 
         var (body, problem) = await JsonBody.ReadAsync(http, maxBytes, cancellationToken);
@@ -294,7 +296,7 @@ public static class FirmwareApi
             metrics.EventRejected(FirmwareEventRequest.InvalidStatusLabel);
         }
 
-        return (deviceId, body, problem);
+        return (deviceId, caller.KeyId, body, problem);
     }
 
     private static string EventLocation(FirmwareEvent e) =>

@@ -44,13 +44,14 @@ public static class FirmwareEventRequest
         DateTime? occurredAt = null;
         if (body.TryGetProperty("timestamp", out var timestamp) && timestamp.ValueKind != JsonValueKind.Null)
         {
-            if (timestamp.ValueKind == JsonValueKind.String && !timestamp.TryGetText(out _))
-            {
-                errors["timestamp"] = [JsonBody.InvalidTextMessage];
-            }
-            else if (timestamp.TryGetText(out var text) && Rfc3339.TryParse(text, out var parsed))
+            var isText = timestamp.TryGetText(out var text);
+            if (isText && Rfc3339.TryParse(text!, out var parsed))
             {
                 occurredAt = parsed;
+            }
+            else if (!isText && timestamp.ValueKind == JsonValueKind.String)
+            {
+                errors["timestamp"] = [JsonBody.InvalidTextMessage];
             }
             else
             {

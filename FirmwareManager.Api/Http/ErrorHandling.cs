@@ -118,7 +118,7 @@ internal sealed class DatabaseUnavailableHandler(IProblemDetailsService problems
     // A deadlock (40P01) or serialization failure (40001) that the transaction's retries did not get past.
     internal static bool IsConflict(Exception exception) => exception switch
     {
-        PostgresException { SqlState: PostgresErrorCodes.DeadlockDetected or PostgresErrorCodes.SerializationFailure } => true,
+        PostgresException e when Database.Conflicts.IsConflict(e) => true,
         _ => exception.InnerException is not null && IsConflict(exception.InnerException),
     };
 
