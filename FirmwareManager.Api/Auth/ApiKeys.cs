@@ -178,8 +178,8 @@ public sealed class ApiKeys : IAsyncDisposable
         """;
 
     // Always its generic plan (each digest through the unique key_hash indexes, right for every group size up to
-    // MaxLookupGroup): under one history run PostgreSQL had planned all 11,767 lookups anew, 4.1 s of planning
-    // this union of joins against 1.4 s of executing it.
+    // MaxLookupGroup): PostgreSQL otherwise planned every lookup anew, and planning this union of joins cost more
+    // than executing it (docs/performance.md, "The key lookup on its generic plan").
     private static readonly string FindCallersInOneRoundTripSql = GenericPlan.ReadOnly(FindCallersSql);
 
     public async Task<Caller?> FindCallerAsync(byte[] keyHash, CancellationToken cancellationToken)

@@ -78,8 +78,8 @@ public sealed class DeviceProvisioning(NpgsqlDataSource dataSource, ApiKeys? api
 
     // Rows go in 5,000 at a time: every array of a chunk (ids, serials, prefixes, hashes) stays under the 85 KB
     // from which the runtime puts an array on the large-object heap, which only a full collection reclaims, and
-    // Npgsql's buffers for a chunk's parameters stay small. In one statement, 100,000 devices a call left the API
-    // holding 340 MB.
+    // Npgsql's buffers for a chunk's parameters stay small (in one statement, the API held far more after a call:
+    // docs/provisioning.md).
     private const int EnrollChunk = 5_000;
 
     /// <summary>

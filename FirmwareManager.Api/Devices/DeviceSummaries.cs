@@ -49,8 +49,8 @@ public sealed class DeviceSummaries(NpgsqlDataSource dataSource)
     // One statement per combination of the optional filters (eight, all from the constants above), rather than
     // one with "@Firmware IS NULL OR ..." for each, and each on its generic plan: the index that serves the
     // filters given, read in id order, whatever the values. PostgreSQL had planned the page afresh at every
-    // request (bench/run.sh, devices-on-version: 60,257 plans, 5.8 s of planning against 6.7 s of execution),
-    // and still did with the statements split, a firmware run by most of a project skewing its estimates.
+    // request, planning costing nearly what executing did (docs/performance.md), and still did with the
+    // statements split, a firmware run by most of a project skewing its estimates.
     private static readonly string[] PageSql = Enumerable.Range(0, 8)
         .Select(filters => PageSelectSql
             + ((filters & 1) != 0 ? FirmwareFilterSql : "")

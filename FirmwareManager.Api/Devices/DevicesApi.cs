@@ -1,5 +1,4 @@
 using System.Globalization;
-using System.Text.Json;
 using FirmwareManager.Api.Audit;
 using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Firmware;
@@ -13,14 +12,14 @@ namespace FirmwareManager.Api.Devices;
 /// <summary>What <c>POST /devices</c> answers: the new device and its first key, shown this once.</summary>
 public sealed record CreatedDeviceResponse(DeviceResponse Device, NewKeyResponse Key);
 
-/// <summary>Documents the request bodies (they are read and validated by hand, for per-field messages).</summary>
+/// <summary>A device to create.</summary>
 /// <param name="Name">Optional, 1 to 200 characters.</param>
 /// <param name="Serial">Optional, 1 to 200 characters, unique within the project.</param>
-public sealed record CreateDeviceBody(string? Name, string? Serial);
+public sealed record CreateDeviceBody(string? Name = null, string? Serial = null);
 
 /// <param name="Count">How many devices to enroll without serials (1 to 100,000); or</param>
 /// <param name="Serials">the serials of the devices to enroll (1 to 100,000, unique).</param>
-public sealed record EnrollDevicesBody(int? Count, string[]? Serials);
+public sealed record EnrollDevicesBody(int? Count = null, string[]? Serials = null);
 
 /// <summary>
 /// <c>/devices</c>: the project's devices for members (list, one), and for admins their creation, bulk enrollment
@@ -132,26 +131,15 @@ public static class DevicesApi
     private static async Task<Results<Created<CreatedDeviceResponse>, ProblemHttpResult>> CreateDeviceAsync(
         HttpContext http, DeviceProvisioning provisioning, DeviceSummaries devices, CancellationToken cancellationToken)
     {
-        var (body, problem) = await JsonBody.ReadAsync(http, RequestLimits.MaxBodyBytes, cancellationToken);
+        var (body, problem) = await JsonBody.ReadAsync(http, RequestLimits.MaxBodyBytes, RequestJsonContext.Default.CreateDeviceBody, cancellationToken);
         if (body is null)
         {
             return problem!;
         }
 
         var errors = new Dictionary<string, string[]>();
-        string? name, serial;
-        using (body)
-        {
-            var root = body.RootElement;
-            if (root.ValueKind != JsonValueKind.Object)
-            {
-                return Problems.Validation(new Dictionary<string, string[]> { ["body"] = ["Must be a JSON object."] }, "Invalid device.");
-            }
-
-            name = OptionalText(root, "name", errors);
-            serial = OptionalText(root, "serial", errors);
-        }
-
+        CheckOptionalText(body.Name, "name", errors);
+        CheckOptionalText(body.Serial, "serial", errors);
         if (errors.Count > 0)
         {
             return Problems.Validation(errors, "Invalid device.");
@@ -160,7 +148,7 @@ public static class DevicesApi
         var caller = Caller.From(http.User);
         try
         {
-            var (deviceId, key) = await provisioning.CreateAsync(caller.ProjectId, name, serial, Actor.From(caller), cancellationToken);
+            var (deviceId, key) = await provisioning.CreateAsync(caller.ProjectId, body.Name, body.Serial, Actor.From(caller), cancellationToken);
             var device = await devices.FindAsync(caller.ProjectId, deviceId, cancellationToken);
             return TypedResults.Created(string.Create(CultureInfo.InvariantCulture, $"/devices/{deviceId}"),
                 new CreatedDeviceResponse(DeviceResponse.From(device!), key));
@@ -174,7 +162,7 @@ public static class DevicesApi
     private static async Task<Results<EmptyHttpResult, ProblemHttpResult>> EnrollAsync(
         HttpContext http, DeviceProvisioning provisioning, CancellationToken cancellationToken)
     {
-        var (body, problem) = await JsonBody.ReadAsync(http, 16 * 1024 * 1024, cancellationToken);
+        var (body, problem) = await JsonBody.ReadAsync(http, 16 * 1024 * 1024, RequestJsonContext.Default.EnrollDevicesBody, cancellationToken);
         if (body is null)
         {
             return problem!;
@@ -182,30 +170,25 @@ public static class DevicesApi
 
         var errors = new Dictionary<string, string[]>();
         var serials = new List<string?>();
-        using (body)
+        if ((body.Count is null) == (body.Serials is null))
         {
-            var root = body.RootElement;
-            var hasCount = root.ValueKind == JsonValueKind.Object && root.TryGetProperty("count", out var count) && count.ValueKind != JsonValueKind.Null;
-            var hasSerials = root.ValueKind == JsonValueKind.Object && root.TryGetProperty("serials", out var list) && list.ValueKind != JsonValueKind.Null;
-            if (hasCount == hasSerials)
+            errors["body"] = ["Send either {\"count\": n} or {\"serials\": [...]}."];
+        }
+        else if (body.Count is { } count)
+        {
+            if (count is < 1 or > MaxEnrollment)
             {
-                errors["body"] = ["Send either {\"count\": n} or {\"serials\": [...]}."];
-            }
-            else if (hasCount)
-            {
-                if (!root.GetProperty("count").TryGetInt32(out var n) || n < 1 || n > MaxEnrollment)
-                {
-                    errors["count"] = [$"Must be a whole number from 1 to {MaxEnrollment}."];
-                }
-                else
-                {
-                    serials.AddRange(Enumerable.Repeat<string?>(null, n));
-                }
+                errors["count"] = [$"Must be a whole number from 1 to {MaxEnrollment}."];
             }
             else
             {
-                ReadSerials(root.GetProperty("serials"), serials, errors);
+                serials.AddRange(Enumerable.Repeat<string?>(null, count));
             }
+        }
+        else
+        {
+            CheckSerials(body.Serials!, errors);
+            serials.AddRange(body.Serials!);
         }
 
         if (errors.Count > 0)
@@ -234,24 +217,19 @@ public static class DevicesApi
         return TypedResults.Empty;
     }
 
-    private static void ReadSerials(JsonElement list, List<string?> serials, Dictionary<string, string[]> errors)
+    private static void CheckSerials(string[] serials, Dictionary<string, string[]> errors)
     {
-        if (list.ValueKind != JsonValueKind.Array || list.GetArrayLength() is 0 or > MaxEnrollment)
+        if (serials.Length is 0 or > MaxEnrollment)
         {
             errors["serials"] = [$"Must be an array of 1 to {MaxEnrollment} serials."];
             return;
         }
 
         var seen = new HashSet<string>(StringComparer.Ordinal);
-        var index = 0;
-        foreach (var item in list.EnumerateArray())
+        for (var index = 0; index < serials.Length; index++)
         {
-            // TryGetText fails for a string only when it is not text the service can keep.
-            if (!item.TryGetText(out var serial) && item.ValueKind == JsonValueKind.String)
-            {
-                errors[$"serials[{index}]"] = [JsonBody.InvalidTextMessage];
-            }
-            else if (serial is null || !IsValidText(serial))
+            var serial = serials[index];
+            if (!IsValidText(serial))
             {
                 errors[$"serials[{index}]"] = [$"Must be a string of 1 to {MaxTextLength} printable characters."];
             }
@@ -259,9 +237,6 @@ public static class DevicesApi
             {
                 errors[$"serials[{index}]"] = [$"'{serial}' appears more than once."];
             }
-
-            serials.Add(serial);
-            index++;
         }
     }
 
@@ -279,22 +254,12 @@ public static class DevicesApi
             : Problems.NotFoundIn("device", deviceId);
     }
 
-    private static string? OptionalText(JsonElement root, string name, Dictionary<string, string[]> errors)
+    private static void CheckOptionalText(string? text, string name, Dictionary<string, string[]> errors)
     {
-        if (!root.TryGetProperty(name, out var value) || value.ValueKind == JsonValueKind.Null)
+        if (text is not null && !IsValidText(text))
         {
-            return null;
+            errors[name] = [$"Must be a string of 1 to {MaxTextLength} printable characters, or left out."];
         }
-
-        if (value.TryGetText(out var text) && IsValidText(text))
-        {
-            return text;
-        }
-
-        errors[name] = [value.ValueKind == JsonValueKind.String && text is null
-            ? JsonBody.InvalidTextMessage
-            : $"Must be a string of 1 to {MaxTextLength} printable characters, or left out."];
-        return null;
     }
 
     private static bool IsValidText(string text) => text.Length is > 0 and <= MaxTextLength && !text.Any(char.IsControl);

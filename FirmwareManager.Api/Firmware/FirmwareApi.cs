@@ -1,5 +1,5 @@
 using System.Globalization;
-using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
 using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Http;
 using FirmwareManager.Api.Observability;
@@ -16,12 +16,6 @@ public sealed record FirmwareEventResponse(
     public static FirmwareEventResponse From(FirmwareEvent e) => new(
         e.Id, e.DeviceId, e.ProjectId, e.Firmware, e.Status, Rfc3339.Format(e.OccurredAt), Rfc3339.Format(e.ReceivedAt));
 }
-
-/// <summary>A report as a device sends it. <c>timestamp</c> is optional: a device without a clock leaves it out.</summary>
-/// <param name="Firmware">SemVer 2.0.0 version, at most 128 characters, e.g. 1.4.2 or 2.0.0-rc.1+build.5.</param>
-/// <param name="Status">downloading, downloaded, installing, installed, updated, failed or rolled_back.</param>
-/// <param name="Timestamp">RFC 3339 with an offset and at most 6 fractional digits; the receive time when left out.</param>
-public sealed record FirmwareEventBody(string Firmware, string Status, string? Timestamp);
 
 /// <summary>The answer to a batch: events stored now, and events that were stored before (or repeated within the batch).</summary>
 public sealed record BatchResult(int Created, int AlreadyKnown);
@@ -69,22 +63,18 @@ public static class FirmwareApi
         FirmwareMetrics metrics,
         CancellationToken cancellationToken)
     {
-        var (deviceId, keyId, body, problem) = await ReadOwnReportAsync(deviceIdText, http, RequestLimits.MaxBodyBytes, metrics, cancellationToken);
+        var (deviceId, keyId, body, problem) = await ReadOwnReportAsync(
+            deviceIdText, http, RequestLimits.MaxBodyBytes, RequestJsonContext.Default.FirmwareEventBody, metrics, cancellationToken);
         if (body is null)
         {
             return problem!;
         }
 
-        NewFirmwareEvent? report;
-        Dictionary<string, string[]> errors;
-        using (body)
+        var report = FirmwareEventRequest.Validate(body, out var errors);
+        if (report is null)
         {
-            report = FirmwareEventRequest.Validate(body.RootElement, out errors);
-            if (report is null)
-            {
-                metrics.EventRejected(FirmwareEventRequest.StatusLabel(body.RootElement));
-                return Problems.Validation(errors, "The firmware event is not valid.");
-            }
+            metrics.EventRejected(FirmwareEventRequest.StatusLabel(body));
+            return Problems.Validation(errors, "The firmware event is not valid.");
         }
 
         var recorded = await groupCommit.RecordAsync(deviceId, keyId, report, RequestTimeout(http), cancellationToken);
@@ -183,7 +173,8 @@ public static class FirmwareApi
         FirmwareMetrics metrics,
         CancellationToken cancellationToken)
     {
-        var (deviceId, keyId, body, problem) = await ReadOwnReportAsync(deviceIdText, http, RequestLimits.MaxBatchBodyBytes, metrics, cancellationToken);
+        var (deviceId, keyId, body, problem) = await ReadOwnReportAsync(
+            deviceIdText, http, RequestLimits.MaxBatchBodyBytes, RequestJsonContext.Default.FirmwareEventBodyArray, metrics, cancellationToken);
         if (body is null)
         {
             return problem!;
@@ -191,32 +182,25 @@ public static class FirmwareApi
 
         var reports = new List<NewFirmwareEvent>();
         var errors = new Dictionary<string, string[]>();
-        using (body)
+        if (body.Length is 0 or > MaxBatchEvents)
         {
-            var root = body.RootElement;
-            if (root.ValueKind != JsonValueKind.Array || root.GetArrayLength() is 0 or > MaxBatchEvents)
+            errors["body"] = [$"Must be a JSON array of 1 to {MaxBatchEvents} events."];
+        }
+        else
+        {
+            for (var index = 0; index < body.Length; index++)
             {
-                errors["body"] = [$"Must be a JSON array of 1 to {MaxBatchEvents} events."];
-            }
-            else
-            {
-                var index = 0;
-                foreach (var item in root.EnumerateArray())
+                var report = FirmwareEventRequest.Validate(body[index], out var itemErrors);
+                if (report is null)
                 {
-                    var report = FirmwareEventRequest.Validate(item, out var itemErrors);
-                    if (report is null)
+                    foreach (var (field, messages) in itemErrors)
                     {
-                        foreach (var (field, messages) in itemErrors)
-                        {
-                            errors[string.Create(CultureInfo.InvariantCulture, $"[{index}].{field}")] = messages;
-                        }
+                        errors[string.Create(CultureInfo.InvariantCulture, $"[{index}].{field}")] = messages;
                     }
-                    else
-                    {
-                        reports.Add(report);
-                    }
-
-                    index++;
+                }
+                else
+                {
+                    reports.Add(report);
                 }
             }
         }
@@ -276,8 +260,9 @@ public static class FirmwareApi
 
     /// <summary>What every report checks first: a well-formed id, the device's own key, and a JSON body within the limit.</summary>
     /// <remarks>Answers the key's id too: the report's transaction checks that key again (it may be revoked meanwhile).</remarks>
-    private static async Task<(long DeviceId, long KeyId, JsonDocument? Body, ProblemHttpResult? Problem)> ReadOwnReportAsync(
-        string deviceIdText, HttpContext http, int maxBytes, FirmwareMetrics metrics, CancellationToken cancellationToken)
+    private static async Task<(long DeviceId, long KeyId, T? Body, ProblemHttpResult? Problem)> ReadOwnReportAsync<T>(
+        string deviceIdText, HttpContext http, int maxBytes, JsonTypeInfo<T> typeInfo, FirmwareMetrics metrics, CancellationToken cancellationToken)
+        where T : class
     {
         if (!Problems.TryParseId(deviceIdText, out var deviceId))
         {
@@ -290,7 +275,7 @@ public static class FirmwareApi
             return (deviceId, caller.KeyId, null, Forbidden("A device key may report events only for its own device."));
         }
 
-        var (body, problem) = await JsonBody.ReadAsync(http, maxBytes, cancellationToken);
+        var (body, problem) = await JsonBody.ReadAsync(http, maxBytes, typeInfo, cancellationToken);
         if (body is null)
         {
             metrics.EventRejected(FirmwareEventRequest.InvalidStatusLabel);

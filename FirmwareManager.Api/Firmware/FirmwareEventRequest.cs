@@ -1,5 +1,4 @@
-using System.Text.Json;
-using FirmwareManager.Api.Http;
+using System.ComponentModel.DataAnnotations;
 using FirmwareManager.Api.Versions;
 
 namespace FirmwareManager.Api.Firmware;
@@ -14,44 +13,51 @@ public static class FirmwareStatus
     public static readonly IReadOnlyList<string> SetsCurrentFirmware = ["installed", "updated", "rolled_back"];
 }
 
+/// <summary>A report as a device sends it. <c>timestamp</c> is optional: a device without a clock leaves it out.</summary>
+/// <param name="Firmware">SemVer 2.0.0 version, at most 128 characters, e.g. 1.4.2 or 2.0.0-rc.1+build.5.</param>
+/// <param name="Status">downloading, downloaded, installing, installed, updated, failed or rolled_back.</param>
+/// <param name="Timestamp">RFC 3339 with an offset and at most 6 fractional digits; the receive time when left out.</param>
+public sealed record FirmwareEventBody([property: Required] string? Firmware, [property: Required] string? Status, string? Timestamp = null);
+
 /// <summary>A validated report: <see cref="OccurredAt"/> is null when the device sent no timestamp (it has no clock).</summary>
 public sealed record NewFirmwareEvent(string Firmware, string Status, DateTime? OccurredAt);
 
 public static class FirmwareEventRequest
 {
-    /// <summary>Validates <c>{"firmware", "status", "timestamp"?}</c>, naming every bad field at once. Other fields are ignored.</summary>
-    public static NewFirmwareEvent? Validate(JsonElement body, out Dictionary<string, string[]> errors)
+    /// <summary>Validates a report's values, naming every bad field at once (their kinds were checked as it was read).</summary>
+    public static NewFirmwareEvent? Validate(FirmwareEventBody? body, out Dictionary<string, string[]> errors)
     {
         errors = [];
-        if (body.ValueKind != JsonValueKind.Object)
+        if (body is null)
         {
             errors["body"] = ["The body must be a JSON object."];
             return null;
         }
 
-        var firmware = RequiredString(body, "firmware", errors);
-        if (firmware is not null && !SemanticVersion.IsValid(firmware))
+        if (body.Firmware is null)
+        {
+            errors["firmware"] = ["Required."];
+        }
+        else if (!SemanticVersion.IsValid(body.Firmware))
         {
             errors["firmware"] = [$"Must be a SemVer 2.0.0 version such as 1.4.2 or 2.0.0-rc.1+build.5 (no 'v' prefix, no leading zeros, at most {SemanticVersion.MaxLength} characters)."];
         }
 
-        var status = RequiredString(body, "status", errors);
-        if (status is not null && !FirmwareStatus.All.Contains(status))
+        if (body.Status is null)
+        {
+            errors["status"] = ["Required."];
+        }
+        else if (!FirmwareStatus.All.Contains(body.Status))
         {
             errors["status"] = [$"Must be one of: {string.Join(", ", FirmwareStatus.All)}."];
         }
 
         DateTime? occurredAt = null;
-        if (body.TryGetProperty("timestamp", out var timestamp) && timestamp.ValueKind != JsonValueKind.Null)
+        if (body.Timestamp is not null)
         {
-            var isText = timestamp.TryGetText(out var text);
-            if (isText && Rfc3339.TryParse(text!, out var parsed))
+            if (Rfc3339.TryParse(body.Timestamp, out var parsed))
             {
                 occurredAt = parsed;
-            }
-            else if (!isText && timestamp.ValueKind == JsonValueKind.String)
-            {
-                errors["timestamp"] = [JsonBody.InvalidTextMessage];
             }
             else
             {
@@ -59,41 +65,13 @@ public static class FirmwareEventRequest
             }
         }
 
-        return errors.Count == 0 ? new NewFirmwareEvent(firmware!, status!, occurredAt) : null;
+        return errors.Count == 0 ? new NewFirmwareEvent(body.Firmware!, body.Status!, occurredAt) : null;
     }
 
     /// <summary>The metrics label of a rejected report whose body named no known status.</summary>
     public const string InvalidStatusLabel = "invalid";
 
-    /// <summary>The <c>status</c> a rejected body claims, when it is a known one; else <see cref="InvalidStatusLabel"/> (a metrics label from a fixed list).</summary>
-    public static string StatusLabel(JsonElement body) =>
-        body.ValueKind == JsonValueKind.Object &&
-        body.TryGetProperty("status", out var status) &&
-        status.TryGetText(out var text) &&
-        FirmwareStatus.All.Contains(text)
-            ? text
-            : InvalidStatusLabel;
-
-    private static string? RequiredString(JsonElement body, string name, Dictionary<string, string[]> errors)
-    {
-        if (!body.TryGetProperty(name, out var value) || value.ValueKind == JsonValueKind.Null)
-        {
-            errors[name] = ["Required."];
-            return null;
-        }
-
-        if (value.ValueKind != JsonValueKind.String)
-        {
-            errors[name] = ["Must be a string."];
-            return null;
-        }
-
-        if (!value.TryGetText(out var text))
-        {
-            errors[name] = [JsonBody.InvalidTextMessage];
-            return null;
-        }
-
-        return text;
-    }
+    /// <summary>The <c>status</c> a rejected report claims, when it is a known one; else <see cref="InvalidStatusLabel"/> (a metrics label from a fixed list).</summary>
+    public static string StatusLabel(FirmwareEventBody? body) =>
+        body?.Status is { } status && FirmwareStatus.All.Contains(status) ? status : InvalidStatusLabel;
 }

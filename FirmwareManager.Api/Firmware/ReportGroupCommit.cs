@@ -41,8 +41,8 @@ public static class ReportGroupCommitExtensions
 /// Under light load a group is one report and nothing waits; under heavy load groups grow by themselves.
 /// A report whose device already has one in the group waits for the next group, so that each device's reports
 /// are still recorded one transaction at a time, each with its own receive time.
-/// Hand-written: no library batches requests into one PostgreSQL transaction with per-request answers; it took
-/// ingest from 1,402 to 4,017-5,943 req/s on the benchmark fleet (docs/performance.md, "Group commit").
+/// Hand-written: no library batches requests into one PostgreSQL transaction with per-request answers, and it
+/// about tripled ingest on the benchmark fleet (docs/performance.md, "Group commit").
 /// </summary>
 public sealed class ReportGroupCommit : IAsyncDisposable
 {

@@ -1,6 +1,6 @@
 using System.Buffers;
-using System.Diagnostics.CodeAnalysis;
 using System.Text.Json;
+using System.Text.Json.Serialization.Metadata;
 using Microsoft.AspNetCore.Http.Features;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Net.Http.Headers;
@@ -8,23 +8,20 @@ using Microsoft.Net.Http.Headers;
 namespace FirmwareManager.Api.Http;
 
 /// <summary>
-/// Reads a small JSON request body with the checks every write endpoint needs, each answered with a problem
-/// response: 415 for anything but JSON, 413 above the endpoint's limit, 400 for bytes that are
-/// not JSON (duplicate property names included, so no one has to guess which of two values counts).
+/// Reads a small JSON request body into the record the endpoint documents, with the checks every write endpoint
+/// needs, each answered with a problem response: 415 for anything but JSON, 413 above the endpoint's limit, 400 for
+/// bytes that are not JSON, nested deeper than 16, or naming a property twice (so no one has to guess which of two
+/// values counts), and 400 naming the field for a value of the wrong kind or text the service cannot keep
+/// (<see cref="RequestFields"/>). Properties the record does not have are ignored.
 /// Kestrel's own limit is raised or lowered to <c>maxBytes</c> for the request, so chunked bodies stop there too.
 /// </summary>
 public static class JsonBody
 {
     private const int InitialChunkedBufferBytes = 16 * 1024;
 
-    private static readonly JsonDocumentOptions ParseOptions = new()
-    {
-        AllowDuplicateProperties = false,
-        MaxDepth = 16,
-    };
-
-    public static async Task<(JsonDocument? Document, ProblemHttpResult? Problem)> ReadAsync(
-        HttpContext http, int maxBytes, CancellationToken cancellationToken)
+    public static async Task<(T? Body, ProblemHttpResult? Problem)> ReadAsync<T>(
+        HttpContext http, int maxBytes, JsonTypeInfo<T> typeInfo, CancellationToken cancellationToken)
+        where T : class
     {
         var request = http.Request;
         if (http.Features.Get<IHttpMaxRequestBodySizeFeature>() is { IsReadOnly: false } sizeLimit)
@@ -81,21 +78,13 @@ public static class JsonBody
 
             try
             {
-                // Parsed from a stream, the document copies the bytes into an array of its own: parsed from the
-                // memory, it would keep reading this buffer after the finally below has returned it to the pool,
-                // where the next request on the thread rents and overwrites it.
-                return (JsonDocument.Parse(new MemoryStream(buffer, 0, length, writable: false), ParseOptions), null);
-            }
-            catch (InvalidOperationException)
-            {
-                // The duplicate-name check unescapes every property name, and throws for one that is not text.
-                return (null, InvalidNames());
+                // The record owns copies of its strings: nothing refers to the buffer once it is back in the pool.
+                var body = JsonSerializer.Deserialize(buffer.AsSpan(0, length), typeInfo);
+                return body is null ? (null, Invalid("body", Shape(typeInfo))) : (body, null);
             }
             catch (JsonException e)
             {
-                return (null, Problems.Validation(
-                    new Dictionary<string, string[]> { ["body"] = [$"The body is not valid JSON: {e.Message}"] },
-                    "The request body is not valid JSON."));
+                return (null, Invalid(e, typeInfo));
             }
         }
         finally
@@ -104,40 +93,26 @@ public static class JsonBody
         }
     }
 
-    /// <summary>The message for a string that <see cref="TryGetText"/> refuses.</summary>
-    public const string InvalidTextMessage =
-        "Must be valid Unicode text: no unpaired surrogate (\\ud800), no byte that is not UTF-8, no NUL (\\u0000).";
-
-    /// <summary>
-    /// The value of a JSON string, when it is text the service can keep: <see cref="JsonElement.GetString"/> throws
-    /// for an escaped lone surrogate (<c>"\ud800"</c>) or bytes that are not UTF-8, and PostgreSQL refuses NUL in
-    /// <c>text</c>. Each would otherwise end as a 500; callers answer 400 naming the field.
-    /// </summary>
-    public static bool TryGetText(this JsonElement value, [NotNullWhen(true)] out string? text)
+    /// <summary>The field a failed read names, or <c>body</c>, and why.</summary>
+    private static ProblemHttpResult Invalid<T>(JsonException e, JsonTypeInfo<T> typeInfo) => e switch
     {
-        text = null;
-        if (value.ValueKind != JsonValueKind.String)
-        {
-            return false;
-        }
+        // A value of the wrong kind or bad text, from the converters: the serializer's path names the field.
+        RequestFields.FieldException field => Invalid(field.Key(e.Path), field.Message),
+        // The reader's: not JSON, or nested too deep.
+        { InnerException: JsonException reader } => Invalid("body", $"The body is not valid JSON: {reader.Message}"),
+        // Values are read by the converters above, so the reader's text errors left are in property names (matched
+        // against the record's and compared for duplicates).
+        { InnerException: InvalidOperationException } => Invalid("body", $"A property name is not text. {RequestFields.InvalidTextMessage}"),
+        { Path: "$" } => Invalid("body", Shape(typeInfo)),
+        // The serializer's own message: a property that appears twice.
+        _ => Invalid("body", e.Message),
+    };
 
-        try
-        {
-            text = value.GetString()!;
-        }
-        catch (InvalidOperationException)
-        {
-            return false;
-        }
+    private static string Shape(JsonTypeInfo typeInfo) =>
+        typeInfo.Kind == JsonTypeInfoKind.Enumerable ? "Must be a JSON array." : "Must be a JSON object.";
 
-        if (text.Contains('\0', StringComparison.Ordinal))
-        {
-            text = null;
-            return false;
-        }
-
-        return true;
-    }
+    private static ProblemHttpResult Invalid(string field, string message) => Problems.Validation(
+        new Dictionary<string, string[]> { [field] = [message] }, "The request body is not valid.");
 
     private static bool IsJson(string? contentType)
     {
@@ -151,10 +126,6 @@ public static class JsonBody
                 mediaType.Suffix.Equals("json", StringComparison.OrdinalIgnoreCase)) &&
                (!charset.HasValue || charset.Equals("utf-8", StringComparison.OrdinalIgnoreCase));
     }
-
-    private static ProblemHttpResult InvalidNames() => Problems.Validation(
-        new Dictionary<string, string[]> { ["body"] = [$"A property name is not text. {InvalidTextMessage}"] },
-        "The request body is not valid JSON.");
 
     private static ProblemHttpResult TooLarge(int maxBytes) => TypedResults.Problem(
         statusCode: StatusCodes.Status413PayloadTooLarge,

@@ -1,5 +1,5 @@
+using System.ComponentModel.DataAnnotations;
 using System.Globalization;
-using System.Text.Json;
 using FirmwareManager.Api.Audit;
 using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Http;
@@ -14,7 +14,7 @@ public sealed record CreatedMemberResponse(MemberResponse Member, NewKeyResponse
 
 /// <param name="Email">The member's email address.</param>
 /// <param name="Role">admin (manages devices, keys and members) or viewer (reads only).</param>
-public sealed record InviteMemberBody(string Email, string Role);
+public sealed record InviteMemberBody([property: Required] string? Email, [property: Required] string? Role);
 
 /// <summary><c>/members</c> (admins: list, invite, remove) and <c>/me</c> (any member). Their keys: <see cref="KeysApi"/>.</summary>
 public static class MembersApi
@@ -43,36 +43,24 @@ public static class MembersApi
     private static async Task<Results<Created<CreatedMemberResponse>, ProblemHttpResult>> InviteAsync(
         HttpContext http, Memberships members, CancellationToken cancellationToken)
     {
-        var (body, problem) = await JsonBody.ReadAsync(http, RequestLimits.MaxBodyBytes, cancellationToken);
+        var (body, problem) = await JsonBody.ReadAsync(http, RequestLimits.MaxBodyBytes, RequestJsonContext.Default.InviteMemberBody, cancellationToken);
         if (body is null)
         {
             return problem!;
         }
 
         var errors = new Dictionary<string, string[]>();
-        string? email = null, role = null;
-        using (body)
+        var email = body.Email?.Trim().ToLowerInvariant();
+        var role = body.Role;
+        if (email is null || email.Length is < 3 or > 320 || email.IndexOf('@', StringComparison.Ordinal) is <= 0 ||
+            email.Any(c => char.IsWhiteSpace(c) || char.IsControl(c)) || email.EndsWith('@'))
         {
-            var root = body.RootElement;
-            if (root.ValueKind != JsonValueKind.Object)
-            {
-                errors["body"] = ["Must be a JSON object."];
-            }
-            else
-            {
-                email = root.TryGetProperty("email", out var e) && e.TryGetText(out var emailText) ? emailText.Trim().ToLowerInvariant() : null;
-                role = root.TryGetProperty("role", out var r) && r.TryGetText(out var roleText) ? roleText : null;
-                if (email is null || email.Length is < 3 or > 320 || email.IndexOf('@', StringComparison.Ordinal) is <= 0 ||
-                    email.Any(c => char.IsWhiteSpace(c) || char.IsControl(c)) || email.EndsWith('@'))
-                {
-                    errors["email"] = ["Must be an email address."];
-                }
+            errors["email"] = ["Must be an email address."];
+        }
 
-                if (role is not (Memberships.Admin or Memberships.Viewer))
-                {
-                    errors["role"] = ["Must be admin or viewer."];
-                }
-            }
+        if (role is not (Memberships.Admin or Memberships.Viewer))
+        {
+            errors["role"] = ["Must be admin or viewer."];
         }
 
         if (errors.Count > 0)

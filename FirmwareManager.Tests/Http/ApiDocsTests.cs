@@ -36,6 +36,26 @@ public sealed class ApiDocsTests(FirmwareManagerApp app) : ApiTest(app)
             .Select(p => p.GetProperty("name").GetString()).Should().Contain(["limit", "cursor", "since", "until", "status", "firmware"]);
     }
 
+    [Theory]
+    [InlineData("/firmware/{device_id}", "FirmwareEventBody", new[] { "firmware", "status", "timestamp" }, new[] { "firmware", "status" })]
+    [InlineData("/devices", "CreateDeviceBody", new[] { "name", "serial" }, new string[0])]
+    [InlineData("/devices/bulk", "EnrollDevicesBody", new[] { "count", "serials" }, new string[0])]
+    [InlineData("/members", "InviteMemberBody", new[] { "email", "role" }, new[] { "email", "role" })]
+    public async Task Each_request_body_is_described_by_the_record_the_endpoint_reads(
+        string path, string schema, string[] properties, string[] required)
+    {
+        using var client = App.ClientWithKey(null);
+        var document = await (await client.GetAsync("/openapi/v1.json")).JsonAsync();
+
+        var reference = document.GetProperty("paths").GetProperty(path).GetProperty("post").GetProperty("requestBody")
+            .GetProperty("content").GetProperty("application/json").GetProperty("schema").GetProperty("$ref").GetString();
+        reference.Should().Be($"#/components/schemas/{schema}");
+        var described = document.GetProperty("components").GetProperty("schemas").GetProperty(schema);
+        described.GetProperty("properties").EnumerateObject().Select(p => p.Name).Should().BeEquivalentTo(properties);
+        (described.TryGetProperty("required", out var names) ? names.EnumerateArray().Select(n => n.GetString()) : [])
+            .Should().BeEquivalentTo(required);
+    }
+
     [Fact]
     public async Task Interactive_docs_are_served_at_docs()
     {

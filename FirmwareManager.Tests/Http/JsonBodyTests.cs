@@ -1,11 +1,12 @@
 using System.Buffers;
 using System.Text;
+using FirmwareManager.Api;
 using FirmwareManager.Api.Http;
 using Microsoft.AspNetCore.Http;
 
 namespace FirmwareManager.Tests.Http;
 
-/// <summary>Reading a request body into a JSON document: sized to the body, never past the limit.</summary>
+/// <summary>Reading a request body into its record: sized to the body, never past the limit.</summary>
 public sealed class JsonBodyTests
 {
     private static DefaultHttpContext Request(string json, bool declareLength)
@@ -19,11 +20,11 @@ public sealed class JsonBodyTests
     }
 
     [Fact]
-    public async Task The_document_keeps_its_bytes_after_the_read_buffer_goes_back_to_the_pool()
+    public async Task The_record_keeps_its_values_after_the_read_buffer_goes_back_to_the_pool()
     {
         var json = """{"firmware": "1.2.3", "status": "installed"}""";
         const int limit = 1024;
-        var (document, problem) = await JsonBody.ReadAsync(Request(json, declareLength: true), limit, CancellationToken.None);
+        var (report, problem) = await JsonBody.ReadAsync(Request(json, declareLength: true), limit, RequestJsonContext.Default.FirmwareEventBody, CancellationToken.None);
         problem.Should().BeNull();
 
         // The next request on this thread rents an array of the body's size, or of the limit's, and fills it.
@@ -34,11 +35,8 @@ public sealed class JsonBodyTests
             ArrayPool<byte>.Shared.Return(reused);
         }
 
-        using (document)
-        {
-            document!.RootElement.GetProperty("firmware").GetString().Should().Be("1.2.3");
-            document.RootElement.GetProperty("status").GetString().Should().Be("installed");
-        }
+        report!.Firmware.Should().Be("1.2.3");
+        report.Status.Should().Be("installed");
     }
 
     [Theory]
@@ -50,13 +48,10 @@ public sealed class JsonBodyTests
         var json = System.Text.Json.JsonSerializer.Serialize(new { serials });
         json.Length.Should().BeGreaterThan(16 * 1024 * 10);
 
-        var (document, problem) = await JsonBody.ReadAsync(Request(json, declareLength), 16 * 1024 * 1024, CancellationToken.None);
+        var (enrollment, problem) = await JsonBody.ReadAsync(Request(json, declareLength), 16 * 1024 * 1024, RequestJsonContext.Default.EnrollDevicesBody, CancellationToken.None);
 
         problem.Should().BeNull();
-        using (document)
-        {
-            document!.RootElement.GetProperty("serials").EnumerateArray().Select(s => s.GetString()).Should().Equal(serials);
-        }
+        enrollment!.Serials.Should().Equal(serials);
     }
 
     [Theory]
@@ -65,24 +60,21 @@ public sealed class JsonBodyTests
     public async Task A_body_without_a_length_is_cut_off_one_byte_past_the_limit(int over, bool accepted)
     {
         const int limit = 40_000;
-        var padding = new string('x', limit - """{"p":""}""".Length + over);
-        var json = $$"""{"p":"{{padding}}"}""";
+        var padding = new string('x', limit - """{"name":""}""".Length + over);
+        var json = $$"""{"name":"{{padding}}"}""";
         json.Length.Should().Be(limit + over);
 
-        var (document, problem) = await JsonBody.ReadAsync(Request(json, declareLength: false), limit, CancellationToken.None);
+        var (device, problem) = await JsonBody.ReadAsync(Request(json, declareLength: false), limit, RequestJsonContext.Default.CreateDeviceBody, CancellationToken.None);
 
-        using (document)
+        if (accepted)
         {
-            if (accepted)
-            {
-                problem.Should().BeNull();
-                document!.RootElement.GetProperty("p").GetString().Should().HaveLength(padding.Length);
-            }
-            else
-            {
-                document.Should().BeNull();
-                problem!.StatusCode.Should().Be(StatusCodes.Status413PayloadTooLarge);
-            }
+            problem.Should().BeNull();
+            device!.Name.Should().HaveLength(padding.Length);
+        }
+        else
+        {
+            device.Should().BeNull();
+            problem!.StatusCode.Should().Be(StatusCodes.Status413PayloadTooLarge);
         }
     }
 }

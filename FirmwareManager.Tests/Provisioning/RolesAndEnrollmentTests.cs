@@ -185,6 +185,14 @@ public sealed class RolesAndEnrollmentTests(FirmwareManagerApp app) : ApiTest(ap
     [InlineData("{\"count\": 2, \"serials\": [\"a\"]}", "body")]
     [InlineData("{\"serials\": []}", "serials")]
     [InlineData("{\"serials\": [\"\"]}", "serials[0]")]
+    [InlineData("{\"serials\": [\"a\", 1]}", "serials[1]")]
+    [InlineData("{\"serials\": [\"a\", [\"b\"]]}", "serials[1]")]
+    [InlineData("{\"serials\": \"a\"}", "serials")]
+    [InlineData("{\"count\": 1.5}", "count")]
+    [InlineData("{\"count\": \"5\"}", "count")]
+    [InlineData("{\"count\": 4294967297}", "count")]
+    [InlineData("{\"count\": 2, \"count\": 3}", "body")]
+    [InlineData("{\"x\": [[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]], \"count\": 2}", "body")]
     public async Task A_bad_enrollment_is_400(string body, string field)
     {
         using var admin = App.ClientWithKey(FirmwareManagerApp.MemberKey1);
