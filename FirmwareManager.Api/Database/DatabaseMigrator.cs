@@ -8,7 +8,7 @@ namespace FirmwareManager.Api.Database;
 
 /// <summary>
 /// Applies the schema scripts (migrations/*.sql, embedded in this assembly) with DbUp, one transaction per
-/// script, journaled in <c>schemaversions</c>; then, when asked, the demo data scripts, which are written to be
+/// script (or none, for a script named <c>*.no-transaction.sql</c>), journaled in <c>schemaversions</c>; then, when asked, the demo data scripts, which are written to be
 /// applied again and so are not journaled. Instances starting together take turns through an advisory lock.
 /// </summary>
 public static class DatabaseMigrator
@@ -16,7 +16,7 @@ public static class DatabaseMigrator
     // Any constant will do, as long as nothing else in the database uses it: "FirmwareM" in ASCII.
     private const long UpgradeLockKey = 0x4669726d776172;
 
-    private const string TakeUpgradeLock = "SELECT pg_advisory_lock(@key)";
+    private const string TryUpgradeLock = "SELECT pg_try_advisory_lock(@key)";
     private const string ReleaseUpgradeLock = "SELECT pg_advisory_unlock(@key)";
 
     private static readonly Assembly Scripts = typeof(DatabaseMigrator).Assembly;
@@ -26,25 +26,34 @@ public static class DatabaseMigrator
         // The lock lives as long as this session: if the process dies mid-upgrade, PostgreSQL releases it.
         await using var lockConnection = new NpgsqlConnection(connectionString);
         await lockConnection.OpenAsync(cancellationToken);
-        await using (var take = new NpgsqlCommand(TakeUpgradeLock, lockConnection))
+        // Tried again every 100 ms rather than waited for in one statement: a waiting statement holds a snapshot,
+        // and CREATE INDEX CONCURRENTLY in the holder's scripts waits for every older snapshot to end: for ever.
+        await using (var take = new NpgsqlCommand(TryUpgradeLock, lockConnection))
         {
             take.Parameters.AddWithValue("key", UpgradeLockKey);
-            await take.ExecuteNonQueryAsync(cancellationToken);
+            while (await take.ExecuteScalarAsync(cancellationToken) is not true)
+            {
+                await Task.Delay(100, cancellationToken);
+            }
         }
 
         try
         {
-            Run(DeployChanges.To.PostgresqlDatabase(connectionString)
-                .WithScriptsEmbeddedInAssembly(Scripts, name => name.StartsWith("migrations/", StringComparison.Ordinal)),
-                "schema", logger);
+            foreach (var (scripts, transaction) in SchemaRuns())
+            {
+                var builder = DeployChanges.To.PostgresqlDatabase(connectionString)
+                    .WithScriptsEmbeddedInAssembly(Scripts, scripts.Contains);
+                Run(transaction ? builder.WithTransactionPerScript() : builder.WithoutTransaction(), "schema", logger);
+            }
 
-            Run(Grants(connectionString), "grants", logger);
+            Run(Grants(connectionString).WithTransactionPerScript(), "grants", logger);
 
             if (applyDemoData)
             {
                 Run(DeployChanges.To.PostgresqlDatabase(connectionString)
                     .WithScriptsEmbeddedInAssembly(Scripts, name => name.StartsWith("demo/", StringComparison.Ordinal))
-                    .JournalTo(new NullJournal()),
+                    .JournalTo(new NullJournal())
+                    .WithTransactionPerScript(),
                     "demo data", logger);
             }
         }
@@ -53,6 +62,41 @@ public static class DatabaseMigrator
             await using var release = new NpgsqlCommand(ReleaseUpgradeLock, lockConnection);
             release.Parameters.AddWithValue("key", UpgradeLockKey);
             await release.ExecuteNonQueryAsync(CancellationToken.None);
+        }
+    }
+
+    /// <summary>The suffix of a schema script that runs outside a transaction.</summary>
+    public const string NoTransactionSuffix = ".no-transaction.sql";
+
+    /// <summary>
+    /// migrations/*.sql in order, in runs of scripts that each run in a transaction of their own, or outside one
+    /// (<see cref="NoTransactionSuffix"/>: <c>CREATE INDEX CONCURRENTLY</c> and the like, which PostgreSQL refuses
+    /// in a transaction). Every run shares the journal, so each script is applied once, in order, whatever its run.
+    /// </summary>
+    internal static IEnumerable<(HashSet<string> Scripts, bool Transaction)> SchemaRuns()
+    {
+        var names = Scripts.GetManifestResourceNames()
+            .Where(name => name.StartsWith("migrations/", StringComparison.Ordinal))
+            .Order(StringComparer.Ordinal);
+        HashSet<string>? run = null;
+        var transaction = true;
+        foreach (var name in names)
+        {
+            var inTransaction = !name.EndsWith(NoTransactionSuffix, StringComparison.Ordinal);
+            if (run is not null && inTransaction != transaction)
+            {
+                yield return (run, transaction);
+                run = null;
+            }
+
+            run ??= new HashSet<string>(StringComparer.Ordinal);
+            run.Add(name);
+            transaction = inTransaction;
+        }
+
+        if (run is not null)
+        {
+            yield return (run, transaction);
         }
     }
 
@@ -89,7 +133,7 @@ public static class DatabaseMigrator
             await grant.ExecuteNonQueryAsync(cancellationToken);
         }
 
-        Run(Grants(connectionString), "grants", logger);
+        Run(Grants(connectionString).WithTransactionPerScript(), "grants", logger);
     }
 
     private const string CreateApiRoleSql = """
@@ -114,7 +158,6 @@ public static class DatabaseMigrator
     private static void Run(DbUp.Builder.UpgradeEngineBuilder builder, string what, ILogger logger)
     {
         var result = builder
-            .WithTransactionPerScript()
             .WithVariablesDisabled()
             .LogTo(new MigrationLog(logger))
             .Build()

@@ -1,17 +1,16 @@
-using System.Globalization;
 using Dapper;
 using FirmwareManager.Api.Firmware;
 using Npgsql;
 
 namespace FirmwareManager.Api.Events;
 
-/// <summary>A position in arrival order: the storing transaction's id, then the event id.</summary>
-public sealed record ArrivalPosition(ulong TxId, long Id);
+/// <summary>A position in a project's arrival order: the event's feed number (0 before migration 0012), then its id.</summary>
+public sealed record ArrivalPosition(long Arrival, long Id);
 
 /// <summary>The project-wide feed of events (<c>/events</c>): newest arrival first, or in arrival order for polling.</summary>
 public sealed class EventFeed(NpgsqlDataSource dataSource)
 {
-    // The project's feed, newest arrival first, from the cursor's position: firmware_events_project_arrival_idx
+    // The project's feed, newest arrival first, from the cursor's position: firmware_events_project_feed_idx
     // read backwards.
     private const string FeedNewestFirstSql = """
         SELECT e.id AS Id,
@@ -21,23 +20,23 @@ public sealed class EventFeed(NpgsqlDataSource dataSource)
                e.status AS Status,
                e.occurred_at AS OccurredAt,
                e.received_at AS ReceivedAt,
-               e.tx_id::text AS TxId
+               e.arrival AS Arrival
         FROM firmware_events AS e
         WHERE e.project_id = @ProjectId
-          AND (e.tx_id, e.id) < (COALESCE(@BeforeTxId::xid8, '18446744073709551615'), COALESCE(@BeforeId, 0))
+          AND (e.arrival, e.id) < (COALESCE(@BeforeArrival, 9223372036854775807), COALESCE(@BeforeId, 0))
           AND (@DeviceId::bigint IS NULL OR e.device_id = @DeviceId)
           AND e.occurred_at >= COALESCE(@Since::timestamptz, '-infinity')
           AND e.occurred_at < COALESCE(@Until::timestamptz, 'infinity')
           AND (cardinality(@Statuses::text[]) = 0 OR e.status = ANY(@Statuses))
           AND (@Firmware::text IS NULL OR e.firmware = @Firmware)
-        ORDER BY e.tx_id DESC,
+        ORDER BY e.arrival DESC,
                  e.id DESC
         LIMIT @Limit
         """;
 
-    // The project's feed in arrival order after the poller's cursor, and only as far as every transaction
-    // that could still add an event before that point has ended (pg_snapshot_xmin): an event committed late
-    // never lands behind a cursor that was already handed out.
+    // The project's feed in arrival order after the poller's cursor. The project's numbers are handed out in
+    // commit order (migration 0012), so an event numbered below one this reads is already visible: nothing
+    // commits behind a cursor that was handed out, and no other project's transactions are waited for.
     private const string FeedAfterSql = """
         SELECT e.id AS Id,
                e.device_id AS DeviceId,
@@ -46,28 +45,27 @@ public sealed class EventFeed(NpgsqlDataSource dataSource)
                e.status AS Status,
                e.occurred_at AS OccurredAt,
                e.received_at AS ReceivedAt,
-               e.tx_id::text AS TxId
+               e.arrival AS Arrival
         FROM firmware_events AS e
         WHERE e.project_id = @ProjectId
-          AND (e.tx_id, e.id) > (@AfterTxId::xid8, @AfterId)
-          AND e.tx_id < pg_snapshot_xmin(pg_current_snapshot())
+          AND (e.arrival, e.id) > (@AfterArrival, @AfterId)
           AND (@DeviceId::bigint IS NULL OR e.device_id = @DeviceId)
           AND e.occurred_at >= COALESCE(@Since::timestamptz, '-infinity')
           AND e.occurred_at < COALESCE(@Until::timestamptz, 'infinity')
           AND (cardinality(@Statuses::text[]) = 0 OR e.status = ANY(@Statuses))
           AND (@Firmware::text IS NULL OR e.firmware = @Firmware)
-        ORDER BY e.tx_id,
+        ORDER BY e.arrival,
                  e.id
         LIMIT @Limit
         """;
 
 
     public sealed record FeedEvent(
-        long Id, long DeviceId, long ProjectId, string Firmware, string Status, DateTime OccurredAt, DateTime ReceivedAt, string TxId)
+        long Id, long DeviceId, long ProjectId, string Firmware, string Status, DateTime OccurredAt, DateTime ReceivedAt, long Arrival)
     {
         public FirmwareEvent Event => new(Id, DeviceId, ProjectId, Firmware, Status, OccurredAt, ReceivedAt);
 
-        public ArrivalPosition Position => new(ulong.Parse(TxId, CultureInfo.InvariantCulture), Id);
+        public ArrivalPosition Position => new(Arrival, Id);
     }
 
     /// <summary>
@@ -82,9 +80,9 @@ public sealed class EventFeed(NpgsqlDataSource dataSource)
         {
             ProjectId = projectId,
             DeviceId = deviceId,
-            BeforeTxId = before?.TxId.ToString(CultureInfo.InvariantCulture),
+            BeforeArrival = before?.Arrival,
             BeforeId = before?.Id,
-            AfterTxId = (after?.TxId ?? 0).ToString(CultureInfo.InvariantCulture),
+            AfterArrival = after?.Arrival ?? 0,
             AfterId = after?.Id ?? 0,
             filters.Since,
             filters.Until,

@@ -74,7 +74,7 @@ public static class EventFeedApi
         var caller = Caller.From(http.User);
         var polling = after is not null;
         var scope = string.Create(CultureInfo.InvariantCulture,
-            $"events|{(polling ? "after" : "newest")}|{caller.ProjectId}|{deviceId}|{filters.Key}");
+            $"events|{(polling ? "after" : "newest")}|arrival|{caller.ProjectId}|{deviceId}|{filters.Key}");
         ArrivalPosition? position = null;
         var token = polling ? after : page.Cursor;
         if (polling && after == FromBeginning)
@@ -103,7 +103,7 @@ public static class EventFeedApi
         {
             next = await cursors.EncodeAsync(scope, writer =>
             {
-                writer.Write(nextPosition.TxId);
+                writer.Write(nextPosition.Arrival);
                 writer.Write(nextPosition.Id);
             }, cancellationToken);
         }
@@ -112,5 +112,10 @@ public static class EventFeedApi
             http, served.Select(e => FirmwareEventResponse.From(e.Event)).ToList(), next, polling ? "after" : "cursor");
     }
 
-    private static ArrivalPosition ReadPosition(BinaryReader reader) => new(reader.ReadUInt64(), reader.ReadInt64());
+    private static ArrivalPosition? ReadPosition(BinaryReader reader)
+    {
+        var arrival = reader.ReadInt64();
+        var id = reader.ReadInt64();
+        return arrival < 0 ? null : new ArrivalPosition(arrival, id);
+    }
 }

@@ -56,6 +56,8 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
     // Stores reports (the i-th event is the i-th device id's; one device or many) and, in the same statement,
     // keeps what is derived from them, per device:
     //  * identical repeats (same device, project, time, firmware, status) insert nothing: ON CONFLICT;
+    //  * each event gets its project's next feed number (project_event_arrivals, migration 0012): the project's
+    //    row stays locked until this transaction commits, so the numbers follow commit order;
     //  * the device's current firmware follows its newest installed/updated/rolled_back report by the device's
     //    clock, so a late, older report cannot move it backwards. A time ahead of the receive time is a clock
     //    running ahead: against a report whose time is not ahead it counts as its receive time (reported_at), so
@@ -94,15 +96,32 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
                     AND k.revoked_at IS NULL
               )
         ),
+        arrival AS (
+            INSERT INTO project_event_arrivals AS a (project_id, last_arrival)
+            SELECT device.project_id,
+                   count(*)
+            FROM input
+            JOIN device ON device.id = input.device_id
+            GROUP BY device.project_id
+            ORDER BY device.project_id
+            ON CONFLICT (project_id) DO UPDATE
+            SET last_arrival = a.last_arrival + EXCLUDED.last_arrival
+            RETURNING a.project_id,
+                      a.last_arrival
+        ),
         inserted AS (
-            INSERT INTO firmware_events (device_id, project_id, firmware, status, occurred_at)
+            INSERT INTO firmware_events (device_id, project_id, firmware, status, occurred_at, arrival)
             SELECT device.id,
                    device.project_id,
                    input.firmware,
                    input.status,
-                   input.occurred_at
+                   input.occurred_at,
+                   arrival.last_arrival
+                       - count(*) OVER (PARTITION BY device.project_id)
+                       + row_number() OVER (PARTITION BY device.project_id ORDER BY input.position)
             FROM input
             JOIN device ON device.id = input.device_id
+            JOIN arrival ON arrival.project_id = device.project_id
             ORDER BY input.position
             ON CONFLICT (device_id, project_id, occurred_at, firmware, status) DO NOTHING
             RETURNING id, device_id, project_id, firmware, status, occurred_at, received_at,

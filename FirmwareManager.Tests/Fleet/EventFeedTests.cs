@@ -1,4 +1,5 @@
 using System.Net;
+using System.Net.Http.Json;
 using Dapper;
 using FirmwareManager.Tests.Infrastructure;
 using static FirmwareManager.Tests.Firmware.PagingHistoryTests;
@@ -68,20 +69,131 @@ public sealed class EventFeedTests(FirmwareManagerApp app) : ApiTest(app)
         using var device1 = App.ClientWithKey(FirmwareManagerApp.DeviceKey1);
         var next = NextLink(await member.GetAsync("/events?after=beginning&limit=1000"));
 
+        // Another writer's transaction, as ingest writes: the project's next feed number, then the event.
         await using var slow = App.OpenConnection();
         await using var transaction = await slow.BeginTransactionAsync();
-        await slow.ExecuteAsync(
-            "INSERT INTO firmware_events (device_id, project_id, firmware, status, occurred_at) VALUES (2, 1, '5.0.0', 'installed', now())",
-            transaction: transaction);
-        (await device1.PostEventAsync(1, Event("5.0.1", "installed", Start))).StatusCode.Should().Be(HttpStatusCode.Created);
+        await slow.ExecuteAsync(StoreEventLikeIngestSql, new { ProjectId = 1, DeviceId = 2, Firmware = "5.0.0" }, transaction);
+        var report = device1.PostEventAsync(1, Event("5.0.1", "installed", Start));
+        await App.WaitUntilASessionWaitsForALockAsync();
 
         var whileOpen = await member.GetAsync(next);
         (await whileOpen.JsonAsync()).GetArrayLength().Should().Be(0, "the slow transaction started first and may still commit an earlier event");
         await transaction.CommitAsync();
+        (await report).StatusCode.Should().Be(HttpStatusCode.Created);
         var afterCommit = await (await member.GetAsync(NextLink(whileOpen))).JsonAsync();
 
         afterCommit.EnumerateArray().Select(e => e.GetProperty("firmware").GetString()).Should().Equal("5.0.0", "5.0.1");
     }
+
+    [Fact]
+    public async Task Another_projects_open_transaction_holds_back_nothing()
+    {
+        using var member = App.ClientWithKey(FirmwareManagerApp.MemberKey1);
+        using var device1 = App.ClientWithKey(FirmwareManagerApp.DeviceKey1);
+        var next = NextLink(await member.GetAsync("/events?after=beginning&limit=1000"));
+
+        await using var slow = App.OpenConnection();
+        await using var transaction = await slow.BeginTransactionAsync();
+        await slow.ExecuteAsync(StoreEventLikeIngestSql, new { ProjectId = 2, DeviceId = 3, Firmware = "5.0.0" }, transaction);
+        (await device1.PostEventAsync(1, Event("5.0.1", "installed", Start))).StatusCode.Should().Be(HttpStatusCode.Created);
+
+        var whileOpen = await (await member.GetAsync(next)).JsonAsync();
+
+        whileOpen.EnumerateArray().Select(e => e.GetProperty("firmware").GetString()).Should().Equal(
+            ["5.0.1"], "project 2's open transaction has nothing to do with project 1's feed");
+        await transaction.RollbackAsync();
+    }
+
+    [Fact]
+    public async Task Concurrent_writers_and_a_poller_every_acknowledged_event_is_delivered_exactly_once()
+    {
+        var devices = new List<(long DeviceId, string Key)>();
+        for (var i = 0; i < 8; i++)
+        {
+            devices.Add(await App.AddDeviceAsync(projectId: 1));
+        }
+
+        using var member = App.ClientWithKey(FirmwareManagerApp.MemberKey1);
+        var next = NextLink(await member.GetAsync("/events?after=beginning&limit=1000"));
+        var acknowledged = new System.Collections.Concurrent.ConcurrentBag<long>();
+        var writing = true;
+        var writers = devices.Select(async (device, w) =>
+        {
+            using var client = App.ClientWithKey(device.Key);
+            for (var i = 0; i < 40; i++)
+            {
+                var response = i % 4 == 0
+                    ? await client.PostAsJsonAsync($"/firmware/{device.DeviceId}/batch",
+                        new[] { Event("6.0.0", "downloading", Start.AddMinutes(i)), Event("6.0.0", "installing", Start.AddMinutes(i).AddSeconds(1)) })
+                    : await client.PostEventAsync(device.DeviceId, Event("6.0.0", "downloaded", Start.AddMinutes(i)));
+                response.IsSuccessStatusCode.Should().BeTrue();
+                if (i % 4 != 0)
+                {
+                    acknowledged.Add((await response.JsonAsync()).GetProperty("id").GetInt64());
+                }
+            }
+        }).ToList();
+
+        // And a writer whose transactions stay open a while after storing, as a slow ingest transaction would:
+        // events stored in an order other than they commit in, unless the feed's numbers follow commit order.
+        var (slowDevice, _) = await App.AddDeviceAsync(projectId: 1);
+        writers.Add(Task.Run(async () =>
+        {
+            await using var connection = App.OpenConnection();
+            for (var i = 0; i < 30; i++)
+            {
+                await using var transaction = await connection.BeginTransactionAsync();
+                await connection.ExecuteAsync(StoreEventLikeIngestSql, new { ProjectId = 1, DeviceId = slowDevice, Firmware = $"7.0.{i}" }, transaction);
+                await Task.Delay(Random.Shared.Next(1, 15));
+                await transaction.CommitAsync();
+            }
+        }));
+
+        var delivered = new List<long>();
+        var poller = Task.Run(async () =>
+        {
+            while (Volatile.Read(ref writing) || delivered.Count == 0)
+            {
+                var page = await member.GetAsync(next);
+                delivered.AddRange((await page.JsonAsync()).EnumerateArray().Select(e => e.GetProperty("id").GetInt64()));
+                next = NextLink(page);
+            }
+        });
+        await Task.WhenAll(writers);
+        Volatile.Write(ref writing, false);
+        await poller;
+        for (var drained = false; !drained;)
+        {
+            var page = await member.GetAsync(next);
+            var ids = (await page.JsonAsync()).EnumerateArray().Select(e => e.GetProperty("id").GetInt64()).ToList();
+            delivered.AddRange(ids);
+            next = NextLink(page);
+            drained = ids.Count == 0;
+        }
+
+        delivered.Should().OnlyHaveUniqueItems("no event is delivered twice");
+        delivered.Should().Contain(acknowledged, "every acknowledged report is delivered");
+        await using var connection = App.OpenConnection();
+        var stored = (await connection.QueryAsync<long>(
+            "SELECT id FROM firmware_events WHERE project_id = 1 AND device_id = ANY(@Ids)",
+            new { Ids = devices.Select(d => d.DeviceId).Append(slowDevice).ToArray() })).ToList();
+        stored.Should().HaveCount(8 * (30 + 2 * 10) + 30);
+        delivered.Should().BeEquivalentTo(stored, "the feed delivers exactly the events stored in the project");
+    }
+
+    // What ingest does for one event (FirmwareEvents.RecordEventsSql): the project's next feed number, locked
+    // until the transaction ends, and the event with it.
+    private const string StoreEventLikeIngestSql = """
+        WITH arrival AS (
+            INSERT INTO project_event_arrivals AS a (project_id, last_arrival)
+            VALUES (@ProjectId, 1)
+            ON CONFLICT (project_id) DO UPDATE SET last_arrival = a.last_arrival + 1
+            RETURNING a.last_arrival
+        )
+        INSERT INTO firmware_events (device_id, project_id, firmware, status, occurred_at, arrival)
+        SELECT @DeviceId, @ProjectId, @Firmware, 'installed', now(), last_arrival
+        FROM arrival
+        """;
 
     [Fact]
     public async Task The_feed_takes_the_history_filters_and_a_device()
