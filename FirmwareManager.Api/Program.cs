@@ -91,6 +91,9 @@ try
         app.Services.GetRequiredService<IOptions<FirmwareManagerOptions>>().Value.DemoData,
         app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("FirmwareManager.Migrations"));
 
+    // The engine (PostgreSQL or Citus), read once now that the database answers and has its schema.
+    _ = app.Services.GetRequiredService<DatabaseEngine>();
+
     await LoginPrivileges.WarnWhenPrivilegedAsync(
         app.Services.GetRequiredService<Npgsql.NpgsqlDataSource>(), app.Environment,
         app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("FirmwareManager.Database"));

@@ -4,8 +4,8 @@
 \set ON_ERROR_STOP on
 INSERT INTO projects (id, name) SELECT g, 'bench_' || g FROM generate_series(1, 10) AS g;
 INSERT INTO project_memberships (id, project_id, email, role) SELECT g, g, 'admin@bench-' || g || '.example', 'admin' FROM generate_series(1, 10) AS g;
-INSERT INTO membership_api_keys (membership_id, key_prefix, key_hash)
-SELECT g, left('fmm_bench_' || g, 12), sha256(convert_to('fmm_bench_admin_' || g, 'UTF8')) FROM generate_series(1, 10) AS g;
+INSERT INTO membership_api_keys (project_id, membership_id, key_prefix, key_hash)
+SELECT g, g, left('fmm_bench_' || g, 12), sha256(convert_to('fmm_bench_admin_' || g, 'UTF8')) FROM generate_series(1, 10) AS g;
 SELECT setval(pg_get_serial_sequence('projects', 'id'), 10);
 SELECT setval(pg_get_serial_sequence('project_memberships', 'id'), 10);
 
@@ -21,8 +21,13 @@ SELECT g,
 FROM generate_series(1, :devices) AS g;
 SELECT setval(pg_get_serial_sequence('devices', 'id'), :devices);
 
-INSERT INTO device_api_keys (device_id, key_prefix, key_hash)
-SELECT id, left('fmd_b' || md5(id::text), 12), sha256(convert_to('fmd_b' || md5(id::text), 'UTF8')) FROM devices;
+INSERT INTO device_api_keys (project_id, device_id, key_prefix, key_hash)
+SELECT project_id, id, left('fmd_b' || md5(id::text), 12), sha256(convert_to('fmd_b' || md5(id::text), 'UTF8')) FROM devices;
+
+INSERT INTO api_key_digests (key_hash, project_id)
+SELECT key_hash, project_id FROM membership_api_keys
+UNION ALL
+SELECT key_hash, project_id FROM device_api_keys;
 
 -- History: one event a day per device, the last one the update to its current firmware.
 INSERT INTO firmware_events (device_id, project_id, firmware, status, occurred_at, received_at)

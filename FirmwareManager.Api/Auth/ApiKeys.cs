@@ -38,8 +38,9 @@ public sealed class ApiKeys : IAsyncDisposable
         new BoundedChannelOptions(MaxWaitingLookups) { FullMode = BoundedChannelFullMode.Wait });
     private readonly Task[] _lookers;
 
-    public ApiKeys(NpgsqlDataSource dataSource, KeyUsage usage, FirmwareMetrics metrics)
+    public ApiKeys(NpgsqlDataSource dataSource, KeyUsage usage, FirmwareMetrics metrics, DatabaseEngine engine)
     {
+        _findCallersInOneRoundTripSql = GenericPlan.ReadOnly(FindCallersSql, engine);
         _dataSource = dataSource;
         _usage = usage;
         _metrics = metrics;
@@ -145,8 +146,15 @@ public sealed class ApiKeys : IAsyncDisposable
     private sealed record CallerRow(
         byte[] KeyHash, string Kind, long Id, long ProjectId, string? Role, long KeyId, string KeyPrefix, DateTime? LastUsedAt);
 
+    // The projects of the group's digests (api_key_digests, one shard each on Citus), then their keys.
+    private const string FindProjectsSql = """
+        SELECT DISTINCT project_id
+        FROM api_key_digests
+        WHERE key_hash = ANY(@KeyHashes)
+        """;
+
     // Device and member keys live in separate tables (each with its own foreign key); one round trip asks both,
-    // for every digest of the group. A revoked key, a decommissioned device and a removed member are all unknown here.
+    // for every digest of the group, in the projects the digests name. A revoked key, a decommissioned device and a removed member are all unknown here.
     private const string FindCallersSql = """
         SELECT k.key_hash AS KeyHash,
                'device' AS Kind,
@@ -157,8 +165,9 @@ public sealed class ApiKeys : IAsyncDisposable
                k.key_prefix AS KeyPrefix,
                k.last_used_at AS LastUsedAt
         FROM device_api_keys AS k
-        JOIN devices AS d ON d.id = k.device_id
+        JOIN devices AS d ON d.project_id = k.project_id AND d.id = k.device_id
         WHERE k.key_hash = ANY(@KeyHashes)
+          AND k.project_id = ANY(@ProjectIds)
           AND k.revoked_at IS NULL
           AND d.decommissioned_at IS NULL
         UNION ALL
@@ -171,8 +180,9 @@ public sealed class ApiKeys : IAsyncDisposable
                k.key_prefix AS KeyPrefix,
                k.last_used_at AS LastUsedAt
         FROM membership_api_keys AS k
-        JOIN project_memberships AS m ON m.id = k.membership_id
+        JOIN project_memberships AS m ON m.project_id = k.project_id AND m.id = k.membership_id
         WHERE k.key_hash = ANY(@KeyHashes)
+          AND k.project_id = ANY(@ProjectIds)
           AND k.revoked_at IS NULL
           AND m.removed_at IS NULL
         """;
@@ -180,7 +190,7 @@ public sealed class ApiKeys : IAsyncDisposable
     // Always its generic plan (each digest through the unique key_hash indexes, right for every group size up to
     // MaxLookupGroup): PostgreSQL otherwise planned every lookup anew, and planning this union of joins cost more
     // than executing it (docs/performance.md, "The key lookup on its generic plan").
-    private static readonly string FindCallersInOneRoundTripSql = GenericPlan.ReadOnly(FindCallersSql);
+    private readonly string _findCallersInOneRoundTripSql;
 
     public async Task<Caller?> FindCallerAsync(byte[] keyHash, CancellationToken cancellationToken)
     {
@@ -263,8 +273,15 @@ public sealed class ApiKeys : IAsyncDisposable
     {
         var keyHashes = group.DistinctBy(p => p.Digest).Select(p => p.KeyHash).ToArray();
         await using var connection = await _dataSource.OpenConnectionAsync();
-        var rows = await connection.QueryAsync<CallerRow>(new CommandDefinition(FindCallersInOneRoundTripSql, new { KeyHashes = keyHashes }));
         var found = new Dictionary<string, (Caller?, DateTime?)>(StringComparer.Ordinal);
+        var projectIds = (await connection.QueryAsync<long>(new CommandDefinition(FindProjectsSql, new { KeyHashes = keyHashes }))).AsList();
+        if (projectIds.Count == 0)
+        {
+            return found;
+        }
+
+        var rows = await connection.QueryAsync<CallerRow>(new CommandDefinition(
+            _findCallersInOneRoundTripSql, new { KeyHashes = keyHashes, ProjectIds = projectIds.ToArray() }));
         foreach (var row in rows)
         {
             var kind = row.Kind == "device" ? CallerKind.Device : CallerKind.Member;

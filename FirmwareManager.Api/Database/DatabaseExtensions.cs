@@ -37,6 +37,7 @@ public static class DatabaseExtensions
             }
             return builder.UseLoggerFactory(sp.GetRequiredService<ILoggerFactory>()).Build();
         });
+        services.AddSingleton(sp => DatabaseEngine.Detect(sp.GetRequiredService<NpgsqlDataSource>()));
         // One instance: it shares its answer between the requests of a second (see the class).
         services.AddSingleton<DatabaseHealthCheck>();
         services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database");

@@ -131,6 +131,15 @@ public static class DatabaseMigrator
             var quoted = (string)(await quote.ExecuteScalarAsync(cancellationToken))!;
             await using var grant = new NpgsqlCommand($"GRANT firmware_manager_api TO {quoted}", connection);
             await grant.ExecuteNonQueryAsync(cancellationToken);
+            // On Citus the workers check privileges too, and propagate a role grant only for roles made through
+            // the coordinator: a login made on each node by hand gets its membership there as well.
+            await using var citus = new NpgsqlCommand(CitusInstalledSql, connection);
+            if (await citus.ExecuteScalarAsync(cancellationToken) is true)
+            {
+                await using var onWorkers = new NpgsqlCommand("SELECT run_command_on_workers(@grant)", connection);
+                onWorkers.Parameters.AddWithValue("grant", $"GRANT firmware_manager_api TO {quoted}");
+                await onWorkers.ExecuteNonQueryAsync(cancellationToken);
+            }
         }
 
         Run(Grants(connectionString).WithTransactionPerScript(), "grants", logger);
@@ -145,6 +154,8 @@ public static class DatabaseMigrator
         END
         $$
         """;
+
+    private const string CitusInstalledSql = "SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus')";
 
     private const string LoginExistsSql = """
         SELECT EXISTS (

@@ -15,6 +15,11 @@ public static class GenericPlan
     /// the pooled connection keeps nothing; should the statement fail, the transaction is rolled back before the
     /// connection is used again.
     /// </summary>
-    public static string ReadOnly(string sql) =>
-        "BEGIN READ ONLY;\nSET LOCAL plan_cache_mode = force_generic_plan;\n" + sql + ";\nCOMMIT";
+    /// <remarks>
+    /// On Citus, <paramref name="sql"/> as it is: the coordinator plans each distributed statement at every
+    /// execution with its values (which is how it finds the one shard a statement needs), and refuses to plan a
+    /// generic plan of a parameterized statement over several tables; the workers plan their shard's statement.
+    /// </remarks>
+    public static string ReadOnly(string sql, DatabaseEngine engine) =>
+        engine.IsCitus ? sql : "BEGIN READ ONLY;\nSET LOCAL plan_cache_mode = force_generic_plan;\n" + sql + ";\nCOMMIT";
 }

@@ -69,8 +69,9 @@ public sealed class DeviceProvisioning(NpgsqlDataSource dataSource, ApiKeys? api
         """;
 
     private const string InsertDeviceKeysSql = """
-        INSERT INTO device_api_keys (device_id, key_prefix, key_hash)
-        SELECT k.device_id,
+        INSERT INTO device_api_keys (project_id, device_id, key_prefix, key_hash)
+        SELECT @ProjectId,
+               k.device_id,
                k.key_prefix,
                k.key_hash
         FROM unnest(@Ids::bigint[], @Prefixes::text[], @Hashes::bytea[]) AS k(device_id, key_prefix, key_hash)
@@ -125,8 +126,9 @@ public sealed class DeviceProvisioning(NpgsqlDataSource dataSource, ApiKeys? api
             }
 
             await connection.ExecuteAsync(new CommandDefinition(
-                InsertDeviceKeysSql, new { Ids = chunkIds, Prefixes = prefixes, Hashes = hashes }, transaction,
+                InsertDeviceKeysSql, new { ProjectId = projectId, Ids = chunkIds, Prefixes = prefixes, Hashes = hashes }, transaction,
                 cancellationToken: cancellationToken));
+            await ApiKeyDigests.InsertAsync(connection, transaction, projectId, hashes, cancellationToken);
             chunkIds.CopyTo(ids, offset);
         }
 

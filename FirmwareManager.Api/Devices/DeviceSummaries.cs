@@ -18,7 +18,7 @@ public sealed record DeviceSummary(
     DateTime? DecommissionedAt);
 
 /// <summary>The devices table, as the fleet views read it.</summary>
-public sealed class DeviceSummaries(NpgsqlDataSource dataSource)
+public sealed class DeviceSummaries(NpgsqlDataSource dataSource, DatabaseEngine engine)
 {
     // Devices in id order after the cursor. With a firmware filter this is a range of
     // devices_project_firmware_idx; without, of devices_project_id_id_idx. Devices that never reported
@@ -51,13 +51,13 @@ public sealed class DeviceSummaries(NpgsqlDataSource dataSource)
     // filters given, read in id order, whatever the values. PostgreSQL had planned the page afresh at every
     // request, planning costing nearly what executing did (docs/performance.md), and still did with the
     // statements split, a firmware run by most of a project skewing its estimates.
-    private static readonly string[] PageSql = Enumerable.Range(0, 8)
+    private readonly string[] _pageSql = Enumerable.Range(0, 8)
         .Select(filters => PageSelectSql
             + ((filters & 1) != 0 ? FirmwareFilterSql : "")
             + ((filters & 2) != 0 ? StatusFilterSql : "")
             + ((filters & 4) != 0 ? SilentFilterSql : "")
             + PageOrderSql)
-        .Select(GenericPlan.ReadOnly)
+        .Select(sql => GenericPlan.ReadOnly(sql, engine))
         .ToArray();
 
     public async Task<IReadOnlyList<DeviceSummary>> PageAsync(
@@ -66,7 +66,7 @@ public sealed class DeviceSummaries(NpgsqlDataSource dataSource)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         var filters = (firmware is null ? 0 : 1) | (statusOfLastEvent.Length == 0 ? 0 : 2) | (silentSince is null ? 0 : 4);
-        var devices = await connection.QueryAsync<DeviceSummary>(new CommandDefinition(PageSql[filters], new
+        var devices = await connection.QueryAsync<DeviceSummary>(new CommandDefinition(_pageSql[filters], new
         {
             ProjectId = projectId,
             AfterId = afterId,

@@ -77,7 +77,7 @@ public static class FirmwareApi
             return Problems.Validation(errors, "The firmware event is not valid.");
         }
 
-        var recorded = await groupCommit.RecordAsync(deviceId, keyId, report, RequestTimeout(http), cancellationToken);
+        var recorded = await groupCommit.RecordAsync(Caller.From(http.User).ProjectId, deviceId, keyId, report, RequestTimeout(http), cancellationToken);
         if (recorded is null)
         {
             return DeviceNotFound(deviceId);
@@ -211,7 +211,7 @@ public static class FirmwareApi
             return Problems.Validation(errors, "The batch is not valid; nothing was stored.");
         }
 
-        var created = await groupCommit.RecordBatchAsync(deviceId, keyId, reports, RequestTimeout(http), cancellationToken);
+        var created = await groupCommit.RecordBatchAsync(Caller.From(http.User).ProjectId, deviceId, keyId, reports, RequestTimeout(http), cancellationToken);
         if (created is null)
         {
             return DeviceNotFound(deviceId);

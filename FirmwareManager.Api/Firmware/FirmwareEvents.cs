@@ -10,8 +10,8 @@ public sealed record FirmwareEvent(
 
 public sealed record RecordedEvent(FirmwareEvent Event, bool Created);
 
-/// <summary>A device's validated reports (a single report, or a batch), and the id of the key it sent them with.</summary>
-public sealed record DeviceReports(long DeviceId, IReadOnlyList<NewFirmwareEvent> Events, long KeyId);
+/// <summary>A device's validated reports (a single report, or a batch), its project, and the id of the key it sent them with.</summary>
+public sealed record DeviceReports(long ProjectId, long DeviceId, IReadOnlyList<NewFirmwareEvent> Events, long KeyId);
 
 /// <summary>What became of a device's reports in a group: stored (the events created), or why not.</summary>
 public enum ReportOutcome
@@ -34,7 +34,8 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
     private const string LockDevicesSql = """
         SELECT id
         FROM devices
-        WHERE id = ANY(@DeviceIds)
+        WHERE project_id = @ProjectId
+          AND id = ANY(@DeviceIds)
         ORDER BY id
         FOR UPDATE
         """;
@@ -46,8 +47,10 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
     private const string ActiveDevicesSql = """
         SELECT k.device_id
         FROM device_api_keys AS k
-        JOIN devices AS d ON d.id = k.device_id
-        WHERE k.id = ANY(@KeyIds)
+        JOIN devices AS d ON d.project_id = k.project_id AND d.id = k.device_id
+        WHERE k.project_id = @ProjectId
+          AND d.project_id = @ProjectId
+          AND k.id = ANY(@KeyIds)
           AND k.device_id = ANY(@DeviceIds)
           AND k.revoked_at IS NULL
           AND d.decommissioned_at IS NULL
@@ -86,12 +89,14 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
                    COALESCE(d.current_firmware_device_at, d.current_firmware_at) AS current_firmware_device_at,
                    (d.id % 16)::smallint AS stripe
             FROM devices AS d
-            WHERE d.id = ANY(@DeviceIds)
+            WHERE d.project_id = @ProjectId
+              AND d.id = ANY(@DeviceIds)
               AND d.decommissioned_at IS NULL
               AND EXISTS (
                   SELECT 1
                   FROM device_api_keys AS k
-                  WHERE k.device_id = d.id
+                  WHERE k.project_id = @ProjectId
+                    AND k.device_id = d.id
                     AND k.id = ANY(@KeyIds)
                     AND k.revoked_at IS NULL
               )
@@ -170,8 +175,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
                    n.firmware,
                    n.status AS new_status,
                    n.reported_at,
-                   s.status AS old_status,
-                   s.project_id AS old_project_id
+                   s.status AS old_status
             FROM (
                 SELECT DISTINCT ON (device_id, firmware) device_id,
                        firmware,
@@ -181,7 +185,8 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
                 ORDER BY device_id, firmware, reported_at DESC, id DESC
             ) AS n
             JOIN device ON device.id = n.device_id
-            LEFT JOIN device_firmware_status AS s ON s.device_id = n.device_id AND s.firmware = n.firmware
+            LEFT JOIN device_firmware_status AS s
+                   ON s.project_id = @ProjectId AND s.device_id = n.device_id AND s.firmware = n.firmware
             WHERE s.reported_at IS NULL
                OR s.reported_at <= n.reported_at
         ),
@@ -193,9 +198,8 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
                    v.new_status,
                    v.reported_at
             FROM version_change AS v
-            ON CONFLICT (device_id, firmware) DO UPDATE
-            SET project_id = EXCLUDED.project_id,
-                status = EXCLUDED.status,
+            ON CONFLICT (project_id, device_id, firmware) DO UPDATE
+            SET status = EXCLUDED.status,
                 reported_at = EXCLUDED.reported_at
         ),
         count_deltas (project_id, firmware, stripe, devices, failed, rolled_back) AS (
@@ -211,7 +215,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
             SELECT v.project_id, v.firmware, v.stripe, 0, (v.new_status = 'failed')::int, (v.new_status = 'rolled_back')::int
             FROM version_change AS v
             UNION ALL
-            SELECT v.old_project_id, v.firmware, v.stripe, 0, -((v.old_status = 'failed')::int), -((v.old_status = 'rolled_back')::int)
+            SELECT v.project_id, v.firmware, v.stripe, 0, -((v.old_status = 'failed')::int), -((v.old_status = 'rolled_back')::int)
             FROM version_change AS v
             WHERE v.old_status IS NOT NULL
         ),
@@ -243,7 +247,8 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
                 last_event_at = GREATEST(d.last_event_at, n.reported_at)
             FROM newest_event AS n
             LEFT JOIN firmware_move AS m ON m.device_id = n.device_id
-            WHERE d.id = n.device_id
+            WHERE d.project_id = @ProjectId
+              AND d.id = n.device_id
         )
         SELECT id AS Id,
                device_id AS DeviceId,
@@ -262,13 +267,19 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
     private const string RecordInOneRoundTripSql = "BEGIN;\n" + LockDevicesSql + ";\n" + ActiveDevicesSql + ";\n" + RecordEventsSql + ";\nCOMMIT";
 
     /// <summary>
-    /// Stores the reports of several devices (one report or a batch each) in one transaction: the service's group
-    /// commit, see <see cref="ReportGroupCommit"/>. For each device, in order: the events created (identical
+    /// Stores the reports of several devices of one project (one report or a batch each) in one transaction: the
+    /// service's group commit, see <see cref="ReportGroupCommit"/>. One project, so that on a database distributed
+    /// by project the transaction runs on one node. For each device, in order: the events created (identical
     /// repeats create none), or why nothing was stored for it.
     /// </summary>
     public async Task<(ReportOutcome Outcome, List<FirmwareEvent> Created)[]> RecordAsync(
         IReadOnlyList<DeviceReports> devices, CancellationToken cancellationToken)
     {
+        if (devices.Select(d => d.ProjectId).Distinct().Count() != 1)
+        {
+            throw new ArgumentException("A transaction records the reports of one project.", nameof(devices));
+        }
+
         if (devices.Select(d => d.DeviceId).Distinct().Count() != devices.Count)
         {
             // Created events are matched to their device: two entries of one device would be ambiguous, and
@@ -280,7 +291,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
         var keyIds = devices.Select(d => d.KeyId).ToArray();
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         var (locked, active, created) = await RecordInOneRoundTripAsync(
-            connection, deviceIds, keyIds, devices.SelectMany(d => d.Events).ToList(), cancellationToken);
+            connection, devices[0].ProjectId, deviceIds, keyIds, devices.SelectMany(d => d.Events).ToList(), cancellationToken);
         var createdByDevice = created.ToLookup(e => e.DeviceId);
         return devices.Select(d =>
             !locked.Contains(d.DeviceId) ? (ReportOutcome.NoDevice, new List<FirmwareEvent>())
@@ -299,19 +310,21 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
                e.received_at AS ReceivedAt
         FROM firmware_events AS e
         JOIN devices AS d ON d.id = e.device_id AND d.project_id = e.project_id
-        WHERE e.device_id = @DeviceId
+        WHERE e.project_id = @ProjectId
+          AND d.project_id = @ProjectId
+          AND e.device_id = @DeviceId
           AND e.occurred_at = @OccurredAt
           AND e.firmware = @Firmware
           AND e.status = @Status
         """;
 
     /// <summary>The stored event identical to <paramref name="report"/>: what a repeat is answered with.</summary>
-    public async Task<RecordedEvent?> FindRepeatAsync(long deviceId, NewFirmwareEvent report, CancellationToken cancellationToken)
+    public async Task<RecordedEvent?> FindRepeatAsync(long projectId, long deviceId, NewFirmwareEvent report, CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         var existing = await connection.QuerySingleOrDefaultAsync<FirmwareEvent>(new CommandDefinition(
             FindRepeatSql,
-            new { DeviceId = deviceId, report.Firmware, report.Status, report.OccurredAt },
+            new { ProjectId = projectId, DeviceId = deviceId, report.Firmware, report.Status, report.OccurredAt },
             cancellationToken: cancellationToken));
         return existing is null ? null : new RecordedEvent(existing, Created: false);
     }
@@ -321,10 +334,12 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
     // when the connection breaks mid-read (pg_terminate_backend, a restart), the grid's cleanup asks the closed
     // reader for its next result and throws "The reader is closed" (a 500) in place of the database's error.
     private static async Task<(HashSet<long> Locked, HashSet<long> Active, List<FirmwareEvent> Created)> RecordInOneRoundTripAsync(
-        NpgsqlConnection connection, long[] deviceIds, long[] keyIds, IReadOnlyList<NewFirmwareEvent> reports, CancellationToken cancellationToken)
+        NpgsqlConnection connection, long projectId, long[] deviceIds, long[] keyIds, IReadOnlyList<NewFirmwareEvent> reports,
+        CancellationToken cancellationToken)
     {
         var parameters = new
         {
+            ProjectId = projectId,
             DeviceIds = deviceIds,
             KeyIds = keyIds,
             Firmwares = reports.Select(r => r.Firmware).ToArray(),

@@ -78,18 +78,19 @@ public sealed class ReportGroupCommit : IAsyncDisposable
     /// </summary>
     /// <exception cref="Auth.CallerRevokedException">The key was revoked or the device decommissioned meanwhile.</exception>
     public async Task<RecordedEvent?> RecordAsync(
-        long deviceId, long keyId, NewFirmwareEvent report, CancellationToken timeout, CancellationToken cancellationToken)
+        long projectId, long deviceId, long keyId, NewFirmwareEvent report, CancellationToken timeout, CancellationToken cancellationToken)
     {
-        var created = await CommitWithOthersAsync(new DeviceReports(deviceId, [report], keyId), timeout, cancellationToken);
+        var created = await CommitWithOthersAsync(new DeviceReports(projectId, deviceId, [report], keyId), timeout, cancellationToken);
         return created is null ? null
             : created.Count == 1 ? new RecordedEvent(created[0], Created: true)
-            : await _events.FindRepeatAsync(deviceId, report, CancellationToken.None);
+            : await _events.FindRepeatAsync(projectId, deviceId, report, CancellationToken.None);
     }
 
     /// <summary>Stores a device's batch in one transaction, as <see cref="RecordAsync"/> does a report: the events it created, or null when the device does not exist.</summary>
     public async Task<IReadOnlyList<FirmwareEvent>?> RecordBatchAsync(
-        long deviceId, long keyId, IReadOnlyList<NewFirmwareEvent> reports, CancellationToken timeout, CancellationToken cancellationToken) =>
-        await CommitWithOthersAsync(new DeviceReports(deviceId, reports, keyId), timeout, cancellationToken);
+        long projectId, long deviceId, long keyId, IReadOnlyList<NewFirmwareEvent> reports, CancellationToken timeout,
+        CancellationToken cancellationToken) =>
+        await CommitWithOthersAsync(new DeviceReports(projectId, deviceId, reports, keyId), timeout, cancellationToken);
 
     private async Task<List<FirmwareEvent>?> CommitWithOthersAsync(
         DeviceReports reports, CancellationToken timeout, CancellationToken cancellationToken)
@@ -163,7 +164,12 @@ public sealed class ReportGroupCommit : IAsyncDisposable
         }
     }
 
-    private async Task CommitAsync(List<PendingReport> group)
+    // One transaction per project of the group, at the same time: on a database distributed by project each runs
+    // on the project's node alone (no two-phase commit); on one server they commit together all the same.
+    private Task CommitAsync(List<PendingReport> group) =>
+        Task.WhenAll(group.GroupBy(p => p.Reports.ProjectId).Select(project => CommitProjectAsync(project.ToList())));
+
+    private async Task CommitProjectAsync(List<PendingReport> group)
     {
         // The group's transaction is cancelled (rolled back) only once every request in it has reached its time
         // limit: until then some request still waits for it, and one request's limit may only fail that request.

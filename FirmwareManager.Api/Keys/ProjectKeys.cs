@@ -58,14 +58,14 @@ public sealed class ProjectKeys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = 
         """;
 
     private const string InsertDeviceKeySql = """
-        INSERT INTO device_api_keys (device_id, key_prefix, key_hash)
-        VALUES (@OwnerId, @KeyPrefix, @KeyHash)
+        INSERT INTO device_api_keys (project_id, device_id, key_prefix, key_hash)
+        VALUES (@ProjectId, @OwnerId, @KeyPrefix, @KeyHash)
         RETURNING id AS Id, key_prefix AS KeyPrefix, created_at AS CreatedAt, last_used_at AS LastUsedAt, revoked_at AS RevokedAt
         """;
 
     private const string InsertMemberKeySql = """
-        INSERT INTO membership_api_keys (membership_id, key_prefix, key_hash)
-        VALUES (@OwnerId, @KeyPrefix, @KeyHash)
+        INSERT INTO membership_api_keys (project_id, membership_id, key_prefix, key_hash)
+        VALUES (@ProjectId, @OwnerId, @KeyPrefix, @KeyHash)
         RETURNING id AS Id, key_prefix AS KeyPrefix, created_at AS CreatedAt, last_used_at AS LastUsedAt, revoked_at AS RevokedAt
         """;
 
@@ -98,9 +98,10 @@ public sealed class ProjectKeys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = 
         var issued = owner.IsDevice ? IssuedKey.ForDevice() : IssuedKey.ForMember();
         var info = await connection.QuerySingleAsync<KeyInfo>(new CommandDefinition(
             owner.IsDevice ? InsertDeviceKeySql : InsertMemberKeySql,
-            new { owner.OwnerId, KeyPrefix = issued.Prefix, KeyHash = issued.Hash },
+            new { ProjectId = projectId, owner.OwnerId, KeyPrefix = issued.Prefix, KeyHash = issued.Hash },
             transaction,
             cancellationToken: cancellationToken));
+        await ApiKeyDigests.InsertAsync(connection, transaction, projectId, [issued.Hash], cancellationToken);
         await AuditLog.RecordAsync(connection, transaction, projectId, actor, "key.created", owner.AuditTarget, info.Id,
             new { owner = owner.OwnerKind, owner_id = owner.OwnerId, prefix = issued.Prefix });
         return new NewKeyResponse(info.Id, issued.Prefix, issued.Key, Rfc3339.Format(info.CreatedAt));

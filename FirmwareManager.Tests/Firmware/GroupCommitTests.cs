@@ -282,7 +282,13 @@ public sealed class GroupCommitTests : IAsyncLifetime
             new { count })).Order().ToList();
         var devices = ids.Select(id => (DeviceId: id, Key: $"group_test_key_{id}_{Guid.NewGuid():N}")).ToList();
         await connection.ExecuteAsync(
-            "INSERT INTO device_api_keys (device_id, key_prefix, key_hash) VALUES (@DeviceId, 'test', @KeyHash)",
+            """
+            WITH k AS (
+                INSERT INTO device_api_keys (project_id, device_id, key_prefix, key_hash) VALUES (1, @DeviceId, 'test', @KeyHash)
+                RETURNING key_hash
+            )
+            INSERT INTO api_key_digests (key_hash, project_id) SELECT key_hash, 1 FROM k
+            """,
             devices.Select(d => new { d.DeviceId, KeyHash = ApiKeyHasher.Hash(d.Key) }));
         return devices;
     }

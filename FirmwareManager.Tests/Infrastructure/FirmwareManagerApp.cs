@@ -35,8 +35,15 @@ public sealed class FirmwareManagerApp : WebApplicationFactory<Program>, IAsyncL
         DbAdapter = DbAdapter.Postgres,
         SchemasToInclude = ["public"],
         TablesToIgnore = [new Table("public", "schemaversions"), new Table("public", "service_secrets")],
-        WithReseed = true,
+        // Sequences are reset below with setval: Citus refuses ALTER SEQUENCE ... RESTART on a distributed table's.
+        WithReseed = false,
     };
+
+    private const string RestartSequencesSql = """
+        SELECT setval(format('%I.%I', schemaname, sequencename)::regclass, 1, false)
+        FROM pg_sequences
+        WHERE schemaname = 'public'
+        """;
 
     private Respawner? _respawner;
 
@@ -81,6 +88,7 @@ public sealed class FirmwareManagerApp : WebApplicationFactory<Program>, IAsyncL
             await connection.OpenAsync();
             _respawner ??= await Respawner.CreateAsync(connection, EmptyAllTables);
             await _respawner.ResetAsync(connection);
+            await connection.ExecuteAsync(RestartSequencesSql);
         }
 
         await DatabaseMigrator.MigrateAsync(ConnectionString, applyDemoData: true, NullLogger.Instance);
@@ -115,9 +123,16 @@ public sealed class FirmwareManagerApp : WebApplicationFactory<Program>, IAsyncL
         """;
 
     private const string InsertDeviceKeySql = """
-        INSERT INTO device_api_keys (device_id, key_prefix, key_hash)
-        VALUES (@DeviceId, 'test', @KeyHash)
-        RETURNING id
+        WITH k AS (
+            INSERT INTO device_api_keys (project_id, device_id, key_prefix, key_hash)
+            SELECT project_id, id, 'test', @KeyHash
+            FROM devices
+            WHERE id = @DeviceId
+            RETURNING project_id, key_hash
+        )
+        INSERT INTO api_key_digests (key_hash, project_id)
+        SELECT key_hash, project_id
+        FROM k
         """;
 
     /// <summary>A new device in the project with a key of its own, as provisioning will create them.</summary>

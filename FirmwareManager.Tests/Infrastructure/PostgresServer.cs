@@ -11,17 +11,33 @@ namespace FirmwareManager.Tests.Infrastructure;
 /// user may create databases, such as a CI service container), or else a throwaway cluster started here with
 /// initdb and pg_ctl on a free loopback port, as the <c>postgres</c> user when the tests run as root, and removed
 /// when the test run ends. Each test class gets a database of its own on it.
+/// With <c>FIRMWAREMANAGER_TEST_ENGINE=citus</c> the throwaway server is a Citus cluster: a coordinator and two
+/// workers, each a cluster of its own on loopback; a server <c>FIRMWAREMANAGER_TEST_DB</c> names is a Citus
+/// coordinator when its database lists workers (<c>pg_dist_node</c>). Each test database is then made on every node,
+/// with the extension, and its workers registered, as a DBA prepares a Citus database (docs/scale-out.md).
 /// </summary>
 public sealed class PostgresServer
 {
     public const string ConnectionStringVariable = "FIRMWAREMANAGER_TEST_DB";
+    public const string EngineVariable = "FIRMWAREMANAGER_TEST_ENGINE";
+
+    /// <summary>The engine the tests run on: <c>postgresql</c> (the default) or <c>citus</c>.</summary>
+    public static bool IsCitus { get; } = string.Equals(
+        Environment.GetEnvironmentVariable(EngineVariable), "citus", StringComparison.OrdinalIgnoreCase);
 
     private static readonly Lazy<Task<PostgresServer>> SharedServer = new(StartAsync);
     private static int _databaseCounter;
 
     private readonly string _adminConnectionString;
 
-    private PostgresServer(string adminConnectionString) => _adminConnectionString = adminConnectionString;
+    // The workers' admin connection strings, when this server is a Citus coordinator.
+    private readonly IReadOnlyList<string> _workers;
+
+    private PostgresServer(string adminConnectionString, IReadOnlyList<string>? workers = null)
+    {
+        _adminConnectionString = adminConnectionString;
+        _workers = workers ?? [];
+    }
 
     public static Task<PostgresServer> SharedAsync() => SharedServer.Value;
 
@@ -33,6 +49,7 @@ public sealed class PostgresServer
     {
         var name = NewDatabaseName();
         await AdminExecuteAsync($"CREATE DATABASE {name}");
+        await PrepareCitusAsync(name);
         return new NpgsqlConnectionStringBuilder(_adminConnectionString) { Database = name, Pooling = true }.ConnectionString;
     }
 
@@ -55,6 +72,7 @@ public sealed class PostgresServer
             """);
         var name = NewDatabaseName();
         await AdminExecuteAsync($"CREATE DATABASE {name} OWNER {OwnerRole}");
+        await PrepareCitusAsync(name);
         return new NpgsqlConnectionStringBuilder(_adminConnectionString)
         {
             Database = name,
@@ -67,12 +85,47 @@ public sealed class PostgresServer
     private static string NewDatabaseName() => string.Create(CultureInfo.InvariantCulture,
         $"fm_test_{Environment.ProcessId}_{Interlocked.Increment(ref _databaseCounter)}_{Random.Shared.Next(100000)}");
 
+    /// <summary>Runs <paramref name="sql"/> as the administrator on this server, and on each worker when it is a Citus coordinator (roles are per node).</summary>
     private async Task AdminExecuteAsync(string sql)
     {
-        await using var connection = new NpgsqlConnection(_adminConnectionString);
+        foreach (var node in _workers.Prepend(_adminConnectionString))
+        {
+            await ExecuteAsync(node, sql);
+        }
+    }
+
+    private static async Task ExecuteAsync(string connectionString, string sql)
+    {
+        await using var connection = new NpgsqlConnection(connectionString);
         await connection.OpenAsync();
         await using var command = new NpgsqlCommand(sql, connection);
         await command.ExecuteNonQueryAsync();
+    }
+
+    /// <summary>
+    /// On a Citus coordinator: the database <paramref name="name"/> (made on every node by <see cref="AdminExecuteAsync"/>)
+    /// gets the extension on every node, and the coordinator's copy learns its nodes. What a DBA does once per database.
+    /// </summary>
+    private async Task PrepareCitusAsync(string name)
+    {
+        if (_workers.Count == 0)
+        {
+            return;
+        }
+
+        foreach (var node in _workers.Prepend(_adminConnectionString))
+        {
+            await ExecuteAsync(new NpgsqlConnectionStringBuilder(node) { Database = name }.ConnectionString, "CREATE EXTENSION citus");
+        }
+
+        var coordinator = new NpgsqlConnectionStringBuilder(_adminConnectionString) { Database = name };
+        await ExecuteAsync(coordinator.ConnectionString, string.Create(CultureInfo.InvariantCulture,
+            $"SELECT citus_set_coordinator_host('{coordinator.Host}', {coordinator.Port})"));
+        foreach (var worker in _workers.Select(w => new NpgsqlConnectionStringBuilder(w)))
+        {
+            await ExecuteAsync(coordinator.ConnectionString, string.Create(CultureInfo.InvariantCulture,
+                $"SELECT citus_add_node('{worker.Host}', {worker.Port})"));
+        }
     }
 
     /// <summary>A new database with the schema and the demo data set, for tests that start a service of their own on it.</summary>
@@ -121,11 +174,37 @@ public sealed class PostgresServer
         var given = Environment.GetEnvironmentVariable(ConnectionStringVariable);
         if (!string.IsNullOrWhiteSpace(given))
         {
-            return new PostgresServer(given);
+            return new PostgresServer(given, IsCitus ? await RegisteredWorkersAsync(given) : null);
         }
 
-        var cluster = await ThrowawayCluster.StartAsync();
-        return new PostgresServer(cluster.ConnectionString);
+        if (!IsCitus)
+        {
+            return new PostgresServer((await ThrowawayCluster.StartAsync()).ConnectionString);
+        }
+
+        var nodes = await Task.WhenAll(Enumerable.Range(0, 3).Select(_ => ThrowawayCluster.StartAsync(citus: true)));
+        return new PostgresServer(nodes[0].ConnectionString, nodes.Skip(1).Select(n => n.ConnectionString).ToList());
+    }
+
+    /// <summary>The workers a given Citus coordinator lists in its own database, reached with the same login.</summary>
+    private static async Task<IReadOnlyList<string>> RegisteredWorkersAsync(string coordinator)
+    {
+        await using var connection = new NpgsqlConnection(coordinator);
+        await connection.OpenAsync();
+        await using var command = new NpgsqlCommand(
+            "SELECT nodename, nodeport FROM pg_dist_node WHERE noderole = 'primary' AND groupid <> 0 ORDER BY nodeid", connection);
+        var workers = new List<string>();
+        await using var reader = await command.ExecuteReaderAsync();
+        while (await reader.ReadAsync())
+        {
+            workers.Add(new NpgsqlConnectionStringBuilder(coordinator) { Host = reader.GetString(0), Port = reader.GetInt32(1) }.ConnectionString);
+        }
+
+        return workers.Count > 0
+            ? workers
+            : throw new InvalidOperationException(
+                $"{EngineVariable}=citus, but the server {ConnectionStringVariable} names lists no workers (pg_dist_node). " +
+                "Add them there first (SELECT citus_add_node(host, port)).");
     }
 
     private sealed class ThrowawayCluster
@@ -152,7 +231,7 @@ public sealed class PostgresServer
 
         private string DataDirectory => Path.Combine(_directory, "data");
 
-        public static async Task<ThrowawayCluster> StartAsync()
+        public static async Task<ThrowawayCluster> StartAsync(bool citus = false)
         {
             var bin = FindPostgresBinaries();
             var directory = Directory.CreateTempSubdirectory("fm-test-pg-").FullName;
@@ -169,7 +248,8 @@ public sealed class PostgresServer
             cluster.RunPg("pg_ctl", [
                 "start", "-w", "-t", "60", "-D", cluster.DataDirectory, "-l", Path.Combine(directory, "postgres.log"),
                 "-o", $"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off " +
-                      "-c full_page_writes=off -c max_connections=300 -c TimeZone=America/New_York",
+                      "-c full_page_writes=off -c max_connections=300 -c TimeZone=America/New_York" +
+                      (citus ? " -c shared_preload_libraries=citus -c max_prepared_transactions=200" : ""),
             ]);
 
             cluster.StopWhenThisProcessExits();

@@ -28,8 +28,17 @@ public sealed class TcpProxy : IAsyncDisposable
     private TaskCompletionSource _answersGate = Released();
     private int _heldAnswers;
 
-    /// <summary>From now on, the database's answers stay in the proxy until <see cref="ReleaseAnswers"/>.</summary>
-    public void HoldAnswers() => Volatile.Write(ref _answersGate, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
+    private int _answersToPass;
+
+    /// <summary>
+    /// From now on, the database's answers stay in the proxy until <see cref="ReleaseAnswers"/>; the first
+    /// <paramref name="passing"/> chunks still go through (a query's answer, for a caller that asks twice).
+    /// </summary>
+    public void HoldAnswers(int passing = 0)
+    {
+        Volatile.Write(ref _answersToPass, passing);
+        Volatile.Write(ref _answersGate, new TaskCompletionSource(TaskCreationOptions.RunContinuationsAsynchronously));
+    }
 
     public void ReleaseAnswers() => Volatile.Read(ref _answersGate).TrySetResult();
 
@@ -124,7 +133,7 @@ public sealed class TcpProxy : IAsyncDisposable
             int read;
             while ((read = await source.ReadAsync(buffer)) > 0)
             {
-                if (gated)
+                if (gated && Interlocked.Decrement(ref _answersToPass) < 0)
                 {
                     Interlocked.Increment(ref _heldAnswers);
                     await Volatile.Read(ref _answersGate).Task;

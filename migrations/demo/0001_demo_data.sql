@@ -13,10 +13,10 @@ INSERT INTO project_memberships (id, project_id, email, role) VALUES
     (3, 2, 'member_3@project-2.example', 'admin')
 ON CONFLICT DO NOTHING;
 
-INSERT INTO membership_api_keys (id, membership_id, key_prefix, key_hash) VALUES
-    (1, 1, 'demo-m1', '\x3b7cfb56a7db7f53b664c18fef9a39defd660df0a0d1c53325e8558a61b0b604'),
-    (2, 2, 'demo-m2', '\xb253566073fde22f38be943559a09a18be99bc16ec8c673d2626c57a671d3adf'),
-    (3, 3, 'demo-m3', '\x172b0b5b419d75878ec4954b90acdf4636bc9309b57322ceb04d300fcb7ec340')
+INSERT INTO membership_api_keys (id, project_id, membership_id, key_prefix, key_hash) VALUES
+    (1, 1, 1, 'demo-m1', '\x3b7cfb56a7db7f53b664c18fef9a39defd660df0a0d1c53325e8558a61b0b604'),
+    (2, 1, 2, 'demo-m2', '\xb253566073fde22f38be943559a09a18be99bc16ec8c673d2626c57a671d3adf'),
+    (3, 2, 3, 'demo-m3', '\x172b0b5b419d75878ec4954b90acdf4636bc9309b57322ceb04d300fcb7ec340')
 ON CONFLICT DO NOTHING;
 
 INSERT INTO devices (id, project_id, name, current_firmware, current_firmware_at, last_reported_at) VALUES
@@ -25,10 +25,17 @@ INSERT INTO devices (id, project_id, name, current_firmware, current_firmware_at
     (3, 2, 'device_3', '1.0.2', '2023-01-01T00:00:00Z', '2023-01-01T00:00:00Z')
 ON CONFLICT DO NOTHING;
 
-INSERT INTO device_api_keys (id, device_id, key_prefix, key_hash) VALUES
-    (1, 1, 'demo-d1', '\x1b9b74fd3da8a2f9cdd7938c6454e73d5ff650822e192935f9f5ec819ff0d996'),
-    (2, 2, 'demo-d2', '\x2ddf7453aeaea074566233bd4bb2a0d82c4047949d3803f9f614f38d7f73c22c'),
-    (3, 3, 'demo-d3', '\xbea331552895991ea98cfa51ac47dca16b4fb1c979909b0e8f86deaa0a8adb83')
+INSERT INTO device_api_keys (id, project_id, device_id, key_prefix, key_hash) VALUES
+    (1, 1, 1, 'demo-d1', '\x1b9b74fd3da8a2f9cdd7938c6454e73d5ff650822e192935f9f5ec819ff0d996'),
+    (2, 1, 2, 'demo-d2', '\x2ddf7453aeaea074566233bd4bb2a0d82c4047949d3803f9f614f38d7f73c22c'),
+    (3, 2, 3, 'demo-d3', '\xbea331552895991ea98cfa51ac47dca16b4fb1c979909b0e8f86deaa0a8adb83')
+ON CONFLICT DO NOTHING;
+
+-- Which project each demo key belongs to (migration 0015).
+INSERT INTO api_key_digests (key_hash, project_id)
+SELECT key_hash, project_id FROM membership_api_keys WHERE id IN (1, 2, 3)
+UNION ALL
+SELECT key_hash, project_id FROM device_api_keys WHERE id IN (1, 2, 3)
 ON CONFLICT DO NOTHING;
 
 -- Device 3 reported 1.0.0 while it belonged to project 1, then moved to project 2.

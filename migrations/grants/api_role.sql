@@ -32,7 +32,7 @@ BEGIN
     GRANT UPDATE (role, removed_at) ON project_memberships TO firmware_manager_api;
 
     -- Keys are issued, noted as used and revoked; never un-revoked, never moved to another owner.
-    GRANT SELECT, INSERT ON membership_api_keys, device_api_keys TO firmware_manager_api;
+    GRANT SELECT, INSERT ON membership_api_keys, device_api_keys, api_key_digests TO firmware_manager_api;
     GRANT UPDATE (last_used_at, revoked_at) ON membership_api_keys, device_api_keys TO firmware_manager_api;
 
     -- Devices are created and decommissioned, and ingest keeps their summary; project_id and serial stay.
@@ -47,7 +47,7 @@ BEGIN
 
     -- What ingest keeps beside the events.
     GRANT SELECT, INSERT ON device_firmware_status TO firmware_manager_api;
-    GRANT UPDATE (project_id, status, reported_at) ON device_firmware_status TO firmware_manager_api;
+    GRANT UPDATE (status, reported_at) ON device_firmware_status TO firmware_manager_api;
     GRANT SELECT, INSERT ON firmware_version_counts TO firmware_manager_api;
     GRANT UPDATE (devices, failed, rolled_back) ON firmware_version_counts TO firmware_manager_api;
     -- Each project's feed numbers: taken by ingest, one row per project.
