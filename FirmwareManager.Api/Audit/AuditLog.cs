@@ -18,7 +18,7 @@ public sealed record Actor(string Kind, long? Id, string? KeyPrefix, long? KeyId
     private const string LockActiveSql = """
         SELECT m.id
         FROM project_memberships AS m
-        JOIN membership_api_keys AS k ON k.membership_id = m.id
+        JOIN membership_api_keys AS k ON k.project_id = m.project_id AND k.membership_id = m.id
         WHERE m.id = @MemberId
           AND m.project_id = @ProjectId
           AND m.removed_at IS NULL

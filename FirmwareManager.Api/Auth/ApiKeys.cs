@@ -201,7 +201,7 @@ public sealed class ApiKeys : IAsyncDisposable
             _metrics.KeyCache(hit: true);
             if (cached.Caller is { } known)
             {
-                _usage.Used(known.Kind, known.KeyId, cached.LastUsedAt);
+                _usage.Used(known.Kind, known.ProjectId, known.KeyId, cached.LastUsedAt);
             }
 
             return cached.Caller;
@@ -285,7 +285,7 @@ public sealed class ApiKeys : IAsyncDisposable
         foreach (var row in rows)
         {
             var kind = row.Kind == "device" ? CallerKind.Device : CallerKind.Member;
-            _usage.Used(kind, row.KeyId, row.LastUsedAt);
+            _usage.Used(kind, row.ProjectId, row.KeyId, row.LastUsedAt);
 
             // Noted just now: later cache hits need not note it again.
             found.TryAdd(Convert.ToBase64String(row.KeyHash),

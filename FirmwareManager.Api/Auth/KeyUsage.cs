@@ -14,22 +14,25 @@ public sealed class KeyUsage(NpgsqlDataSource dataSource, IOptions<FirmwareManag
 {
     private static readonly TimeSpan Resolution = TimeSpan.FromHours(1);
 
-    private readonly ConcurrentDictionary<long, byte> _deviceKeys = new();
-    private readonly ConcurrentDictionary<long, byte> _memberKeys = new();
+    private readonly ConcurrentDictionary<(long ProjectId, long KeyId), byte> _deviceKeys = new();
+    private readonly ConcurrentDictionary<(long ProjectId, long KeyId), byte> _memberKeys = new();
 
-    // In id order, and skipping rows another transaction holds (a revocation, a change checking its actor's key):
+    // One project at a time (one node on Citus), in id order, and skipping rows another transaction holds (a revocation, a change checking its actor's key):
     // the time of use is approximate, so a skipped key is written at the next flush instead of waiting or deadlocking.
     private const string TouchDeviceKeysSql = """
         UPDATE device_api_keys AS k
         SET last_used_at = now()
         FROM (
-            SELECT id
+            SELECT project_id, id
             FROM device_api_keys
-            WHERE id = ANY(@KeyIds)
+            WHERE project_id = @ProjectId
+              AND id = ANY(@KeyIds)
             ORDER BY id
             FOR NO KEY UPDATE SKIP LOCKED
         ) AS locked
-        WHERE k.id = locked.id
+        WHERE k.project_id = @ProjectId
+          AND k.project_id = locked.project_id
+          AND k.id = locked.id
         RETURNING k.id
         """;
 
@@ -37,34 +40,39 @@ public sealed class KeyUsage(NpgsqlDataSource dataSource, IOptions<FirmwareManag
         UPDATE membership_api_keys AS k
         SET last_used_at = now()
         FROM (
-            SELECT id
+            SELECT project_id, id
             FROM membership_api_keys
-            WHERE id = ANY(@KeyIds)
+            WHERE project_id = @ProjectId
+              AND id = ANY(@KeyIds)
             ORDER BY id
             FOR NO KEY UPDATE SKIP LOCKED
         ) AS locked
-        WHERE k.id = locked.id
+        WHERE k.project_id = @ProjectId
+          AND k.project_id = locked.project_id
+          AND k.id = locked.id
         RETURNING k.id
         """;
 
     private const string ExistingDeviceKeysSql = """
         SELECT id
         FROM device_api_keys
-        WHERE id = ANY(@KeyIds)
+        WHERE project_id = @ProjectId
+          AND id = ANY(@KeyIds)
         """;
 
     private const string ExistingMemberKeysSql = """
         SELECT id
         FROM membership_api_keys
-        WHERE id = ANY(@KeyIds)
+        WHERE project_id = @ProjectId
+          AND id = ANY(@KeyIds)
         """;
 
     /// <summary>Called on each authentication; cheap when the key was noted within the hour.</summary>
-    public void Used(CallerKind kind, long keyId, DateTime? lastUsedAt)
+    public void Used(CallerKind kind, long projectId, long keyId, DateTime? lastUsedAt)
     {
         if (lastUsedAt is null || lastUsedAt < DateTime.UtcNow - Resolution)
         {
-            (kind == CallerKind.Device ? _deviceKeys : _memberKeys).TryAdd(keyId, 0);
+            (kind == CallerKind.Device ? _deviceKeys : _memberKeys).TryAdd((projectId, keyId), 0);
         }
     }
 
@@ -100,32 +108,36 @@ public sealed class KeyUsage(NpgsqlDataSource dataSource, IOptions<FirmwareManag
     }
 
     private async Task FlushAsync(
-        ConcurrentDictionary<long, byte> pending, string touchSql, string existingSql, CancellationToken cancellationToken)
+        ConcurrentDictionary<(long ProjectId, long KeyId), byte> pending, string touchSql, string existingSql, CancellationToken cancellationToken)
     {
-        var keyIds = pending.Keys.ToArray();
-        if (keyIds.Length == 0)
+        if (pending.IsEmpty)
         {
             return;
         }
 
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        var written = await connection.QueryAsync<long>(new CommandDefinition(touchSql, new { KeyIds = keyIds }, cancellationToken: cancellationToken));
-        var missing = keyIds.ToHashSet();
-        foreach (var id in written)
+        foreach (var project in pending.Keys.GroupBy(k => k.ProjectId, k => k.KeyId))
         {
-            pending.TryRemove(id, out _);
-            missing.Remove(id);
-        }
-
-        // Keys that no longer exist are not written and need no retry; skipped (locked) ones stay for the next flush.
-        if (missing.Count > 0)
-        {
-            var existing = await connection.QueryAsync<long>(new CommandDefinition(
-                existingSql, new { KeyIds = missing.ToArray() }, cancellationToken: cancellationToken));
-            missing.ExceptWith(existing);
-            foreach (var id in missing)
+            var keyIds = project.ToArray();
+            var parameters = new { ProjectId = project.Key, KeyIds = keyIds };
+            var written = await connection.QueryAsync<long>(new CommandDefinition(touchSql, parameters, cancellationToken: cancellationToken));
+            var missing = keyIds.ToHashSet();
+            foreach (var id in written)
             {
-                pending.TryRemove(id, out _);
+                pending.TryRemove((project.Key, id), out _);
+                missing.Remove(id);
+            }
+
+            // Keys that no longer exist are not written and need no retry; skipped (locked) ones stay for the next flush.
+            if (missing.Count > 0)
+            {
+                var existing = await connection.QueryAsync<long>(new CommandDefinition(
+                    existingSql, new { ProjectId = project.Key, KeyIds = missing.ToArray() }, cancellationToken: cancellationToken));
+                missing.ExceptWith(existing);
+                foreach (var id in missing)
+                {
+                    pending.TryRemove((project.Key, id), out _);
+                }
             }
         }
     }

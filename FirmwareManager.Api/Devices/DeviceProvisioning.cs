@@ -66,6 +66,8 @@ public sealed class DeviceProvisioning(NpgsqlDataSource dataSource, ApiKeys? api
                @ProjectId,
                d.serial
         FROM unnest(@Ids::bigint[], @Serials::text[]) AS d(id, serial)
+        ON CONFLICT (project_id, serial) WHERE serial IS NOT NULL DO NOTHING
+        RETURNING id
         """;
 
     private const string InsertDeviceKeysSql = """
@@ -114,13 +116,13 @@ public sealed class DeviceProvisioning(NpgsqlDataSource dataSource, ApiKeys? api
 
             var chunkIds = (await connection.QueryAsync<long>(new CommandDefinition(
                 ReserveDeviceIdsSql, new { Count = count }, transaction, cancellationToken: cancellationToken))).ToArray();
-            try
-            {
-                await connection.ExecuteAsync(new CommandDefinition(
-                    InsertDevicesSql, new { ProjectId = projectId, Ids = chunkIds, Serials = chunkSerials }, transaction,
-                    cancellationToken: cancellationToken));
-            }
-            catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.UniqueViolation)
+            // A serial the project has is skipped, not an error: a row short means one was taken, and the transaction
+            // is abandoned. (On Citus a unique violation in a statement over many rows comes back as an internal
+            // error, and the row count such a statement reports is of the rows it read: the rows returned count.)
+            var inserted = (await connection.QueryAsync<long>(new CommandDefinition(
+                InsertDevicesSql, new { ProjectId = projectId, Ids = chunkIds, Serials = chunkSerials }, transaction,
+                cancellationToken: cancellationToken))).Count();
+            if (inserted != count)
             {
                 throw new SerialTakenException("At least one of the serials already belongs to a device of this project; no device was enrolled.");
             }
@@ -140,7 +142,8 @@ public sealed class DeviceProvisioning(NpgsqlDataSource dataSource, ApiKeys? api
 
     private const string DecommissionSql = """
         UPDATE devices
-        SET decommissioned_at = COALESCE(decommissioned_at, now())
+        -- LEAST skips a NULL: the first decommission's time stays. (Citus refuses now() inside COALESCE or CASE.)
+        SET decommissioned_at = LEAST(decommissioned_at, now())
         WHERE id = @DeviceId
           AND project_id = @ProjectId
         RETURNING id
@@ -151,14 +154,17 @@ public sealed class DeviceProvisioning(NpgsqlDataSource dataSource, ApiKeys? api
         UPDATE device_api_keys AS k
         SET revoked_at = now()
         FROM (
-            SELECT id
+            SELECT project_id, id
             FROM device_api_keys
-            WHERE device_id = @DeviceId
+            WHERE project_id = @ProjectId
+              AND device_id = @DeviceId
               AND revoked_at IS NULL
             ORDER BY id
             FOR UPDATE
         ) AS locked
-        WHERE k.id = locked.id
+        WHERE k.project_id = @ProjectId
+          AND k.project_id = locked.project_id
+          AND k.id = locked.id
         """;
 
     /// <summary>

@@ -127,7 +127,7 @@ public sealed class ProjectKeys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = 
         SELECT EXISTS (
             SELECT 1
             FROM project_memberships AS m
-            JOIN membership_api_keys AS k ON k.membership_id = m.id
+            JOIN membership_api_keys AS k ON k.project_id = m.project_id AND k.membership_id = m.id
             WHERE m.project_id = @ProjectId
               AND m.role = 'admin'
               AND m.removed_at IS NULL
@@ -147,8 +147,9 @@ public sealed class ProjectKeys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = 
                k.last_used_at AS LastUsedAt,
                k.revoked_at AS RevokedAt
         FROM device_api_keys AS k
-        JOIN devices AS d ON d.id = k.device_id
+        JOIN devices AS d ON d.project_id = k.project_id AND d.id = k.device_id
         WHERE k.device_id = @OwnerId
+          AND k.project_id = @ProjectId
           AND d.project_id = @ProjectId
         ORDER BY k.id
         """;
@@ -160,8 +161,9 @@ public sealed class ProjectKeys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = 
                k.last_used_at AS LastUsedAt,
                k.revoked_at AS RevokedAt
         FROM membership_api_keys AS k
-        JOIN project_memberships AS m ON m.id = k.membership_id
+        JOIN project_memberships AS m ON m.project_id = k.project_id AND m.id = k.membership_id
         WHERE k.membership_id = @OwnerId
+          AND k.project_id = @ProjectId
           AND m.project_id = @ProjectId
         ORDER BY k.id
         """;
@@ -195,25 +197,29 @@ public sealed class ProjectKeys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = 
         FOR UPDATE
         """;
 
+    // LEAST skips a NULL: a key revoked again keeps its first revocation time (migration 0011 refuses any other
+    // change of it). Not COALESCE, in which Citus refuses now().
     private const string RevokeDeviceKeySql = """
         UPDATE device_api_keys AS k
-        SET revoked_at = COALESCE(k.revoked_at, now())
+        SET revoked_at = LEAST(k.revoked_at, now())
         FROM devices AS d
-        WHERE k.id = @KeyId
+        WHERE k.project_id = @ProjectId
+          AND k.id = @KeyId
           AND k.device_id = @OwnerId
-          AND d.id = k.device_id
           AND d.project_id = @ProjectId
+          AND d.id = k.device_id
         RETURNING k.key_prefix
         """;
 
     private const string RevokeMemberKeySql = """
         UPDATE membership_api_keys AS k
-        SET revoked_at = COALESCE(k.revoked_at, now())
+        SET revoked_at = LEAST(k.revoked_at, now())
         FROM project_memberships AS m
-        WHERE k.id = @KeyId
+        WHERE k.project_id = @ProjectId
+          AND k.id = @KeyId
           AND k.membership_id = @OwnerId
-          AND m.id = k.membership_id
           AND m.project_id = @ProjectId
+          AND m.id = k.membership_id
         RETURNING k.key_prefix
         """;
 

@@ -189,14 +189,17 @@ public sealed class Memberships(NpgsqlDataSource dataSource, ApiKeys? apiKeys = 
         UPDATE membership_api_keys AS k
         SET revoked_at = now()
         FROM (
-            SELECT id
+            SELECT project_id, id
             FROM membership_api_keys
-            WHERE membership_id = @MemberId
+            WHERE project_id = @ProjectId
+              AND membership_id = @MemberId
               AND revoked_at IS NULL
             ORDER BY id
             FOR UPDATE
         ) AS locked
-        WHERE k.id = locked.id
+        WHERE k.project_id = @ProjectId
+          AND k.project_id = locked.project_id
+          AND k.id = locked.id
         """;
 
     /// <summary>Removes an active member and revokes their keys; false when there is no such active member.</summary>

@@ -49,7 +49,16 @@ public sealed class LeastPrivilegeTests(FirmwareManagerApp app) : ApiTest(app)
 
         var attempt = () => connection.ExecuteAsync(statement);
 
-        (await attempt.Should().ThrowAsync<PostgresException>()).Which.SqlState.Should().Be(PostgresErrorCodes.InsufficientPrivilege);
+        var refused = (await attempt.Should().ThrowAsync<PostgresException>()).Which;
+        if (PostgresServer.IsCitus && statement.Contains("SET project_id", StringComparison.Ordinal))
+        {
+            // Citus refuses to move a row to another project's shard, for every role, before privileges are checked.
+            refused.MessageText.Should().Contain("modifying the partition value of rows is not allowed");
+        }
+        else
+        {
+            refused.SqlState.Should().Be(PostgresErrorCodes.InsufficientPrivilege);
+        }
     }
 
     [Fact]
@@ -101,7 +110,7 @@ public sealed class LeastPrivilegeTests(FirmwareManagerApp app) : ApiTest(app)
             await using var connection = new NpgsqlConnection(connectionString);
             var restore = () => connection.ExecuteAsync("UPDATE device_api_keys SET revoked_at = NULL WHERE id = 2");
             (await restore.Should().ThrowAsync<PostgresException>()).Which.SqlState.Should().Be(PostgresErrorCodes.CheckViolation);
-            (await connection.ExecuteAsync("UPDATE device_api_keys SET revoked_at = COALESCE(revoked_at, now()) WHERE id = 2"))
+            (await connection.ExecuteAsync("UPDATE device_api_keys SET revoked_at = LEAST(revoked_at, now()) WHERE id = 2"))
                 .Should().Be(1, "revoking again is fine");
         }
     }

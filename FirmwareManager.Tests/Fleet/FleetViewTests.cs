@@ -81,7 +81,7 @@ public sealed class FleetViewTests(FirmwareManagerApp app) : ApiTest(app)
             current AS (
                 SELECT DISTINCT ON (e.device_id) e.device_id, e.firmware
                 FROM firmware_events AS e
-                JOIN devices AS d ON d.id = e.device_id
+                JOIN devices AS d ON d.project_id = e.project_id AND d.id = e.device_id
                 WHERE d.project_id = 1 AND e.status IN ('installed', 'updated', 'rolled_back')
                 ORDER BY e.device_id, LEAST(e.occurred_at, e.received_at) DESC, e.id DESC
             )

@@ -77,7 +77,7 @@ public sealed class FailureAnswersTests
             await blocker.OpenAsync();
             await using var transaction = await blocker.BeginTransactionAsync();
             // Another session holds the device row: the report waits for it past the timeout.
-            await blocker.ExecuteAsync("SELECT id FROM devices WHERE id = 1 FOR UPDATE", transaction: transaction);
+            await blocker.ExecuteAsync("SELECT id FROM devices WHERE project_id = 1 AND id = 1 FOR UPDATE", transaction: transaction);
             response = await device.PostEventAsync(1, new { firmware = "2.0.0", status = "updated", timestamp = "2024-05-01T00:00:00Z" });
             await transaction.RollbackAsync();
         }

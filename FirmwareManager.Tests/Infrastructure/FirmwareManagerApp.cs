@@ -145,27 +145,8 @@ public sealed class FirmwareManagerApp : WebApplicationFactory<Program>, IAsyncL
     }
 
     /// <summary>Returns once a session of this database waits for a lock (another session holds it), or fails after 10 s.</summary>
-    public async Task WaitUntilASessionWaitsForALockAsync()
-    {
-        // As the server's administrator: the owner may not see the wait events of the API's sessions.
-        var admin = new NpgsqlConnectionStringBuilder((await PostgresServer.SharedAsync()).AdminConnectionString)
-        {
-            Database = new NpgsqlConnectionStringBuilder(ConnectionString).Database,
-        };
-        await using var watcher = new NpgsqlConnection(admin.ConnectionString);
-        for (var i = 0; i < 400; i++)
-        {
-            if (await watcher.ExecuteScalarAsync<bool>(
-                    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database())"))
-            {
-                return;
-            }
-
-            await Task.Delay(25);
-        }
-
-        throw new TimeoutException("No session of the test's database waited for a lock within 10 s.");
-    }
+    public async Task WaitUntilASessionWaitsForALockAsync() =>
+        await (await PostgresServer.SharedAsync()).WaitUntilASessionWaitsForALockAsync(ConnectionString);
 
     public async Task<string> AddDeviceKeyAsync(long deviceId)
     {

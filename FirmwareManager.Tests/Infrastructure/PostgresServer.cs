@@ -82,6 +82,34 @@ public sealed class PostgresServer
         }.ConnectionString;
     }
 
+    /// <summary>Returns once a session of <paramref name="connectionString"/>'s database waits for a lock, or fails after 10 s.</summary>
+    public async Task WaitUntilASessionWaitsForALockAsync(string connectionString)
+    {
+        // As the server's administrator: the owner may not see the wait events of the API's sessions. On Citus the
+        // waiting happens on a worker, which the coordinator's own sessions do not show: citus_lock_waits does.
+        var admin = new NpgsqlConnectionStringBuilder(_adminConnectionString)
+        {
+            Database = new NpgsqlConnectionStringBuilder(connectionString).Database,
+        };
+        var waitsSql = _workers.Count > 0
+            ? "SELECT EXISTS (SELECT 1 FROM citus_lock_waits)"
+            : "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database())";
+        await using var watcher = new NpgsqlConnection(admin.ConnectionString);
+        await watcher.OpenAsync();
+        for (var i = 0; i < 400; i++)
+        {
+            await using var command = new NpgsqlCommand(waitsSql, watcher);
+            if (await command.ExecuteScalarAsync() is true)
+            {
+                return;
+            }
+
+            await Task.Delay(25);
+        }
+
+        throw new TimeoutException("No session of the test's database waited for a lock within 10 s.");
+    }
+
     private static string NewDatabaseName() => string.Create(CultureInfo.InvariantCulture,
         $"fm_test_{Environment.ProcessId}_{Interlocked.Increment(ref _databaseCounter)}_{Random.Shared.Next(100000)}");
 

@@ -128,19 +128,7 @@ public sealed class RecheckAndLockoutTests(FirmwareManagerApp app) : ApiTest(app
 
         using var admin1 = App.ClientWithKey(FirmwareManagerApp.MemberKey1);
         var decommission = admin1.DeleteAsync("/devices/2");
-        // As the server's administrator: the owner may not see the wait events of the API's sessions.
-        var admin = new Npgsql.NpgsqlConnectionStringBuilder((await PostgresServer.SharedAsync()).AdminConnectionString)
-        {
-            Database = new Npgsql.NpgsqlConnectionStringBuilder(App.ConnectionString).Database,
-        };
-        await using (var watcher = new Npgsql.NpgsqlConnection(admin.ConnectionString))
-        {
-            for (var i = 0; i < 200 && !await watcher.ExecuteScalarAsync<bool>(
-                     "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database())"); i++)
-            {
-                await Task.Delay(25);
-            }
-        }
+        await App.WaitUntilASessionWaitsForALockAsync();
 
         // The decommission now holds device 2 and waits for its key; this waits for device 2: a deadlock, which
         // PostgreSQL breaks after deadlock_timeout (1 s) by aborting one of the two.

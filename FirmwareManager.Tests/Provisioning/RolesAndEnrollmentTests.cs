@@ -167,7 +167,7 @@ public sealed class RolesAndEnrollmentTests(FirmwareManagerApp app) : ApiTest(ap
         var stored = (await connection.QueryAsync<(long Id, string Serial, byte[] KeyHash)>("""
             SELECT d.id, d.serial, k.key_hash
             FROM devices d
-            JOIN device_api_keys k ON k.device_id = d.id
+            JOIN device_api_keys k ON k.project_id = d.project_id AND k.device_id = d.id
             WHERE d.id = ANY(@Ids)
             """, new { Ids = lines.Select(l => l.Id).ToArray() })).ToDictionary(r => r.Id);
         stored.Should().HaveCount(serials.Length, "each device has exactly one key");
