@@ -34,12 +34,15 @@ public sealed class ApiKeys : IAsyncDisposable
     private readonly NpgsqlDataSource _dataSource;
     private readonly KeyUsage _usage;
     private readonly FirmwareMetrics _metrics;
+    private readonly TimeSpan _cacheLifetime;
     private readonly Channel<PendingLookup> _misses = Channel.CreateBounded<PendingLookup>(
         new BoundedChannelOptions(MaxWaitingLookups) { FullMode = BoundedChannelFullMode.Wait });
     private readonly Task[] _lookers;
 
-    public ApiKeys(NpgsqlDataSource dataSource, KeyUsage usage, FirmwareMetrics metrics, DatabaseEngine engine)
+    /// <param name="cacheLifetime"><see cref="CacheLifetime"/>, but for a test that must know no answer expires during it.</param>
+    public ApiKeys(NpgsqlDataSource dataSource, KeyUsage usage, FirmwareMetrics metrics, DatabaseEngine engine, TimeSpan? cacheLifetime = null)
     {
+        _cacheLifetime = cacheLifetime ?? CacheLifetime;
         _findCallersInOneRoundTripSql = GenericPlan.ReadOnly(FindCallersSql, engine);
         _dataSource = dataSource;
         _usage = usage;
@@ -220,7 +223,7 @@ public sealed class ApiKeys : IAsyncDisposable
 
         // Only the wait is cancelled: the group's query is shared, and a read.
         var caller = await pending.Task.WaitAsync(cancellationToken);
-        var entry = new Cached(caller.Caller, caller.LastUsedAt, now + (long)CacheLifetime.TotalMilliseconds);
+        var entry = new Cached(caller.Caller, caller.LastUsedAt, now + (long)_cacheLifetime.TotalMilliseconds);
         var cache = caller.Caller is null ? _unknown : _known;
         if (Interlocked.Read(ref _generation) == generation)
         {
