@@ -12,7 +12,7 @@ public sealed class IngestOptions
     public const string Section = "FirmwareManager:Ingest";
 
     /// <summary>
-    /// Reports of different devices that wait at the same moment are stored in one transaction, up to this many
+    /// Reports of different devices that wait at the same moment are stored in one transaction per project, up to this many
     /// events (a batch counts its events; a larger batch goes alone). 1 = one transaction per report or batch.
     /// </summary>
     [Range(1, 10000)]
@@ -35,9 +35,9 @@ public static class ReportGroupCommitExtensions
 /// <summary>
 /// Group commit for device reports and batches. A request waits while a writer stores its report (or batch)
 /// together with every other waiting at that moment (one per device, up to
-/// <see cref="IngestOptions.MaxGroupSize"/> events) in one transaction, and is answered only after that
+/// <see cref="IngestOptions.MaxGroupSize"/> events) in one transaction per project, and is answered only after that
 /// transaction has committed: what is acknowledged is as durable as with one transaction per report, but
-/// PostgreSQL runs one statement, and flushes its log once, per group.
+/// PostgreSQL runs one statement, and flushes its log once, per project of a group.
 /// Under light load a group is one report and nothing waits; under heavy load groups grow by themselves.
 /// A report whose device already has one in the group waits for the next group, so that each device's reports
 /// are still recorded one transaction at a time, each with its own receive time.
