@@ -32,6 +32,7 @@ public sealed class ApiKeys : IAsyncDisposable
     private const int MaxLookupGroup = 500, Lookers = 2;
 
     private readonly NpgsqlDataSource _dataSource;
+    private readonly DatabaseEngine _engine;
     private readonly KeyUsage _usage;
     private readonly FirmwareMetrics _metrics;
     private readonly TimeSpan _cacheLifetime;
@@ -43,7 +44,7 @@ public sealed class ApiKeys : IAsyncDisposable
     public ApiKeys(NpgsqlDataSource dataSource, KeyUsage usage, FirmwareMetrics metrics, DatabaseEngine engine, TimeSpan? cacheLifetime = null)
     {
         _cacheLifetime = cacheLifetime ?? CacheLifetime;
-        _findCallersInOneRoundTripSql = GenericPlan.ReadOnly(FindCallersSql, engine);
+        _engine = engine;
         _dataSource = dataSource;
         _usage = usage;
         _metrics = metrics;
@@ -146,54 +147,50 @@ public sealed class ApiKeys : IAsyncDisposable
         _unknown.Clear();
     }
 
-    private sealed record CallerRow(
-        byte[] KeyHash, string Kind, long Id, long ProjectId, string? Role, long KeyId, string KeyPrefix, DateTime? LastUsedAt);
-
-    // The projects of the group's digests (api_key_digests, one shard each on Citus), then their keys.
+    // The project of each of the group's digests (api_key_digests: one shard per digest on Citus).
     private const string FindProjectsSql = """
-        SELECT DISTINCT project_id
+        SELECT key_hash AS KeyHash,
+               project_id AS ProjectId
         FROM api_key_digests
         WHERE key_hash = ANY(@KeyHashes)
         """;
 
-    // Device and member keys live in separate tables (each with its own foreign key); one round trip asks both,
-    // for every digest of the group, in the projects the digests name. A revoked key, a decommissioned device and a removed member are all unknown here.
-    private const string FindCallersSql = """
-        SELECT k.key_hash AS KeyHash,
-               'device' AS Kind,
-               d.id AS Id,
-               d.project_id AS ProjectId,
-               NULL::text AS Role,
-               k.id AS KeyId,
-               k.key_prefix AS KeyPrefix,
-               k.last_used_at AS LastUsedAt
+    // One project's callers among the group's digests ($1), in that project ($2): device and member keys live in
+    // separate tables (each with its own foreign key), and one statement asks both. The project is one value, not
+    // a list: Citus then sends the whole union to the project's shard as one task (docs/citus-plans.md), where a
+    // list made it two tasks and a merge on the coordinator. A revoked key, a decommissioned device and a removed
+    // member are all unknown here.
+    private const string FindCallersInProjectSql = """
+        SELECT k.key_hash,
+               'device',
+               d.id,
+               d.project_id,
+               NULL::text,
+               k.id,
+               k.key_prefix,
+               k.last_used_at
         FROM device_api_keys AS k
         JOIN devices AS d ON d.project_id = k.project_id AND d.id = k.device_id
-        WHERE k.key_hash = ANY(@KeyHashes)
-          AND k.project_id = ANY(@ProjectIds)
+        WHERE k.key_hash = ANY($1)
+          AND k.project_id = $2
           AND k.revoked_at IS NULL
           AND d.decommissioned_at IS NULL
         UNION ALL
-        SELECT k.key_hash AS KeyHash,
-               'member' AS Kind,
-               m.id AS Id,
-               m.project_id AS ProjectId,
-               m.role AS Role,
-               k.id AS KeyId,
-               k.key_prefix AS KeyPrefix,
-               k.last_used_at AS LastUsedAt
+        SELECT k.key_hash,
+               'member',
+               m.id,
+               m.project_id,
+               m.role,
+               k.id,
+               k.key_prefix,
+               k.last_used_at
         FROM membership_api_keys AS k
         JOIN project_memberships AS m ON m.project_id = k.project_id AND m.id = k.membership_id
-        WHERE k.key_hash = ANY(@KeyHashes)
-          AND k.project_id = ANY(@ProjectIds)
+        WHERE k.key_hash = ANY($1)
+          AND k.project_id = $2
           AND k.revoked_at IS NULL
           AND m.removed_at IS NULL
         """;
-
-    // Always its generic plan (each digest through the unique key_hash indexes, right for every group size up to
-    // MaxLookupGroup): PostgreSQL otherwise planned every lookup anew, and planning this union of joins cost more
-    // than executing it (docs/performance.md, "The key lookup on its generic plan").
-    private readonly string _findCallersInOneRoundTripSql;
 
     public async Task<Caller?> FindCallerAsync(byte[] keyHash, CancellationToken cancellationToken)
     {
@@ -277,23 +274,43 @@ public sealed class ApiKeys : IAsyncDisposable
         var keyHashes = group.DistinctBy(p => p.Digest).Select(p => p.KeyHash).ToArray();
         await using var connection = await _dataSource.OpenConnectionAsync();
         var found = new Dictionary<string, (Caller?, DateTime?)>(StringComparer.Ordinal);
-        var projectIds = (await connection.QueryAsync<long>(new CommandDefinition(FindProjectsSql, new { KeyHashes = keyHashes }))).AsList();
-        if (projectIds.Count == 0)
+        var digests = (await connection.QueryAsync<(byte[] KeyHash, long ProjectId)>(
+            new CommandDefinition(FindProjectsSql, new { KeyHashes = keyHashes }))).AsList();
+        if (digests.Count == 0)
         {
             return found;
         }
 
-        var rows = await connection.QueryAsync<CallerRow>(new CommandDefinition(
-            _findCallersInOneRoundTripSql, new { KeyHashes = keyHashes, ProjectIds = projectIds.ToArray() }));
-        foreach (var row in rows)
+        // One statement per project of the group, all in one round trip.
+        await using var batch = new NpgsqlBatch(connection);
+        foreach (var project in digests.GroupBy(d => d.ProjectId))
         {
-            var kind = row.Kind == "device" ? CallerKind.Device : CallerKind.Member;
-            _usage.Used(kind, row.ProjectId, row.KeyId, row.LastUsedAt);
-
-            // Noted just now: later cache hits need not note it again.
-            found.TryAdd(Convert.ToBase64String(row.KeyHash),
-                (new Caller(kind, row.Id, row.ProjectId, row.Role, row.KeyId, row.KeyPrefix), DateTime.UtcNow));
+            batch.BatchCommands.Add(new NpgsqlBatchCommand(FindCallersInProjectSql)
+            {
+                Parameters = { new() { Value = project.Select(d => d.KeyHash).ToArray() }, new() { Value = project.Key } },
+            });
         }
+
+        // On PostgreSQL, always the generic plan (each digest through the unique key_hash indexes, right for every
+        // group size up to MaxLookupGroup): PostgreSQL otherwise planned every lookup anew, and planning this union of
+        // joins cost more than executing it (docs/performance.md, "The key lookup on its generic plan").
+        GenericPlan.ReadOnly(batch, _engine);
+        await using var reader = await batch.ExecuteReaderAsync();
+        do
+        {
+            while (await reader.ReadAsync())
+            {
+                var kind = reader.GetString(1) == "device" ? CallerKind.Device : CallerKind.Member;
+                var projectId = reader.GetInt64(3);
+                var keyId = reader.GetInt64(5);
+                _usage.Used(kind, projectId, keyId, reader.IsDBNull(7) ? null : reader.GetFieldValue<DateTime>(7));
+
+                // Noted just now: later cache hits need not note it again.
+                var caller = new Caller(kind, reader.GetInt64(2), projectId, reader.IsDBNull(4) ? null : reader.GetString(4), keyId, reader.GetString(6));
+                found.TryAdd(Convert.ToBase64String(reader.GetFieldValue<byte[]>(0)), (caller, DateTime.UtcNow));
+            }
+        }
+        while (await reader.NextResultAsync());
 
         return found;
     }

@@ -1,3 +1,5 @@
+using Npgsql;
+
 namespace FirmwareManager.Api.Database;
 
 /// <summary>
@@ -22,4 +24,17 @@ public static class GenericPlan
     /// </remarks>
     public static string ReadOnly(string sql, DatabaseEngine engine) =>
         engine.IsCitus ? sql : "BEGIN READ ONLY;\nSET LOCAL plan_cache_mode = force_generic_plan;\n" + sql + ";\nCOMMIT";
+
+    /// <summary>The same for a batch of read-only statements: its commands between the same three, still one round trip.</summary>
+    public static void ReadOnly(NpgsqlBatch batch, DatabaseEngine engine)
+    {
+        if (engine.IsCitus)
+        {
+            return;
+        }
+
+        batch.BatchCommands.Insert(0, new NpgsqlBatchCommand("BEGIN READ ONLY"));
+        batch.BatchCommands.Insert(1, new NpgsqlBatchCommand("SET LOCAL plan_cache_mode = force_generic_plan"));
+        batch.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
+    }
 }
