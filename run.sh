@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # Runs FirmwareManager with the demo data on http://localhost:8880 (README "Quick start").
+# ./run.sh --citus: the same on a Citus cluster (a coordinator and two workers, docs/scale-out.md).
 #
 # Database, in order of preference:
 #   1. ConnectionStrings__FirmwareManager, when set: that database is used as it is.
@@ -7,6 +8,9 @@
 #   3. Otherwise a local PostgreSQL cluster in .data/pg (kept between runs), started from the machine's
 #      PostgreSQL binaries on a free loopback port and stopped again when the service stops. Missing binaries
 #      are installed with apt-get when running as root.
+# With --citus: 2. is `docker compose --profile citus up --build api-citus` (on http://localhost:8881), and 3. is
+# three local clusters in .data/citus (bench/citus-cluster.sh; ports from FM_CITUS_PORT, default 15532), with
+# Citus installed by ../shared/scripts/install-citus.sh when it is missing and that script is there.
 #
 # Settings: FirmwareManager__DemoData (default true here), ASPNETCORE_URLS (default http://localhost:8880),
 # FM_PG_PORT (first port tried for the local cluster, default 15432: below Linux's ephemeral range, 32768-60999,
@@ -15,6 +19,8 @@ set -euo pipefail
 cd "$(dirname "$0")"
 root=$(pwd)
 export FirmwareManager__DemoData="${FirmwareManager__DemoData:-true}"
+citus=false
+if [ "${1:-}" = "--citus" ]; then citus=true; shift; fi
 
 run_api() {
   dotnet build "$root/FirmwareManager.Api" -c Release -v quiet -nologo
@@ -33,6 +39,7 @@ if [ -n "${ConnectionStrings__FirmwareManager:-}" ]; then
 fi
 
 if command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; then
+  if $citus; then exec docker compose --profile citus up --build api-citus; fi
   exec docker compose up --build
 fi
 
@@ -47,6 +54,32 @@ if [ -z "$pg_bin" ] || [ ! -x "$pg_bin/initdb" ]; then
          "or set ConnectionStrings__FirmwareManager" >&2
     exit 1
   fi
+fi
+
+if $citus; then
+  if [ ! -f "$pg_bin/../lib/citus.so" ]; then
+    installer="$root/../shared/scripts/install-citus.sh"
+    if [ "$(id -u)" -eq 0 ] && [ -f "$installer" ]; then
+      echo "run.sh: installing Citus with $installer" >&2
+      bash "$installer" >&2
+    else
+      echo "run.sh: Citus is not installed for $pg_bin (docs/scale-out.md says how)" >&2
+      exit 1
+    fi
+  fi
+  citus_dir="$root/.data/citus"
+  mkdir -p "$root/.data"
+  if [ "$(id -u)" -eq 0 ] && ! runuser -u postgres -- test -x "$root/.data"; then
+    citus_dir="/var/tmp/firmware-manager-$(printf '%s' "$root" | md5sum | cut -c1-12)/citus"
+  fi
+  mkdir -p "$(dirname "$citus_dir")"
+  stop_db() { bash "$root/bench/citus-cluster.sh" stop "$citus_dir" || true; }
+  trap stop_db EXIT
+  port=$(FM_CITUS_DB=firmware_manager FM_CITUS_PORT="${FM_CITUS_PORT:-15532}" bash "$root/bench/citus-cluster.sh" start "$citus_dir")
+  export ConnectionStrings__FirmwareManager="Host=127.0.0.1;Port=$port;Username=postgres;Database=firmware_manager"
+  echo "run.sh: Citus coordinator on 127.0.0.1:$port (nodes in $citus_dir); starting the API" >&2
+  run_api "$@"
+  exit
 fi
 
 # PostgreSQL refuses to run as root: as root, the cluster belongs to the postgres user.

@@ -35,6 +35,16 @@ start_cluster() {
   pg_ctl_start
   "$pg_bin/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -X -qc "CREATE DATABASE fm"
 }
+# start_citus [postgres -c options...]: a throwaway Citus cluster instead (bench/citus-cluster.sh: a coordinator and
+# two workers on loopback, the database fm with the extension on each); sets citus_dir, and pg_port and postmaster
+# to the coordinator's, so that psql_fm and start_api use it.
+citus_dir=""
+start_citus() {
+  citus_dir=$(mktemp -d /var/tmp/fm-citus-XXXXXX)
+  log "starting a Citus cluster (a coordinator and two workers) in $citus_dir"
+  pg_port=$(FM_CITUS_PG_OPTIONS="$*" bash "$root/bench/citus-cluster.sh" start "$citus_dir")
+  postmaster=$(head -n 1 "$citus_dir/coordinator/data/postmaster.pid")
+}
 pg_ctl_start() {
   as_pg "$pg_bin/pg_ctl" start -w -D "$cluster/data" -l "$cluster/postgres.log" -o "$pg_options" >/dev/null
   postmaster=$(head -n 1 "$cluster/data/postmaster.pid")
@@ -60,6 +70,10 @@ start_api() {
 
 cleanup() {
   for pid in "${api_pids[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
+  if [ -n "$citus_dir" ]; then
+    bash "$root/bench/citus-cluster.sh" stop "$citus_dir" || true
+    rm -rf "$citus_dir"
+  fi
   if [ -n "$cluster" ]; then
     as_pg "$pg_bin/pg_ctl" stop -D "$cluster/data" -m fast >/dev/null 2>&1 || true
     rm -rf "$cluster"
