@@ -56,215 +56,215 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
           AND d.decommissioned_at IS NULL
         """;
 
-    // Stores reports (the i-th event is the i-th device id's; one device or many) and, in the same statement,
-    // keeps what is derived from them, per device:
-    //  * identical repeats (same device, project, time, firmware, status) insert nothing: ON CONFLICT;
-    //  * each event gets its project's next feed number (project_event_arrivals, migration 0012): the project's
-    //    row stays locked until this transaction commits, so the numbers follow commit order;
-    //  * the device's current firmware follows its newest installed/updated/rolled_back report by the device's
-    //    clock, so a late, older report cannot move it backwards. A time ahead of the receive time is a clock
-    //    running ahead: against a report whose time is not ahead it counts as its receive time (reported_at), so
-    //    it cannot pin the state; two reports both ahead of the newer one's arrival are ordered by the device's
-    //    clock (device_at), if at most a day ahead (more counts as a day), so neither moves it backwards;
-    //  * its newest event (status and time), and the newest status per version it reported on;
-    //  * the per-project version counts (devices running each version; devices whose newest event for a
-    //    version is failed or rolled_back), as deltas into each device's stripe, upserted in key order so that
-    //    concurrent transactions take those rows' locks in the same order.
-    // Events without a timestamp get the receive time (now()).
-    private const string RecordEventsSql = """
-        WITH input AS (
-            SELECT r.device_id,
-                   r.firmware,
-                   r.status,
-                   COALESCE(r.occurred_at, now()) AS occurred_at,
-                   r.position
-            FROM unnest(@DeviceIds::bigint[], @Firmwares::text[], @Statuses::text[], @OccurredAts::timestamptz[])
-                 WITH ORDINALITY AS r(device_id, firmware, status, occurred_at, position)
-        ),
-        device AS (
-            SELECT d.id,
-                   d.project_id,
-                   d.current_firmware,
-                   d.current_firmware_at,
-                   COALESCE(d.current_firmware_device_at, d.current_firmware_at) AS current_firmware_device_at,
-                   (d.id % 16)::smallint AS stripe
-            FROM devices AS d
-            WHERE d.project_id = @ProjectId
-              AND d.id = ANY(@DeviceIds)
-              AND d.decommissioned_at IS NULL
-              AND EXISTS (
-                  SELECT 1
-                  FROM device_api_keys AS k
-                  WHERE k.project_id = @ProjectId
-                    AND k.device_id = d.id
-                    AND k.id = ANY(@KeyIds)
-                    AND k.revoked_at IS NULL
-              )
-        ),
-        arrival AS (
-            INSERT INTO project_event_arrivals AS a (project_id, last_arrival)
-            SELECT device.project_id,
-                   count(*)
-            FROM input
-            JOIN device ON device.id = input.device_id
-            GROUP BY device.project_id
-            ORDER BY device.project_id
-            ON CONFLICT (project_id) DO UPDATE
-            SET last_arrival = a.last_arrival + EXCLUDED.last_arrival
-            RETURNING a.project_id,
-                      a.last_arrival
-        ),
-        inserted AS (
-            INSERT INTO firmware_events (device_id, project_id, firmware, status, occurred_at, arrival)
-            SELECT device.id,
-                   device.project_id,
-                   input.firmware,
-                   input.status,
-                   input.occurred_at,
-                   arrival.last_arrival
-                       - count(*) OVER (PARTITION BY device.project_id)
-                       + row_number() OVER (PARTITION BY device.project_id ORDER BY input.position)
-            FROM input
-            JOIN device ON device.id = input.device_id
-            JOIN arrival ON arrival.project_id = device.project_id
-            ORDER BY input.position
-            ON CONFLICT (device_id, project_id, occurred_at, firmware, status) DO NOTHING
-            RETURNING id, device_id, project_id, firmware, status, occurred_at, received_at,
-                      LEAST(occurred_at, received_at) AS reported_at,
-                      LEAST(occurred_at, received_at + interval '1 day') AS device_at
-        ),
-        newest_event AS (
+    // What makes a device's reports recordable, with the device row held (see ActiveDevicesSql): not decommissioned,
+    // and one of the transaction's keys still valid for it.
+    private const string ActiveDeviceCondition = """
+        d.decommissioned_at IS NULL
+          AND EXISTS (
+              SELECT 1
+              FROM device_api_keys AS k
+              WHERE k.project_id = @ProjectId
+                AND k.device_id = d.id
+                AND k.id = ANY(@KeyIds)
+                AND k.revoked_at IS NULL
+          )
+        """;
+
+    // Then the project's feed numbers for the reports of active devices (the i-th event is the i-th device id's; one
+    // device or many): the range batch_first..last_arrival of the project's row (migration 0019), which stays locked
+    // until this transaction commits, so the numbers follow commit order and the range is this transaction's. The row
+    // is taken even when nothing is recordable: its range is then empty, never the previous transaction's.
+    private const string TakeArrivalsSql = $$"""
+        INSERT INTO project_event_arrivals AS a (project_id, last_arrival, batch_first)
+        SELECT @ProjectId,
+               count(*),
+               1
+        FROM unnest(@DeviceIds::bigint[]) AS r(device_id)
+        JOIN devices AS d ON d.project_id = @ProjectId AND d.id = r.device_id
+        WHERE {{ActiveDeviceCondition}}
+        ON CONFLICT (project_id) DO UPDATE
+        SET batch_first = a.last_arrival + 1,
+            last_arrival = a.last_arrival + EXCLUDED.last_arrival
+        """;
+
+    // The events, numbered in the order given; identical repeats (same device, project, time, firmware, status)
+    // insert nothing (ON CONFLICT) and leave their number unused. Events without a timestamp get the receive time.
+    private const string InsertEventsSql = $$"""
+        INSERT INTO firmware_events (device_id, project_id, firmware, status, occurred_at, arrival)
+        SELECT d.id,
+               d.project_id,
+               r.firmware,
+               r.status,
+               COALESCE(r.occurred_at, now()),
+               a.batch_first - 1 + row_number() OVER (ORDER BY r.position)
+        FROM unnest(@DeviceIds::bigint[], @Firmwares::text[], @Statuses::text[], @OccurredAts::timestamptz[])
+             WITH ORDINALITY AS r(device_id, firmware, status, occurred_at, position)
+        JOIN devices AS d ON d.project_id = @ProjectId AND d.id = r.device_id
+        JOIN project_event_arrivals AS a ON a.project_id = @ProjectId
+        WHERE {{ActiveDeviceCondition}}
+        ORDER BY r.position
+        ON CONFLICT (device_id, project_id, occurred_at, firmware, status) DO NOTHING
+        RETURNING id AS Id,
+                  device_id AS DeviceId,
+                  project_id AS ProjectId,
+                  firmware AS Firmware,
+                  status AS Status,
+                  occurred_at AS OccurredAt,
+                  received_at AS ReceivedAt
+        """;
+
+    // The derived state follows from the events this transaction stored: those numbered in its range. Each statement
+    // below reads them (through firmware_events_project_feed_idx) as a subquery, not a CTE: Citus sends a
+    // statement with a CTE that writes, or an INSERT with any CTE, to the workers in steps, and a statement whose
+    // every table is filtered by one project to that project's node in one (docs/scale-out.md).
+    // The time a report counts by (reported_at): a time ahead of the receive time is a clock running ahead, and
+    // counts as its receive time; device_at orders two reports both ahead by the device's clock, at most a day.
+    private const string StoredEvents = """
+        (SELECT e.id,
+                e.device_id,
+                e.firmware,
+                e.status,
+                e.occurred_at,
+                e.received_at,
+                LEAST(e.occurred_at, e.received_at) AS reported_at,
+                LEAST(e.occurred_at, e.received_at + interval '1 day') AS device_at
+         FROM firmware_events AS e
+         JOIN project_event_arrivals AS a ON a.project_id = e.project_id
+         WHERE e.project_id = @ProjectId
+           AND a.project_id = @ProjectId
+           AND e.arrival BETWEEN a.batch_first AND a.last_arrival)
+        """;
+
+    // Devices whose current firmware moves: to their newest installed/updated/rolled_back report by the device's
+    // clock, so that a late, older report cannot move it backwards. Against a report whose time is not ahead, a
+    // time ahead counts as its receive time, so it cannot pin the state; two reports both ahead of the newer one's
+    // arrival are ordered by the device's clock (device_at). Reads the devices as they were before this
+    // transaction's update below.
+    private const string FirmwareMoves = $$"""
+        (SELECT d.id AS device_id,
+                d.project_id,
+                (d.id % 16)::smallint AS stripe,
+                d.current_firmware AS from_firmware,
+                newest.firmware AS to_firmware,
+                newest.reported_at,
+                newest.device_at
+         FROM (
+             SELECT DISTINCT ON (device_id) device_id,
+                    firmware,
+                    reported_at,
+                    device_at,
+                    occurred_at > received_at AS ahead,
+                    received_at
+             FROM {{StoredEvents}} AS stored
+             WHERE status = ANY(@SetsCurrentFirmware)
+             ORDER BY device_id, reported_at DESC, device_at DESC, id DESC
+         ) AS newest
+         JOIN devices AS d ON d.project_id = @ProjectId AND d.id = newest.device_id
+         WHERE d.current_firmware_at IS NULL
+            OR CASE
+                   WHEN newest.ahead AND COALESCE(d.current_firmware_device_at, d.current_firmware_at) > newest.received_at
+                   THEN COALESCE(d.current_firmware_device_at, d.current_firmware_at) <= newest.device_at
+                   ELSE d.current_firmware_at <= newest.reported_at
+               END)
+        """;
+
+    // Each device's newest status per version it reported on, where it is newer than the one kept, with the one kept
+    // (device_firmware_status as it was before this transaction's upsert below).
+    private const string VersionChanges = $$"""
+        (SELECT n.device_id,
+                (n.device_id % 16)::smallint AS stripe,
+                n.firmware,
+                n.status AS new_status,
+                n.reported_at,
+                s.status AS old_status
+         FROM (
+             SELECT DISTINCT ON (device_id, firmware) device_id,
+                    firmware,
+                    status,
+                    reported_at
+             FROM {{StoredEvents}} AS stored
+             ORDER BY device_id, firmware, reported_at DESC, id DESC
+         ) AS n
+         LEFT JOIN device_firmware_status AS s
+                ON s.project_id = @ProjectId AND s.device_id = n.device_id AND s.firmware = n.firmware
+         WHERE s.reported_at IS NULL
+            OR s.reported_at <= n.reported_at)
+        """;
+
+    // The per-project version counts (devices running each version; devices whose newest event for a version is
+    // failed or rolled_back), as deltas into each device's stripe, upserted in key order so that concurrent
+    // transactions take those rows' locks in the same order. First of the three: it reads the state the other two
+    // change.
+    private const string CountVersionsSql = $$"""
+        INSERT INTO firmware_version_counts AS c (project_id, firmware, stripe, devices, failed, rolled_back)
+        SELECT @ProjectId,
+               delta.firmware,
+               delta.stripe,
+               sum(delta.devices),
+               sum(delta.failed),
+               sum(delta.rolled_back)
+        FROM (
+            SELECT move.stripe, side.firmware, side.devices, 0 AS failed, 0 AS rolled_back
+            FROM {{FirmwareMoves}} AS move
+            CROSS JOIN LATERAL (VALUES (move.to_firmware, 1), (move.from_firmware, -1)) AS side(firmware, devices)
+            WHERE move.from_firmware IS DISTINCT FROM move.to_firmware
+              AND side.firmware IS NOT NULL
+            UNION ALL
+            SELECT change.stripe, change.firmware, 0, side.sign * (side.status = 'failed')::int, side.sign * (side.status = 'rolled_back')::int
+            FROM {{VersionChanges}} AS change
+            CROSS JOIN LATERAL (VALUES (change.new_status, 1), (change.old_status, -1)) AS side(status, sign)
+            WHERE side.status IS NOT NULL
+        ) AS delta
+        GROUP BY delta.firmware, delta.stripe
+        HAVING sum(delta.devices) <> 0 OR sum(delta.failed) <> 0 OR sum(delta.rolled_back) <> 0
+        ORDER BY delta.firmware, delta.stripe
+        ON CONFLICT (project_id, firmware, stripe) DO UPDATE
+        SET devices = c.devices + EXCLUDED.devices,
+            failed = c.failed + EXCLUDED.failed,
+            rolled_back = c.rolled_back + EXCLUDED.rolled_back
+        """;
+
+    private const string KeepVersionStatusSql = $$"""
+        INSERT INTO device_firmware_status AS s (device_id, firmware, project_id, status, reported_at)
+        SELECT change.device_id,
+               change.firmware,
+               @ProjectId,
+               change.new_status,
+               change.reported_at
+        FROM {{VersionChanges}} AS change
+        ON CONFLICT (project_id, device_id, firmware) DO UPDATE
+        SET status = EXCLUDED.status,
+            reported_at = EXCLUDED.reported_at
+        """;
+
+    // Last, each device's own state: its current firmware (as moved above), its newest event (status and time).
+    private const string KeepDeviceStateSql = $$"""
+        UPDATE devices AS d
+        SET current_firmware = COALESCE(move.to_firmware, d.current_firmware),
+            current_firmware_at = COALESCE(move.reported_at, d.current_firmware_at),
+            current_firmware_device_at = CASE WHEN move.device_id IS NULL THEN d.current_firmware_device_at ELSE move.device_at END,
+            last_reported_at = GREATEST(d.last_reported_at, newest.received_at),
+            last_event_status = CASE WHEN d.last_event_at IS NULL OR d.last_event_at <= newest.reported_at
+                                     THEN newest.status ELSE d.last_event_status END,
+            last_event_at = GREATEST(d.last_event_at, newest.reported_at)
+        FROM (
             SELECT DISTINCT ON (device_id) device_id,
                    status,
                    reported_at,
                    received_at
-            FROM inserted
+            FROM {{StoredEvents}} AS stored
             ORDER BY device_id, reported_at DESC, id DESC
-        ),
-        firmware_move AS (
-            SELECT device.id AS device_id,
-                   device.project_id,
-                   device.stripe,
-                   device.current_firmware AS from_firmware,
-                   newest.firmware AS to_firmware,
-                   newest.reported_at,
-                   newest.device_at
-            FROM (
-                SELECT DISTINCT ON (device_id) device_id,
-                       firmware,
-                       reported_at,
-                       device_at,
-                       occurred_at > received_at AS ahead,
-                       received_at
-                FROM inserted
-                WHERE status = ANY(@SetsCurrentFirmware)
-                ORDER BY device_id, reported_at DESC, device_at DESC, id DESC
-            ) AS newest
-            JOIN device ON device.id = newest.device_id
-            WHERE device.current_firmware_at IS NULL
-               OR CASE
-                      WHEN newest.ahead AND device.current_firmware_device_at > newest.received_at
-                      THEN device.current_firmware_device_at <= newest.device_at
-                      ELSE device.current_firmware_at <= newest.reported_at
-                  END
-        ),
-        version_change AS (
-            SELECT n.device_id,
-                   device.project_id,
-                   device.stripe,
-                   n.firmware,
-                   n.status AS new_status,
-                   n.reported_at,
-                   s.status AS old_status
-            FROM (
-                SELECT DISTINCT ON (device_id, firmware) device_id,
-                       firmware,
-                       status,
-                       reported_at
-                FROM inserted
-                ORDER BY device_id, firmware, reported_at DESC, id DESC
-            ) AS n
-            JOIN device ON device.id = n.device_id
-            LEFT JOIN device_firmware_status AS s
-                   ON s.project_id = @ProjectId AND s.device_id = n.device_id AND s.firmware = n.firmware
-            WHERE s.reported_at IS NULL
-               OR s.reported_at <= n.reported_at
-        ),
-        version_status AS (
-            INSERT INTO device_firmware_status AS s (device_id, firmware, project_id, status, reported_at)
-            SELECT v.device_id,
-                   v.firmware,
-                   v.project_id,
-                   v.new_status,
-                   v.reported_at
-            FROM version_change AS v
-            ON CONFLICT (project_id, device_id, firmware) DO UPDATE
-            SET status = EXCLUDED.status,
-                reported_at = EXCLUDED.reported_at
-        ),
-        count_deltas (project_id, firmware, stripe, devices, failed, rolled_back) AS (
-            SELECT m.project_id, m.to_firmware, m.stripe, 1, 0, 0
-            FROM firmware_move AS m
-            WHERE m.from_firmware IS DISTINCT FROM m.to_firmware
-            UNION ALL
-            SELECT m.project_id, m.from_firmware, m.stripe, -1, 0, 0
-            FROM firmware_move AS m
-            WHERE m.from_firmware IS DISTINCT FROM m.to_firmware
-              AND m.from_firmware IS NOT NULL
-            UNION ALL
-            SELECT v.project_id, v.firmware, v.stripe, 0, (v.new_status = 'failed')::int, (v.new_status = 'rolled_back')::int
-            FROM version_change AS v
-            UNION ALL
-            SELECT v.project_id, v.firmware, v.stripe, 0, -((v.old_status = 'failed')::int), -((v.old_status = 'rolled_back')::int)
-            FROM version_change AS v
-            WHERE v.old_status IS NOT NULL
-        ),
-        counts AS (
-            INSERT INTO firmware_version_counts AS c (project_id, firmware, stripe, devices, failed, rolled_back)
-            SELECT d.project_id,
-                   d.firmware,
-                   d.stripe,
-                   sum(d.devices),
-                   sum(d.failed),
-                   sum(d.rolled_back)
-            FROM count_deltas AS d
-            GROUP BY d.project_id, d.firmware, d.stripe
-            HAVING sum(d.devices) <> 0 OR sum(d.failed) <> 0 OR sum(d.rolled_back) <> 0
-            ORDER BY d.project_id, d.firmware, d.stripe
-            ON CONFLICT (project_id, firmware, stripe) DO UPDATE
-            SET devices = c.devices + EXCLUDED.devices,
-                failed = c.failed + EXCLUDED.failed,
-                rolled_back = c.rolled_back + EXCLUDED.rolled_back
-        ),
-        device_state AS (
-            UPDATE devices AS d
-            SET current_firmware = COALESCE(m.to_firmware, d.current_firmware),
-                current_firmware_at = COALESCE(m.reported_at, d.current_firmware_at),
-                current_firmware_device_at = CASE WHEN m.device_id IS NULL THEN d.current_firmware_device_at ELSE m.device_at END,
-                last_reported_at = GREATEST(d.last_reported_at, n.received_at),
-                last_event_status = CASE WHEN d.last_event_at IS NULL OR d.last_event_at <= n.reported_at
-                                         THEN n.status ELSE d.last_event_status END,
-                last_event_at = GREATEST(d.last_event_at, n.reported_at)
-            FROM newest_event AS n
-            LEFT JOIN firmware_move AS m ON m.device_id = n.device_id
-            WHERE d.project_id = @ProjectId
-              AND d.id = n.device_id
-        )
-        SELECT id AS Id,
-               device_id AS DeviceId,
-               project_id AS ProjectId,
-               firmware AS Firmware,
-               status AS Status,
-               occurred_at AS OccurredAt,
-               received_at AS ReceivedAt
-        FROM inserted
-        ORDER BY id
+        ) AS newest
+        LEFT JOIN {{FirmwareMoves}} AS move ON move.device_id = newest.device_id
+        WHERE d.project_id = @ProjectId
+          AND d.id = newest.device_id
         """;
 
-    // A transaction in one round trip: BEGIN, the lock, the recording statement and COMMIT go to the server
-    // together. Should any of them fail, the server skips the rest (COMMIT included) and the transaction is
+    // A transaction in one round trip: BEGIN, the lock, the checks, the recording statements and COMMIT go to the
+    // server together. Should any of them fail, the server skips the rest (COMMIT included) and the transaction is
     // rolled back; the caller is answered only once every result, COMMIT's too, has been read.
-    private const string RecordInOneRoundTripSql = "BEGIN;\n" + LockDevicesSql + ";\n" + ActiveDevicesSql + ";\n" + RecordEventsSql + ";\nCOMMIT";
+    private const string RecordInOneRoundTripSql = "BEGIN;\n" + LockDevicesSql + ";\n" + ActiveDevicesSql + ";\n" + TakeArrivalsSql + ";\n" +
+        InsertEventsSql + ";\n" + CountVersionsSql + ";\n" + KeepVersionStatusSql + ";\n" + KeepDeviceStateSql + ";\nCOMMIT";
 
     /// <summary>
     /// Stores the reports of several devices of one project (one report or a batch each) in one transaction: the
@@ -372,6 +372,9 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
             {
                 created.Add(parse(reader));
             }
+
+            // In id order, which is the order given: on Citus the rows come back through the coordinator.
+            created.Sort((a, b) => a.Id.CompareTo(b.Id));
         }
 
         while (await reader.NextResultAsync(cancellationToken))
