@@ -2,6 +2,7 @@ using System.Globalization;
 using Dapper;
 using FirmwareManager.Api.Http;
 using Npgsql;
+using NpgsqlTypes;
 
 namespace FirmwareManager.Api.Firmware;
 
@@ -56,72 +57,55 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
           AND d.decommissioned_at IS NULL
         """;
 
-    // What makes a device's reports recordable, with the device row held (see ActiveDevicesSql): not decommissioned,
-    // and one of the transaction's keys still valid for it.
-    private const string ActiveDeviceCondition = """
-        d.decommissioned_at IS NULL
-          AND EXISTS (
-              SELECT 1
-              FROM device_api_keys AS k
-              WHERE k.project_id = @ProjectId
-                AND k.device_id = d.id
-                AND k.id = ANY(@KeyIds)
-                AND k.revoked_at IS NULL
-          )
-        """;
-
-    // Then the project's feed numbers for the reports of active devices (the i-th event is the i-th device id's; one
-    // device or many): the range batch_first..last_arrival of the project's row (migration 0019), which stays locked
-    // until this transaction commits, so the numbers follow commit order and the range is this transaction's. The row
-    // is taken even when nothing is recordable: its range is then empty, never the previous transaction's.
-    private const string TakeArrivalsSql = $$"""
-        INSERT INTO project_event_arrivals AS a (project_id, last_arrival, batch_first)
-        SELECT @ProjectId,
-               count(*),
-               1
-        FROM unnest(@DeviceIds::bigint[]) AS r(device_id)
-        JOIN devices AS d ON d.project_id = @ProjectId AND d.id = r.device_id
-        WHERE {{ActiveDeviceCondition}}
+    // Then the project's feed numbers: its row in project_event_arrivals (migration 0012), made when missing, and
+    // locked until this transaction commits, so that the project's numbers follow commit order. The next numbers
+    // are last_arrival + 1 onwards; the second round trip stores the new last one.
+    private const string LockArrivalsSql = """
+        INSERT INTO project_event_arrivals AS a (project_id, last_arrival)
+        VALUES (@ProjectId, 0)
         ON CONFLICT (project_id) DO UPDATE
-        SET batch_first = a.last_arrival + 1,
-            last_arrival = a.last_arrival + EXCLUDED.last_arrival
+        SET last_arrival = a.last_arrival
+        RETURNING a.last_arrival
         """;
 
-    // The events, numbered in the order given; identical repeats (same device, project, time, firmware, status)
-    // insert nothing (ON CONFLICT) and leave their number unused. Events without a timestamp get the receive time.
-    private const string InsertEventsSql = $$"""
-        INSERT INTO firmware_events (device_id, project_id, firmware, status, occurred_at, arrival)
-        SELECT d.id,
-               d.project_id,
-               r.firmware,
-               r.status,
-               COALESCE(r.occurred_at, now()),
-               a.batch_first - 1 + row_number() OVER (ORDER BY r.position)
-        FROM unnest(@DeviceIds::bigint[], @Firmwares::text[], @Statuses::text[], @OccurredAts::timestamptz[])
-             WITH ORDINALITY AS r(device_id, firmware, status, occurred_at, position)
-        JOIN devices AS d ON d.project_id = @ProjectId AND d.id = r.device_id
-        JOIN project_event_arrivals AS a ON a.project_id = @ProjectId
-        WHERE {{ActiveDeviceCondition}}
-        ORDER BY r.position
-        ON CONFLICT (device_id, project_id, occurred_at, firmware, status) DO NOTHING
-        RETURNING id AS Id,
-                  device_id AS DeviceId,
-                  project_id AS ProjectId,
-                  firmware AS Firmware,
-                  status AS Status,
-                  occurred_at AS OccurredAt,
-                  received_at AS ReceivedAt
+    private const string StoreLastArrivalSql = """
+        UPDATE project_event_arrivals
+        SET last_arrival = @LastArrival
+        WHERE project_id = @ProjectId
         """;
+
+    // The events, numbered in the order given, as rows of one INSERT: Citus sends it to the project's shard as one
+    // task (an INSERT ... SELECT would go through the coordinator, with a two-phase commit, because the ids come
+    // from a sequence). Identical repeats (same device, project, time, firmware, status) insert nothing (ON
+    // CONFLICT) and leave their number unused. Events without a timestamp get the receive time.
+    private const string InsertEventsColumns = "INSERT INTO firmware_events (device_id, project_id, firmware, status, occurred_at, arrival)\nVALUES ";
+    private const string InsertEventsReturning = """
+
+        ON CONFLICT (device_id, project_id, occurred_at, firmware, status) DO NOTHING
+        RETURNING id, device_id, project_id, firmware, status, occurred_at, received_at
+        """;
+
+    // A transaction's events go in statements of these many rows (the largest that fit first): a few statement
+    // shapes, each prepared once, for any number of events.
+    private static readonly int[] InsertSizes = [256, 64, 16, 4, 1];
+
+    private static readonly string[] InsertEventsSql = InsertSizes.Select(rows =>
+        InsertEventsColumns + string.Join(",\n       ", Enumerable.Range(0, rows).Select(row => string.Create(CultureInfo.InvariantCulture,
+            $"(${(row * 6) + 1}, ${(row * 6) + 2}, ${(row * 6) + 3}, ${(row * 6) + 4}, COALESCE(${(row * 6) + 5}, now()), ${(row * 6) + 6})")))
+        + InsertEventsReturning).ToArray();
 
     // The derived state follows from the events this transaction stored: those numbered in its range. Each statement
     // below reads them (through firmware_events_project_feed_idx) as a subquery, not a CTE: Citus sends a
     // statement with a CTE that writes, or an INSERT with any CTE, to the workers in steps, and a statement whose
-    // every table is filtered by one project to that project's node in one (docs/scale-out.md).
+    // every table is filtered by one project to that project's node in one (docs/scale-out.md). The project id each
+    // INSERT ... SELECT stores comes from a table's project_id column, not the parameter: so Citus sees that its
+    // rows stay on the shard they were read from, and runs it there.
     // The time a report counts by (reported_at): a time ahead of the receive time is a clock running ahead, and
     // counts as its receive time; device_at orders two reports both ahead by the device's clock, at most a day.
     private const string StoredEvents = """
         (SELECT e.id,
                 e.device_id,
+                e.project_id,
                 e.firmware,
                 e.status,
                 e.occurred_at,
@@ -129,10 +113,8 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
                 LEAST(e.occurred_at, e.received_at) AS reported_at,
                 LEAST(e.occurred_at, e.received_at + interval '1 day') AS device_at
          FROM firmware_events AS e
-         JOIN project_event_arrivals AS a ON a.project_id = e.project_id
          WHERE e.project_id = @ProjectId
-           AND a.project_id = @ProjectId
-           AND e.arrival BETWEEN a.batch_first AND a.last_arrival)
+           AND e.arrival BETWEEN @FirstArrival AND @LastArrival)
         """;
 
     // Devices whose current firmware moves: to their newest installed/updated/rolled_back report by the device's
@@ -172,6 +154,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
     // (device_firmware_status as it was before this transaction's upsert below).
     private const string VersionChanges = $$"""
         (SELECT n.device_id,
+                n.project_id,
                 (n.device_id % 16)::smallint AS stripe,
                 n.firmware,
                 n.status AS new_status,
@@ -179,6 +162,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
                 s.status AS old_status
          FROM (
              SELECT DISTINCT ON (device_id, firmware) device_id,
+                    project_id,
                     firmware,
                     status,
                     reported_at
@@ -197,27 +181,27 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
     // change.
     private const string CountVersionsSql = $$"""
         INSERT INTO firmware_version_counts AS c (project_id, firmware, stripe, devices, failed, rolled_back)
-        SELECT @ProjectId,
+        SELECT delta.project_id,
                delta.firmware,
                delta.stripe,
                sum(delta.devices),
                sum(delta.failed),
                sum(delta.rolled_back)
         FROM (
-            SELECT move.stripe, side.firmware, side.devices, 0 AS failed, 0 AS rolled_back
+            SELECT move.project_id, move.stripe, side.firmware, side.devices, 0 AS failed, 0 AS rolled_back
             FROM {{FirmwareMoves}} AS move
             CROSS JOIN LATERAL (VALUES (move.to_firmware, 1), (move.from_firmware, -1)) AS side(firmware, devices)
             WHERE move.from_firmware IS DISTINCT FROM move.to_firmware
               AND side.firmware IS NOT NULL
             UNION ALL
-            SELECT change.stripe, change.firmware, 0, side.sign * (side.status = 'failed')::int, side.sign * (side.status = 'rolled_back')::int
+            SELECT change.project_id, change.stripe, change.firmware, 0, side.sign * (side.status = 'failed')::int, side.sign * (side.status = 'rolled_back')::int
             FROM {{VersionChanges}} AS change
             CROSS JOIN LATERAL (VALUES (change.new_status, 1), (change.old_status, -1)) AS side(status, sign)
             WHERE side.status IS NOT NULL
         ) AS delta
-        GROUP BY delta.firmware, delta.stripe
+        GROUP BY delta.project_id, delta.firmware, delta.stripe
         HAVING sum(delta.devices) <> 0 OR sum(delta.failed) <> 0 OR sum(delta.rolled_back) <> 0
-        ORDER BY delta.firmware, delta.stripe
+        ORDER BY delta.project_id, delta.firmware, delta.stripe
         ON CONFLICT (project_id, firmware, stripe) DO UPDATE
         SET devices = c.devices + EXCLUDED.devices,
             failed = c.failed + EXCLUDED.failed,
@@ -228,7 +212,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
         INSERT INTO device_firmware_status AS s (device_id, firmware, project_id, status, reported_at)
         SELECT change.device_id,
                change.firmware,
-               @ProjectId,
+               change.project_id,
                change.new_status,
                change.reported_at
         FROM {{VersionChanges}} AS change
@@ -260,11 +244,11 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
           AND d.id = newest.device_id
         """;
 
-    // A transaction in one round trip: BEGIN, the lock, the checks, the recording statements and COMMIT go to the
-    // server together. Should any of them fail, the server skips the rest (COMMIT included) and the transaction is
-    // rolled back; the caller is answered only once every result, COMMIT's too, has been read.
-    private const string RecordInOneRoundTripSql = "BEGIN;\n" + LockDevicesSql + ";\n" + ActiveDevicesSql + ";\n" + TakeArrivalsSql + ";\n" +
-        InsertEventsSql + ";\n" + CountVersionsSql + ";\n" + KeepVersionStatusSql + ";\n" + KeepDeviceStateSql + ";\nCOMMIT";
+    // The first round trip: BEGIN, the locks and the check; the second, once the client knows which reports are
+    // recordable and their numbers: the events, the derived state and COMMIT.
+    private const string LockAndCheckSql = "BEGIN;\n" + LockDevicesSql + ";\n" + ActiveDevicesSql + ";\n" + LockArrivalsSql;
+
+    private const string KeepDerivedStateSql = StoreLastArrivalSql + ";\n" + CountVersionsSql + ";\n" + KeepVersionStatusSql + ";\n" + KeepDeviceStateSql;
 
     /// <summary>
     /// Stores the reports of several devices of one project (one report or a batch each) in one transaction: the
@@ -290,7 +274,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
         var deviceIds = devices.SelectMany(d => Enumerable.Repeat(d.DeviceId, d.Events.Count)).ToArray();
         var keyIds = devices.Select(d => d.KeyId).ToArray();
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        var (locked, active, created) = await RecordInOneRoundTripAsync(
+        var (locked, active, created) = await RecordInTwoRoundTripsAsync(
             connection, devices[0].ProjectId, deviceIds, keyIds, devices.SelectMany(d => d.Events).ToList(), cancellationToken);
         var createdByDevice = created.ToLookup(e => e.DeviceId);
         return devices.Select(d =>
@@ -329,56 +313,97 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
         return existing is null ? null : new RecordedEvent(existing, Created: false);
     }
 
-    // The devices locked (those that exist), those still active with their key, then the events created. Every
-    // result is read, COMMIT's last, so that a failing COMMIT throws here, before anything is answered. A plain reader, not Dapper's GridReader:
-    // when the connection breaks mid-read (pg_terminate_backend, a restart), the grid's cleanup asks the closed
-    // reader for its next result and throws "The reader is closed" (a 500) in place of the database's error.
-    private static async Task<(HashSet<long> Locked, HashSet<long> Active, List<FirmwareEvent> Created)> RecordInOneRoundTripAsync(
-        NpgsqlConnection connection, long projectId, long[] deviceIds, long[] keyIds, IReadOnlyList<NewFirmwareEvent> reports,
+    // The devices locked (those that exist), those still active with their key, the project's last feed number;
+    // then the events created. Every result is read, COMMIT's last, so that a failing COMMIT throws here, before
+    // anything is answered; should any statement fail, the transaction is rolled back when the connection goes back
+    // to the pool. Plain readers, not Dapper's GridReader: when the connection breaks mid-read (pg_terminate_backend,
+    // a restart), the grid's cleanup asks the closed reader for its next result and throws "The reader is closed"
+    // (a 500) in place of the database's error.
+    private static async Task<(HashSet<long> Locked, HashSet<long> Active, List<FirmwareEvent> Created)> RecordInTwoRoundTripsAsync(
+        NpgsqlConnection connection, long projectId, long[] deviceIds, long[] keyIds, List<NewFirmwareEvent> reports,
         CancellationToken cancellationToken)
     {
-        var parameters = new
-        {
-            ProjectId = projectId,
-            DeviceIds = deviceIds,
-            KeyIds = keyIds,
-            Firmwares = reports.Select(r => r.Firmware).ToArray(),
-            Statuses = reports.Select(r => r.Status).ToArray(),
-            OccurredAts = reports.Select(r => r.OccurredAt).ToArray(),
-            SetsCurrentFirmware = FirmwareStatus.SetsCurrentFirmware.ToArray(),
-        };
-        await using var reader = await connection.ExecuteReaderAsync(new CommandDefinition(
-            RecordInOneRoundTripSql, parameters, cancellationToken: cancellationToken));
         var locked = new HashSet<long>();
-        while (await reader.ReadAsync(cancellationToken))
-        {
-            locked.Add(reader.GetInt64(0));
-        }
-
         var active = new HashSet<long>();
-        if (await reader.NextResultAsync(cancellationToken))
+        long lastArrival = 0;
+        await using (var reader = await connection.ExecuteReaderAsync(new CommandDefinition(
+            LockAndCheckSql, new { ProjectId = projectId, DeviceIds = deviceIds, KeyIds = keyIds }, cancellationToken: cancellationToken)))
         {
+            while (await reader.ReadAsync(cancellationToken))
+            {
+                locked.Add(reader.GetInt64(0));
+            }
+
+            await reader.NextResultAsync(cancellationToken);
             while (await reader.ReadAsync(cancellationToken))
             {
                 active.Add(reader.GetInt64(0));
             }
-        }
 
-        var created = new List<FirmwareEvent>();
-        if (await reader.NextResultAsync(cancellationToken))
-        {
-            var parse = reader.GetRowParser<FirmwareEvent>();
+            await reader.NextResultAsync(cancellationToken);
             while (await reader.ReadAsync(cancellationToken))
             {
-                created.Add(parse(reader));
+                lastArrival = reader.GetInt64(0);
             }
 
-            // In id order, which is the order given: on Citus the rows come back through the coordinator.
-            created.Sort((a, b) => a.Id.CompareTo(b.Id));
+            while (await reader.NextResultAsync(cancellationToken))
+            {
+            }
         }
 
-        while (await reader.NextResultAsync(cancellationToken))
+        var recordable = Enumerable.Range(0, reports.Count).Where(i => active.Contains(deviceIds[i])).ToList();
+        await using var batch = new NpgsqlBatch(connection);
+        if (recordable.Count > 0)
         {
+            var next = 0;
+            foreach (var size in InsertSizes)
+            {
+                for (; recordable.Count - next >= size; next += size)
+                {
+                    var insert = new NpgsqlBatchCommand(InsertEventsSql[Array.IndexOf(InsertSizes, size)]);
+                    for (var k = next; k < next + size; k++)
+                    {
+                        var i = recordable[k];
+                        insert.Parameters.Add(new NpgsqlParameter<long> { TypedValue = deviceIds[i] });
+                        insert.Parameters.Add(new NpgsqlParameter<long> { TypedValue = projectId });
+                        insert.Parameters.Add(new NpgsqlParameter<string> { TypedValue = reports[i].Firmware });
+                        insert.Parameters.Add(new NpgsqlParameter<string> { TypedValue = reports[i].Status });
+                        insert.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.TimestampTz, Value = (object?)reports[i].OccurredAt ?? DBNull.Value });
+                        insert.Parameters.Add(new NpgsqlParameter<long> { TypedValue = lastArrival + 1 + k });
+                    }
+
+                    batch.BatchCommands.Add(insert);
+                }
+            }
+
+            foreach (var statement in KeepDerivedStateSql.Split(";\n"))
+            {
+                batch.BatchCommands.Add(new NpgsqlBatchCommand(statement)
+                {
+                    Parameters =
+                    {
+                        new("ProjectId", projectId),
+                        new("FirstArrival", lastArrival + 1),
+                        new("LastArrival", lastArrival + recordable.Count),
+                        new("SetsCurrentFirmware", FirmwareStatus.SetsCurrentFirmware.ToArray()),
+                    },
+                });
+            }
+        }
+
+        batch.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
+        var created = new List<FirmwareEvent>();
+        await using (var reader = await batch.ExecuteReaderAsync(cancellationToken))
+        {
+            do
+            {
+                while (await reader.ReadAsync(cancellationToken))
+                {
+                    created.Add(new FirmwareEvent(reader.GetInt64(0), reader.GetInt64(1), reader.GetInt64(2), reader.GetString(3),
+                        reader.GetString(4), reader.GetFieldValue<DateTime>(5), reader.GetFieldValue<DateTime>(6)));
+                }
+            }
+            while (await reader.NextResultAsync(cancellationToken));
         }
 
         return (locked, active, created);

@@ -37,7 +37,7 @@ public static class ReportGroupCommitExtensions
 /// together with every other waiting at that moment (one per device, up to
 /// <see cref="IngestOptions.MaxGroupSize"/> events) in one transaction per project, and is answered only after that
 /// transaction has committed: what is acknowledged is as durable as with one transaction per report, but
-/// PostgreSQL runs one statement, and flushes its log once, per project of a group.
+/// PostgreSQL runs one transaction of a few statements, and flushes its log once, per project of a group.
 /// Under light load a group is one report and nothing waits; under heavy load groups grow by themselves.
 /// A report whose device already has one in the group waits for the next group, so that each device's reports
 /// are still recorded one transaction at a time, each with its own receive time.

@@ -52,7 +52,7 @@ BEGIN
     GRANT UPDATE (devices, failed, rolled_back) ON firmware_version_counts TO firmware_manager_api;
     -- Each project's feed numbers: taken by ingest, one row per project.
     GRANT SELECT, INSERT ON project_event_arrivals TO firmware_manager_api;
-    GRANT UPDATE (last_arrival, batch_first) ON project_event_arrivals TO firmware_manager_api;
+    GRANT UPDATE (last_arrival) ON project_event_arrivals TO firmware_manager_api;
 
     -- The audit log is append-only for the API.
     GRANT SELECT, INSERT ON audit_log TO firmware_manager_api;
