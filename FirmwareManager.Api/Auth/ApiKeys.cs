@@ -251,20 +251,34 @@ public sealed class ApiKeys : IAsyncDisposable
                 continue;
             }
 
-            try
+            await AnswerAsync(group);
+        }
+    }
+
+    private async Task AnswerAsync(List<PendingLookup> group)
+    {
+        try
+        {
+            var found = await LookUpAsync(group);
+            foreach (var pending in group)
             {
-                var found = await LookUpAsync(group);
-                foreach (var pending in group)
-                {
-                    pending.TrySetResult(found.TryGetValue(pending.Digest, out var caller) ? caller : (null, null));
-                }
+                pending.TrySetResult(found.TryGetValue(pending.Digest, out var caller) ? caller : (null, null));
             }
-            catch (Exception e)
+        }
+        catch (PostgresException e) when (group.Count > 1 && e.SqlState.StartsWith("08", StringComparison.Ordinal))
+        {
+            // A node the group needed did not answer (on Citus, the worker of one digest's shard or of one project's):
+            // each key alone, so that only the lookups that need that node fail.
+            foreach (var pending in group)
             {
-                foreach (var pending in group)
-                {
-                    pending.TrySetException(e);
-                }
+                await AnswerAsync([pending]);
+            }
+        }
+        catch (Exception e)
+        {
+            foreach (var pending in group)
+            {
+                pending.TrySetException(e);
             }
         }
     }

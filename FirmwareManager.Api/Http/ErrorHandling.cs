@@ -91,6 +91,8 @@ internal sealed class DatabaseUnavailableHandler(IProblemDetailsService problems
         {
             KeyLookupsOverloadedException => (1, "Too many API keys are being looked up at once. Retry in 1 second; nothing was stored."),
             _ when IsConflict(exception) => (1, "The change met a concurrent one and could not be ordered after retries. Retry in 1 second; nothing was stored."),
+            _ when IsCommitOutcomeUnknown(exception) => (RetryAfterSeconds,
+                $"A database node went away while the change was committed, so it may or may not be stored. Retry in {RetryAfterSeconds} seconds: a repeated report is stored once."),
             _ when IsDatabaseUnavailable(exception) => (RetryAfterSeconds, $"The database is not reachable. Retry in {RetryAfterSeconds} seconds; nothing was stored."),
             _ => (0, null),
         };
@@ -120,6 +122,14 @@ internal sealed class DatabaseUnavailableHandler(IProblemDetailsService problems
     {
         PostgresException e when Database.Conflicts.IsConflict(e) => true,
         _ => exception.InnerException is not null && IsConflict(exception.InnerException),
+    };
+
+    // Citus, when a worker goes away while the coordinator commits the transaction there: XX000 (Citus' internal
+    // error class) with this message. The worker's outcome is unknown, and retrying is safe.
+    internal static bool IsCommitOutcomeUnknown(Exception exception) => exception switch
+    {
+        PostgresException { SqlState: "XX000" } e when e.MessageText.StartsWith("could not commit transaction", StringComparison.Ordinal) => true,
+        _ => exception.InnerException is not null && IsCommitOutcomeUnknown(exception.InnerException),
     };
 
     // Class 08 (connection exception) and 57P (the server shutting down or terminating the session, e.g.
