@@ -13,7 +13,7 @@
 #
 # Each node keeps its port (DIR/NODE/port): the coordinator's metadata names the workers by port. Settings:
 # FM_CITUS_DB (database), FM_CITUS_PORT (first port tried, default 25432), FM_CITUS_PG_OPTIONS (more postgres -c
-# options for every node, e.g. "-c shared_buffers=2GB"). Citus itself: ../shared/scripts/install-citus.sh, or
+# options for every node, e.g. "-c shared_buffers=2GB"; given to start, kept in DIR/pg-options for later nodes). Citus itself: ../shared/scripts/install-citus.sh, or
 # `apt-get install postgresql-15-citus` from Citus' own repository (docs/scale-out.md).
 set -euo pipefail
 
@@ -29,6 +29,13 @@ psql_node() { local port=$1; shift; PGOPTIONS="-c client_min_messages=warning" "
 say() { echo "citus-cluster: $*" >&2; }
 
 mkdir -p "$dir"
+dir=$(cd "$dir" && pwd)
+# A shard split (isolate_tenant_to_new_shard) decodes changes with Citus' own output plugin; PostgreSQL builds with
+# output_plugin_libraries (Debian's 15.20 has it) allow only the plugins it lists.
+plugins=""
+if "$pg_bin/postgres" --describe-config 2>/dev/null | grep -q '^output_plugin_libraries'; then
+  plugins="-c output_plugin_libraries=pgoutput,test_decoding,citus"
+fi
 [ "$(id -u)" -eq 0 ] && chown postgres: "$dir"
 
 # next_port: the first free port above every port this cluster already holds.
@@ -45,8 +52,8 @@ start_node() {
   if as_pg "$pg_bin/pg_ctl" status -D "$dir/$node/data" >/dev/null 2>&1; then return; fi
   port_free "$port" || { say "port $port of $node is taken; free it, or remove $dir to start over"; exit 1; }
   as_pg "$pg_bin/pg_ctl" start -w -t 60 -D "$dir/$node/data" -l "$dir/$node/postgres.log" \
-    -o "-p $port -k $dir/$node -c listen_addresses=127.0.0.1 -c shared_preload_libraries=citus \
-        -c max_connections=300 -c max_prepared_transactions=300 ${FM_CITUS_PG_OPTIONS:-}" >/dev/null ||
+    -o "-p $port -k $dir/$node -c listen_addresses=127.0.0.1 -c shared_preload_libraries=citus -c wal_level=logical \
+        -c max_connections=300 -c max_prepared_transactions=300 $plugins $(cat "$dir/pg-options" 2>/dev/null)" >/dev/null ||
     { tail -n 20 "$dir/$node/postgres.log" >&2; exit 1; }
 }
 
@@ -77,6 +84,8 @@ workers() { (cd "$dir" && ls -d worker* 2>/dev/null | sort -V) || true; }
 
 case "$command" in
   start)
+    # The options hold for every node started later too (start-node, add-worker).
+    [ -n "${FM_CITUS_PG_OPTIONS:-}" ] && printf '%s' "$FM_CITUS_PG_OPTIONS" > "$dir/pg-options"
     want=${3:-2}
     # Every node this cluster already has first: the coordinator's calls below reach its workers.
     for node in coordinator $(workers); do [ -f "$dir/$node/port" ] && start_node "$node"; done

@@ -70,10 +70,10 @@ Written by `bash bench/citus-plans.sh` on {datetime.date.today()} (Citus {os.env
 {os.environ['PG_VERSION'].split()[0]}, a coordinator and two workers on loopback, the demo data; docs/scale-out.md explains
 them). The coordinator logged every statement the API ran while it answered each hot path's requests, with its
 parameters; each is shown once per section with the plan Citus makes for it with those values. "Task Count: 1"
-is one task on one shard; an INSERT ... SELECT "pull to coordinator" runs its SELECT as one task and sends the
-rows to the one shard they belong to (the event ids come from the coordinator's sequence).
+is one task on one shard; an INSERT ... SELECT shown as "Citus INSERT ... SELECT" with "pull to coordinator"
+would move its rows through the coordinator, and commit in two phases (none does).
 `FirmwareManager.Tests/ScaleOut/HotPathsOnOneShardTests` fails when a statement of these paths needs more than
-one task.""")
+one task, and `bench/citus-ops.sh` when ingest makes a two-phase commit.""")
 section, seen = None, set()
 for i, (level, text) in enumerate(records):
     if level == 'LOG' and text.startswith('hot path: '):
@@ -106,5 +106,6 @@ PY
 tasks=$(grep -cE '^ *Task Count:' docs/citus-plans.md || true)
 multi=$(grep -E '^ *Task Count:' docs/citus-plans.md | grep -vc 'Task Count: 1$' || true)
 subplans=$(grep -c 'Distributed Subplan' docs/citus-plans.md || true)
-log "docs/citus-plans.md: $tasks distributed scans, $multi of them over more than one shard, $subplans subplans"
-[ "$tasks" -gt 0 ] && [ "$multi" -eq 0 ] && [ "$subplans" -eq 0 ]
+pulled=$(grep -c 'INSERT/SELECT method: pull to coordinator' docs/citus-plans.md || true)
+log "docs/citus-plans.md: $tasks distributed scans, $multi of them over more than one shard, $subplans subplans, $pulled through the coordinator"
+[ "$tasks" -gt 0 ] && [ "$multi" -eq 0 ] && [ "$subplans" -eq 0 ] && [ "$pulled" -eq 0 ]

@@ -34,69 +34,7 @@ psql_fm -c "CREATE TABLE acked (id bigint)"
 probe_key="fmd_b$(printf 1 | md5sum | cut -d' ' -f1)"
 printf '1,%s\n' "$probe_key" > "$raw/flooder.csv"
 
-failures=()
-fail() { failures+=("$*"); log "FAILED: $*"; }
-run_offset=0
-
-# load NAME URL CONNECTIONS: wrk posting events for the phase's duration, in the background; sets load_pid.
-load() {
-  local name=$1 url=$2 conns=$3
-  run_offset=$((run_offset + 1))
-  mkdir -p "$raw/$name.acks"
-  wrk -t2 -c"$conns" -d"${duration}s" --timeout 10s --latency -s bench/ingest.lua "$url" -- \
-    "$raw/fleet.csv" "$raw/$name.acks" "$run_offset" > "$raw/$name.wrk.txt" 2>&1 &
-  load_pid=$!
-}
-field() { sed -nE "s/^RESULT.* $2=([^ ]*).*/\1/p" "$raw/$1.wrk.txt" 2>/dev/null || true; }
-
-# status URL: the HTTP status of a GET (000 when no answer within 10 s).
-status() { curl -s -o /dev/null -m 10 -w '%{http_code}' "$1" || true; }
-# post_probe URL: one report from the probe device (unique timestamp); prints the status, records a 2xx's event id.
-post_probe() {
-  local us body code
-  us=$(date +%s%6N)
-  body=$(curl -s -m 10 -w '\n%{http_code}' -X POST "$1/firmware/1" -H "api_key: $probe_key" -H 'Content-Type: application/json' \
-    -d "{\"firmware\":\"9.9.9\",\"status\":\"downloading\",\"timestamp\":\"$(date -u -d "@${us:0:10}" +%Y-%m-%dT%H:%M:%S).${us:10:6}Z\"}" || true)
-  code=${body##*$'\n'}
-  [ "${code:0:1}" = 2 ] && printf '%s\n' "$body" | sed -nE 's/.*"id":([0-9]+).*/\1/p' >> "$raw/probe.acks/acks-probe.txt"
-  echo "${code:-000}"
-}
 mkdir -p "$raw/probe.acks"
-# until_ok URL: ms until a probe report is acknowledged (gives up after 30 s and prints -1).
-until_ok() {
-  local start; start=$(now_ms)
-  while [ $(( $(now_ms) - start )) -lt 30000 ]; do
-    [ "$(post_probe "$1" | cut -c1)" = 2 ] && { echo $(( $(now_ms) - start )); return; }
-    sleep 0.05
-  done
-  echo -1
-}
-# until_status URL CODE: ms until GET URL answers CODE (gives up after 30 s and prints -1).
-until_status() {
-  local start; start=$(now_ms)
-  while [ $(( $(now_ms) - start )) -lt 30000 ]; do
-    [ "$(status "$1")" = "$2" ] && { echo $(( $(now_ms) - start )); return; }
-    sleep 0.05
-  done
-  echo -1
-}
-
-# check NAME: every acknowledged id of the phase is in the table; nothing stored twice; no 500. Adds a row.
-rows=()
-check() {
-  local name=$1 recovery=${2:-} acked stored missing dupes statuses
-  cat "$raw/$name".acks/*.txt 2>/dev/null | grep -E '^[0-9]+$' > "$raw/$name.acked" || true
-  acked=$(wc -l < "$raw/$name.acked")
-  psql_fm -c "TRUNCATE acked" -c "\\copy acked FROM '$raw/$name.acked'"
-  missing=$(psql_fm -tAc "SELECT count(*) FROM acked AS a WHERE NOT EXISTS (SELECT 1 FROM firmware_events AS e WHERE e.id = a.id)")
-  dupes=$(psql_fm -tAc "SELECT count(*) - count(DISTINCT (device_id, firmware, status, occurred_at)) FROM firmware_events")
-  statuses=$(field "$name" errors)
-  [ "$missing" -eq 0 ] || fail "$name: $missing acknowledged events are not in the table"
-  [ "$dupes" -eq 0 ] || fail "$name: $dupes events stored twice"
-  case " $statuses " in *" 500:"*) fail "$name: the API answered 500 ($statuses)";; esac
-  rows+=("| $name | $(field "$name" requests) | $acked | $missing | ${statuses:-none} | $(field "$name" socket_errors) | $(field "$name" max_ms) | $recovery |")
-  log "$name: $acked acknowledged, $missing missing, $dupes duplicates; other answers: ${statuses:-none}; $recovery"
-}
 
 # A database outage: PostgreSQL stopped (fast), down for a while, started again.
 log "fault: PostgreSQL stopped for ${outage} s under load"
@@ -201,9 +139,7 @@ check probe "device 1's single reports while faults were recovering (curl, one a
 
 results="$out/faults.md"
 {
-  echo "| phase | requests | acknowledged (2xx) | acknowledged but not stored | other answers | connection errors | slowest answer ms | notes |"
-  echo "|---|---|---|---|---|---|---|---|"
-  printf '%s\n' "${rows[@]}"
+  results_table
   echo
   echo "wrk, 2 threads, $duration s a phase, reports from $((devices - 1)) devices with their own keys; PostgreSQL $("$pg_bin/postgres" --version | awk '{ print $3 }') with fsync and synchronous_commit on."
 } > "$results"
@@ -213,13 +149,5 @@ if [ "$profile" = full ]; then
   { sed -n '1,/<!-- faults:begin -->/p' "$doc"; echo; echo "Produced by \`bench/faults.sh\` on $(date -u +%Y-%m-%d)."; echo; cat "$results"; echo; sed -n '/<!-- faults:end -->/,$p' "$doc"; } > "$doc.new"
   mv "$doc.new" "$doc"
 fi
-if [ ${#failures[@]} -gt 0 ]; then
-  # CI keeps only what is printed: the errors the API logged (a 500's exception among them) say why.
-  for f in "$raw"/api*.log; do
-    echo "--- errors in $f"
-    grep -A 30 -E '^\[[0-9:]+ (ERR|FTL)\]' "$f" | grep -v -E 'responded (503|429)|^\[[0-9:]+ (INF|WRN)\]' | head -n 120 || true
-  done >&2
-  printf 'faults: %s\n' "${failures[@]}" >&2
-  exit 1
-fi
+exit_on_failures faults
 log "done: nothing acknowledged was lost"

@@ -69,6 +69,8 @@ start_api() {
 }
 
 cleanup() {
+  # A load still running when a step failed.
+  [ -n "${load_pid:-}" ] && kill "$load_pid" 2>/dev/null || true
   for pid in "${api_pids[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true; done
   if [ -n "$citus_dir" ]; then
     bash "$root/bench/citus-cluster.sh" stop "$citus_dir" || true
@@ -85,3 +87,92 @@ trap cleanup EXIT
 cpu_of() { local total=0 t; for p in "$@"; do t=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0); total=$((total + t)); done; echo "$total"; }
 pg_pids() { echo "$postmaster" $(pgrep -P "$postmaster" || true); }
 clk=$(getconf CLK_TCK)
+
+# Load and its check, for bench/faults.sh and bench/citus-ops.sh. They need raw (the run's folder, with fleet.csv:
+# the devices wrk reports from), duration (seconds of load), probe_key (device 1's key: the probe device, kept out
+# of fleet.csv), psql_fm, and a table acked (id bigint) in the database.
+failures=()
+fail() { failures+=("$*"); log "FAILED: $*"; }
+run_offset=0
+
+# load NAME URL CONNECTIONS [SECONDS]: wrk posting events for the phase's duration (or SECONDS: SIGINT ends it
+# sooner, with its summary), in the background; sets load_pid.
+load() {
+  local name=$1 url=$2 conns=$3 seconds=${4:-$duration}
+  run_offset=$((run_offset + 1))
+  mkdir -p "$raw/$name.acks"
+  wrk -t2 -c"$conns" -d"${seconds}s" --timeout 10s --latency -s bench/ingest.lua "$url" -- \
+    "$raw/fleet.csv" "$raw/$name.acks" "$run_offset" > "$raw/$name.wrk.txt" 2>&1 &
+  load_pid=$!
+}
+field() { sed -nE "s/^RESULT.* $2=([^ ]*).*/\1/p" "$raw/$1.wrk.txt" 2>/dev/null || true; }
+
+# status URL: the HTTP status of a GET (000 when no answer within 10 s).
+status() { curl -s -o /dev/null -m 10 -w '%{http_code}' "$1" || true; }
+# post_probe URL [DEVICE KEY]: one report from the probe device (device 1 unless given; unique timestamp); prints
+# the status, records a 2xx's event id.
+post_probe() {
+  local us body code device=${2:-1} key=${3:-$probe_key}
+  us=$(date +%s%6N)
+  body=$(curl -s -m 10 -w '\n%{http_code}' -X POST "$1/firmware/$device" -H "api_key: $key" -H 'Content-Type: application/json' \
+    -d "{\"firmware\":\"9.9.9\",\"status\":\"downloading\",\"timestamp\":\"$(date -u -d "@${us:0:10}" +%Y-%m-%dT%H:%M:%S).${us:10:6}Z\"}" || true)
+  code=${body##*$'\n'}
+  mkdir -p "$raw/probe.acks"
+  [ "${code:0:1}" = 2 ] && printf '%s\n' "$body" | sed -nE 's/.*"id":([0-9]+).*/\1/p' >> "$raw/probe.acks/acks-probe.txt"
+  echo "${code:-000}"
+}
+# until_ok URL [DEVICE KEY]: ms until a probe report is acknowledged (gives up after 30 s and prints -1).
+until_ok() {
+  local start; start=$(now_ms)
+  while [ $(( $(now_ms) - start )) -lt 30000 ]; do
+    [ "$(post_probe "$@" | cut -c1)" = 2 ] && { echo $(( $(now_ms) - start )); return; }
+    sleep 0.05
+  done
+  echo -1
+}
+# until_status URL CODE: ms until GET URL answers CODE (gives up after 30 s and prints -1).
+until_status() {
+  local start; start=$(now_ms)
+  while [ $(( $(now_ms) - start )) -lt 30000 ]; do
+    [ "$(status "$1")" = "$2" ] && { echo $(( $(now_ms) - start )); return; }
+    sleep 0.05
+  done
+  echo -1
+}
+
+# check NAME: every acknowledged id of the phase is in the table; nothing stored twice; no 500. Adds a row.
+rows=()
+check() {
+  local name=$1 recovery=${2:-} acked stored missing dupes statuses
+  cat "$raw/$name".acks/*.txt 2>/dev/null | grep -E '^[0-9]+$' > "$raw/$name.acked" || true
+  acked=$(wc -l < "$raw/$name.acked")
+  psql_fm -c "TRUNCATE acked" -c "\\copy acked FROM '$raw/$name.acked'"
+  # EXCEPT, not a join: on Citus acked is a table of the coordinator alone, which Citus does not join to a distributed one.
+  missing=$(psql_fm -tAc "SELECT count(*) FROM (SELECT id FROM acked EXCEPT SELECT id FROM firmware_events) AS m")
+  dupes=$(psql_fm -tAc "SELECT count(*) FROM (SELECT FROM firmware_events GROUP BY project_id, device_id, firmware, status, occurred_at HAVING count(*) > 1) AS d")
+  statuses=$(field "$name" errors)
+  [ "$missing" -eq 0 ] || fail "$name: $missing acknowledged events are not in the table"
+  [ "$dupes" -eq 0 ] || fail "$name: $dupes events stored twice"
+  case " $statuses " in *" 500:"*) fail "$name: the API answered 500 ($statuses)";; esac
+  rows+=("| $name | $(field "$name" requests) | $acked | $missing | ${statuses:-none} | $(field "$name" socket_errors) | $(field "$name" max_ms) | $recovery |")
+  log "$name: $acked acknowledged, $missing missing, $dupes duplicates; other answers: ${statuses:-none}; $recovery"
+}
+
+
+# results_table: the phases' rows under their header.
+results_table() {
+  echo "| phase | requests | acknowledged (2xx) | acknowledged but not stored | other answers | connection errors | slowest answer ms | notes |"
+  echo "|---|---|---|---|---|---|---|---|"
+  printf '%s\n' "${rows[@]}"
+}
+# exit_on_failures NAME: when a check failed, prints the errors the API logged (a 500's exception among them: CI
+# keeps only what is printed) and the failures, and exits 1.
+exit_on_failures() {
+  [ ${#failures[@]} -eq 0 ] && return
+  for f in "$raw"/api*.log; do
+    echo "--- errors in $f"
+    grep -A 30 -E '^\[[0-9:]+ (ERR|FTL)\]' "$f" | grep -v -E 'responded (503|429)|^\[[0-9:]+ (INF|WRN)\]' | head -n 120 || true
+  done >&2
+  printf '%s: %s\n' "$1" "${failures[@]}" >&2
+  exit 1
+}
