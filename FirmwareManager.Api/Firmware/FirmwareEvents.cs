@@ -1,6 +1,5 @@
 using System.Globalization;
 using Dapper;
-using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Http;
 using Npgsql;
 using NpgsqlTypes;
@@ -28,7 +27,7 @@ public enum ReportOutcome
 }
 
 /// <summary>The firmware_events table and the device state that follows it.</summary>
-public sealed class FirmwareEvents(NpgsqlDataSource dataSource, DatabaseEngine engine)
+public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
 {
     // Taken first, in a statement of its own: the events of one device are recorded one transaction at a
     // time, and the statement that records them then reads the device's state as the previous one left it.
@@ -95,8 +94,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, DatabaseEngine e
             $"(${(row * 6) + 1}, ${(row * 6) + 2}, ${(row * 6) + 3}, ${(row * 6) + 4}, COALESCE(${(row * 6) + 5}, now()), ${(row * 6) + 6})")))
         + InsertEventsReturning).ToArray();
 
-    // The derived state follows from the events this transaction stored: those with the numbers it gave (a list,
-    // not a range, so that PostgreSQL's generic plan expects a few rows, as there are). Each statement
+    // The derived state follows from the events this transaction stored: those numbered in its range. Each statement
     // below reads them (through firmware_events_project_feed_idx) as a subquery, not a CTE: Citus sends a
     // statement with a CTE that writes, or an INSERT with any CTE, to the workers in steps, and a statement whose
     // every table is filtered by one project to that project's node in one (docs/scale-out.md). The project id each
@@ -116,7 +114,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, DatabaseEngine e
                 LEAST(e.occurred_at, e.received_at + interval '1 day') AS device_at
          FROM firmware_events AS e
          WHERE e.project_id = @ProjectId
-           AND e.arrival = ANY(@Arrivals))
+           AND e.arrival BETWEEN @FirstArrival AND @LastArrival)
         """;
 
     // Devices whose current firmware moves: to their newest installed/updated/rolled_back report by the device's
@@ -247,10 +245,8 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, DatabaseEngine e
         """;
 
     // The first round trip: BEGIN, the locks and the check; the second, once the client knows which reports are
-    // recordable and their numbers: the events, the derived state and COMMIT. On PostgreSQL the transaction runs
-    // its statements on their generic plans (GenericPlan): planned anew, these joins cost as much as running them
-    // (bench/run.sh, raw/ingest-statements.txt: 2.1 ms of planning a transaction against 2 ms of execution).
-    private const string LockAndCheckSql = LockDevicesSql + ";\n" + ActiveDevicesSql + ";\n" + LockArrivalsSql;
+    // recordable and their numbers: the events, the derived state and COMMIT.
+    private const string LockAndCheckSql = "BEGIN;\n" + LockDevicesSql + ";\n" + ActiveDevicesSql + ";\n" + LockArrivalsSql;
 
     private const string KeepDerivedStateSql = StoreLastArrivalSql + ";\n" + CountVersionsSql + ";\n" + KeepVersionStatusSql + ";\n" + KeepDeviceStateSql;
 
@@ -323,7 +319,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, DatabaseEngine e
     // to the pool. Plain readers, not Dapper's GridReader: when the connection breaks mid-read (pg_terminate_backend,
     // a restart), the grid's cleanup asks the closed reader for its next result and throws "The reader is closed"
     // (a 500) in place of the database's error.
-    private async Task<(HashSet<long> Locked, HashSet<long> Active, List<FirmwareEvent> Created)> RecordInTwoRoundTripsAsync(
+    private static async Task<(HashSet<long> Locked, HashSet<long> Active, List<FirmwareEvent> Created)> RecordInTwoRoundTripsAsync(
         NpgsqlConnection connection, long projectId, long[] deviceIds, long[] keyIds, List<NewFirmwareEvent> reports,
         CancellationToken cancellationToken)
     {
@@ -331,8 +327,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, DatabaseEngine e
         var active = new HashSet<long>();
         long lastArrival = 0;
         await using (var reader = await connection.ExecuteReaderAsync(new CommandDefinition(
-            (engine.IsCitus ? "BEGIN;\n" : "BEGIN;\nSET LOCAL plan_cache_mode = force_generic_plan;\n") + LockAndCheckSql,
-            new { ProjectId = projectId, DeviceIds = deviceIds, KeyIds = keyIds }, cancellationToken: cancellationToken)))
+            LockAndCheckSql, new { ProjectId = projectId, DeviceIds = deviceIds, KeyIds = keyIds }, cancellationToken: cancellationToken)))
         {
             while (await reader.ReadAsync(cancellationToken))
             {
@@ -381,7 +376,6 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, DatabaseEngine e
                 }
             }
 
-            var arrivals = Enumerable.Range(1, recordable.Count).Select(n => lastArrival + n).ToArray();
             foreach (var statement in KeepDerivedStateSql.Split(";\n"))
             {
                 batch.BatchCommands.Add(new NpgsqlBatchCommand(statement)
@@ -389,7 +383,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, DatabaseEngine e
                     Parameters =
                     {
                         new("ProjectId", projectId),
-                        new("Arrivals", arrivals),
+                        new("FirstArrival", lastArrival + 1),
                         new("LastArrival", lastArrival + recordable.Count),
                         new("SetsCurrentFirmware", FirmwareStatus.SetsCurrentFirmware.ToArray()),
                     },
