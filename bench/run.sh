@@ -1,15 +1,25 @@
 #!/usr/bin/env bash
-# The benchmark: bench/run.sh [--quick]   (docs/performance.md explains the figures)
+# The benchmark: bench/run.sh [--quick] [--engine citus]   (docs/performance.md explains the figures)
 # Builds the API in Release, starts a fresh PostgreSQL cluster and the API on loopback, provisions a fleet
 # (full: 1,000,000 devices in 10 projects, one of 200,000, and 10,000,000 events), then runs each phase for a
 # bounded time with wrk and pgbench and writes bench/out/results.md (and, in the full profile, the results
 # section of docs/performance.md). --quick: a small fleet and 3-second phases, for CI: it checks only that every
-# phase completes and that no acknowledged event is lost, never a timing.
+# phase completes and that no acknowledged event is lost, never a timing. --engine citus: the same on a Citus
+# coordinator and two workers on this machine (bench/citus-cluster.sh), results in bench/out/results-citus.md
+# (docs/scale-out.md reads them; docs/performance.md is left as it is).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 profile=full
-[ "${1:-}" = "--quick" ] && profile=quick
+engine=postgresql
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) profile=quick ;;
+    --engine) engine=${2:?--engine postgresql|citus}; shift ;;
+    *) echo "usage: bench/run.sh [--quick] [--engine postgresql|citus]" >&2; exit 2 ;;
+  esac
+  shift
+done
 if [ "$profile" = quick ]; then
   devices=20000; big=4000; events_per_device=5; duration=3; sample=5000; warmup=1; warm_max=3
   enroll_calls=2; enroll_per_call=5000
@@ -23,9 +33,18 @@ mkdir -p "$raw"
 rm -f "$raw"/*
 
 build_api
-# pg_stat_statements: each phase's statements, with their planning, go to raw/PHASE-statements.txt.
-start_cluster -c shared_buffers=2GB -c max_wal_size=8GB -c checkpoint_timeout=30min \
-  -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on
+# pg_stat_statements: each phase's statements, with their planning, go to raw/PHASE-statements.txt (on Citus, the
+# coordinator's).
+settings=(-c shared_buffers=2GB -c max_wal_size=8GB -c checkpoint_timeout=30min -c pg_stat_statements.track_planning=on)
+if [ "$engine" = citus ]; then
+  start_citus "${settings[@]}" -c shared_preload_libraries=citus,pg_stat_statements
+  # The CPU of every node's processes counts as PostgreSQL's.
+  pg_pids() { for f in "$citus_dir"/*/data/postmaster.pid; do p=$(head -n 1 "$f"); echo "$p" $(pgrep -P "$p" || true); done; }
+  checkpoint() { for node in "$citus_dir"/*/port; do "$pg_bin/psql" -h 127.0.0.1 -p "$(cat "$node")" -U postgres -d fm -X -qc "CHECKPOINT"; done; }
+else
+  start_cluster "${settings[@]}" -c shared_preload_libraries=pg_stat_statements
+  checkpoint() { psql_fm -c "CHECKPOINT"; }
+fi
 api_port=$(free_port 18080)
 log "starting the API on 127.0.0.1:$api_port (empty database: it applies the migrations)"
 start_ns=$(date +%s%N)
@@ -41,7 +60,10 @@ psql_fm -c "VACUUM ANALYZE"
 # Loading 10 million rows leaves gigabytes of dirty buffers: without a checkpoint here, the first phase would
 # measure PostgreSQL writing them out (the ingest phase of the first group-commit run: 1,124 req/s with the CPU
 # two-thirds idle). The phases measure the service, from a checkpointed database, as pgbench's own runs do.
-psql_fm -c "CHECKPOINT" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"
+checkpoint
+psql_fm -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"
+# pgbench's ceiling table is distributed like the events it stands for.
+[ "$engine" = citus ] && psql_fm -c "SELECT create_distributed_table('bench_events', 'project_id', colocate_with => 'firmware_events')" >/dev/null
 psql_fm -c "\\copy (SELECT id, 'fmd_b' || md5(id::text) FROM devices ORDER BY id) TO '$out/devices.csv' CSV"
 psql_fm -c "\\copy (SELECT id, 'fmd_b' || md5(id::text) FROM devices ORDER BY random() LIMIT $sample) TO '$out/sample.csv' CSV"
 provision_s=$(( $(date +%s) - prov_start ))
@@ -49,6 +71,7 @@ log "provisioned in ${provision_s} s (ids and keys: bench/out/devices.csv)"
 member_key=fmm_bench_admin_1
 
 results="$out/results.md"
+[ "$engine" = citus ] && results="$out/results-citus.md"
 {
   echo "| phase | connections | requests/s | p50 ms | p99 ms | p99.9 ms | non-2xx | CPU s: API / PostgreSQL / wrk |"
   echo "|---|---|---|---|---|---|---|---|"
@@ -169,7 +192,7 @@ warm devices-on-version 16 fleet.lua "$member_key" "/devices?firmware=1.6.0&limi
 wrk_phase devices-on-version 16 fleet.lua "$member_key" "/devices?firmware=1.6.0&limit=100" >/dev/null
 
 log "phase 5: the database's own ceilings (pgbench, 16 clients)"
-psql_fm -c "CHECKPOINT"
+checkpoint
 pgbench_run() {
   local name=$1 script=$2
   "$pg_bin/pgbench" -h 127.0.0.1 -p "$pg_port" -U postgres -n -c 16 -j 2 -T "$duration" -D devices="$devices" -D big="$big" \
@@ -207,11 +230,12 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else
   echo "| startup to healthy on an empty database < 3 s | $startup_s s | |"
   echo
   echo "Fleet: $devices devices ($big in project 1), $((devices * events_per_device)) events before the phases; provisioned in ${provision_s} s."
+  [ "$engine" = citus ] && echo "Engine: Citus $(psql_fm -Atc "SELECT extversion FROM pg_extension WHERE extname = 'citus'"), a coordinator and two workers on this machine, $(psql_fm -Atc "SHOW citus.shard_count") shards per table; PostgreSQL's CPU is all three nodes'."
   echo "Lost or duplicated acknowledged events: $([ "$lost" -eq 0 ] && echo none || echo SEE raw/*-check.txt)."
 } >> "$results"
 cat "$results"
 
-if [ "$profile" = full ]; then
+if [ "$profile" = full ] && [ "$engine" = postgresql ]; then
   doc=docs/performance.md
   { sed -n '1,/<!-- results:begin -->/p' "$doc"; echo; echo "Produced by \`bench/run.sh\` on $(date -u +%Y-%m-%d)."; echo; cat "$results"; echo; sed -n '/<!-- results:end -->/,$p' "$doc"; } > "$doc.new"
   mv "$doc.new" "$doc"
