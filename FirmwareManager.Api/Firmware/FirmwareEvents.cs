@@ -248,7 +248,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
     // recordable and their numbers: the events, the derived state and COMMIT.
     private const string LockAndCheckSql = "BEGIN;\n" + LockDevicesSql + ";\n" + ActiveDevicesSql + ";\n" + LockArrivalsSql;
 
-    private const string KeepDerivedStateSql = StoreLastArrivalSql + ";\n" + CountVersionsSql + ";\n" + KeepVersionStatusSql + ";\n" + KeepDeviceStateSql;
+    private static readonly string[] KeepDerivedStateSql = [StoreLastArrivalSql, CountVersionsSql, KeepVersionStatusSql, KeepDeviceStateSql];
 
     /// <summary>
     /// Stores the reports of several devices of one project (one report or a batch each) in one transaction: the
@@ -376,7 +376,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
                 }
             }
 
-            foreach (var statement in KeepDerivedStateSql.Split(";\n"))
+            foreach (var statement in KeepDerivedStateSql)
             {
                 batch.BatchCommands.Add(new NpgsqlBatchCommand(statement)
                 {
