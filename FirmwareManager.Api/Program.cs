@@ -68,6 +68,7 @@ try
     app.UseStatusCodePages();
     app.UseAuthentication();
     app.UseAuthorization();
+    app.UseReadYourWrites();
     app.UseRequestLimits();
 
     // Endpoints

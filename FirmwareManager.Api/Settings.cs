@@ -112,12 +112,13 @@ public static class SettingsExtensions
     /// <summary>
     /// The connection string migrations (and the demo data, and create-project) run with: the schema owner's, when
     /// <c>ConnectionStrings:FirmwareManagerMigrations</c> is set, so that the service itself can run as a role
-    /// without DDL rights (migration 0008); otherwise the service's own.
+    /// without DDL rights (migration 0008); otherwise the service's own. With several hosts, the primary's.
     /// </summary>
     public static string GetMigrationsConnectionString(this IConfiguration configuration)
     {
         var migrations = configuration.GetConnectionString(MigrationsConnectionStringName);
-        return string.IsNullOrWhiteSpace(migrations) ? configuration.GetFirmwareManagerConnectionString() : migrations;
+        return Database.DatabaseExtensions.ForPrimary(
+            string.IsNullOrWhiteSpace(migrations) ? configuration.GetFirmwareManagerConnectionString() : migrations);
     }
 
     public static WebApplicationBuilder AddFirmwareManagerSettings(this WebApplicationBuilder builder)

@@ -1,5 +1,6 @@
 using System.Globalization;
 using FirmwareManager.Api.Auth;
+using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Http;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
@@ -18,7 +19,8 @@ public static class AuditApi
     }
 
     private static async Task<Results<Ok<List<AuditEntryResponse>>, ProblemHttpResult>> AuditPageAsync(
-        [FromQuery] string? limit, [FromQuery] string? cursor, HttpContext http, AuditLog audit, Cursors cursors, CancellationToken cancellationToken)
+        [FromQuery] string? limit, [FromQuery] string? cursor, HttpContext http, AuditLog audit, Cursors cursors, ReadRouting reads,
+        CancellationToken cancellationToken)
     {
         var errors = new Dictionary<string, string[]>();
         var page = PageRequest.Parse(limit, cursor, errors);
@@ -28,11 +30,12 @@ public static class AuditApi
         }
 
         var caller = Caller.From(http.User);
+        var read = reads.For(caller);
         var scope = string.Create(CultureInfo.InvariantCulture, $"audit|{caller.ProjectId}");
         var beforeId = long.MaxValue;
         if (page.Cursor is not null)
         {
-            var position = await cursors.DecodeAsync(scope, page.Cursor, reader => new IdPosition(reader.ReadInt64()), cancellationToken);
+            var position = await cursors.DecodeAsync(scope, page.Cursor, read, reader => new IdPosition(reader.ReadInt64()), cancellationToken);
             if (position is null)
             {
                 return PageResults.InvalidCursor();
@@ -41,12 +44,12 @@ public static class AuditApi
             beforeId = position.Id;
         }
 
-        var entries = await audit.PageAsync(caller.ProjectId, beforeId, page.Limit + 1, cancellationToken);
+        var entries = await audit.PageAsync(caller.ProjectId, beforeId, page.Limit + 1, read, cancellationToken);
         string? next = null;
         if (entries.Count > page.Limit)
         {
             var lastId = entries[page.Limit - 1].Id;
-            next = await cursors.EncodeAsync(scope, writer => writer.Write(lastId), cancellationToken);
+            next = await cursors.EncodeAsync(scope, read, writer => writer.Write(lastId), cancellationToken);
         }
 
         return PageResults.Page(http, entries.Take(page.Limit).Select(AuditEntryResponse.From).ToList(), next);

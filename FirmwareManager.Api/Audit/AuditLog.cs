@@ -1,6 +1,7 @@
 using System.Text.Json;
 using Dapper;
 using FirmwareManager.Api.Auth;
+using FirmwareManager.Api.Database;
 using Npgsql;
 
 namespace FirmwareManager.Api.Audit;
@@ -55,7 +56,7 @@ public sealed record AuditEntry(
     string Details, DateTime CreatedAt);
 
 /// <summary>The audit log: written inside the transaction of the change it records; read newest first.</summary>
-public sealed class AuditLog(NpgsqlDataSource dataSource)
+public sealed class AuditLog(ReadRouting reads)
 {
     private const string RecordSql = """
         INSERT INTO audit_log (project_id, actor_kind, actor_id, actor_key_prefix, action, target_kind, target_id, details)
@@ -97,13 +98,10 @@ public sealed class AuditLog(NpgsqlDataSource dataSource)
         LIMIT @Limit
         """;
 
-    public async Task<IReadOnlyList<AuditEntry>> PageAsync(long projectId, long beforeId, int limit, CancellationToken cancellationToken)
-    {
-        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        var entries = await connection.QueryAsync<AuditEntry>(new CommandDefinition(
-            PageSql, new { ProjectId = projectId, BeforeId = beforeId, Limit = limit }, cancellationToken: cancellationToken));
-        return entries.AsList();
-    }
+    public Task<IReadOnlyList<AuditEntry>> PageAsync(long projectId, long beforeId, int limit, ReadContext read, CancellationToken cancellationToken) =>
+        reads.RunAsync<IReadOnlyList<AuditEntry>>(read, async connection => (await connection.QueryAsync<AuditEntry>(new CommandDefinition(
+            PageSql, new { ProjectId = projectId, BeforeId = beforeId, Limit = limit }, cancellationToken: cancellationToken))).AsList(),
+            cancellationToken);
 }
 
 public sealed record AuditEntryResponse(

@@ -9,39 +9,72 @@ public static class DatabaseExtensions
     public static IServiceCollection AddDatabase(this IServiceCollection services, IConfiguration configuration)
     {
         var connectionString = configuration.GetFirmwareManagerConnectionString();
-        services.AddSingleton(sp =>
+        var hosts = new NpgsqlConnectionStringBuilder(connectionString).Host ?? "";
+        if (hosts.Contains(',', StringComparison.Ordinal))
         {
-            var builder = new NpgsqlDataSourceBuilder(connectionString)
-            {
-                // The pool's name labels its metrics: a fixed word, never the connection string.
-                Name = "firmware_manager",
-            };
+            // Several hosts: a primary and hot standbys (README, "Read replicas"). One multi-host data source, and two
+            // views of it: the service's own data source always reaches the primary (writes, key lookups, reads that
+            // must see their own writes), and ReadRouting's prefers a standby.
+            services.AddSingleton(sp => ConfigureDataSource(connectionString, sp).BuildMultiHost());
+            services.AddSingleton<NpgsqlDataSource>(sp =>
+                sp.GetRequiredService<NpgsqlMultiHostDataSource>().WithTargetSession(TargetSessionAttributes.Primary));
+            services.AddSingleton(sp => new StandbyDataSource(
+                sp.GetRequiredService<NpgsqlMultiHostDataSource>().WithTargetSession(TargetSessionAttributes.PreferStandby)));
+        }
+        else
+        {
+            services.AddSingleton(sp => ConfigureDataSource(connectionString, sp).Build());
+            services.AddSingleton(new StandbyDataSource(null));
+        }
 
-            // Every request runs the same few statements: prepare them once per connection rather than have
-            // PostgreSQL parse and plan each again (the recording statement's plan is the costliest part of a
-            // report). The connection string can still set its own values.
-            if (builder.ConnectionStringBuilder.MaxAutoPrepare == 0)
-            {
-                builder.ConnectionStringBuilder.MaxAutoPrepare = 64;
-                builder.ConnectionStringBuilder.AutoPrepareMinUsages = 2;
-            }
-
-            // Npgsql resets a pooled connection's session before handing it out again: with prepared statements,
-            // seven statements (RESET ALL, UNLISTEN *, pg_advisory_unlock_all(), ...) ahead of the next command,
-            // on every request. The service leaves no session state behind (no SET, LISTEN or temporary table;
-            // its one advisory lock is released in a finally), so it has nothing to reset.
-            // (NpgsqlConnectionStringBuilder.ContainsKey answers whether a keyword exists, not whether it was set.)
-            if (!SetsKeyword(connectionString, "No Reset On Close"))
-            {
-                builder.ConnectionStringBuilder.NoResetOnClose = true;
-            }
-            return builder.UseLoggerFactory(sp.GetRequiredService<ILoggerFactory>()).Build();
-        });
+        services.AddSingleton<ReadRouting>();
         services.AddSingleton(sp => DatabaseEngine.Detect(sp.GetRequiredService<NpgsqlDataSource>()));
         // One instance: it shares its answer between the requests of a second (see the class).
         services.AddSingleton<DatabaseHealthCheck>();
         services.AddHealthChecks().AddCheck<DatabaseHealthCheck>("database");
         return services;
+    }
+
+    private static NpgsqlDataSourceBuilder ConfigureDataSource(string connectionString, IServiceProvider services)
+    {
+        var builder = new NpgsqlDataSourceBuilder(connectionString)
+        {
+            // The pool's name labels its metrics: a fixed word, never the connection string.
+            Name = "firmware_manager",
+        };
+
+        // Every request runs the same few statements: prepare them once per connection rather than have
+        // PostgreSQL parse and plan each again (the recording statement's plan is the costliest part of a
+        // report). The connection string can still set its own values.
+        if (builder.ConnectionStringBuilder.MaxAutoPrepare == 0)
+        {
+            builder.ConnectionStringBuilder.MaxAutoPrepare = 64;
+            builder.ConnectionStringBuilder.AutoPrepareMinUsages = 2;
+        }
+
+        // Npgsql resets a pooled connection's session before handing it out again: with prepared statements,
+        // seven statements (RESET ALL, UNLISTEN *, pg_advisory_unlock_all(), ...) ahead of the next command,
+        // on every request. The service leaves no session state behind (no SET, LISTEN or temporary table;
+        // its one advisory lock is released in a finally), so it has nothing to reset.
+        // (NpgsqlConnectionStringBuilder.ContainsKey answers whether a keyword exists, not whether it was set.)
+        if (!SetsKeyword(connectionString, "No Reset On Close"))
+        {
+            builder.ConnectionStringBuilder.NoResetOnClose = true;
+        }
+
+        return builder.UseLoggerFactory(services.GetRequiredService<ILoggerFactory>());
+    }
+
+    /// <summary>
+    /// <paramref name="connectionString"/> for a single connection that writes (migrations, commands): with several
+    /// hosts, bound to the primary unless it says otherwise, since Npgsql would otherwise take the first that answers.
+    /// </summary>
+    public static string ForPrimary(string connectionString)
+    {
+        var builder = new NpgsqlConnectionStringBuilder(connectionString);
+        return builder.Host?.Contains(',', StringComparison.Ordinal) == true && !SetsKeyword(connectionString, "Target Session Attributes")
+            ? new NpgsqlConnectionStringBuilder(connectionString) { TargetSessionAttributes = "primary" }.ConnectionString
+            : connectionString;
     }
 
     /// <summary>Whether the connection string itself sets <paramref name="keyword"/>, in any spacing or case.</summary>

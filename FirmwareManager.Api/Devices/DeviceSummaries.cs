@@ -18,7 +18,7 @@ public sealed record DeviceSummary(
     DateTime? DecommissionedAt);
 
 /// <summary>The devices table, as the fleet views read it.</summary>
-public sealed class DeviceSummaries(NpgsqlDataSource dataSource, DatabaseEngine engine)
+public sealed class DeviceSummaries(ReadRouting reads, DatabaseEngine engine)
 {
     // Devices in id order after the cursor. With a firmware filter this is a range of
     // devices_project_firmware_idx; without, of devices_project_id_id_idx. Devices that never reported
@@ -62,11 +62,10 @@ public sealed class DeviceSummaries(NpgsqlDataSource dataSource, DatabaseEngine 
 
     public async Task<IReadOnlyList<DeviceSummary>> PageAsync(
         long projectId, string? firmware, string[] statusOfLastEvent, DateTime? silentSince, long afterId, int limit,
-        CancellationToken cancellationToken)
+        ReadContext read, CancellationToken cancellationToken)
     {
-        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         var filters = (firmware is null ? 0 : 1) | (statusOfLastEvent.Length == 0 ? 0 : 2) | (silentSince is null ? 0 : 4);
-        var devices = await connection.QueryAsync<DeviceSummary>(new CommandDefinition(_pageSql[filters], new
+        var parameters = new
         {
             ProjectId = projectId,
             AfterId = afterId,
@@ -74,8 +73,10 @@ public sealed class DeviceSummaries(NpgsqlDataSource dataSource, DatabaseEngine 
             Statuses = statusOfLastEvent,
             SilentSince = silentSince,
             Limit = limit,
-        }, cancellationToken: cancellationToken));
-        return devices.AsList();
+        };
+        return await reads.RunAsync<IReadOnlyList<DeviceSummary>>(read, async connection =>
+            (await connection.QueryAsync<DeviceSummary>(new CommandDefinition(_pageSql[filters], parameters, cancellationToken: cancellationToken))).AsList(),
+            cancellationToken);
     }
 
     private const string FindSql = """
@@ -96,12 +97,10 @@ public sealed class DeviceSummaries(NpgsqlDataSource dataSource, DatabaseEngine 
         """;
 
     /// <summary>The device when it is in the project; null otherwise.</summary>
-    public async Task<DeviceSummary?> FindAsync(long projectId, long deviceId, CancellationToken cancellationToken)
-    {
-        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        return await connection.QuerySingleOrDefaultAsync<DeviceSummary>(
-            new CommandDefinition(FindSql, new { ProjectId = projectId, DeviceId = deviceId }, cancellationToken: cancellationToken));
-    }
+    public Task<DeviceSummary?> FindAsync(long projectId, long deviceId, ReadContext read, CancellationToken cancellationToken) =>
+        reads.RunAsync(read, connection => connection.QuerySingleOrDefaultAsync<DeviceSummary>(
+            new CommandDefinition(FindSql, new { ProjectId = projectId, DeviceId = deviceId }, cancellationToken: cancellationToken)),
+            cancellationToken);
 }
 
 /// <summary>A device as the API shows it. Times are RFC 3339 in UTC, or null before the device reported.</summary>

@@ -1,6 +1,7 @@
 using System.Globalization;
 using FirmwareManager.Api.Audit;
 using FirmwareManager.Api.Auth;
+using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Firmware;
 using FirmwareManager.Api.Http;
 using FirmwareManager.Api.Keys;
@@ -70,6 +71,7 @@ public static class DevicesApi
         HttpContext http,
         DeviceSummaries devices,
         Cursors cursors,
+        ReadRouting reads,
         CancellationToken cancellationToken)
     {
         var errors = new Dictionary<string, string[]>();
@@ -81,11 +83,12 @@ public static class DevicesApi
         }
 
         var caller = Caller.From(http.User);
+        var read = reads.For(caller);
         var scope = string.Create(CultureInfo.InvariantCulture, $"devices|{caller.ProjectId}|{filters.Key}");
         long afterId = 0;
         if (page.Cursor is not null)
         {
-            var after = await cursors.DecodeAsync(scope, page.Cursor, reader => new IdPosition(reader.ReadInt64()), cancellationToken);
+            var after = await cursors.DecodeAsync(scope, page.Cursor, read, reader => new IdPosition(reader.ReadInt64()), cancellationToken);
             if (after is null)
             {
                 return PageResults.InvalidCursor();
@@ -94,12 +97,12 @@ public static class DevicesApi
             afterId = after.Id;
         }
 
-        var found = await devices.PageAsync(caller.ProjectId, filters.Firmware, filters.Statuses, filters.Since, afterId, page.Limit + 1, cancellationToken);
+        var found = await devices.PageAsync(caller.ProjectId, filters.Firmware, filters.Statuses, filters.Since, afterId, page.Limit + 1, read, cancellationToken);
         string? next = null;
         if (found.Count > page.Limit)
         {
             var lastId = found[page.Limit - 1].Id;
-            next = await cursors.EncodeAsync(scope, writer => writer.Write(lastId), cancellationToken);
+            next = await cursors.EncodeAsync(scope, read, writer => writer.Write(lastId), cancellationToken);
         }
 
         return PageResults.Page(http, found.Take(page.Limit).Select(DeviceResponse.From).ToList(), next);
@@ -109,6 +112,7 @@ public static class DevicesApi
         [FromRoute(Name = "device_id")] string deviceIdText,
         HttpContext http,
         DeviceSummaries devices,
+        ReadRouting reads,
         CancellationToken cancellationToken)
     {
         if (!Problems.TryParseId(deviceIdText, out var deviceId))
@@ -116,7 +120,8 @@ public static class DevicesApi
             return Problems.InvalidId("device_id", deviceIdText);
         }
 
-        var device = await devices.FindAsync(Caller.From(http.User).ProjectId, deviceId, cancellationToken);
+        var caller = Caller.From(http.User);
+        var device = await devices.FindAsync(caller.ProjectId, deviceId, reads.For(caller), cancellationToken);
         return device is null
             ? Problems.NotFound("Device not found", $"There is no device {deviceId} in your project.")
             : TypedResults.Ok(DeviceResponse.From(device));
@@ -149,7 +154,8 @@ public static class DevicesApi
         try
         {
             var (deviceId, key) = await provisioning.CreateAsync(caller.ProjectId, body.Name, body.Serial, Actor.From(caller), cancellationToken);
-            var device = await devices.FindAsync(caller.ProjectId, deviceId, cancellationToken);
+            // Just written: read where it was written.
+            var device = await devices.FindAsync(caller.ProjectId, deviceId, ReadContext.OnPrimary(), cancellationToken);
             return TypedResults.Created(string.Create(CultureInfo.InvariantCulture, $"/devices/{deviceId}"),
                 new CreatedDeviceResponse(DeviceResponse.From(device!), key));
         }

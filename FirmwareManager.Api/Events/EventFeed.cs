@@ -1,4 +1,5 @@
 using Dapper;
+using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Firmware;
 using Npgsql;
 
@@ -8,7 +9,7 @@ namespace FirmwareManager.Api.Events;
 public sealed record ArrivalPosition(long Arrival, long Id);
 
 /// <summary>The project-wide feed of events (<c>/events</c>): newest arrival first, or in arrival order for polling.</summary>
-public sealed class EventFeed(NpgsqlDataSource dataSource)
+public sealed class EventFeed(ReadRouting reads)
 {
     // The project's feed, newest arrival first, from the cursor's position: firmware_events_project_feed_idx
     // read backwards.
@@ -74,7 +75,7 @@ public sealed class EventFeed(NpgsqlDataSource dataSource)
     /// </summary>
     public async Task<IReadOnlyList<FeedEvent>> FeedPageAsync(
         long projectId, long? deviceId, EventFilters filters, ArrivalPosition? before, ArrivalPosition? after, int limit,
-        CancellationToken cancellationToken)
+        ReadContext read, CancellationToken cancellationToken)
     {
         var parameters = new
         {
@@ -90,9 +91,8 @@ public sealed class EventFeed(NpgsqlDataSource dataSource)
             filters.Firmware,
             Limit = limit,
         };
-        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        var events = await connection.QueryAsync<FeedEvent>(new CommandDefinition(
-            after is null ? FeedNewestFirstSql : FeedAfterSql, parameters, cancellationToken: cancellationToken));
-        return events.AsList();
+        return await reads.RunAsync<IReadOnlyList<FeedEvent>>(read, async connection => (await connection.QueryAsync<FeedEvent>(
+            new CommandDefinition(after is null ? FeedNewestFirstSql : FeedAfterSql, parameters, cancellationToken: cancellationToken))).AsList(),
+            cancellationToken);
     }
 }

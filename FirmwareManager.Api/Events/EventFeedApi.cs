@@ -1,5 +1,6 @@
 using System.Globalization;
 using FirmwareManager.Api.Auth;
+using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Firmware;
 using FirmwareManager.Api.Http;
 using Microsoft.AspNetCore.Http.HttpResults;
@@ -43,6 +44,7 @@ public static class EventFeedApi
         HttpContext http,
         EventFeed events,
         Cursors cursors,
+        ReadRouting reads,
         CancellationToken cancellationToken)
     {
         var errors = new Dictionary<string, string[]>();
@@ -72,6 +74,7 @@ public static class EventFeedApi
         }
 
         var caller = Caller.From(http.User);
+        var read = reads.For(caller);
         var polling = after is not null;
         var scope = string.Create(CultureInfo.InvariantCulture,
             $"events|{(polling ? "after" : "newest")}|arrival|{caller.ProjectId}|{deviceId}|{filters.Key}");
@@ -83,7 +86,7 @@ public static class EventFeedApi
         }
         else if (token is not null)
         {
-            position = await cursors.DecodeAsync(scope, token, ReadPosition, cancellationToken);
+            position = await cursors.DecodeAsync(scope, token, read, ReadPosition, cancellationToken);
             if (position is null)
             {
                 return PageResults.InvalidCursor(polling ? "after" : "cursor");
@@ -91,7 +94,7 @@ public static class EventFeedApi
         }
 
         var found = await events.FeedPageAsync(
-            caller.ProjectId, deviceId, filters, polling ? null : position, polling ? position : null, page.Limit + 1, cancellationToken);
+            caller.ProjectId, deviceId, filters, polling ? null : position, polling ? position : null, page.Limit + 1, read, cancellationToken);
         var served = found.Take(page.Limit).ToList();
 
         // Polling always gets a next position, even from an empty page; newest-first only while more remain.
@@ -101,7 +104,7 @@ public static class EventFeedApi
         string? next = null;
         if (nextPosition is not null)
         {
-            next = await cursors.EncodeAsync(scope, writer =>
+            next = await cursors.EncodeAsync(scope, read, writer =>
             {
                 writer.Write(nextPosition.Arrival);
                 writer.Write(nextPosition.Id);

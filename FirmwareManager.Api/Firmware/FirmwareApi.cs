@@ -1,6 +1,7 @@
 using System.Globalization;
 using System.Text.Json.Serialization.Metadata;
 using FirmwareManager.Api.Auth;
+using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Http;
 using FirmwareManager.Api.Observability;
 using Microsoft.AspNetCore.Http.HttpResults;
@@ -105,6 +106,7 @@ public static class FirmwareApi
         HttpContext http,
         FirmwareEvents events,
         Cursors cursors,
+        ReadRouting reads,
         CancellationToken cancellationToken)
     {
         var errors = new Dictionary<string, string[]>();
@@ -126,18 +128,19 @@ public static class FirmwareApi
             return Forbidden("A device key may read only its own device's events.");
         }
 
+        var read = reads.For(caller);
         var scope = string.Create(CultureInfo.InvariantCulture, $"history|{caller.ProjectId}|{deviceId}|{filters.Key}");
         FirmwareEvents.HistoryPosition? after = null;
         if (page.Cursor is not null)
         {
-            after = await cursors.DecodeAsync(scope, page.Cursor, ReadHistoryPosition, cancellationToken);
+            after = await cursors.DecodeAsync(scope, page.Cursor, read, ReadHistoryPosition, cancellationToken);
             if (after is null)
             {
                 return PageResults.InvalidCursor();
             }
         }
 
-        var history = await events.HistoryPageAsync(deviceId, caller.ProjectId, filters, after, page.Limit + 1, cancellationToken);
+        var history = await events.HistoryPageAsync(deviceId, caller.ProjectId, filters, after, page.Limit + 1, read, cancellationToken);
         if (history is null)
         {
             return DeviceNotFound(deviceId);
@@ -147,7 +150,7 @@ public static class FirmwareApi
         if (history.Count > page.Limit)
         {
             var last = history[page.Limit - 1];
-            next = await cursors.EncodeAsync(scope, writer =>
+            next = await cursors.EncodeAsync(scope, read, writer =>
             {
                 writer.Write(last.OccurredAt.Ticks);
                 writer.Write(last.Firmware);
@@ -234,6 +237,7 @@ public static class FirmwareApi
         [FromRoute(Name = "event_id")] string eventIdText,
         HttpContext http,
         FirmwareEvents events,
+        ReadRouting reads,
         CancellationToken cancellationToken)
     {
         if (!Problems.TryParseId(deviceIdText, out var deviceId))
@@ -252,7 +256,7 @@ public static class FirmwareApi
             return Forbidden("A device key may read only its own device's events.");
         }
 
-        var found = await events.FindAsync(deviceId, caller.ProjectId, eventId, cancellationToken);
+        var found = await events.FindAsync(deviceId, caller.ProjectId, eventId, reads.For(caller), cancellationToken);
         return found is null
             ? Problems.NotFound("Event not found", $"Device {deviceId} has no event {eventId} in your project.")
             : TypedResults.Ok(FirmwareEventResponse.From(found));

@@ -1,5 +1,6 @@
 using System.Globalization;
 using Dapper;
+using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Http;
 using Npgsql;
 using NpgsqlTypes;
@@ -27,7 +28,7 @@ public enum ReportOutcome
 }
 
 /// <summary>The firmware_events table and the device state that follows it.</summary>
-public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
+public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting reads)
 {
     // Taken first, in a statement of its own: the events of one device are recorded one transaction at a
     // time, and the statement that records them then reads the device's state as the previous one left it.
@@ -461,7 +462,8 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
     /// first; null when the device is not in that project and never reported in it.
     /// </summary>
     public async Task<IReadOnlyList<FirmwareEvent>?> HistoryPageAsync(
-        long deviceId, long projectId, EventFilters filters, HistoryPosition? after, int limit, CancellationToken cancellationToken)
+        long deviceId, long projectId, EventFilters filters, HistoryPosition? after, int limit, ReadContext read,
+        CancellationToken cancellationToken)
     {
         var parameters = new
         {
@@ -476,18 +478,20 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
             filters.Firmware,
             Limit = limit,
         };
-        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        var events = (await connection.QueryAsync<FirmwareEvent>(
-            new CommandDefinition(HistoryPageSql, parameters, cancellationToken: cancellationToken))).AsList();
-
-        // An empty page may also mean the device is unknown to the project: only then is that asked.
-        if (events.Count == 0 &&
-            !await connection.ExecuteScalarAsync<bool>(new CommandDefinition(DeviceKnownToProjectSql, parameters, cancellationToken: cancellationToken)))
+        return await reads.RunAsync<IReadOnlyList<FirmwareEvent>?>(read, async connection =>
         {
-            return null;
-        }
+            var events = (await connection.QueryAsync<FirmwareEvent>(
+                new CommandDefinition(HistoryPageSql, parameters, cancellationToken: cancellationToken))).AsList();
 
-        return events;
+            // An empty page may also mean the device is unknown to the project: only then is that asked.
+            if (events.Count == 0 &&
+                !await connection.ExecuteScalarAsync<bool>(new CommandDefinition(DeviceKnownToProjectSql, parameters, cancellationToken: cancellationToken)))
+            {
+                return null;
+            }
+
+            return events;
+        }, cancellationToken);
     }
 
     private const string FindSql = """
@@ -504,11 +508,12 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource)
           AND e.project_id = @ProjectId
         """;
 
-    /// <summary>One event of a device in the project; null when there is no such event there.</summary>
-    public async Task<FirmwareEvent?> FindAsync(long deviceId, long projectId, long eventId, CancellationToken cancellationToken)
-    {
-        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        return await connection.QuerySingleOrDefaultAsync<FirmwareEvent>(new CommandDefinition(
-            FindSql, new { DeviceId = deviceId, ProjectId = projectId, EventId = eventId }, cancellationToken: cancellationToken));
-    }
+    /// <summary>
+    /// One event of a device in the project; null when there is no such event there. Not found on a standby, it is
+    /// looked for on the primary: its id came from a <c>Location</c> that another instance may have just handed out.
+    /// </summary>
+    public Task<FirmwareEvent?> FindAsync(long deviceId, long projectId, long eventId, ReadContext read, CancellationToken cancellationToken) =>
+        reads.RunAsync(read, connection => connection.QuerySingleOrDefaultAsync<FirmwareEvent>(new CommandDefinition(
+                FindSql, new { DeviceId = deviceId, ProjectId = projectId, EventId = eventId }, cancellationToken: cancellationToken)),
+            cancellationToken, retryOnPrimary: found => found is null);
 }

@@ -10,6 +10,7 @@ public sealed class FirmwareMetrics
     private readonly Counter<long> _eventsIngested;
     private readonly Counter<long> _keyCache;
     private readonly Histogram<int> _groupSize;
+    private readonly Counter<long> _reads;
     private readonly Meter _meter;
 
     public FirmwareMetrics(IMeterFactory meterFactory)
@@ -28,7 +29,15 @@ public sealed class FirmwareMetrics
             unit: "{report}",
             description: "Events stored per transaction by the group commit (a report is one, a batch its size; a single report under light load).",
             advice: new InstrumentAdvice<int> { HistogramBucketBoundaries = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000, 2000, 5000, 10000] });
+        _reads = meter.CreateCounter<long>(
+            "firmware_manager.reads",
+            unit: "{read}",
+            description: "Reads that may use a standby (only with several hosts in the connection string), by the node that " +
+                         "served them and why the primary did: device, standby_behind, not_on_standby, standby_failed, no_standby.");
     }
+
+    public void ReadServed(string node, string reason) =>
+        _reads.Add(1, new KeyValuePair<string, object?>("node", node), new KeyValuePair<string, object?>("reason", reason));
 
     public void GroupCommitted(int reports) => _groupSize.Record(reports);
 

@@ -1,5 +1,6 @@
 using System.Collections.Concurrent;
 using Dapper;
+using FirmwareManager.Api.Database;
 using Npgsql;
 
 namespace FirmwareManager.Api.Versions;
@@ -16,9 +17,9 @@ public sealed record FirmwareVersionPage(IReadOnlyList<FirmwareVersionCount> Ver
 /// requests that arrive while the same page's query is running share its answer instead of each running it
 /// again. An answer is therefore never older than the query that produced it; nothing is kept once given.
 /// </remarks>
-public sealed class FirmwareVersions(NpgsqlDataSource dataSource)
+public sealed class FirmwareVersions(ReadRouting reads)
 {
-    private readonly ConcurrentDictionary<(long ProjectId, string After, int Limit), Lazy<Task<FirmwareVersionPage>>> _running = new();
+    private readonly ConcurrentDictionary<(long ProjectId, string After, int Limit, bool PrimaryOnly, ulong Floor), Lazy<Task<(FirmwareVersionPage Page, ulong Seen)>>> _running = new();
 
     private sealed record Row(string Firmware, long Devices, long Failed, long RolledBack, byte[] PrecedenceKey);
 
@@ -45,10 +46,11 @@ public sealed class FirmwareVersions(NpgsqlDataSource dataSource)
     /// the version whose key is <paramref name="after"/> (empty: from the first); <see cref="FirmwareVersionPage.LastKey"/>
     /// is set when more may follow.
     /// </summary>
-    public Task<FirmwareVersionPage> PageAsync(long projectId, byte[] after, int limit, CancellationToken cancellationToken)
+    public async Task<FirmwareVersionPage> PageAsync(long projectId, byte[] after, int limit, ReadContext read, CancellationToken cancellationToken)
     {
-        var key = (projectId, Convert.ToHexString(after), limit);
-        var query = new Lazy<Task<FirmwareVersionPage>>(() => QueryPageAsync(projectId, after, limit));
+        // Requests share a query only when any node that may serve one may serve the other.
+        var key = (projectId, Convert.ToHexString(after), limit, read.PrimaryOnly, read.Floor);
+        var query = new Lazy<Task<(FirmwareVersionPage Page, ulong Seen)>>(() => QueryPageAsync(projectId, after, limit, read.PrimaryOnly, read.Floor));
         var running = _running.GetOrAdd(key, query);
         if (ReferenceEquals(running, query))
         {
@@ -59,15 +61,18 @@ public sealed class FirmwareVersions(NpgsqlDataSource dataSource)
         }
 
         // Only this request's wait is cancelled: the query is shared.
-        return running.Value.WaitAsync(cancellationToken);
+        var (page, seen) = await running.Value.WaitAsync(cancellationToken);
+        read.Seen = seen;
+        return page;
     }
 
-    private async Task<FirmwareVersionPage> QueryPageAsync(long projectId, byte[] after, int limit)
+    private async Task<(FirmwareVersionPage, ulong)> QueryPageAsync(long projectId, byte[] after, int limit, bool primaryOnly, ulong floor)
     {
-        await using var connection = await dataSource.OpenConnectionAsync();
-        var rows = (await connection.QueryAsync<Row>(new CommandDefinition(
-            PageSql, new { ProjectId = projectId, After = after, Limit = limit + 1 }))).AsList();
+        var read = new ReadContext { PrimaryOnly = primaryOnly };
+        read.AtLeast(floor);
+        var rows = await reads.RunAsync(read, async connection => (await connection.QueryAsync<Row>(new CommandDefinition(
+            PageSql, new { ProjectId = projectId, After = after, Limit = limit + 1 }))).AsList(), CancellationToken.None);
         var page = rows.Take(limit).Select(r => new FirmwareVersionCount(r.Firmware, r.Devices, r.Failed, r.RolledBack)).ToList();
-        return new FirmwareVersionPage(page, rows.Count > limit ? rows[limit - 1].PrecedenceKey : null);
+        return (new FirmwareVersionPage(page, rows.Count > limit ? rows[limit - 1].PrecedenceKey : null), read.Seen);
     }
 }

@@ -1,5 +1,6 @@
 using System.Globalization;
 using FirmwareManager.Api.Auth;
+using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Http;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
@@ -25,7 +26,7 @@ public static class FirmwareVersionsApi
 
     private static async Task<Results<Ok<List<FirmwareVersionCount>>, ProblemHttpResult>> ListAsync(
         [FromQuery] string? limit, [FromQuery] string? cursor, HttpContext http, FirmwareVersions versions, Cursors cursors,
-        CancellationToken cancellationToken)
+        ReadRouting reads, CancellationToken cancellationToken)
     {
         var errors = new Dictionary<string, string[]>();
         var page = PageRequest.Parse(limit, cursor, errors);
@@ -34,12 +35,14 @@ public static class FirmwareVersionsApi
             return Problems.Validation(errors, "Invalid query parameters.");
         }
 
-        var projectId = Caller.From(http.User).ProjectId;
+        var caller = Caller.From(http.User);
+        var projectId = caller.ProjectId;
+        var read = reads.For(caller);
         var scope = string.Create(CultureInfo.InvariantCulture, $"versions|{projectId}");
         var after = Array.Empty<byte>();
         if (page.Cursor is not null)
         {
-            var position = await cursors.DecodeAsync(scope, page.Cursor, ReadKey, cancellationToken);
+            var position = await cursors.DecodeAsync(scope, page.Cursor, read, ReadKey, cancellationToken);
             if (position is null)
             {
                 return PageResults.InvalidCursor();
@@ -48,11 +51,11 @@ public static class FirmwareVersionsApi
             after = position;
         }
 
-        var found = await versions.PageAsync(projectId, after, page.Limit, cancellationToken);
+        var found = await versions.PageAsync(projectId, after, page.Limit, read, cancellationToken);
         string? next = null;
         if (found.LastKey is { } lastKey)
         {
-            next = await cursors.EncodeAsync(scope, writer =>
+            next = await cursors.EncodeAsync(scope, read, writer =>
             {
                 writer.Write(lastKey.Length);
                 writer.Write(lastKey);

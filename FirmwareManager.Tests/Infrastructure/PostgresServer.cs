@@ -197,6 +197,17 @@ public sealed class PostgresServer
     /// </summary>
     public static async Task<PostgresServer> StartPrivateAsync() => new((await ThrowawayCluster.StartAsync()).ConnectionString);
 
+    /// <summary>
+    /// A primary and a hot standby streaming from it (<c>pg_basebackup -R</c>), both throwaway clusters on loopback,
+    /// whatever <c>FIRMWAREMANAGER_TEST_DB</c> says: for the read-replica tests.
+    /// </summary>
+    public static async Task<PrimaryAndStandby> StartPrimaryAndStandbyAsync()
+    {
+        var primary = await ThrowawayCluster.StartAsync();
+        var standby = await primary.StartStandbyAsync();
+        return new PrimaryAndStandby(primary.ConnectionString, standby.ConnectionString, standby.Stop, standby.Start);
+    }
+
     private static async Task<PostgresServer> StartAsync()
     {
         var given = Environment.GetEnvironmentVariable(ConnectionStringVariable);
@@ -269,22 +280,52 @@ public sealed class PostgresServer
                 Run("chown", ["-R", "postgres:postgres", directory], asPostgres: false);
             }
 
-            var cluster = new ThrowawayCluster(bin, directory, FreeLoopbackPort());
-            var port = new NpgsqlConnectionStringBuilder(cluster.ConnectionString).Port;
+            var cluster = new ThrowawayCluster(bin, directory, FreeLoopbackPort()) { _citus = citus };
             cluster.RunPg("initdb", ["-D", cluster.DataDirectory, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "--no-instructions"]);
-            // A time zone other than UTC, so a timestamp that is written or read in the wrong zone shows in the tests.
-            cluster.RunPg("pg_ctl", [
-                "start", "-w", "-t", "60", "-D", cluster.DataDirectory, "-l", Path.Combine(directory, "postgres.log"),
-                "-o", $"-p {port} -k {directory} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off " +
-                      "-c full_page_writes=off -c max_connections=300 -c TimeZone=America/New_York" +
-                      (citus ? " -c shared_preload_libraries=citus -c max_prepared_transactions=200" : ""),
-            ]);
-
+            cluster.Start();
             cluster.StopWhenThisProcessExits();
             await using var connection = new NpgsqlConnection(cluster.ConnectionString);
             await connection.OpenAsync();
             return cluster;
         }
+
+        private bool _citus;
+
+        /// <summary>A hot standby of this cluster: a base backup with its replication settings (<c>-R</c>), started.</summary>
+        public async Task<ThrowawayCluster> StartStandbyAsync()
+        {
+            var directory = Directory.CreateTempSubdirectory("fm-test-pg-standby-").FullName;
+            if (Environment.IsPrivilegedProcess)
+            {
+                Run("chown", ["-R", "postgres:postgres", directory], asPostgres: false);
+            }
+
+            var primary = new NpgsqlConnectionStringBuilder(ConnectionString);
+            var standby = new ThrowawayCluster(_binDirectory, directory, FreeLoopbackPort());
+            standby.RunPg("pg_basebackup", [
+                "-D", standby.DataDirectory, "-R", "-X", "stream", "-c", "fast", "-h", primary.Host!,
+                "-p", primary.Port.ToString(CultureInfo.InvariantCulture), "-U", "postgres",
+            ]);
+            standby.Start();
+            standby.StopWhenThisProcessExits();
+            await using var connection = new NpgsqlConnection(standby.ConnectionString);
+            await connection.OpenAsync();
+            return standby;
+        }
+
+        public void Start()
+        {
+            var port = new NpgsqlConnectionStringBuilder(ConnectionString).Port;
+            // A time zone other than UTC, so a timestamp that is written or read in the wrong zone shows in the tests.
+            RunPg("pg_ctl", [
+                "start", "-w", "-t", "60", "-D", DataDirectory, "-l", Path.Combine(_directory, "postgres.log"),
+                "-o", $"-p {port} -k {_directory} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off " +
+                      "-c full_page_writes=off -c max_connections=300 -c TimeZone=America/New_York" +
+                      (_citus ? " -c shared_preload_libraries=citus -c max_prepared_transactions=200" : ""),
+            ]);
+        }
+
+        public void Stop() => RunPg("pg_ctl", ["stop", "-w", "-t", "60", "-m", "fast", "-D", DataDirectory]);
 
         /// <summary>
         /// Stops the cluster and deletes its directory once this test process has exited, however it exits: a

@@ -1,0 +1,239 @@
+using System.Collections.Concurrent;
+using FirmwareManager.Api.Auth;
+using FirmwareManager.Api.Database;
+using FirmwareManager.Api.Http;
+using FirmwareManager.Api.Observability;
+using Npgsql;
+using NpgsqlTypes;
+
+namespace FirmwareManager.Api.Database;
+
+/// <summary>
+/// What one request's reads need of the node that serves them, and what they saw: the position (a WAL location)
+/// that node must have replayed (<see cref="Floor"/>), whether only the primary will do (<see cref="PrimaryOnly"/>),
+/// and, after the read, the position that a later page must find at least (<see cref="Seen"/>), which cursors carry.
+/// </summary>
+public sealed class ReadContext
+{
+    /// <summary>For a caller with nothing to read its own writes by: any node.</summary>
+    public static ReadContext Anywhere() => new();
+
+    /// <summary>For a read of what this request has just written.</summary>
+    public static ReadContext OnPrimary() => new() { PrimaryOnly = true };
+
+    public bool PrimaryOnly { get; init; }
+
+    public ulong Floor { get; private set; }
+
+    public ulong Seen { get; internal set; }
+
+    /// <summary>Raises the floor to <paramref name="position"/> (a cursor's, or the caller's last write's).</summary>
+    public void AtLeast(ulong position) => Floor = Math.Max(Floor, position);
+}
+
+/// <summary>
+/// Reads that may be served by a hot standby. With one host in the connection string everything goes to it, at no
+/// cost. With several (<c>Host=primary:5432,standby:5432</c>), writes, key lookups and the reads below that must see
+/// their own writes use the primary (the service's <see cref="NpgsqlDataSource"/>); history, the feed, devices,
+/// versions and audit reads run through <see cref="RunAsync"/>, which prefers a standby, provided it has replayed
+/// the request's <see cref="ReadContext.Floor"/>:
+/// <list type="bullet">
+/// <item>a device reads on the primary (what it reported must be there when it follows <c>Location</c>);</item>
+/// <item>a member's floor is its own last write through this instance, so a device it provisioned is listed at once;</item>
+/// <item>a cursor carries the position its page was read at, so the next page, from whatever node, misses nothing the first saw;</item>
+/// <item>a standby that is behind, cancels the statement (a recovery conflict) or goes away: the read runs again on the primary.</item>
+/// </list>
+/// In one round trip before the read, the node says whether it is in recovery and how far it has replayed; in one
+/// after, how far it had got (a snapshot taken between the two sees at least everything before the first).
+/// </summary>
+public sealed class ReadRouting
+{
+    // Whether this is a standby, and its position: replayed WAL on a standby, inserted WAL on the primary.
+    // (pg_current_wal_insert_lsn() fails during recovery; CASE evaluates only the branch it takes.)
+    private const string PositionSql = """
+        SELECT pg_is_in_recovery(),
+               CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_insert_lsn() END
+        """;
+
+    private readonly NpgsqlDataSource _primary;
+    private readonly NpgsqlDataSource? _preferStandby;
+    private readonly FirmwareMetrics _metrics;
+    private readonly ILogger<ReadRouting> _logger;
+
+    // Member keys' last writes through this instance, until a standby read shows they were replayed.
+    private readonly ConcurrentDictionary<long, ulong> _lastWrites = new();
+
+    public ReadRouting(NpgsqlDataSource primary, StandbyDataSource standby, FirmwareMetrics metrics, ILogger<ReadRouting> logger)
+    {
+        _primary = primary;
+        _preferStandby = standby.DataSource;
+        _metrics = metrics;
+        _logger = logger;
+    }
+
+    /// <summary>Whether the connection string names more than one host, so that reads may go elsewhere.</summary>
+    public bool HasStandby => _preferStandby is not null;
+
+    /// <summary>The read context of <paramref name="caller"/>: devices read on the primary, members from their last write on.</summary>
+    public ReadContext For(Caller caller)
+    {
+        var context = new ReadContext { PrimaryOnly = HasStandby && caller.Kind == CallerKind.Device };
+        if (caller.Kind == CallerKind.Member && _lastWrites.TryGetValue(caller.KeyId, out var written))
+        {
+            context.AtLeast(written);
+        }
+
+        return context;
+    }
+
+    /// <summary>Remembers where the primary's WAL stood after a member key's write, as that key's floor from now on.</summary>
+    public async Task RememberWriteAsync(long keyId, CancellationToken cancellationToken)
+    {
+        if (!HasStandby)
+        {
+            return;
+        }
+
+        await using var connection = await _primary.OpenConnectionAsync(cancellationToken);
+        var (_, position) = await PositionAsync(connection, cancellationToken);
+        _lastWrites.AddOrUpdate(keyId, position, (_, before) => Math.Max(before, position));
+    }
+
+    /// <summary>
+    /// Runs <paramref name="read"/> on a standby that has replayed <paramref name="context"/>'s floor, or else on the
+    /// primary; also on the primary when <paramref name="retryOnPrimary"/> says the standby's answer may be stale.
+    /// </summary>
+    public async Task<T> RunAsync<T>(
+        ReadContext context, Func<NpgsqlConnection, Task<T>> read, CancellationToken cancellationToken, Func<T, bool>? retryOnPrimary = null)
+    {
+        if (_preferStandby is null)
+        {
+            await using var only = await _primary.OpenConnectionAsync(cancellationToken);
+            return await read(only);
+        }
+
+        if (!context.PrimaryOnly)
+        {
+            try
+            {
+                await using var connection = await _preferStandby.OpenConnectionAsync(cancellationToken);
+                var (inRecovery, replayed) = await PositionAsync(connection, cancellationToken);
+                if (!inRecovery)
+                {
+                    // No standby is up: PreferStandby fell back to the primary.
+                    var result = await read(connection);
+                    context.Seen = (await PositionAsync(connection, cancellationToken)).Position;
+                    _metrics.ReadServed("primary", "no_standby");
+                    return result;
+                }
+
+                if (replayed >= context.Floor)
+                {
+                    var result = await read(connection);
+                    if (retryOnPrimary is null || !retryOnPrimary(result))
+                    {
+                        context.Seen = (await PositionAsync(connection, cancellationToken)).Position;
+                        ForgetWritesReplayedBy(replayed);
+                        _metrics.ReadServed("standby", "");
+                        return result;
+                    }
+
+                    _metrics.ReadServed("primary", "not_on_standby");
+                }
+                else
+                {
+                    _metrics.ReadServed("primary", "standby_behind");
+                }
+            }
+            catch (Exception e) when (IsStandbyFailure(e) && !cancellationToken.IsCancellationRequested)
+            {
+                _logger.LogWarning("A read on a standby failed, reading on the primary instead: {Reason}", e.Message);
+                _metrics.ReadServed("primary", "standby_failed");
+            }
+        }
+        else
+        {
+            _metrics.ReadServed("primary", "device");
+        }
+
+        await using var primary = await _primary.OpenConnectionAsync(cancellationToken);
+        var answer = await read(primary);
+        context.Seen = (await PositionAsync(primary, cancellationToken)).Position;
+        return answer;
+    }
+
+    private void ForgetWritesReplayedBy(ulong replayed)
+    {
+        foreach (var (keyId, written) in _lastWrites)
+        {
+            if (written <= replayed)
+            {
+                _lastWrites.TryRemove(new KeyValuePair<long, ulong>(keyId, written));
+            }
+        }
+    }
+
+    private static async Task<(bool InRecovery, ulong Position)> PositionAsync(NpgsqlConnection connection, CancellationToken cancellationToken)
+    {
+        await using var command = new NpgsqlCommand(PositionSql, connection);
+        await using var reader = await command.ExecuteReaderAsync(cancellationToken);
+        await reader.ReadAsync(cancellationToken);
+        // NULL: a standby that has replayed nothing yet.
+        var position = reader.IsDBNull(1) ? 0UL : (ulong)reader.GetFieldValue<NpgsqlLogSequenceNumber>(1);
+        return (reader.GetBoolean(0), position);
+    }
+
+    // A standby that went away (connection errors, shutdown) or cancelled the statement because replay needed what
+    // it held: 40001 "canceling statement due to conflict with recovery", or 57P04 when its database was dropped.
+    internal static bool IsStandbyFailure(Exception exception) =>
+        DatabaseUnavailableHandler.IsDatabaseUnavailable(exception) || exception is PostgresException { SqlState: "40001" or "57P04" };
+}
+
+/// <summary>The data source that prefers standbys, when the connection string names more than one host; null otherwise.</summary>
+public sealed record StandbyDataSource(NpgsqlDataSource? DataSource);
+
+public static class ReadYourWritesExtensions
+{
+    /// <summary>
+    /// With a standby: a member's successful write (any method but GET, HEAD and OPTIONS) records where the primary's
+    /// WAL stood before the answer goes out, so that the member's reads through this instance are served only by
+    /// a node that has it. After authentication; without a standby it adds nothing.
+    /// </summary>
+    public static IApplicationBuilder UseReadYourWrites(this IApplicationBuilder app)
+    {
+        var routing = app.ApplicationServices.GetRequiredService<ReadRouting>();
+        if (!routing.HasStandby)
+        {
+            return app;
+        }
+
+        var logger = app.ApplicationServices.GetRequiredService<ILogger<ReadRouting>>();
+        return app.Use(async (context, next) =>
+        {
+            var method = context.Request.Method;
+            if (context.User.Identity?.IsAuthenticated == true && !HttpMethods.IsGet(method) && !HttpMethods.IsHead(method) &&
+                !HttpMethods.IsOptions(method) && Caller.From(context.User) is { Kind: CallerKind.Member } caller)
+            {
+                context.Response.OnStarting(async () =>
+                {
+                    if (context.Response.StatusCode >= 400)
+                    {
+                        return;
+                    }
+
+                    try
+                    {
+                        await routing.RememberWriteAsync(caller.KeyId, context.RequestAborted);
+                    }
+                    catch (Exception e) when (e is NpgsqlException or TimeoutException or OperationCanceledException)
+                    {
+                        // The write is done; only its reads may now come from a standby that lacks it.
+                        logger.LogWarning("Could not read the primary's WAL position after a write: {Reason}", e.Message);
+                    }
+                });
+            }
+
+            await next();
+        });
+    }
+}
