@@ -13,6 +13,7 @@ namespace FirmwareManager.Api;
 [JsonSerializable(typeof(FirmwareEventResponse))]
 [JsonSerializable(typeof(List<FirmwareEventResponse>))]
 [JsonSerializable(typeof(BatchResult))]
+[JsonSerializable(typeof(ProjectRetentionResponse))]
 [JsonSerializable(typeof(DeviceResponse))]
 [JsonSerializable(typeof(List<DeviceResponse>))]
 [JsonSerializable(typeof(List<FirmwareVersionCount>))]

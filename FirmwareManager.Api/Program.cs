@@ -51,12 +51,14 @@ try
     builder.Services.AddSingleton<DeviceProvisioning>();
     builder.Services.AddSingleton<Memberships>();
     builder.Services.AddSingleton<AuditLog>();
+    builder.Services.AddSingleton<ProjectRetention>();
 
     // Reports of many devices committed together
     builder.Services.AddReportGroupCommit(builder.Configuration);
 
     // Background work
     builder.Services.AddSettings<RetentionOptions>(builder.Configuration, RetentionOptions.Section);
+    builder.Services.AddSingleton(_ => new MaintenanceConnection(builder.Configuration.GetMigrationsConnectionString()));
     builder.Services.AddHostedService<RetentionService>();
 
     var app = builder.Build();
@@ -82,6 +84,7 @@ try
     app.MapKeysApi();
     app.MapMembersApi();
     app.MapAuditApi();
+    app.MapRetentionApi();
 
     // Settings first (every ValidateOnStart), so that a bad one is named before anything touches the database.
     app.Services.GetRequiredService<Microsoft.Extensions.Options.IStartupValidator>().Validate();

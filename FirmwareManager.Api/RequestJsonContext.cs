@@ -21,4 +21,5 @@ namespace FirmwareManager.Api;
 [JsonSerializable(typeof(CreateDeviceBody))]
 [JsonSerializable(typeof(EnrollDevicesBody))]
 [JsonSerializable(typeof(InviteMemberBody))]
+[JsonSerializable(typeof(ProjectRetentionBody))]
 internal sealed partial class RequestJsonContext : JsonSerializerContext;

@@ -21,7 +21,16 @@ public static class DatabaseMigrator
 
     private static readonly Assembly Scripts = typeof(DatabaseMigrator).Assembly;
 
-    public static async Task MigrateAsync(string connectionString, bool applyDemoData, ILogger logger, CancellationToken cancellationToken = default)
+    /// <summary>
+    /// Applies the schema scripts not applied yet (all of them, or only those numbered up to <paramref name="throughScript"/>,
+    /// for tests of a migration on a database of an older schema), the grants, and the demo data when asked.
+    /// </summary>
+    public static Task MigrateAsync(string connectionString, bool applyDemoData, ILogger logger, CancellationToken cancellationToken = default) =>
+        MigrateAsync(connectionString, applyDemoData, logger, throughScript: null, cancellationToken);
+
+    /// <inheritdoc cref="MigrateAsync(string, bool, ILogger, CancellationToken)"/>
+    public static async Task MigrateAsync(
+        string connectionString, bool applyDemoData, ILogger logger, int? throughScript, CancellationToken cancellationToken = default)
     {
         // The lock lives as long as this session: if the process dies mid-upgrade, PostgreSQL releases it.
         await using var lockConnection = new NpgsqlConnection(connectionString);
@@ -42,11 +51,15 @@ public static class DatabaseMigrator
             foreach (var (scripts, transaction) in SchemaRuns())
             {
                 var builder = DeployChanges.To.PostgresqlDatabase(connectionString)
-                    .WithScriptsEmbeddedInAssembly(Scripts, scripts.Contains);
+                    .WithScriptsEmbeddedInAssembly(Scripts, name => scripts.Contains(name) && (throughScript is null || Number(name) <= throughScript));
                 Run(transaction ? builder.WithTransactionPerScript() : builder.WithoutTransaction(), "schema", logger);
             }
 
-            Run(Grants(connectionString).WithTransactionPerScript(), "grants", logger);
+            // The grants name the current schema's tables and columns: not for an older one.
+            if (throughScript is null)
+            {
+                Run(Grants(connectionString).WithTransactionPerScript(), "grants", logger);
+            }
 
             if (applyDemoData)
             {
@@ -64,6 +77,9 @@ public static class DatabaseMigrator
             await release.ExecuteNonQueryAsync(CancellationToken.None);
         }
     }
+
+    // migrations/0019_name.sql: 19.
+    private static int Number(string name) => int.Parse(name.AsSpan("migrations/".Length, 4), System.Globalization.CultureInfo.InvariantCulture);
 
     /// <summary>The suffix of a schema script that runs outside a transaction.</summary>
     public const string NoTransactionSuffix = ".no-transaction.sql";

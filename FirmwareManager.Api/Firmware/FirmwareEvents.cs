@@ -101,6 +101,8 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
     // every table is filtered by one project to that project's node in one (docs/scale-out.md). The project id each
     // INSERT ... SELECT stores comes from a table's project_id column, not the parameter: so Citus sees that its
     // rows stay on the shard they were read from, and runs it there.
+    // The events' own times (and now(), the time of those without one) bound occurred_at, so that only the monthly
+    // partitions (migration 0023) that can hold them are read.
     // The time a report counts by (reported_at): a time ahead of the receive time is a clock running ahead, and
     // counts as its receive time; device_at orders two reports both ahead by the device's clock, at most a day.
     private const string StoredEvents = """
@@ -115,7 +117,8 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
                 LEAST(e.occurred_at, e.received_at + interval '1 day') AS device_at
          FROM firmware_events AS e
          WHERE e.project_id = @ProjectId
-           AND e.arrival BETWEEN @FirstArrival AND @LastArrival)
+           AND e.arrival BETWEEN @FirstArrival AND @LastArrival
+           AND e.occurred_at BETWEEN LEAST(@EarliestOccurredAt, now()) AND GREATEST(@LatestOccurredAt, now()))
         """;
 
     // Devices whose current firmware moves: to their newest installed/updated/rolled_back report by the device's
@@ -377,6 +380,8 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
                 }
             }
 
+            var times = recordable.Select(i => reports[i].OccurredAt).OfType<DateTime>().ToList();
+            DateTime? earliest = times.Count > 0 ? times.Min() : null, latest = times.Count > 0 ? times.Max() : null;
             foreach (var statement in KeepDerivedStateSql)
             {
                 batch.BatchCommands.Add(new NpgsqlBatchCommand(statement)
@@ -387,6 +392,8 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
                         new("FirstArrival", lastArrival + 1),
                         new("LastArrival", lastArrival + recordable.Count),
                         new("SetsCurrentFirmware", FirmwareStatus.SetsCurrentFirmware.ToArray()),
+                        new("EarliestOccurredAt", NpgsqlDbType.TimestampTz) { Value = (object?)earliest ?? DBNull.Value },
+                        new("LatestOccurredAt", NpgsqlDbType.TimestampTz) { Value = (object?)latest ?? DBNull.Value },
                     },
                 });
             }

@@ -1,4 +1,5 @@
 using Dapper;
+using FirmwareManager.Api.Database;
 using Microsoft.Extensions.Options;
 using Npgsql;
 
@@ -9,28 +10,50 @@ public sealed class RetentionOptions
 {
     public const string Section = "FirmwareManager:Retention";
 
-    /// <summary>Events received longer ago than this are deleted. Unset (the default): events are kept forever.</summary>
+    /// <summary>
+    /// Events whose time (<c>occurred_at</c>) is older than this are removed: whole monthly partitions once all of
+    /// their month is, the rest row by row. Unset (the default): events are kept forever, unless their project says
+    /// otherwise.
+    /// </summary>
     [System.ComponentModel.DataAnnotations.Range(1, 36500)]
     public int? MaxAgeDays { get; set; }
 
-    /// <summary>How often the job looks for old events (it also runs once at startup).</summary>
+    /// <summary>Audit entries older than this are deleted. Unset (the default): kept forever.</summary>
+    [System.ComponentModel.DataAnnotations.Range(1, 36500)]
+    public int? AuditMaxAgeDays { get; set; }
+
+    /// <summary>How often the job runs (also once at startup): partitions made ahead, then retention.</summary>
     [System.ComponentModel.DataAnnotations.Range(1, 10080)]
     public int IntervalMinutes { get; set; } = 60;
 
-    /// <summary>Events examined (and at most deleted) per statement; each batch is a short transaction of its own.</summary>
+    /// <summary>Devices whose old events one statement deletes (audit entries: rows); each is a short transaction of its own.</summary>
     [System.ComponentModel.DataAnnotations.Range(100, 100000)]
     public int BatchSize { get; set; } = 5000;
+
+    /// <summary>Monthly partitions of <c>firmware_events</c> kept made ahead of the current month.</summary>
+    [System.ComponentModel.DataAnnotations.Range(1, 24)]
+    public int PartitionMonthsAhead { get; set; } = 3;
 }
 
 /// <summary>
-/// Deletes events received more than <see cref="RetentionOptions.MaxAgeDays"/> ago, oldest first, in batches
-/// of <see cref="RetentionOptions.BatchSize"/> rows, each its own short transaction with a pause between, so no
-/// long lock is held and ingest goes on. Current firmware, device summaries and version counts are kept
-/// beside the events and are not touched. With several instances, only the one holding the advisory lock
-/// works; the others skip that round.
+/// The events' upkeep, at startup and every <see cref="RetentionOptions.IntervalMinutes"/>, as the schema's owner
+/// (DDL and deletes the API role may not do):
+/// <list type="number">
+/// <item>the monthly partitions of <c>firmware_events</c> are made <see cref="RetentionOptions.PartitionMonthsAhead"/> months ahead;</item>
+/// <item>with <see cref="RetentionOptions.MaxAgeDays"/>: partitions whose month is wholly older than the cutoff are
+/// dropped; in the partitions that hold the cutoff, each device's older events are deleted, a window of devices per
+/// statement (the history index finds them; the pairs of project and device come from
+/// <c>device_firmware_status</c>); in the default partition, events received before the cutoff too;</item>
+/// <item>a project's own <c>event_max_age_days</c> (set through the API, when shorter): its devices' older events, the same way;</item>
+/// <item>with <see cref="RetentionOptions.AuditMaxAgeDays"/>: older audit entries, in batches.</item>
+/// </list>
+/// Every delete is a short transaction of its own with a pause between, so no long lock is held and ingest goes
+/// on. Current firmware, device summaries and version counts are kept beside the events and are not touched. With
+/// several instances, only the one holding the advisory lock works; the others skip that round.
 /// </summary>
 public sealed class RetentionService(
-    NpgsqlDataSource dataSource, IOptions<RetentionOptions> options, ILogger<RetentionService> logger) : BackgroundService
+    MaintenanceConnection maintenance, DatabaseEngine engine, IOptions<RetentionOptions> options, ILogger<RetentionService> logger)
+    : BackgroundService
 {
     // "FMretain" in ASCII; distinct from the migration lock.
     private const long RetentionLockKey = 0x464d72657461696e;
@@ -38,84 +61,189 @@ public sealed class RetentionService(
     private const string TryLockSql = "SELECT pg_try_advisory_lock(@Key)";
     private const string UnlockSql = "SELECT pg_advisory_unlock(@Key)";
 
-    // The next window of events in id order (ids grow with arrival, so the oldest come first); of those, the
-    // ones received before the cutoff are deleted. The loop stops at the first window with nothing to delete.
-    private const string DeleteBatchSql = """
-        WITH window_rows AS (
-            SELECT id
-            FROM firmware_events
-            WHERE id > @AfterId
-            ORDER BY id
-            LIMIT @BatchSize
+    // A window of (project, device) pairs in key order, and those devices' events in those projects before the
+    // cutoff: a range at the start of each device's stretch of firmware_events_device_history_key, in the partitions
+    // the cutoff does not prune. The pairs come from device_firmware_status, which has a row for every version a
+    // device reported in a project, so a device that has since moved to another project is found too.
+    private const string DeleteDevicesEventsSql = """
+        WITH window_devices AS (
+            SELECT DISTINCT w.project_id, w.device_id
+            FROM (
+                SELECT project_id, device_id
+                FROM device_firmware_status
+                WHERE (@ProjectId::bigint IS NULL OR project_id = @ProjectId)
+                  AND (project_id, device_id) > (@AfterProjectId, @AfterDeviceId)
+                ORDER BY project_id, device_id
+                LIMIT @BatchSize
+            ) AS w
         ),
         deleted AS (
             DELETE FROM firmware_events AS e
-            USING window_rows AS w
-            WHERE e.id = w.id
-              AND e.received_at < @Cutoff
-            RETURNING e.id
+            USING window_devices AS d
+            WHERE e.device_id = d.device_id
+              AND e.project_id = d.project_id
+              AND e.occurred_at < @Cutoff
+            RETURNING 1
         )
-        SELECT COALESCE((SELECT max(id) FROM window_rows), @AfterId) AS LastId,
+        SELECT (SELECT project_id FROM window_devices ORDER BY project_id DESC, device_id DESC LIMIT 1) AS LastProjectId,
+               (SELECT device_id FROM window_devices ORDER BY project_id DESC, device_id DESC LIMIT 1) AS LastDeviceId,
                (SELECT count(*) FROM deleted) AS Deleted
         """;
 
-    private sealed record BatchOutcome(long LastId, long Deleted);
+    // Reports whose clock was outside every partition: kept no longer than the cutoff after they were received.
+    private const string DeleteDefaultSql = """
+        DELETE FROM firmware_events_default AS e
+        USING (
+            SELECT project_id, id, occurred_at
+            FROM firmware_events_default
+            WHERE received_at < @Cutoff OR occurred_at < @Cutoff
+            LIMIT @BatchSize
+        ) AS old
+        WHERE e.project_id = old.project_id
+          AND e.id = old.id
+          AND e.occurred_at = old.occurred_at
+        """;
+
+    private const string ProjectsWithRetentionSql = """
+        SELECT id AS ProjectId, event_max_age_days AS MaxAgeDays
+        FROM projects
+        WHERE event_max_age_days IS NOT NULL
+        ORDER BY id
+        """;
+
+    private const string DeleteAuditSql = """
+        DELETE FROM audit_log AS a
+        USING (
+            SELECT project_id, id
+            FROM audit_log
+            WHERE created_at < @Cutoff
+            LIMIT @BatchSize
+        ) AS old
+        WHERE a.project_id = old.project_id
+          AND a.id = old.id
+        """;
+
+    private sealed record Window(long? LastProjectId, long? LastDeviceId, long Deleted);
+
+    private sealed record ProjectRetention(long ProjectId, int MaxAgeDays);
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         var settings = options.Value;
-        if (settings.MaxAgeDays is not { } maxAgeDays)
-        {
-            return;
-        }
-
         while (!stoppingToken.IsCancellationRequested)
         {
             try
             {
-                await RunOnceAsync(TimeSpan.FromDays(maxAgeDays), settings.BatchSize, stoppingToken);
+                await RunOnceAsync(settings, DateTime.UtcNow, stoppingToken);
             }
             catch (Exception e) when (e is NpgsqlException or TimeoutException)
             {
-                logger.LogWarning("Retention round failed, retrying at the next interval: {Reason}", e.Message);
+                logger.LogWarning("Partition upkeep and retention failed, retrying at the next interval: {Reason}", e.Message);
             }
 
             await Task.Delay(TimeSpan.FromMinutes(settings.IntervalMinutes), stoppingToken);
         }
     }
 
-    private async Task RunOnceAsync(TimeSpan maxAge, int batchSize, CancellationToken cancellationToken)
+    /// <summary>One round, as at <paramref name="nowUtc"/>; false when another instance holds the lock and nothing was done.</summary>
+    public async Task<bool> RunOnceAsync(RetentionOptions settings, DateTime nowUtc, CancellationToken cancellationToken)
     {
-        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
+        await using var connection = await EventPartitions.OpenAsync(maintenance.ConnectionString, cancellationToken);
         if (!await connection.ExecuteScalarAsync<bool>(new CommandDefinition(TryLockSql, new { Key = RetentionLockKey }, cancellationToken: cancellationToken)))
         {
-            logger.LogInformation("Retention: another instance is deleting old events; skipping this round");
-            return;
+            logger.LogInformation("Retention: another instance is at work; skipping this round");
+            return false;
         }
 
         try
         {
-            var cutoff = DateTime.UtcNow - maxAge;
-            long afterId = 0, total = 0;
-            while (true)
+            if (engine.IsCitus)
             {
-                var batch = await connection.QuerySingleAsync<BatchOutcome>(new CommandDefinition(
-                    DeleteBatchSql, new { AfterId = afterId, BatchSize = batchSize, Cutoff = cutoff }, cancellationToken: cancellationToken));
-                total += batch.Deleted;
-                if (batch.Deleted == 0)
-                {
-                    break;
-                }
-
-                afterId = batch.LastId;
-                await Task.Delay(TimeSpan.FromMilliseconds(20), cancellationToken);
+                // Upkeep spans every shard: allowed on this connection, whatever the service's connections say.
+                await connection.ExecuteAsync(new CommandDefinition("SET citus.multi_task_query_log_level = 'off'", cancellationToken: cancellationToken));
             }
 
-            logger.LogInformation("Retention: deleted {Count} events received before {Cutoff:o}", total, cutoff);
+            var created = await EventPartitions.CreateAheadAsync(connection, nowUtc, settings.PartitionMonthsAhead, engine.IsCitus, cancellationToken);
+            if (created.Count > 0)
+            {
+                logger.LogInformation("Partitions made ahead: {Partitions}", string.Join(", ", created));
+            }
+
+            if (settings.MaxAgeDays is { } maxAgeDays)
+            {
+                var cutoff = nowUtc.AddDays(-maxAgeDays);
+                var dropped = await EventPartitions.DropBeforeAsync(connection, cutoff, logger, cancellationToken);
+                var deleted = await DeleteDevicesEventsAsync(connection, null, cutoff, settings.BatchSize, cancellationToken);
+                deleted += await DeleteInBatchesAsync(connection, DeleteDefaultSql, cutoff, settings.BatchSize, cancellationToken);
+                logger.LogInformation(
+                    "Retention: events before {Cutoff:o} removed: partitions dropped {Partitions}, {Count} events deleted",
+                    cutoff, dropped.Count == 0 ? "none" : string.Join(", ", dropped), deleted);
+            }
+
+            var projects = await connection.QueryAsync<ProjectRetention>(new CommandDefinition(ProjectsWithRetentionSql, cancellationToken: cancellationToken));
+            foreach (var project in projects.Where(p => settings.MaxAgeDays is not { } global || p.MaxAgeDays < global))
+            {
+                var cutoff = nowUtc.AddDays(-project.MaxAgeDays);
+                var deleted = await DeleteDevicesEventsAsync(connection, project.ProjectId, cutoff, settings.BatchSize, cancellationToken);
+                logger.LogInformation("Retention: project {ProjectId}: {Count} events before {Cutoff:o} deleted", project.ProjectId, deleted, cutoff);
+            }
+
+            if (settings.AuditMaxAgeDays is { } auditMaxAgeDays)
+            {
+                var cutoff = nowUtc.AddDays(-auditMaxAgeDays);
+                var deleted = await DeleteInBatchesAsync(connection, DeleteAuditSql, cutoff, settings.BatchSize, cancellationToken);
+                logger.LogInformation("Retention: {Count} audit entries before {Cutoff:o} deleted", deleted, cutoff);
+            }
+
+            return true;
         }
         finally
         {
             await connection.ExecuteAsync(new CommandDefinition(UnlockSql, new { Key = RetentionLockKey }, cancellationToken: CancellationToken.None));
         }
     }
+
+    private static async Task<long> DeleteDevicesEventsAsync(
+        NpgsqlConnection connection, long? projectId, DateTime cutoff, int batchSize, CancellationToken cancellationToken)
+    {
+        long afterProjectId = 0, afterDeviceId = 0, total = 0;
+        while (true)
+        {
+            var window = await connection.QuerySingleAsync<Window>(new CommandDefinition(DeleteDevicesEventsSql, new
+            {
+                ProjectId = projectId,
+                AfterProjectId = afterProjectId,
+                AfterDeviceId = afterDeviceId,
+                BatchSize = batchSize,
+                Cutoff = cutoff,
+            }, cancellationToken: cancellationToken));
+            total += window.Deleted;
+            if (window.LastDeviceId is not { } lastDeviceId)
+            {
+                return total;
+            }
+
+            (afterProjectId, afterDeviceId) = (window.LastProjectId!.Value, lastDeviceId);
+            await Task.Delay(TimeSpan.FromMilliseconds(20), cancellationToken);
+        }
+    }
+
+    private static async Task<long> DeleteInBatchesAsync(NpgsqlConnection connection, string sql, DateTime cutoff, int batchSize, CancellationToken cancellationToken)
+    {
+        long total = 0;
+        while (true)
+        {
+            var deleted = await connection.ExecuteAsync(new CommandDefinition(sql, new { Cutoff = cutoff, BatchSize = batchSize }, cancellationToken: cancellationToken));
+            total += deleted;
+            if (deleted < batchSize)
+            {
+                return total;
+            }
+
+            await Task.Delay(TimeSpan.FromMilliseconds(20), cancellationToken);
+        }
+    }
 }
+
+/// <summary>The schema owner's connection string (the migrations'), for the upkeep the API role may not do.</summary>
+public sealed record MaintenanceConnection(string ConnectionString);

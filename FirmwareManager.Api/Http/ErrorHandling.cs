@@ -94,6 +94,8 @@ internal sealed class DatabaseUnavailableHandler(IProblemDetailsService problems
             _ when IsCommitOutcomeUnknown(exception) => (RetryAfterSeconds,
                 $"A database node went away while the change was committed, so it may or may not be stored. Retry in {RetryAfterSeconds} seconds: a repeated report is stored once."),
             _ when IsDatabaseUnavailable(exception) => (RetryAfterSeconds, $"The database is not reachable. Retry in {RetryAfterSeconds} seconds; nothing was stored."),
+            _ when IsBeingPartitioned(exception) => (RetryAfterSeconds,
+                $"The events table is being partitioned (a migration is running), and this report's time is after the boundary. Retry in {RetryAfterSeconds} seconds; nothing was stored."),
             _ => (0, null),
         };
         if (detail is null)
@@ -130,6 +132,14 @@ internal sealed class DatabaseUnavailableHandler(IProblemDetailsService problems
     {
         PostgresException { SqlState: "XX000" } e when e.MessageText.StartsWith("could not commit transaction", StringComparison.Ordinal) => true,
         _ => exception.InnerException is not null && IsCommitOutcomeUnknown(exception.InnerException),
+    };
+
+    // Between migrations 0021 and 0023, a CHECK bounds the events table's times until it becomes a partition: a
+    // report dated after the boundary is refused for those seconds, and stored once 0023 has run.
+    internal static bool IsBeingPartitioned(Exception exception) => exception switch
+    {
+        PostgresException { SqlState: PostgresErrorCodes.CheckViolation, ConstraintName: "firmware_events_before_partitioning" } => true,
+        _ => exception.InnerException is not null && IsBeingPartitioned(exception.InnerException),
     };
 
     // Class 08 (connection exception) and 57P (the server shutting down or terminating the session, e.g.

@@ -52,7 +52,7 @@ public sealed class GroupCommitTests : IAsyncLifetime
 
         await using var check = new NpgsqlConnection(_connectionString);
         var ids = devices.Select(d => d.DeviceId).ToArray();
-        (await check.ExecuteScalarAsync<int>("SELECT count(DISTINCT tx_id) FROM firmware_events WHERE device_id = ANY(@ids)", new { ids }))
+        (await check.ExecuteScalarAsync<int>("SELECT count(DISTINCT xmin::text) FROM firmware_events WHERE device_id = ANY(@ids)", new { ids }))
             .Should().Be(1, "the 40 reports were one group: one transaction");
         (await check.QueryAsync<string>("SELECT current_firmware FROM devices WHERE id = ANY(@ids) ORDER BY id", new { ids }))
             .Should().Equal(devices.Select((_, i) => i % 5 == 0 ? null : $"3.{i % 4}.0"), "failed reports do not move the current firmware");
@@ -78,7 +78,7 @@ public sealed class GroupCommitTests : IAsyncLifetime
         await using var check = new NpgsqlConnection(_connectionString);
         var ids = devices.Select(d => d.DeviceId).ToArray();
         (await check.ExecuteScalarAsync<int>("SELECT count(*) FROM firmware_events WHERE device_id = ANY(@ids)", new { ids })).Should().Be(14);
-        (await check.ExecuteScalarAsync<int>("SELECT count(DISTINCT tx_id) FROM firmware_events WHERE device_id = ANY(@ids)", new { ids }))
+        (await check.ExecuteScalarAsync<int>("SELECT count(DISTINCT xmin::text) FROM firmware_events WHERE device_id = ANY(@ids)", new { ids }))
             .Should().Be(1, "four batches and two reports waited together: one transaction");
         (await check.QueryAsync<string>("SELECT current_firmware FROM devices WHERE id = ANY(@ids) ORDER BY id", new { ids }))
             .Should().Equal("8.0.3", "8.1.3", "8.2.3", "8.3.3", "8.4.9", "8.5.9");
@@ -114,7 +114,7 @@ public sealed class GroupCommitTests : IAsyncLifetime
 
         responses.Select(r => r.StatusCode).Should().AllBeEquivalentTo(HttpStatusCode.Created);
         await using var check = new NpgsqlConnection(_connectionString);
-        (await check.ExecuteScalarAsync<int>("SELECT count(DISTINCT tx_id) FROM firmware_events WHERE device_id = @device", new { device }))
+        (await check.ExecuteScalarAsync<int>("SELECT count(DISTINCT xmin::text) FROM firmware_events WHERE device_id = @device", new { device }))
             .Should().Be(8, "one device's reports are recorded one transaction at a time");
         (await check.ExecuteScalarAsync<int>("SELECT count(*) FROM firmware_events WHERE device_id = @device AND firmware = '5.1.0'", new { device }))
             .Should().Be(2);

@@ -20,7 +20,7 @@ public sealed class ApiDocsTests(FirmwareManagerApp app) : ApiTest(app)
             "/events", "/devices", "/devices/{device_id}", "/firmware-versions",
             "/devices/bulk", "/devices/{device_id}/keys", "/devices/{device_id}/keys/{key_id}",
             "/members", "/members/{member_id}", "/members/{member_id}/keys", "/members/{member_id}/keys/{key_id}",
-            "/me", "/me/keys", "/me/keys/{key_id}", "/audit");
+            "/me", "/me/keys", "/me/keys/{key_id}", "/audit", "/project/retention");
         var schemes = document.GetProperty("components").GetProperty("securitySchemes");
         schemes.GetProperty("api_key").GetProperty("in").GetString().Should().Be("header");
         schemes.GetProperty("api_key").GetProperty("name").GetString().Should().Be("api_key");

@@ -2,8 +2,8 @@
 -- owner, whenever the role exists: all of them revoked and granted again, in one transaction, so that they are
 -- exactly these, whatever an older migration or a hand granted. Not journaled: it is written to run again.
 --
--- Rows only: no DDL (the role owns nothing and has no CREATE on the schema), no TRUNCATE, DELETE only on
--- firmware_events (retention), UPDATE only of the columns the service updates, so it can never un-revoke a key,
+-- Rows only: no DDL (the role owns nothing and has no CREATE on the schema), no TRUNCATE, no DELETE (retention
+-- runs as the owner), UPDATE only of the columns the service updates, so it can never un-revoke a key,
 -- move a device to another project or rewrite an event. A test fails when a table has no grant here.
 
 SET LOCAL lock_timeout = '5s';
@@ -26,6 +26,8 @@ BEGIN
 
     -- Projects are created by the create-project command, the cursor key by migration 0005: both as the owner.
     GRANT SELECT ON projects, service_secrets TO firmware_manager_api;
+    -- A project's admins set its own event retention (the owner's upkeep job deletes; the API never does).
+    GRANT UPDATE (event_max_age_days) ON projects TO firmware_manager_api;
 
     -- Members are invited (or invited again: role and removed_at come back) and removed.
     GRANT SELECT, INSERT ON project_memberships TO firmware_manager_api;
@@ -42,8 +44,8 @@ BEGIN
     -- Bulk enrollment draws device ids from the identity's sequence before inserting.
     GRANT USAGE ON SEQUENCE devices_id_seq TO firmware_manager_api;
 
-    -- Events are never changed; retention deletes the old ones.
-    GRANT SELECT, INSERT, DELETE ON firmware_events TO firmware_manager_api;
+    -- Events are never changed or deleted by the API: retention runs as the schema's owner (it drops partitions).
+    GRANT SELECT, INSERT ON firmware_events TO firmware_manager_api;
 
     -- What ingest keeps beside the events.
     GRANT SELECT, INSERT ON device_firmware_status TO firmware_manager_api;

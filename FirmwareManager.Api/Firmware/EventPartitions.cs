@@ -1,0 +1,176 @@
+using System.Globalization;
+using System.Text.RegularExpressions;
+using Dapper;
+using Npgsql;
+
+namespace FirmwareManager.Api.Firmware;
+
+/// <summary>One partition of <c>firmware_events</c>: a range of <c>occurred_at</c> (null bounds: MINVALUE / MAXVALUE), or the default one.</summary>
+public sealed record EventPartition(string Name, DateTime? From, DateTime? To, bool IsDefault);
+
+/// <summary>
+/// The monthly partitions of <c>firmware_events</c> (migration 0023): made ahead of time, and dropped whole once
+/// every time they hold is older than the retention cutoff. DDL, so it runs as the schema's owner (the
+/// migrations' connection), never as the API role. Partitions are named <c>firmware_events_yYYYYmMM</c> and cover
+/// a calendar month in UTC.
+/// </summary>
+public static partial class EventPartitions
+{
+    // The partitions and their bounds as PostgreSQL prints them: FOR VALUES FROM ('...') TO ('...'), or DEFAULT.
+    // The connection's TimeZone is UTC (OpenAsync), so that the bounds print in UTC.
+    private const string ListSql = """
+        SELECT c.relname AS Name, pg_get_expr(c.relpartbound, c.oid) AS Bound
+        FROM pg_inherits AS i
+        JOIN pg_class AS c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'firmware_events'::regclass
+        """;
+
+    [GeneratedRegex(@"^FOR VALUES FROM \((?:'(?<from>[^']+)'|MINVALUE)\) TO \((?:'(?<to>[^']+)'|MAXVALUE)\)$")]
+    private static partial Regex RangeBound();
+
+    private sealed record Row(string Name, string Bound);
+
+    /// <summary>A connection for partition work: as <paramref name="connectionString"/>'s login (the schema's owner), in UTC.</summary>
+    public static async Task<NpgsqlConnection> OpenAsync(string connectionString, CancellationToken cancellationToken)
+    {
+        var connection = new NpgsqlConnection(connectionString);
+        await connection.OpenAsync(cancellationToken);
+        await connection.ExecuteAsync(new CommandDefinition("SET TimeZone = 'UTC'", cancellationToken: cancellationToken));
+        return connection;
+    }
+
+    public static async Task<IReadOnlyList<EventPartition>> ListAsync(NpgsqlConnection connection, CancellationToken cancellationToken)
+    {
+        var rows = await connection.QueryAsync<Row>(new CommandDefinition(ListSql, cancellationToken: cancellationToken));
+        var partitions = new List<EventPartition>();
+        foreach (var row in rows)
+        {
+            if (row.Bound == "DEFAULT")
+            {
+                partitions.Add(new EventPartition(row.Name, null, null, IsDefault: true));
+                continue;
+            }
+
+            var match = RangeBound().Match(row.Bound);
+            if (!match.Success)
+            {
+                throw new InvalidOperationException($"Partition {row.Name} has a bound this service does not know: {row.Bound}");
+            }
+
+            partitions.Add(new EventPartition(row.Name, ParseBound(match.Groups["from"]), ParseBound(match.Groups["to"]), IsDefault: false));
+        }
+
+        return partitions.OrderBy(p => p.IsDefault).ThenBy(p => p.From ?? DateTime.MinValue).ToList();
+    }
+
+    private static DateTime? ParseBound(Group group) => group.Success
+        ? DateTime.Parse(group.Value, CultureInfo.InvariantCulture, DateTimeStyles.AdjustToUniversal | DateTimeStyles.AssumeUniversal)
+        : null;
+
+    /// <summary>The name of the partition of the month that begins at <paramref name="monthStart"/>.</summary>
+    public static string NameOf(DateTime monthStart) =>
+        string.Create(CultureInfo.InvariantCulture, $"firmware_events_y{monthStart:yyyy}m{monthStart:MM}");
+
+    /// <summary>
+    /// Makes the monthly partitions from the end of the last one up to the end of the month
+    /// <paramref name="monthsAhead"/> months after <paramref name="nowUtc"/>'s; the names of those it made.
+    /// </summary>
+    public static async Task<IReadOnlyList<string>> CreateAheadAsync(
+        NpgsqlConnection connection, DateTime nowUtc, int monthsAhead, bool citus, CancellationToken cancellationToken)
+    {
+        var partitions = await ListAsync(connection, cancellationToken);
+        var thisMonth = new DateTime(nowUtc.Year, nowUtc.Month, 1, 0, 0, 0, DateTimeKind.Utc);
+        var end = thisMonth.AddMonths(monthsAhead + 1);
+        var next = partitions.Where(p => !p.IsDefault && p.To is not null).Select(p => p.To!.Value).DefaultIfEmpty(thisMonth).Max();
+        var created = new List<string>();
+        while (next < end)
+        {
+            // Partitions begin on the first of a month (the boundary 0021 chose is one); a month ends at the next first.
+            var monthStart = new DateTime(next.Year, next.Month, 1, 0, 0, 0, DateTimeKind.Utc);
+            var to = monthStart.AddMonths(1);
+            var name = NameOf(monthStart);
+            await CreateAsync(connection, name, next, to, citus, cancellationToken);
+            created.Add(name);
+            next = to;
+        }
+
+        return created;
+    }
+
+    // A report whose clock was outside every partition went to the default one; a new partition that covers its
+    // time cannot be made while it is there (PostgreSQL checks the default partition for rows of the new range). Such
+    // rows are moved: in one transaction, with the default partition locked, they are copied aside, deleted, and
+    // inserted again through the parent once the new partition exists. The default partition is kept small (a
+    // clock far off), so this is quick; usually there is nothing to move.
+    private const string MoveAsideSql = """
+        CREATE TEMPORARY TABLE fm_moving_events ON COMMIT DROP AS
+        SELECT * FROM firmware_events_default WHERE occurred_at >= @From AND occurred_at < @To
+        """;
+
+    private const string DeleteMovedSql = "DELETE FROM firmware_events_default WHERE occurred_at >= @From AND occurred_at < @To";
+
+    private const string InsertMovedSql = "INSERT INTO firmware_events SELECT * FROM fm_moving_events";
+
+    private static async Task CreateAsync(
+        NpgsqlConnection connection, string name, DateTime from, DateTime to, bool citus, CancellationToken cancellationToken)
+    {
+        var parameters = new { From = from, To = to };
+        await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+        // Waits for a lock at most this long (the default partition's, the parent's), then tries again next round.
+        await connection.ExecuteAsync(new CommandDefinition("SET LOCAL lock_timeout = '2s'", transaction: transaction, cancellationToken: cancellationToken));
+        if (citus)
+        {
+            // Maintenance reads every shard of the default partition: allowed here, whatever the connection says.
+            await connection.ExecuteAsync(new CommandDefinition(
+                "SET LOCAL citus.multi_task_query_log_level = 'off'", transaction: transaction, cancellationToken: cancellationToken));
+        }
+
+        await connection.ExecuteAsync(new CommandDefinition(
+            "LOCK TABLE firmware_events_default IN SHARE ROW EXCLUSIVE MODE", transaction: transaction, cancellationToken: cancellationToken));
+        await connection.ExecuteAsync(new CommandDefinition(MoveAsideSql, parameters, transaction, cancellationToken: cancellationToken));
+        var moved = await connection.ExecuteAsync(new CommandDefinition(DeleteMovedSql, parameters, transaction, cancellationToken: cancellationToken));
+        // The name and bounds are made here from dates, never from input; DDL takes no parameters.
+        await connection.ExecuteAsync(new CommandDefinition(string.Create(CultureInfo.InvariantCulture,
+            $"CREATE TABLE {name} PARTITION OF firmware_events FOR VALUES FROM ('{from:yyyy-MM-dd HH:mm:ss}+00') TO ('{to:yyyy-MM-dd HH:mm:ss}+00')"),
+            transaction: transaction, cancellationToken: cancellationToken));
+        if (moved > 0)
+        {
+            await connection.ExecuteAsync(new CommandDefinition(InsertMovedSql, transaction: transaction, cancellationToken: cancellationToken));
+        }
+
+        await transaction.CommitAsync(cancellationToken);
+    }
+
+    /// <summary>
+    /// Drops each range partition whose every time is before <paramref name="cutoff"/>; the names of those dropped.
+    /// Dropping a partition takes a moment's exclusive lock on <c>firmware_events</c>: one that cannot get it within
+    /// a second is left for the next round, so that ingest never queues behind it for longer.
+    /// </summary>
+    public static async Task<IReadOnlyList<string>> DropBeforeAsync(
+        NpgsqlConnection connection, DateTime cutoff, ILogger logger, CancellationToken cancellationToken)
+    {
+        var dropped = new List<string>();
+        foreach (var partition in await ListAsync(connection, cancellationToken))
+        {
+            if (partition.IsDefault || partition.To is not { } to || to > cutoff)
+            {
+                continue;
+            }
+
+            try
+            {
+                await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+                await connection.ExecuteAsync(new CommandDefinition("SET LOCAL lock_timeout = '1s'", transaction: transaction, cancellationToken: cancellationToken));
+                await connection.ExecuteAsync(new CommandDefinition($"DROP TABLE {partition.Name}", transaction: transaction, cancellationToken: cancellationToken));
+                await transaction.CommitAsync(cancellationToken);
+                dropped.Add(partition.Name);
+            }
+            catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.LockNotAvailable)
+            {
+                logger.LogInformation("Retention: {Partition} is busy; dropping it at the next round", partition.Name);
+            }
+        }
+
+        return dropped;
+    }
+}

@@ -1,0 +1,166 @@
+using System.Net;
+using Dapper;
+using FirmwareManager.Api.Database;
+using FirmwareManager.Api.Firmware;
+using FirmwareManager.Tests.Infrastructure;
+using Microsoft.Extensions.Logging.Abstractions;
+using Microsoft.Extensions.Options;
+using Npgsql;
+using static FirmwareManager.Tests.Firmware.PagingHistoryTests;
+
+namespace FirmwareManager.Tests.Fleet;
+
+/// <summary>
+/// firmware_events partitioned by month (migrations 0020-0023): on a fresh install, on a database that already
+/// holds events, and kept by the upkeep job (<see cref="RetentionService"/>), which makes partitions ahead and
+/// drops whole months.
+/// </summary>
+public sealed class PartitionTests
+{
+    private static DateTime ThisMonth => new(DateTime.UtcNow.Year, DateTime.UtcNow.Month, 1, 0, 0, 0, DateTimeKind.Utc);
+
+    [Fact]
+    public async Task A_fresh_install_stores_events_by_month_made_ahead_and_far_off_clocks_in_the_default_partition()
+    {
+        var connectionString = await (await PostgresServer.SharedAsync()).CreateDatabaseAsync();
+        await DatabaseMigrator.MigrateAsync(connectionString, applyDemoData: true, NullLogger.Instance);
+        await using var service = new ServiceOnDatabase(connectionString);
+        using var device = service.CreateClient();
+        device.DefaultRequestHeaders.Add("api_key", FirmwareManagerApp.DeviceKey1);
+        _ = service.Server;
+
+        // The upkeep job runs at startup: the months after the boundary (the month after next), up to 3 ahead.
+        var expected = Enumerable.Range(2, 2).Select(m => EventPartitions.NameOf(ThisMonth.AddMonths(m))).ToList();
+        await WaitUntilAsync(async () => (await PartitionNamesAsync(connectionString)).Intersect(expected).Count() == expected.Count);
+
+        var inThreeMonths = ThisMonth.AddMonths(3).AddDays(2);
+        foreach (var at in new[] { inThreeMonths, new DateTime(2099, 1, 1, 0, 0, 0, DateTimeKind.Utc), DateTime.UtcNow.AddMinutes(-1) })
+        {
+            (await device.PostEventAsync(1, Event("5.0.0", "downloading", at))).StatusCode.Should().Be(HttpStatusCode.Created);
+        }
+
+        await using var connection = new NpgsqlConnection(connectionString);
+        (await connection.ExecuteScalarAsync<string>("SELECT relkind::text FROM pg_class WHERE relname = 'firmware_events'")).Should().Be("p");
+        var placed = (await connection.QueryAsync<(DateTime, string)>(
+            "SELECT occurred_at, tableoid::regclass::text FROM firmware_events WHERE firmware = '5.0.0' ORDER BY occurred_at")).ToList();
+        placed.Select(p => p.Item2).Should().Equal(
+            "firmware_events_before_partitioning", EventPartitions.NameOf(ThisMonth.AddMonths(3)), "firmware_events_default");
+
+        // A device's history still comes newest first, across the partitions.
+        using var member = service.CreateClient();
+        member.DefaultRequestHeaders.Add("api_key", FirmwareManagerApp.MemberKey1);
+        var history = await (await member.GetAsync("/firmware/1")).JsonAsync();
+        history.EnumerateArray().Take(3).Select(e => e.GetProperty("timestamp").GetString()).Should().Equal(
+            "2099-01-01T00:00:00.000000Z", inThreeMonths.ToString("yyyy-MM-dd'T'HH:mm:ss.ffffff'Z'", System.Globalization.CultureInfo.InvariantCulture),
+            history[2].GetProperty("timestamp").GetString());
+    }
+
+    [Fact]
+    public async Task Migrating_a_database_full_of_events_partitions_it_and_keeps_every_event_and_id()
+    {
+        var connectionString = await (await PostgresServer.SharedAsync()).CreateDatabaseAsync();
+        // The schema as it was before partitioning, with the demo data and 30,000 more events, clocks far off included.
+        await DatabaseMigrator.MigrateAsync(connectionString, applyDemoData: true, NullLogger.Instance, throughScript: 19);
+        await using var connection = new NpgsqlConnection(connectionString);
+        await connection.ExecuteAsync("""
+            INSERT INTO firmware_events (device_id, project_id, firmware, status, occurred_at, arrival)
+            SELECT 1 + g % 2, 1, '3.' || g || '.0', 'installed',
+                   CASE WHEN g % 1000 = 0 THEN timestamptz '2099-06-01' + g * interval '1 s'
+                        WHEN g % 1000 = 1 THEN timestamptz '1970-01-01' + g * interval '1 s'
+                        ELSE now() - g * interval '10 minutes' END,
+                   g
+            FROM generate_series(1, 30000) AS g
+            """);
+        const string everything = """
+            SELECT string_agg(concat_ws('|', id, device_id, project_id, firmware, status, occurred_at, received_at, arrival), ',' ORDER BY id)
+            FROM firmware_events
+            """;
+        var before = await connection.ExecuteScalarAsync<string>(everything);
+        var lastId = await connection.ExecuteScalarAsync<long>("SELECT max(id) FROM firmware_events");
+
+        await DatabaseMigrator.MigrateAsync(connectionString, applyDemoData: false, NullLogger.Instance);
+
+        (await connection.ExecuteScalarAsync<string>("SELECT relkind::text FROM pg_class WHERE relname = 'firmware_events'")).Should().Be("p");
+        (await connection.ExecuteScalarAsync<string>(everything)).Should().Be(before, "every event is kept as it was");
+        (await connection.ExecuteScalarAsync<long>("SELECT count(*) FROM firmware_events_default")).Should().Be(30,
+            "the 30 clocks in 2099, after the boundary, were moved to the default partition");
+        (await connection.ExecuteScalarAsync<long>("SELECT count(*) FROM firmware_events_before_partitioning WHERE occurred_at < '2099-01-01'"))
+            .Should().Be(await connection.ExecuteScalarAsync<long>("SELECT count(*) FROM firmware_events WHERE occurred_at < '2099-01-01'"),
+                "every other event stayed where it was: the old table is the partition of everything before the boundary");
+        (await PartitionNamesAsync(connectionString)).Should().Contain(["firmware_events_before_partitioning", "firmware_events_default"]);
+
+        // The service starts on it, makes its partitions, and ingest and history work; ids go on from the old ones.
+        await using var service = new ServiceOnDatabase(connectionString);
+        using var device = service.CreateClient();
+        device.DefaultRequestHeaders.Add("api_key", FirmwareManagerApp.DeviceKey1);
+        var created = await device.PostEventAsync(1, Event("4.0.0", "updated", DateTime.UtcNow));
+        created.StatusCode.Should().Be(HttpStatusCode.Created);
+        (await created.JsonAsync()).GetProperty("id").GetInt64().Should().BeGreaterThan(lastId);
+        var repeat = await device.PostEventAsync(1, Event("3.2.0", "installed", await connection.ExecuteScalarAsync<DateTime>(
+            "SELECT occurred_at FROM firmware_events WHERE firmware = '3.2.0'")));
+        repeat.StatusCode.Should().Be(HttpStatusCode.OK, "a repeat of an event stored before partitioning is still found");
+        var history = await (await device.GetAsync("/firmware/1?limit=3")).JsonAsync();
+        history[0].GetProperty("firmware").GetString().Should().StartWith("3.", "the far-future clocks come first");
+    }
+
+    [Fact]
+    public async Task Retention_drops_whole_months_and_deletes_row_by_row_only_in_the_month_of_the_cutoff()
+    {
+        var connectionString = await (await PostgresServer.SharedAsync()).CreateDatabaseAsync();
+        await DatabaseMigrator.MigrateAsync(connectionString, applyDemoData: true, NullLogger.Instance);
+        var settings = new RetentionOptions { PartitionMonthsAhead = 6 };
+        var upkeep = Upkeep(connectionString, settings);
+        (await upkeep.RunOnceAsync(settings, DateTime.UtcNow, CancellationToken.None)).Should().BeTrue();
+        await using var connection = new NpgsqlConnection(connectionString);
+        // Device 1 reports once a day for the next six months.
+        await connection.ExecuteAsync("""
+            INSERT INTO firmware_events (device_id, project_id, firmware, status, occurred_at)
+            SELECT 1, 1, '9.' || g, 'downloading', date_trunc('day', now()) + g * interval '1 day' FROM generate_series(0, 180) AS g
+            """);
+        var state = await StateAsync(connection);
+
+        // Five months on, with a 30-day retention: the cutoff is in the fourth month from now.
+        var later = DateTime.UtcNow.AddDays(150);
+        var cutoff = later.AddDays(-30);
+        settings.MaxAgeDays = 30;
+        settings.BatchSize = 100;
+        (await upkeep.RunOnceAsync(settings, later, CancellationToken.None)).Should().BeTrue();
+
+        var partitions = await PartitionNamesAsync(connectionString);
+        partitions.Should().NotContain("firmware_events_before_partitioning", "its every time is older than the cutoff");
+        partitions.Should().Contain(EventPartitions.NameOf(new DateTime(cutoff.Year, cutoff.Month, 1, 0, 0, 0, DateTimeKind.Utc)));
+        (await connection.ExecuteScalarAsync<long>("SELECT count(*) FROM firmware_events WHERE occurred_at < @Cutoff", new { Cutoff = cutoff }))
+            .Should().Be(0);
+        (await connection.ExecuteScalarAsync<long>("SELECT count(*) FROM firmware_events WHERE occurred_at >= @Cutoff", new { Cutoff = cutoff }))
+            .Should().BeGreaterThan(40, "the events of the last 30 days and later stay");
+        (await StateAsync(connection)).Should().Be(state, "current firmware, device summaries and counts are kept as they are");
+    }
+
+    internal static RetentionService Upkeep(string connectionString, RetentionOptions settings) =>
+        new(new MaintenanceConnection(connectionString), new DatabaseEngine(PostgresServer.IsCitus), Options.Create(settings),
+            NullLogger<RetentionService>.Instance);
+
+    internal static async Task<string> StateAsync(NpgsqlConnection connection) => await connection.ExecuteScalarAsync<string>("""
+        SELECT (SELECT string_agg(concat_ws(':', id, current_firmware, last_event_status, last_event_at), ',' ORDER BY id) FROM devices)
+            || ' | ' ||
+               (SELECT string_agg(project_id || ':' || firmware || ':' || devices || '/' || failed || '/' || rolled_back, ',' ORDER BY project_id, firmware, stripe)
+                FROM firmware_version_counts)
+        """) ?? "";
+
+    private static async Task<List<string>> PartitionNamesAsync(string connectionString)
+    {
+        await using var connection = new NpgsqlConnection(connectionString);
+        return (await connection.QueryAsync<string>(
+            "SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid WHERE i.inhparent = 'firmware_events'::regclass")).ToList();
+    }
+
+    private static async Task WaitUntilAsync(Func<Task<bool>> condition)
+    {
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while (!await condition())
+        {
+            DateTime.UtcNow.Should().BeBefore(deadline);
+            await Task.Delay(100);
+        }
+    }
+}
