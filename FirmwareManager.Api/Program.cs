@@ -59,7 +59,8 @@ try
     // Background work
     builder.Services.AddSettings<RetentionOptions>(builder.Configuration, RetentionOptions.Section);
     builder.Services.AddSingleton(_ => new MaintenanceConnection(builder.Configuration.GetMigrationsConnectionString()));
-    builder.Services.AddHostedService<RetentionService>();
+    builder.Services.AddSingleton<RetentionService>();
+    builder.Services.AddHostedService(sp => sp.GetRequiredService<RetentionService>());
 
     var app = builder.Build();
 
@@ -97,6 +98,9 @@ try
 
     // The engine (PostgreSQL or Citus), read once now that the database answers and has its schema.
     _ = app.Services.GetRequiredService<DatabaseEngine>();
+
+    // The events' monthly partitions, made ahead before the first request (DDL takes locks ingest would wait for).
+    await app.Services.GetRequiredService<RetentionService>().MakePartitionsAheadAsync(CancellationToken.None);
 
     await LoginPrivileges.WarnWhenPrivilegedAsync(
         app.Services.GetRequiredService<Npgsql.NpgsqlDataSource>(), app.Environment,

@@ -97,11 +97,12 @@ public static partial class EventPartitions
         return created;
     }
 
-    // A report whose clock was outside every partition went to the default one; a new partition that covers its
-    // time cannot be made while it is there (PostgreSQL checks the default partition for rows of the new range). Such
-    // rows are moved: in one transaction, with the default partition locked, they are copied aside, deleted, and
-    // inserted again through the parent once the new partition exists. The default partition is kept small (a
-    // clock far off), so this is quick; usually there is nothing to move.
+    // A partition is made as a table of its own and then attached: ATTACH PARTITION needs only a SHARE UPDATE
+    // EXCLUSIVE lock on firmware_events, which ingest and reads do not wait for (CREATE TABLE ... PARTITION OF
+    // would take an exclusive one). A report whose clock was outside every partition went to the default one, and
+    // the new partition cannot be attached while a row of its range is there: such rows are moved, in the same
+    // transaction, with the default partition locked. The default partition is kept small (clocks far off), so
+    // this is quick; usually there is nothing to move.
     private const string MoveAsideSql = """
         CREATE TEMPORARY TABLE fm_moving_events ON COMMIT DROP AS
         SELECT * FROM firmware_events_default WHERE occurred_at >= @From AND occurred_at < @To
@@ -109,35 +110,36 @@ public static partial class EventPartitions
 
     private const string DeleteMovedSql = "DELETE FROM firmware_events_default WHERE occurred_at >= @From AND occurred_at < @To";
 
-    private const string InsertMovedSql = "INSERT INTO firmware_events SELECT * FROM fm_moving_events";
-
     private static async Task CreateAsync(
         NpgsqlConnection connection, string name, DateTime from, DateTime to, bool citus, CancellationToken cancellationToken)
     {
         var parameters = new { From = from, To = to };
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
-        // Waits for a lock at most this long (the default partition's, the parent's), then tries again next round.
-        await connection.ExecuteAsync(new CommandDefinition("SET LOCAL lock_timeout = '2s'", transaction: transaction, cancellationToken: cancellationToken));
+        Task ExecuteAsync(string sql, object? values = null) =>
+            connection.ExecuteAsync(new CommandDefinition(sql, values, transaction, cancellationToken: cancellationToken));
+
+        // Waits for a lock at most this long (the default partition's, the table's), then tries again next round.
+        await ExecuteAsync("SET LOCAL lock_timeout = '2s'");
         if (citus)
         {
-            // Maintenance reads every shard of the default partition: allowed here, whatever the connection says.
-            await connection.ExecuteAsync(new CommandDefinition(
-                "SET LOCAL citus.multi_task_query_log_level = 'off'", transaction: transaction, cancellationToken: cancellationToken));
+            // DDL in this transaction over one connection per node, so later statements see earlier ones.
+            await ExecuteAsync("SET LOCAL citus.multi_shard_modify_mode = 'sequential'");
         }
 
-        await connection.ExecuteAsync(new CommandDefinition(
-            "LOCK TABLE firmware_events_default IN SHARE ROW EXCLUSIVE MODE", transaction: transaction, cancellationToken: cancellationToken));
-        await connection.ExecuteAsync(new CommandDefinition(MoveAsideSql, parameters, transaction, cancellationToken: cancellationToken));
-        var moved = await connection.ExecuteAsync(new CommandDefinition(DeleteMovedSql, parameters, transaction, cancellationToken: cancellationToken));
-        // The name and bounds are made here from dates, never from input; DDL takes no parameters.
-        await connection.ExecuteAsync(new CommandDefinition(string.Create(CultureInfo.InvariantCulture,
-            $"CREATE TABLE {name} PARTITION OF firmware_events FOR VALUES FROM ('{from:yyyy-MM-dd HH:mm:ss}+00') TO ('{to:yyyy-MM-dd HH:mm:ss}+00')"),
-            transaction: transaction, cancellationToken: cancellationToken));
-        if (moved > 0)
+        // The name and bounds are made here from dates, never from input (DDL takes no parameters).
+        var bounds = string.Create(CultureInfo.InvariantCulture,
+            $"FROM ('{from:yyyy-MM-dd HH:mm:ss}+00') TO ('{to:yyyy-MM-dd HH:mm:ss}+00')");
+        await ExecuteAsync($"CREATE TABLE {name} (LIKE firmware_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)");
+        if (citus)
         {
-            await connection.ExecuteAsync(new CommandDefinition(InsertMovedSql, transaction: transaction, cancellationToken: cancellationToken));
+            await ExecuteAsync($"SELECT create_distributed_table('{name}', 'project_id', colocate_with => 'firmware_events')");
         }
 
+        await ExecuteAsync("LOCK TABLE firmware_events_default IN SHARE ROW EXCLUSIVE MODE");
+        await ExecuteAsync(MoveAsideSql, parameters);
+        await ExecuteAsync(DeleteMovedSql, parameters);
+        await ExecuteAsync($"INSERT INTO {name} SELECT * FROM fm_moving_events");
+        await ExecuteAsync($"ALTER TABLE firmware_events ATTACH PARTITION {name} FOR VALUES {bounds}");
         await transaction.CommitAsync(cancellationToken);
     }
 

@@ -145,6 +145,29 @@ public sealed class RetentionService(
         }
     }
 
+    /// <summary>
+    /// At startup, before the service answers: the partitions ahead, under the job's lock (waited for: another
+    /// instance starting at the same moment makes them first, and then there is nothing left to make).
+    /// </summary>
+    public async Task MakePartitionsAheadAsync(CancellationToken cancellationToken)
+    {
+        await using var connection = await EventPartitions.OpenAsync(maintenance.ConnectionString, cancellationToken);
+        await connection.ExecuteAsync(new CommandDefinition("SELECT pg_advisory_lock(@Key)", new { Key = RetentionLockKey }, cancellationToken: cancellationToken));
+        try
+        {
+            var created = await EventPartitions.CreateAheadAsync(
+                connection, DateTime.UtcNow, options.Value.PartitionMonthsAhead, engine.IsCitus, cancellationToken);
+            if (created.Count > 0)
+            {
+                logger.LogInformation("Partitions made ahead: {Partitions}", string.Join(", ", created));
+            }
+        }
+        finally
+        {
+            await connection.ExecuteAsync(new CommandDefinition(UnlockSql, new { Key = RetentionLockKey }, cancellationToken: CancellationToken.None));
+        }
+    }
+
     /// <summary>One round, as at <paramref name="nowUtc"/>; false when another instance holds the lock and nothing was done.</summary>
     public async Task<bool> RunOnceAsync(RetentionOptions settings, DateTime nowUtc, CancellationToken cancellationToken)
     {

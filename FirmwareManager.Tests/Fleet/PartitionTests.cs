@@ -17,6 +17,9 @@ namespace FirmwareManager.Tests.Fleet;
 /// </summary>
 public sealed class PartitionTests
 {
+    // The partition a row is in; on Citus, tableoid names the shard (firmware_events_default_102395): its table's name.
+    private const string Partition = @"regexp_replace(tableoid::regclass::text, '_\d+$', '')";
+
     private static DateTime ThisMonth => new(DateTime.UtcNow.Year, DateTime.UtcNow.Month, 1, 0, 0, 0, DateTimeKind.Utc);
 
     [Fact]
@@ -42,17 +45,27 @@ public sealed class PartitionTests
         await using var connection = new NpgsqlConnection(connectionString);
         (await connection.ExecuteScalarAsync<string>("SELECT relkind::text FROM pg_class WHERE relname = 'firmware_events'")).Should().Be("p");
         var placed = (await connection.QueryAsync<(DateTime, string)>(
-            "SELECT occurred_at, tableoid::regclass::text FROM firmware_events WHERE firmware = '5.0.0' ORDER BY occurred_at")).ToList();
+            $"SELECT occurred_at, {Partition} FROM firmware_events WHERE firmware = '5.0.0' ORDER BY occurred_at")).ToList();
         placed.Select(p => p.Item2).Should().Equal(
             "firmware_events_before_partitioning", EventPartitions.NameOf(ThisMonth.AddMonths(3)), "firmware_events_default");
+
+        // A clock five months ahead is past the partitions made: default partition, until its month is made.
+        var inFiveMonths = ThisMonth.AddMonths(5).AddDays(9);
+        (await device.PostEventAsync(1, Event("5.0.1", "downloading", inFiveMonths))).StatusCode.Should().Be(HttpStatusCode.Created);
+        (await connection.ExecuteScalarAsync<string>($"SELECT {Partition} FROM firmware_events WHERE firmware = '5.0.1'"))
+            .Should().Be("firmware_events_default");
+        var settings = new RetentionOptions { PartitionMonthsAhead = 6 };
+        (await Upkeep(connectionString, settings).RunOnceAsync(settings, DateTime.UtcNow, CancellationToken.None)).Should().BeTrue();
+        (await connection.ExecuteScalarAsync<string>($"SELECT {Partition} FROM firmware_events WHERE firmware = '5.0.1'"))
+            .Should().Be(EventPartitions.NameOf(ThisMonth.AddMonths(5)), "the row moved to its month's partition when that was made");
+        (await connection.ExecuteScalarAsync<long>("SELECT count(*) FROM firmware_events_default")).Should().Be(1, "the 2099 clock stays");
 
         // A device's history still comes newest first, across the partitions.
         using var member = service.CreateClient();
         member.DefaultRequestHeaders.Add("api_key", FirmwareManagerApp.MemberKey1);
         var history = await (await member.GetAsync("/firmware/1")).JsonAsync();
         history.EnumerateArray().Take(3).Select(e => e.GetProperty("timestamp").GetString()).Should().Equal(
-            "2099-01-01T00:00:00.000000Z", inThreeMonths.ToString("yyyy-MM-dd'T'HH:mm:ss.ffffff'Z'", System.Globalization.CultureInfo.InvariantCulture),
-            history[2].GetProperty("timestamp").GetString());
+            "2099-01-01T00:00:00.000000Z", Rfc3339(inFiveMonths), Rfc3339(inThreeMonths));
     }
 
     [Fact]
@@ -135,6 +148,9 @@ public sealed class PartitionTests
             .Should().BeGreaterThan(40, "the events of the last 30 days and later stay");
         (await StateAsync(connection)).Should().Be(state, "current firmware, device summaries and counts are kept as they are");
     }
+
+    private static string Rfc3339(DateTime at) =>
+        at.ToString("yyyy-MM-dd'T'HH:mm:ss.ffffff'Z'", System.Globalization.CultureInfo.InvariantCulture);
 
     internal static RetentionService Upkeep(string connectionString, RetentionOptions settings) =>
         new(new MaintenanceConnection(connectionString), new DatabaseEngine(PostgresServer.IsCitus), Options.Create(settings),
