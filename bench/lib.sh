@@ -45,6 +45,20 @@ start_citus() {
   pg_port=$(FM_CITUS_PG_OPTIONS="$*" bash "$root/bench/citus-cluster.sh" start "$citus_dir")
   postmaster=$(head -n 1 "$citus_dir/coordinator/data/postmaster.pid")
 }
+# start_standby: a hot standby of the cluster (pg_basebackup -R, streaming) in $cluster/standby, with the cluster's
+# options, on a free port; sets standby_port and standby_postmaster, and returns once it has replayed all there is.
+start_standby() {
+  standby_port=$(free_port $((pg_port + 1)))
+  log "starting a hot standby on 127.0.0.1:$standby_port (pg_basebackup)"
+  as_pg "$pg_bin/pg_basebackup" -D "$cluster/standby" -R -X stream -c fast -h 127.0.0.1 -p "$pg_port" -U postgres
+  as_pg "$pg_bin/pg_ctl" start -w -D "$cluster/standby" -l "$cluster/standby.log" \
+    -o "${pg_options/-p $pg_port/-p $standby_port}" >/dev/null
+  standby_postmaster=$(head -n 1 "$cluster/standby/postmaster.pid")
+  local target; target=$(psql_fm -Atc "SELECT pg_current_wal_insert_lsn()")
+  until [ "$("$pg_bin/psql" -h 127.0.0.1 -p "$standby_port" -U postgres -d fm -XAtc "SELECT pg_last_wal_replay_lsn() >= '$target'")" = t ]; do
+    sleep 0.2
+  done
+}
 pg_ctl_start() {
   as_pg "$pg_bin/pg_ctl" start -w -D "$cluster/data" -l "$cluster/postgres.log" -o "$pg_options" >/dev/null
   postmaster=$(head -n 1 "$cluster/data/postmaster.pid")
@@ -77,6 +91,7 @@ cleanup() {
     rm -rf "$citus_dir"
   fi
   if [ -n "$cluster" ]; then
+    [ -d "$cluster/standby" ] && { as_pg "$pg_bin/pg_ctl" stop -D "$cluster/standby" -m fast >/dev/null 2>&1 || true; }
     as_pg "$pg_bin/pg_ctl" stop -D "$cluster/data" -m fast >/dev/null 2>&1 || true
     rm -rf "$cluster"
   fi

@@ -1,22 +1,25 @@
 #!/usr/bin/env bash
-# The benchmark: bench/run.sh [--quick] [--engine citus]   (docs/performance.md explains the figures)
+# The benchmark: bench/run.sh [--quick] [--engine citus] [--replica]   (docs/performance.md explains the figures)
 # Builds the API in Release, starts a fresh PostgreSQL cluster and the API on loopback, provisions a fleet
 # (full: 1,000,000 devices in 10 projects, one of 200,000, and 10,000,000 events), then runs each phase for a
 # bounded time with wrk and pgbench and writes bench/out/results.md (and, in the full profile, the results
 # section of docs/performance.md). --quick: a small fleet and 3-second phases, for CI: it checks only that every
 # phase completes and that no acknowledged event is lost, never a timing. --engine citus: the same on a Citus
 # coordinator and two workers on this machine (bench/citus-cluster.sh), results in bench/out/results-citus.md
-# (docs/scale-out.md reads them; docs/performance.md is left as it is).
+# (docs/scale-out.md reads them; docs/performance.md is left as it is). --replica: only members' history reads, on
+# the primary alone and then with a hot standby beside it (the API given both hosts), in bench/out/results-replica.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 profile=full
 engine=postgresql
+replica=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) profile=quick ;;
     --engine) engine=${2:?--engine postgresql|citus}; shift ;;
-    *) echo "usage: bench/run.sh [--quick] [--engine postgresql|citus]" >&2; exit 2 ;;
+    --replica) replica=1 ;;
+    *) echo "usage: bench/run.sh [--quick] [--engine postgresql|citus] [--replica]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -154,6 +157,41 @@ wrk_phase() {
   log "$name: $line"
   echo "$line"
 }
+
+if [ "$replica" = 1 ]; then
+  [ "$engine" = postgresql ] || { echo "bench: --replica is for one PostgreSQL server" >&2; exit 2; }
+  # Members read devices' histories (a device's own reads stay on the primary: README, "Read replicas"): first with
+  # the primary alone, then with a hot standby and the API given both hosts, both at 16 connections.
+  results="$out/results-replica.md"
+  head -n 2 "$out/results.md" > "$results"
+  warm history-member 16 history-member.lua "$out/sample.csv" "$big"
+  wrk_phase primary-alone 16 history-member.lua "$out/sample.csv" "$big" >/dev/null
+  start_standby
+  kill "$api_pid"; wait "$api_pid" 2>/dev/null || true
+  start_api "$api_port" "$raw/api-replica.log" "Serilog__MinimumLevel__Override__Serilog.AspNetCore.RequestLoggingMiddleware=Warning" \
+    FirmwareManager__RateLimits__Member__PermitsPerSecond=0 \
+    "ConnectionStrings__FirmwareManager=Host=127.0.0.1:$pg_port,127.0.0.1:$standby_port;Username=postgres;Database=fm;Maximum Pool Size=${FM_BENCH_POOL:-128}"
+  # Both servers' CPU counts as PostgreSQL's.
+  pg_pids() { for p in "$postmaster" "$standby_postmaster"; do echo "$p" $(pgrep -P "$p" || true); done; }
+  warm history-member 16 history-member.lua "$out/sample.csv" "$big"
+  wrk_phase with-standby 16 history-member.lua "$out/sample.csv" "$big" >/dev/null
+  reads=$(curl -fsS "http://127.0.0.1:$api_port/metrics" | awk '/^firmware_manager_reads_total/ { print }')
+  {
+    echo
+    echo "Reads by node and reason since the API started with both hosts (warm-up included; /metrics):"
+    echo
+    echo '```'
+    echo "$reads"
+    echo '```'
+    echo
+    echo "Fleet: $devices devices ($big in project 1), $((devices * events_per_device)) events; a member key of each device's project reads its history (first page, 100 events)."
+  } >> "$results"
+  cat "$results"
+  standby_reads=$(echo "$reads" | awk '/node="standby"/ { s += $2 } END { print s + 0 }')
+  [ "$standby_reads" -gt 0 ] || { echo "bench: no read was served by the standby" >&2; exit 1; }
+  log "done"
+  exit 0
+fi
 
 count_events() { psql_fm -tAc "SELECT count(*) FROM firmware_events"; }
 lost=0
