@@ -56,6 +56,30 @@ SQL
 size=$(psql_fm -Atc "SELECT pg_size_pretty(pg_total_relation_size('$month'))")
 rows=$(psql_fm -Atc "SELECT count(*) FROM $month")
 
+# The history page across partitions (docs/schema.md, "EXPLAIN"): device 42 also reported now (the partition
+# before the boundary) and with a clock in 2099 (the default partition); its first page of 20, and a page after a
+# cursor in the middle, as the service prepares them (generic plan: parameters, not constants).
+psql_fm <<SQL >/dev/null
+INSERT INTO firmware_events (device_id, project_id, firmware, status, occurred_at, arrival)
+VALUES (42, 1, '2.0.0', 'installed', now(), 0), (42, 1, '2.0.1', 'installed', '2099-01-01', 0);
+ANALYZE firmware_events;
+SQL
+psql_fm > "$out/history-explain.txt" <<'SQL'
+SET plan_cache_mode = force_generic_plan;
+PREPARE history(bigint, bigint, timestamptz, int) AS
+SELECT e.id, e.device_id, e.project_id, e.firmware, e.status, e.occurred_at, e.received_at
+FROM firmware_events AS e
+WHERE e.device_id = $1 AND e.project_id = $2
+  AND e.occurred_at >= '-infinity' AND e.occurred_at < 'infinity'
+  AND (e.occurred_at, e.firmware, e.status) < ($3, '', '')
+ORDER BY e.occurred_at DESC, e.firmware DESC, e.status DESC
+LIMIT $4;
+EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE history(42, 1, 'infinity', 20);
+SELECT occurred_at AS cursor_at FROM firmware_events WHERE device_id = 42 AND firmware = '1.5.0' \gset
+EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) EXECUTE history(42, 1, :'cursor_at', 3);
+SQL
+cat "$out/history-explain.txt"
+
 timed() { local t0; t0=$(now_ms); psql_fm -c "$1" >/dev/null; echo $(( $(now_ms) - t0 )); }
 log "dropping the partition"
 drop_ms=$(timed "DROP TABLE $month")

@@ -60,13 +60,14 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
 
     // Then the project's feed numbers: its row in project_event_arrivals (migration 0012), made when missing, and
     // locked until this transaction commits, so that the project's numbers follow commit order. The next numbers
-    // are last_arrival + 1 onwards; the second round trip stores the new last one.
+    // are last_arrival + 1 onwards; the second round trip stores the new last one. now() is the transaction's time,
+    // the receive time of every event it stores: the time of those reported without one.
     private const string LockArrivalsSql = """
         INSERT INTO project_event_arrivals AS a (project_id, last_arrival)
         VALUES (@ProjectId, 0)
         ON CONFLICT (project_id) DO UPDATE
         SET last_arrival = a.last_arrival
-        RETURNING a.last_arrival
+        RETURNING a.last_arrival, now()
         """;
 
     private const string StoreLastArrivalSql = """
@@ -101,8 +102,9 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
     // every table is filtered by one project to that project's node in one (docs/scale-out.md). The project id each
     // INSERT ... SELECT stores comes from a table's project_id column, not the parameter: so Citus sees that its
     // rows stay on the shard they were read from, and runs it there.
-    // The events' own times (and now(), the time of those without one) bound occurred_at, so that only the monthly
-    // partitions (migration 0023) that can hold them are read.
+    // The events' own times (and the transaction's, for those without one) bound occurred_at: constants when the
+    // statement is planned, so that the planner considers only the monthly partitions (migration 0023) that can
+    // hold them (with now() in the bound it would plan every partition, and prune only when running).
     // The time a report counts by (reported_at): a time ahead of the receive time is a clock running ahead, and
     // counts as its receive time; device_at orders two reports both ahead by the device's clock, at most a day.
     private const string StoredEvents = """
@@ -118,7 +120,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
          FROM firmware_events AS e
          WHERE e.project_id = @ProjectId
            AND e.arrival BETWEEN @FirstArrival AND @LastArrival
-           AND e.occurred_at BETWEEN LEAST(@EarliestOccurredAt, now()) AND GREATEST(@LatestOccurredAt, now()))
+           AND e.occurred_at BETWEEN @EarliestOccurredAt AND @LatestOccurredAt)
         """;
 
     // Devices whose current firmware moves: to their newest installed/updated/rolled_back report by the device's
@@ -330,6 +332,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
         var locked = new HashSet<long>();
         var active = new HashSet<long>();
         long lastArrival = 0;
+        var transactionTime = DateTime.UtcNow;
         await using (var reader = await connection.ExecuteReaderAsync(new CommandDefinition(
             LockAndCheckSql, new { ProjectId = projectId, DeviceIds = deviceIds, KeyIds = keyIds }, cancellationToken: cancellationToken)))
         {
@@ -348,6 +351,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
             while (await reader.ReadAsync(cancellationToken))
             {
                 lastArrival = reader.GetInt64(0);
+                transactionTime = reader.GetFieldValue<DateTime>(1);
             }
 
             while (await reader.NextResultAsync(cancellationToken))
@@ -380,8 +384,8 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
                 }
             }
 
-            var times = recordable.Select(i => reports[i].OccurredAt).OfType<DateTime>().ToList();
-            DateTime? earliest = times.Count > 0 ? times.Min() : null, latest = times.Count > 0 ? times.Max() : null;
+            var times = recordable.Select(i => reports[i].OccurredAt ?? transactionTime).ToList();
+            var (earliest, latest) = (times.Min(), times.Max());
             foreach (var statement in KeepDerivedStateSql)
             {
                 batch.BatchCommands.Add(new NpgsqlBatchCommand(statement)
@@ -392,8 +396,8 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
                         new("FirstArrival", lastArrival + 1),
                         new("LastArrival", lastArrival + recordable.Count),
                         new("SetsCurrentFirmware", FirmwareStatus.SetsCurrentFirmware.ToArray()),
-                        new("EarliestOccurredAt", NpgsqlDbType.TimestampTz) { Value = (object?)earliest ?? DBNull.Value },
-                        new("LatestOccurredAt", NpgsqlDbType.TimestampTz) { Value = (object?)latest ?? DBNull.Value },
+                        new("EarliestOccurredAt", NpgsqlDbType.TimestampTz) { Value = earliest },
+                        new("LatestOccurredAt", NpgsqlDbType.TimestampTz) { Value = latest },
                     },
                 });
             }
