@@ -3,6 +3,7 @@ using System.Net.Http.Json;
 using Dapper;
 using FirmwareManager.Api.Database;
 using FirmwareManager.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging.Abstractions;
 using Npgsql;
 using static FirmwareManager.Tests.Firmware.PagingHistoryTests;
@@ -135,6 +136,31 @@ public sealed class ReadReplicaTests : IClassFixture<ReadReplicaTests.Replicas>
         // And back on the standby once it returns (Npgsql rechecks a host's state every second here).
         await Task.Delay(1500);
         (await viewer.GetAsync("/firmware/1")).StatusCode.Should().Be(HttpStatusCode.OK);
+    }
+
+    [SingleServerFact]
+    public async Task A_read_the_standby_cancels_for_a_conflict_with_recovery_is_read_again_on_the_primary()
+    {
+        var routing = _replicas.Service.Services.GetRequiredService<ReadRouting>();
+        var servedBy = new List<bool>();
+
+        // The read fails as a recovery conflict does (SQLSTATE 40001, raised by the standby itself) wherever it runs
+        // on a standby, and answers on the primary.
+        var answer = await routing.RunAsync(ReadContext.Anywhere(), async connection =>
+        {
+            var onStandby = await connection.ExecuteScalarAsync<bool>("SELECT pg_is_in_recovery()");
+            servedBy.Add(onStandby);
+            if (onStandby)
+            {
+                await connection.ExecuteAsync(
+                    "DO $$ BEGIN RAISE EXCEPTION 'canceling statement due to conflict with recovery' USING ERRCODE = 'serialization_failure'; END $$");
+            }
+
+            return await connection.ExecuteScalarAsync<long>("SELECT count(*) FROM firmware_events");
+        }, CancellationToken.None);
+
+        servedBy.Should().Equal([true, false], "tried on the standby, then on the primary");
+        answer.Should().BeGreaterThan(0);
     }
 
     private static HttpClient ClientWithKey(ServiceOnDatabase service, string key)
