@@ -60,14 +60,16 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
 
     // Then the project's feed numbers: its row in project_event_arrivals (migration 0012), made when missing, and
     // locked until this transaction commits, so that the project's numbers follow commit order. The next numbers
-    // are last_arrival + 1 onwards; the second round trip stores the new last one. now() is the transaction's time,
-    // the receive time of every event it stores: the time of those reported without one.
+    // are last_arrival + 1 onwards; the second round trip stores the new last one.
+    // The transaction's time: the receive time of every event it stores, and so the time of those reported without
+    // one, which the second round trip stores as given (on Citus, a function in a statement may be evaluated on
+    // the coordinator or on a worker, whose transaction began later: a value given is the same everywhere).
     private const string LockArrivalsSql = """
         INSERT INTO project_event_arrivals AS a (project_id, last_arrival)
         VALUES (@ProjectId, 0)
         ON CONFLICT (project_id) DO UPDATE
         SET last_arrival = a.last_arrival
-        RETURNING a.last_arrival, now()
+        RETURNING a.last_arrival
         """;
 
     private const string StoreLastArrivalSql = """
@@ -79,7 +81,8 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
     // The events, numbered in the order given, as rows of one INSERT: Citus sends it to the project's shard as one
     // task (an INSERT ... SELECT would go through the coordinator, with a two-phase commit, because the ids come
     // from a sequence). Identical repeats (same device, project, time, firmware, status) insert nothing (ON
-    // CONFLICT) and leave their number unused. Events without a timestamp get the receive time.
+    // CONFLICT) and leave their number unused. Events without a timestamp get the transaction's time
+    // (TransactionTimeSql), which is their receive time.
     private const string InsertEventsColumns = "INSERT INTO firmware_events (device_id, project_id, firmware, status, occurred_at, arrival)\nVALUES ";
     private const string InsertEventsReturning = """
 
@@ -93,7 +96,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
 
     private static readonly string[] InsertEventsSql = InsertSizes.Select(rows =>
         InsertEventsColumns + string.Join(",\n       ", Enumerable.Range(0, rows).Select(row => string.Create(CultureInfo.InvariantCulture,
-            $"(${(row * 6) + 1}, ${(row * 6) + 2}, ${(row * 6) + 3}, ${(row * 6) + 4}, COALESCE(${(row * 6) + 5}, now()), ${(row * 6) + 6})")))
+            $"(${(row * 6) + 1}, ${(row * 6) + 2}, ${(row * 6) + 3}, ${(row * 6) + 4}, ${(row * 6) + 5}, ${(row * 6) + 6})")))
         + InsertEventsReturning).ToArray();
 
     // The derived state follows from the events this transaction stored: those numbered in its range. Each statement
@@ -252,7 +255,10 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
 
     // The first round trip: BEGIN, the locks and the check; the second, once the client knows which reports are
     // recordable and their numbers: the events, the derived state and COMMIT.
-    private const string LockAndCheckSql = "BEGIN;\n" + LockDevicesSql + ";\n" + ActiveDevicesSql + ";\n" + LockArrivalsSql;
+    private const string TransactionTimeSql = "SELECT now()";
+
+    private const string LockAndCheckSql =
+        "BEGIN;\n" + LockDevicesSql + ";\n" + ActiveDevicesSql + ";\n" + LockArrivalsSql + ";\n" + TransactionTimeSql;
 
     private static readonly string[] KeepDerivedStateSql = [StoreLastArrivalSql, CountVersionsSql, KeepVersionStatusSql, KeepDeviceStateSql];
 
@@ -351,7 +357,12 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
             while (await reader.ReadAsync(cancellationToken))
             {
                 lastArrival = reader.GetInt64(0);
-                transactionTime = reader.GetFieldValue<DateTime>(1);
+            }
+
+            await reader.NextResultAsync(cancellationToken);
+            while (await reader.ReadAsync(cancellationToken))
+            {
+                transactionTime = reader.GetFieldValue<DateTime>(0);
             }
 
             while (await reader.NextResultAsync(cancellationToken))
@@ -376,7 +387,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
                         insert.Parameters.Add(new NpgsqlParameter<long> { TypedValue = projectId });
                         insert.Parameters.Add(new NpgsqlParameter<string> { TypedValue = reports[i].Firmware });
                         insert.Parameters.Add(new NpgsqlParameter<string> { TypedValue = reports[i].Status });
-                        insert.Parameters.Add(new NpgsqlParameter { NpgsqlDbType = NpgsqlDbType.TimestampTz, Value = (object?)reports[i].OccurredAt ?? DBNull.Value });
+                        insert.Parameters.Add(new NpgsqlParameter<DateTime> { NpgsqlDbType = NpgsqlDbType.TimestampTz, TypedValue = reports[i].OccurredAt ?? transactionTime });
                         insert.Parameters.Add(new NpgsqlParameter<long> { TypedValue = lastArrival + 1 + k });
                     }
 
