@@ -103,9 +103,14 @@ public static partial class EventPartitions
     // the new partition cannot be attached while a row of its range is there: such rows are moved, in the same
     // transaction, with the default partition locked. The default partition is kept small (clocks far off), so
     // this is quick; usually there is nothing to move.
-    private const string MoveAsideSql = """
+    private const string EventColumns = "id, device_id, project_id, firmware, status, occurred_at, received_at, arrival";
+
+    private const string MoveAsideSql = $"""
         CREATE TEMPORARY TABLE fm_moving_events ON COMMIT DROP AS
-        SELECT * FROM firmware_events_default WHERE occurred_at >= @From AND occurred_at < @To
+        SELECT {EventColumns}
+        FROM firmware_events_default
+        WHERE occurred_at >= @From
+          AND occurred_at < @To
         """;
 
     private const string DeleteMovedSql = "DELETE FROM firmware_events_default WHERE occurred_at >= @From AND occurred_at < @To";
@@ -138,7 +143,7 @@ public static partial class EventPartitions
         await ExecuteAsync("LOCK TABLE firmware_events_default IN SHARE ROW EXCLUSIVE MODE");
         await ExecuteAsync(MoveAsideSql, parameters);
         await ExecuteAsync(DeleteMovedSql, parameters);
-        await ExecuteAsync($"INSERT INTO {name} SELECT * FROM fm_moving_events");
+        await ExecuteAsync($"INSERT INTO {name} ({EventColumns}) SELECT {EventColumns} FROM fm_moving_events");
         await ExecuteAsync($"ALTER TABLE firmware_events ATTACH PARTITION {name} FOR VALUES {bounds}");
         await transaction.CommitAsync(cancellationToken);
     }
