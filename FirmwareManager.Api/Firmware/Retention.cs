@@ -72,7 +72,7 @@ public sealed class RetentionService(
                 SELECT project_id, device_id
                 FROM device_firmware_status
                 WHERE (@ProjectId::bigint IS NULL OR project_id = @ProjectId)
-                  AND (project_id, device_id) > (@AfterProjectId, @AfterDeviceId)
+                  AND (project_id, device_id) > (@AfterProjectId, @AfterId)
                 ORDER BY project_id, device_id
                 LIMIT @BatchSize
             ) AS w
@@ -86,7 +86,7 @@ public sealed class RetentionService(
             RETURNING 1
         )
         SELECT (SELECT project_id FROM window_devices ORDER BY project_id DESC, device_id DESC LIMIT 1) AS LastProjectId,
-               (SELECT device_id FROM window_devices ORDER BY project_id DESC, device_id DESC LIMIT 1) AS LastDeviceId,
+               (SELECT device_id FROM window_devices ORDER BY project_id DESC, device_id DESC LIMIT 1) AS LastId,
                (SELECT count(*) FROM deleted) AS Deleted
         """;
 
@@ -111,19 +111,31 @@ public sealed class RetentionService(
         ORDER BY id
         """;
 
+    // A window of audit entries in key order (audit_log_project_id_idx) and, of those, the ones older than the
+    // cutoff: one pass over the index a round, never a scan of the table per batch (created_at has no index).
     private const string DeleteAuditSql = """
-        DELETE FROM audit_log AS a
-        USING (
-            SELECT project_id, id
+        WITH window_rows AS (
+            SELECT project_id, id, created_at
             FROM audit_log
-            WHERE created_at < @Cutoff
+            WHERE (@ProjectId::bigint IS NULL OR project_id = @ProjectId)
+              AND (project_id, id) > (@AfterProjectId, @AfterId)
+            ORDER BY project_id, id
             LIMIT @BatchSize
-        ) AS old
-        WHERE a.project_id = old.project_id
-          AND a.id = old.id
+        ),
+        deleted AS (
+            DELETE FROM audit_log AS a
+            USING window_rows AS w
+            WHERE a.project_id = w.project_id
+              AND a.id = w.id
+              AND w.created_at < @Cutoff
+            RETURNING 1
+        )
+        SELECT (SELECT project_id FROM window_rows ORDER BY project_id DESC, id DESC LIMIT 1) AS LastProjectId,
+               (SELECT id FROM window_rows ORDER BY project_id DESC, id DESC LIMIT 1) AS LastId,
+               (SELECT count(*) FROM deleted) AS Deleted
         """;
 
-    private sealed record Window(long? LastProjectId, long? LastDeviceId, long Deleted);
+    private sealed record Window(long? LastProjectId, long? LastId, long Deleted);
 
     private sealed record ProjectRetention(long ProjectId, int MaxAgeDays);
 
@@ -155,12 +167,7 @@ public sealed class RetentionService(
         await connection.ExecuteAsync(new CommandDefinition("SELECT pg_advisory_lock(@Key)", new { Key = RetentionLockKey }, cancellationToken: cancellationToken));
         try
         {
-            var created = await EventPartitions.CreateAheadAsync(
-                connection, DateTime.UtcNow, options.Value.PartitionMonthsAhead, engine.IsCitus, cancellationToken);
-            if (created.Count > 0)
-            {
-                logger.LogInformation("Partitions made ahead: {Partitions}", string.Join(", ", created));
-            }
+            await CreateAheadAsync(connection, DateTime.UtcNow, options.Value.PartitionMonthsAhead, cancellationToken);
         }
         finally
         {
@@ -186,17 +193,13 @@ public sealed class RetentionService(
                 await connection.ExecuteAsync(new CommandDefinition("SET citus.multi_task_query_log_level = 'off'", cancellationToken: cancellationToken));
             }
 
-            var created = await EventPartitions.CreateAheadAsync(connection, nowUtc, settings.PartitionMonthsAhead, engine.IsCitus, cancellationToken);
-            if (created.Count > 0)
-            {
-                logger.LogInformation("Partitions made ahead: {Partitions}", string.Join(", ", created));
-            }
+            await CreateAheadAsync(connection, nowUtc, settings.PartitionMonthsAhead, cancellationToken);
 
             if (settings.MaxAgeDays is { } maxAgeDays)
             {
                 var cutoff = nowUtc.AddDays(-maxAgeDays);
                 var dropped = await EventPartitions.DropBeforeAsync(connection, cutoff, logger, cancellationToken);
-                var deleted = await DeleteDevicesEventsAsync(connection, null, cutoff, settings.BatchSize, cancellationToken);
+                var deleted = await DeleteInWindowsAsync(connection, DeleteDevicesEventsSql, null, cutoff, settings.BatchSize, cancellationToken);
                 deleted += await DeleteInBatchesAsync(connection, DeleteDefaultSql, cutoff, settings.BatchSize, cancellationToken);
                 logger.LogInformation(
                     "Retention: events before {Cutoff:o} removed: partitions dropped {Partitions}, {Count} events deleted",
@@ -207,14 +210,14 @@ public sealed class RetentionService(
             foreach (var project in projects.Where(p => settings.MaxAgeDays is not { } global || p.MaxAgeDays < global))
             {
                 var cutoff = nowUtc.AddDays(-project.MaxAgeDays);
-                var deleted = await DeleteDevicesEventsAsync(connection, project.ProjectId, cutoff, settings.BatchSize, cancellationToken);
+                var deleted = await DeleteInWindowsAsync(connection, DeleteDevicesEventsSql, project.ProjectId, cutoff, settings.BatchSize, cancellationToken);
                 logger.LogInformation("Retention: project {ProjectId}: {Count} events before {Cutoff:o} deleted", project.ProjectId, deleted, cutoff);
             }
 
             if (settings.AuditMaxAgeDays is { } auditMaxAgeDays)
             {
                 var cutoff = nowUtc.AddDays(-auditMaxAgeDays);
-                var deleted = await DeleteInBatchesAsync(connection, DeleteAuditSql, cutoff, settings.BatchSize, cancellationToken);
+                var deleted = await DeleteInWindowsAsync(connection, DeleteAuditSql, null, cutoff, settings.BatchSize, cancellationToken);
                 logger.LogInformation("Retention: {Count} audit entries before {Cutoff:o} deleted", deleted, cutoff);
             }
 
@@ -226,27 +229,38 @@ public sealed class RetentionService(
         }
     }
 
-    private static async Task<long> DeleteDevicesEventsAsync(
-        NpgsqlConnection connection, long? projectId, DateTime cutoff, int batchSize, CancellationToken cancellationToken)
+    private async Task CreateAheadAsync(NpgsqlConnection connection, DateTime nowUtc, int monthsAhead, CancellationToken cancellationToken)
     {
-        long afterProjectId = 0, afterDeviceId = 0, total = 0;
+        var created = await EventPartitions.CreateAheadAsync(connection, nowUtc, monthsAhead, engine.IsCitus, cancellationToken);
+        if (created.Count > 0)
+        {
+            logger.LogInformation("Partitions made ahead: {Partitions}", string.Join(", ", created));
+        }
+    }
+
+    // Runs a windowed delete (DeleteDevicesEventsSql, DeleteAuditSql) from the start of its key to the end, a window
+    // a short transaction; the number deleted.
+    private static async Task<long> DeleteInWindowsAsync(
+        NpgsqlConnection connection, string sql, long? projectId, DateTime cutoff, int batchSize, CancellationToken cancellationToken)
+    {
+        long afterProjectId = 0, afterId = 0, total = 0;
         while (true)
         {
-            var window = await connection.QuerySingleAsync<Window>(new CommandDefinition(DeleteDevicesEventsSql, new
+            var window = await connection.QuerySingleAsync<Window>(new CommandDefinition(sql, new
             {
                 ProjectId = projectId,
                 AfterProjectId = afterProjectId,
-                AfterDeviceId = afterDeviceId,
+                AfterId = afterId,
                 BatchSize = batchSize,
                 Cutoff = cutoff,
             }, cancellationToken: cancellationToken));
             total += window.Deleted;
-            if (window.LastDeviceId is not { } lastDeviceId)
+            if (window.LastId is not { } lastId)
             {
                 return total;
             }
 
-            (afterProjectId, afterDeviceId) = (window.LastProjectId!.Value, lastDeviceId);
+            (afterProjectId, afterId) = (window.LastProjectId!.Value, lastId);
             await Task.Delay(TimeSpan.FromMilliseconds(20), cancellationToken);
         }
     }
