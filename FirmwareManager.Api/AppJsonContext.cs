@@ -2,9 +2,11 @@ using System.Text.Json.Serialization;
 using FirmwareManager.Api.Audit;
 using FirmwareManager.Api.Devices;
 using FirmwareManager.Api.Firmware;
+using FirmwareManager.Api.FleetHealth;
 using FirmwareManager.Api.Keys;
 using FirmwareManager.Api.Members;
 using FirmwareManager.Api.Versions;
+using FirmwareManager.Api.Webhooks;
 
 namespace FirmwareManager.Api;
 
@@ -14,6 +16,14 @@ namespace FirmwareManager.Api;
 [JsonSerializable(typeof(List<FirmwareEventResponse>))]
 [JsonSerializable(typeof(BatchResult))]
 [JsonSerializable(typeof(ProjectRetentionResponse))]
+[JsonSerializable(typeof(FleetHealthSettingsResponse))]
+[JsonSerializable(typeof(List<FirmwareTransition>))]
+[JsonSerializable(typeof(WebhookPayload))]
+[JsonSerializable(typeof(CreatedWebhookResponse))]
+[JsonSerializable(typeof(WebhookResponse))]
+[JsonSerializable(typeof(List<WebhookResponse>))]
+[JsonSerializable(typeof(WebhookDeliveryResponse))]
+[JsonSerializable(typeof(List<WebhookDeliveryResponse>))]
 [JsonSerializable(typeof(DeviceResponse))]
 [JsonSerializable(typeof(List<DeviceResponse>))]
 [JsonSerializable(typeof(List<FirmwareVersionCount>))]

@@ -6,11 +6,13 @@ using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Devices;
 using FirmwareManager.Api.Events;
 using FirmwareManager.Api.Firmware;
+using FirmwareManager.Api.FleetHealth;
 using FirmwareManager.Api.Http;
 using FirmwareManager.Api.Keys;
 using FirmwareManager.Api.Members;
 using FirmwareManager.Api.Observability;
 using FirmwareManager.Api.Versions;
+using FirmwareManager.Api.Webhooks;
 using Microsoft.Extensions.Options;
 using Serilog;
 
@@ -42,6 +44,8 @@ try
     builder.Services.AddApiDocs();
 
     // Repositories
+    // The time "silent for longer than" is measured against (a test moves it).
+    builder.Services.AddSingleton(TimeProvider.System);
     builder.Services.AddSingleton<FirmwareEvents>();
     builder.Services.AddSingleton<EventFeed>();
     builder.Services.AddSingleton<Cursors>();
@@ -52,6 +56,8 @@ try
     builder.Services.AddSingleton<Memberships>();
     builder.Services.AddSingleton<AuditLog>();
     builder.Services.AddSingleton<ProjectRetention>();
+    builder.Services.AddSingleton<FleetHealthSettings>();
+    builder.Services.AddSingleton<FirmwareTransitions>();
 
     // Reports of many devices committed together
     builder.Services.AddReportGroupCommit(builder.Configuration);
@@ -61,6 +67,7 @@ try
     builder.Services.AddSingleton(_ => new MaintenanceConnection(builder.Configuration.GetMigrationsConnectionString()));
     builder.Services.AddSingleton<RetentionService>();
     builder.Services.AddHostedService(sp => sp.GetRequiredService<RetentionService>());
+    builder.Services.AddWebhooks(builder.Configuration);
 
     var app = builder.Build();
 
@@ -82,6 +89,9 @@ try
     app.MapEventFeedApi();
     app.MapDevicesApi();
     app.MapFirmwareVersionsApi();
+    app.MapFirmwareTransitionsApi();
+    app.MapFleetHealthSettingsApi();
+    app.MapWebhooksApi();
     app.MapKeysApi();
     app.MapMembersApi();
     app.MapAuditApi();

@@ -1,8 +1,10 @@
 using System.Text.Json.Serialization;
 using FirmwareManager.Api.Devices;
 using FirmwareManager.Api.Firmware;
+using FirmwareManager.Api.FleetHealth;
 using FirmwareManager.Api.Http;
 using FirmwareManager.Api.Members;
+using FirmwareManager.Api.Webhooks;
 
 namespace FirmwareManager.Api;
 
@@ -22,4 +24,6 @@ namespace FirmwareManager.Api;
 [JsonSerializable(typeof(EnrollDevicesBody))]
 [JsonSerializable(typeof(InviteMemberBody))]
 [JsonSerializable(typeof(ProjectRetentionBody))]
+[JsonSerializable(typeof(FleetHealthSettingsBody))]
+[JsonSerializable(typeof(CreateWebhookBody))]
 internal sealed partial class RequestJsonContext : JsonSerializerContext;

@@ -8,18 +8,23 @@
 # coordinator and two workers on this machine (bench/citus-cluster.sh), results in bench/out/results-citus.md
 # (docs/scale-out.md reads them; docs/performance.md is left as it is). --replica: only members' history reads, on
 # the primary alone and then with a hot standby beside it (the API given both hosts), in bench/out/results-replica.md.
+# --webhook: only ingest, without a webhook and then with one subscribed to every event of every project (a local
+# receiver, bench/webhook-receiver.py), in bench/out/results-webhook.md; it checks that every event stored got its
+# delivery and that every delivery arrives.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 profile=full
 engine=postgresql
 replica=0
+webhook=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) profile=quick ;;
     --engine) engine=${2:?--engine postgresql|citus}; shift ;;
     --replica) replica=1 ;;
-    *) echo "usage: bench/run.sh [--quick] [--engine postgresql|citus] [--replica]" >&2; exit 2 ;;
+    --webhook) webhook=1 ;;
+    *) echo "usage: bench/run.sh [--quick] [--engine postgresql|citus] [--replica | --webhook]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -189,6 +194,57 @@ if [ "$replica" = 1 ]; then
   cat "$results"
   standby_reads=$(echo "$reads" | awk '/node="standby"/ { s += $2 } END { print s + 0 }')
   [ "$standby_reads" -gt 0 ] || { echo "bench: no read was served by the standby" >&2; exit 1; }
+  log "done"
+  exit 0
+fi
+
+if [ "$webhook" = 1 ]; then
+  results="$out/results-webhook.md"
+  head -n 2 "$out/results.md" > "$results"
+  warm ingest 64 ingest.lua "$out/sample.csv" "" RUN
+  wrk_phase ingest-no-webhook 64 ingest.lua "$out/sample.csv" >/dev/null
+  receiver_port=$(free_port 19080)
+  python3 bench/webhook-receiver.py "$receiver_port" "$raw/receiver-count.txt" &
+  receiver_pid=$!
+  trap 'kill "$receiver_pid" 2>/dev/null || true; cleanup' EXIT
+  kill "$api_pid"; wait "$api_pid" 2>/dev/null || true
+  start_api "$api_port" "$raw/api-webhook.log" "Serilog__MinimumLevel__Override__Serilog.AspNetCore.RequestLoggingMiddleware=Warning" \
+    FirmwareManager__RateLimits__Member__PermitsPerSecond=0 FirmwareManager__Webhooks__AllowPrivateTargets=true
+  # One webhook through the API (project 1's admin), then the same for every other project.
+  curl -fsS -X POST "http://127.0.0.1:$api_port/webhooks" -H "api_key: $member_key" -H 'Content-Type: application/json' \
+    -d "{\"url\": \"http://127.0.0.1:$receiver_port/hook\", \"events\": [\"event.downloading\", \"event.downloaded\", \"event.installing\", \"event.installed\", \"event.updated\", \"event.failed\", \"event.rolled_back\"]}" >/dev/null
+  psql_fm -c "INSERT INTO webhooks (project_id, url, event_types, secret_ciphertext)
+              SELECT p.id, w.url, w.event_types, w.secret_ciphertext FROM projects AS p, webhooks AS w WHERE p.id <> 1 AND w.project_id = 1" >/dev/null
+  first_new=$(psql_fm -tAc "SELECT COALESCE(max(id), 0) FROM firmware_events")
+  warm ingest 64 ingest.lua "$out/sample.csv" "" RUN
+  wrk_phase ingest-webhook 64 ingest.lua "$out/sample.csv" >/dev/null
+  sleep 1
+  stored=$(psql_fm -tAc "SELECT count(*) FROM firmware_events WHERE id > $first_new")
+  recorded=$(psql_fm -tAc "SELECT count(*) FROM webhook_deliveries WHERE event_id > $first_new")
+  log "waiting for $recorded deliveries to arrive"
+  drain_start=$(date +%s)
+  drain_limit=1800
+  [ "$profile" = quick ] && drain_limit=120
+  until [ "$(psql_fm -tAc "SELECT count(*) FROM webhook_deliveries WHERE delivered_at IS NULL")" = 0 ]; do
+    [ $(( $(date +%s) - drain_start )) -lt "$drain_limit" ] || break
+    sleep 1
+  done
+  drain_s=$(( $(date +%s) - drain_start ))
+  pending=$(psql_fm -tAc "SELECT count(*) FROM webhook_deliveries WHERE delivered_at IS NULL")
+  delivered=$(psql_fm -tAc "SELECT count(*) FROM webhook_deliveries WHERE delivered_at IS NOT NULL")
+  sleep 1
+  arrived=$(cat "$raw/receiver-count.txt")
+  {
+    echo
+    echo "Events stored with the webhook subscribed (warm-up included): $stored; deliveries recorded for them: $recorded."
+    echo "Deliveries delivered: $delivered, still pending: $pending, requests the receiver got: $arrived; the sender finished ${drain_s} s after the load stopped."
+    echo
+    echo "Fleet: $devices devices ($big in project 1) in 10 projects; a webhook in each, subscribed to every event; receiver: bench/webhook-receiver.py on loopback."
+  } >> "$results"
+  cat "$results"
+  [ "$stored" = "$recorded" ] || { echo "bench: $stored events stored but $recorded deliveries recorded" >&2; exit 1; }
+  [ "$pending" = 0 ] || { echo "bench: $pending deliveries still pending" >&2; exit 1; }
+  [ "$arrived" -ge "$delivered" ] || { echo "bench: $delivered deliveries marked delivered, $arrived arrived" >&2; exit 1; }
   log "done"
   exit 0
 fi

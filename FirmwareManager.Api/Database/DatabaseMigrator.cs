@@ -64,7 +64,8 @@ public static class DatabaseMigrator
             if (applyDemoData)
             {
                 Run(DeployChanges.To.PostgresqlDatabase(connectionString)
-                    .WithScriptsEmbeddedInAssembly(Scripts, name => name.StartsWith("demo/", StringComparison.Ordinal))
+                    .WithScriptsEmbeddedInAssembly(Scripts, name => name.StartsWith("demo/", StringComparison.Ordinal)
+                        && (throughScript is null || DemoNumber(name) <= throughScript))
                     .JournalTo(new NullJournal())
                     .WithTransactionPerScript(),
                     "demo data", logger);
@@ -79,6 +80,9 @@ public static class DatabaseMigrator
     }
 
     // migrations/0019_name.sql: 19.
+    // A demo script is numbered by the schema script it needs (demo/0027_... needs 0027).
+    private static int DemoNumber(string name) => int.Parse(name.AsSpan("demo/".Length, 4), System.Globalization.CultureInfo.InvariantCulture);
+
     private static int Number(string name) => int.Parse(name.AsSpan("migrations/".Length, 4), System.Globalization.CultureInfo.InvariantCulture);
 
     /// <summary>The suffix of a schema script that runs outside a transaction.</summary>

@@ -15,10 +15,23 @@ public sealed record DeviceSummary(
     string? LastEventStatus,
     DateTime? LastEventAt,
     DateTime CreatedAt,
-    DateTime? DecommissionedAt);
+    DateTime? DecommissionedAt,
+    string? DowngradedFrom);
+
+/// <summary>
+/// The filters of the devices list: the current firmware, the status of the newest event, no report since a time,
+/// silent after an update (as <c>/firmware-versions</c> counts it), and an unexplained downgrade.
+/// </summary>
+public sealed record DeviceFilters(
+    string? Firmware, string[] StatusOfLastEvent, DateTime? SilentSince, bool SilentAfterUpdate, bool UnexplainedDowngrade)
+{
+    /// <summary>The filters as one canonical string: a cursor is valid only for the query that made it.</summary>
+    public string Key => string.Join('|', Firmware, string.Join(',', StatusOfLastEvent.Order(StringComparer.Ordinal)),
+        SilentSince?.Ticks.ToString(System.Globalization.CultureInfo.InvariantCulture), SilentAfterUpdate, UnexplainedDowngrade);
+}
 
 /// <summary>The devices table, as the fleet views read it.</summary>
-public sealed class DeviceSummaries(ReadRouting reads, DatabaseEngine engine)
+public sealed class DeviceSummaries(ReadRouting reads, DatabaseEngine engine, TimeProvider clock)
 {
     // Devices in id order after the cursor. With a firmware filter this is a range of
     // devices_project_firmware_idx; without, of devices_project_id_id_idx. Devices that never reported
@@ -34,7 +47,8 @@ public sealed class DeviceSummaries(ReadRouting reads, DatabaseEngine engine)
                d.last_event_status AS LastEventStatus,
                d.last_event_at AS LastEventAt,
                d.created_at AS CreatedAt,
-               d.decommissioned_at AS DecommissionedAt
+               d.decommissioned_at AS DecommissionedAt,
+               d.downgraded_from AS DowngradedFrom
         FROM devices AS d
         WHERE d.project_id = @ProjectId
           AND d.id > @AfterId
@@ -44,34 +58,46 @@ public sealed class DeviceSummaries(ReadRouting reads, DatabaseEngine engine)
     private const string FirmwareFilterSql = "  AND d.current_firmware = @Firmware\n";
     private const string StatusFilterSql = "  AND d.last_event_status = ANY(@Statuses)\n";
     private const string SilentFilterSql = "  AND (d.last_reported_at IS NULL OR d.last_reported_at < @SilentSince)\n";
+
+    // As /firmware-versions counts them (FirmwareVersions.PageSql): through devices_silent_after_update_idx.
+    private const string SilentAfterUpdateFilterSql = """
+          AND d.last_event_status IN ('installed', 'updated')
+          AND d.last_reported_at < @Now::timestamptz - make_interval(hours => (SELECT COALESCE(p.silent_after_hours, 24) FROM projects AS p WHERE p.id = @ProjectId))
+
+        """;
+
+    private const string DowngradeFilterSql = "  AND d.downgraded_from IS NOT NULL\n";
     private const string PageOrderSql = "ORDER BY d.id\nLIMIT @Limit";
 
-    // One statement per combination of the optional filters (eight, all from the constants above), rather than
+    // One statement per combination of the optional filters (32, all from the constants above), rather than
     // one with "@Firmware IS NULL OR ..." for each, and each on its generic plan: the index that serves the
     // filters given, read in id order, whatever the values. PostgreSQL had planned the page afresh at every
     // request, planning costing nearly what executing did (docs/performance.md), and still did with the
     // statements split, a firmware run by most of a project skewing its estimates.
-    private readonly string[] _pageSql = Enumerable.Range(0, 8)
+    private readonly string[] _pageSql = Enumerable.Range(0, 32)
         .Select(filters => PageSelectSql
             + ((filters & 1) != 0 ? FirmwareFilterSql : "")
             + ((filters & 2) != 0 ? StatusFilterSql : "")
             + ((filters & 4) != 0 ? SilentFilterSql : "")
+            + ((filters & 8) != 0 ? SilentAfterUpdateFilterSql : "")
+            + ((filters & 16) != 0 ? DowngradeFilterSql : "")
             + PageOrderSql)
         .Select(sql => GenericPlan.ReadOnly(sql, engine))
         .ToArray();
 
     public async Task<IReadOnlyList<DeviceSummary>> PageAsync(
-        long projectId, string? firmware, string[] statusOfLastEvent, DateTime? silentSince, long afterId, int limit,
-        ReadContext read, CancellationToken cancellationToken)
+        long projectId, DeviceFilters filter, long afterId, int limit, ReadContext read, CancellationToken cancellationToken)
     {
-        var filters = (firmware is null ? 0 : 1) | (statusOfLastEvent.Length == 0 ? 0 : 2) | (silentSince is null ? 0 : 4);
+        var filters = (filter.Firmware is null ? 0 : 1) | (filter.StatusOfLastEvent.Length == 0 ? 0 : 2) | (filter.SilentSince is null ? 0 : 4)
+            | (filter.SilentAfterUpdate ? 8 : 0) | (filter.UnexplainedDowngrade ? 16 : 0);
         var parameters = new
         {
             ProjectId = projectId,
             AfterId = afterId,
-            Firmware = firmware,
-            Statuses = statusOfLastEvent,
-            SilentSince = silentSince,
+            filter.Firmware,
+            Statuses = filter.StatusOfLastEvent,
+            filter.SilentSince,
+            Now = clock.GetUtcNow().UtcDateTime,
             Limit = limit,
         };
         return await reads.RunAsync<IReadOnlyList<DeviceSummary>>(read, async connection =>
@@ -90,7 +116,8 @@ public sealed class DeviceSummaries(ReadRouting reads, DatabaseEngine engine)
                d.last_event_status AS LastEventStatus,
                d.last_event_at AS LastEventAt,
                d.created_at AS CreatedAt,
-               d.decommissioned_at AS DecommissionedAt
+               d.decommissioned_at AS DecommissionedAt,
+               d.downgraded_from AS DowngradedFrom
         FROM devices AS d
         WHERE d.id = @DeviceId
           AND d.project_id = @ProjectId
@@ -103,7 +130,10 @@ public sealed class DeviceSummaries(ReadRouting reads, DatabaseEngine engine)
             cancellationToken);
 }
 
-/// <summary>A device as the API shows it. Times are RFC 3339 in UTC, or null before the device reported.</summary>
+/// <summary>
+/// A device as the API shows it. Times are RFC 3339 in UTC, or null before the device reported.
+/// <c>unexplained_downgrade_from</c>, only present when set: the version it came down from without a rolled_back report.
+/// </summary>
 public sealed record DeviceResponse(
     long Id,
     long ProjectId,
@@ -115,7 +145,9 @@ public sealed record DeviceResponse(
     string? LastEventStatus,
     string? LastEventAt,
     string CreatedAt,
-    string? DecommissionedAt)
+    string? DecommissionedAt,
+    [property: System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    string? UnexplainedDowngradeFrom)
 {
     public static DeviceResponse From(DeviceSummary d) => new(
         d.Id,
@@ -128,7 +160,8 @@ public sealed record DeviceResponse(
         d.LastEventStatus,
         Format(d.LastEventAt),
         Rfc3339.Format(d.CreatedAt),
-        Format(d.DecommissionedAt));
+        Format(d.DecommissionedAt),
+        d.DowngradedFrom);
 
     private static string? Format(DateTime? time) => time is { } t ? Rfc3339.Format(t) : null;
 }

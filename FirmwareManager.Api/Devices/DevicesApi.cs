@@ -41,7 +41,7 @@ public static class DevicesApi
 
         group.MapGet("/", ListAsync)
             .WithSummary("The project's devices in id order, paged (member keys)")
-            .WithDescription("Filters: firmware (the current version, exact), status_of_last_event (repeat or comma-separate), silent_since (devices with no report since then, or never).");
+            .WithDescription("Filters: firmware (the current version, exact), status_of_last_event (repeat or comma-separate), silent_since (devices with no report since then, or never), silent_after_update=true (newest event installed or updated, nothing reported for longer than the project's silent_after_hours), unexplained_downgrade=true (came down to a lower version without a rolled_back report).");
         group.MapGet("/{device_id}", GetAsync)
             .ProducesProblem(StatusCodes.Status404NotFound)
             .WithSummary("One device: current firmware, its newest event and when it last reported (member keys)");
@@ -68,6 +68,8 @@ public static class DevicesApi
         [FromQuery] string? firmware,
         [FromQuery(Name = "status_of_last_event")] string[]? statusOfLastEvent,
         [FromQuery(Name = "silent_since")] string? silentSince,
+        [FromQuery(Name = "silent_after_update")] string? silentAfterUpdate,
+        [FromQuery(Name = "unexplained_downgrade")] string? unexplainedDowngrade,
         HttpContext http,
         DeviceSummaries devices,
         Cursors cursors,
@@ -76,11 +78,15 @@ public static class DevicesApi
     {
         var errors = new Dictionary<string, string[]>();
         var page = PageRequest.Parse(limit, cursor, errors);
-        var filters = EventFilters.Parse(silentSince, null, statusOfLastEvent, firmware, errors);
-        if (page is null || filters is null)
+        var events = EventFilters.Parse(silentSince, null, statusOfLastEvent, firmware, null, errors);
+        var silentAfter = ParseFlag("silent_after_update", silentAfterUpdate, errors);
+        var downgraded = ParseFlag("unexplained_downgrade", unexplainedDowngrade, errors);
+        if (page is null || events is null || errors.Count > 0)
         {
             return Problems.Validation(RenameFilters(errors), "Invalid query parameters.");
         }
+
+        var filters = new DeviceFilters(events.Firmware, events.Statuses, events.Since, silentAfter, downgraded);
 
         var caller = Caller.From(http.User);
         var read = reads.For(caller);
@@ -97,7 +103,7 @@ public static class DevicesApi
             afterId = after.Id;
         }
 
-        var found = await devices.PageAsync(caller.ProjectId, filters.Firmware, filters.Statuses, filters.Since, afterId, page.Limit + 1, read, cancellationToken);
+        var found = await devices.PageAsync(caller.ProjectId, filters, afterId, page.Limit + 1, read, cancellationToken);
         string? next = null;
         if (found.Count > page.Limit)
         {
@@ -125,6 +131,21 @@ public static class DevicesApi
         return device is null
             ? Problems.NotFound("Device not found", $"There is no device {deviceId} in your project.")
             : TypedResults.Ok(DeviceResponse.From(device));
+    }
+
+    /// <summary><c>true</c> filters; <c>false</c> or nothing does not.</summary>
+    private static bool ParseFlag(string name, string? value, Dictionary<string, string[]> errors)
+    {
+        switch (value)
+        {
+            case null or "false":
+                return false;
+            case "true":
+                return true;
+            default:
+                errors[name] = ["Must be true or false."];
+                return false;
+        }
     }
 
     /// <summary>The shared filter parser names since and status; here they are silent_since and status_of_last_event.</summary>

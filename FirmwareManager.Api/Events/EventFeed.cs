@@ -13,14 +13,8 @@ public sealed class EventFeed(ReadRouting reads)
 {
     // The project's feed, newest arrival first, from the cursor's position: firmware_events_project_feed_idx
     // read backwards.
-    private const string FeedNewestFirstSql = """
-        SELECT e.id AS Id,
-               e.device_id AS DeviceId,
-               e.project_id AS ProjectId,
-               e.firmware AS Firmware,
-               e.status AS Status,
-               e.occurred_at AS OccurredAt,
-               e.received_at AS ReceivedAt,
+    private const string FeedNewestFirstSql = $"""
+        SELECT {FirmwareEvents.EventColumns},
                e.arrival AS Arrival
         FROM firmware_events AS e
         WHERE e.project_id = @ProjectId
@@ -30,6 +24,7 @@ public sealed class EventFeed(ReadRouting reads)
           AND e.occurred_at < COALESCE(@Until::timestamptz, 'infinity')
           AND (cardinality(@Statuses::text[]) = 0 OR e.status = ANY(@Statuses))
           AND (@Firmware::text IS NULL OR e.firmware = @Firmware)
+          AND (@ErrorCode::text IS NULL OR e.error_code = @ErrorCode)
         ORDER BY e.arrival DESC,
                  e.id DESC
         LIMIT @Limit
@@ -38,14 +33,8 @@ public sealed class EventFeed(ReadRouting reads)
     // The project's feed in arrival order after the poller's cursor. The project's numbers are handed out in
     // commit order (migration 0012), so an event numbered below one this reads is already visible: nothing
     // commits behind a cursor that was handed out, and no other project's transactions are waited for.
-    private const string FeedAfterSql = """
-        SELECT e.id AS Id,
-               e.device_id AS DeviceId,
-               e.project_id AS ProjectId,
-               e.firmware AS Firmware,
-               e.status AS Status,
-               e.occurred_at AS OccurredAt,
-               e.received_at AS ReceivedAt,
+    private const string FeedAfterSql = $"""
+        SELECT {FirmwareEvents.EventColumns},
                e.arrival AS Arrival
         FROM firmware_events AS e
         WHERE e.project_id = @ProjectId
@@ -55,6 +44,7 @@ public sealed class EventFeed(ReadRouting reads)
           AND e.occurred_at < COALESCE(@Until::timestamptz, 'infinity')
           AND (cardinality(@Statuses::text[]) = 0 OR e.status = ANY(@Statuses))
           AND (@Firmware::text IS NULL OR e.firmware = @Firmware)
+          AND (@ErrorCode::text IS NULL OR e.error_code = @ErrorCode)
         ORDER BY e.arrival,
                  e.id
         LIMIT @Limit
@@ -62,9 +52,10 @@ public sealed class EventFeed(ReadRouting reads)
 
 
     public sealed record FeedEvent(
-        long Id, long DeviceId, long ProjectId, string Firmware, string Status, DateTime OccurredAt, DateTime ReceivedAt, long Arrival)
+        long Id, long DeviceId, long ProjectId, string Firmware, string Status, DateTime OccurredAt, DateTime ReceivedAt,
+        string? FromFirmware, string? ErrorCode, string? Detail, long Arrival)
     {
-        public FirmwareEvent Event => new(Id, DeviceId, ProjectId, Firmware, Status, OccurredAt, ReceivedAt);
+        public FirmwareEvent Event => new(Id, DeviceId, ProjectId, Firmware, Status, OccurredAt, ReceivedAt, FromFirmware, ErrorCode, Detail);
 
         public ArrivalPosition Position => new(Arrival, Id);
     }
@@ -89,6 +80,7 @@ public sealed class EventFeed(ReadRouting reads)
             filters.Until,
             filters.Statuses,
             filters.Firmware,
+            filters.ErrorCode,
             Limit = limit,
         };
         return await reads.RunAsync<IReadOnlyList<FeedEvent>>(read, async connection => (await connection.QueryAsync<FeedEvent>(

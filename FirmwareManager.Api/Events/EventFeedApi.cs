@@ -40,6 +40,7 @@ public static class EventFeedApi
         [FromQuery] string? until,
         [FromQuery] string[]? status,
         [FromQuery] string? firmware,
+        [FromQuery(Name = "error_code")] string? errorCode,
         [FromQuery(Name = "device_id")] string? deviceIdText,
         HttpContext http,
         EventFeed events,
@@ -49,7 +50,7 @@ public static class EventFeedApi
     {
         var errors = new Dictionary<string, string[]>();
         var page = PageRequest.Parse(limit, cursor, errors);
-        var filters = EventFilters.Parse(since, until, status, firmware, errors);
+        var filters = EventFilters.Parse(since, until, status, firmware, errorCode, errors);
         long? deviceId = null;
         if (deviceIdText is not null)
         {

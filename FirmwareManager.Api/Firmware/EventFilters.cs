@@ -4,18 +4,19 @@ using FirmwareManager.Api.Versions;
 namespace FirmwareManager.Api.Firmware;
 
 /// <summary>
-/// The filters on events that history, the feed and the devices list share (<c>since</c>, <c>until</c>,
-/// <c>status</c>, <c>firmware</c>), validated; each endpoint pages them with the generic <see cref="Http.PageRequest"/>.
+/// The filters on events that history and the feed share (<c>since</c>, <c>until</c>, <c>status</c>,
+/// <c>firmware</c>, <c>error_code</c>), validated; each endpoint pages them with the generic <see cref="Http.PageRequest"/>.
 /// </summary>
-public sealed record EventFilters(DateTime? Since, DateTime? Until, string[] Statuses, string? Firmware)
+public sealed record EventFilters(DateTime? Since, DateTime? Until, string[] Statuses, string? Firmware, string? ErrorCode = null)
 {
     /// <summary>The filters as one canonical string: a cursor is valid only for the query that made it.</summary>
     public string Key => string.Join('|',
         Since?.Ticks.ToString(CultureInfo.InvariantCulture), Until?.Ticks.ToString(CultureInfo.InvariantCulture),
-        string.Join(',', Statuses.Order(StringComparer.Ordinal)), Firmware);
+        string.Join(',', Statuses.Order(StringComparer.Ordinal)), Firmware, ErrorCode);
 
-    /// <summary>Parses <c>since</c>, <c>until</c>, <c>status</c> (repeated or comma-separated) and <c>firmware</c>; null when any is bad.</summary>
-    public static EventFilters? Parse(string? since, string? until, string[]? status, string? firmware, Dictionary<string, string[]> errors)
+    /// <summary>Parses <c>since</c>, <c>until</c>, <c>status</c> (repeated or comma-separated), <c>firmware</c> and <c>error_code</c>; null when any is bad.</summary>
+    public static EventFilters? Parse(
+        string? since, string? until, string[]? status, string? firmware, string? errorCode, Dictionary<string, string[]> errors)
     {
         var before = errors.Count;
         var from = ParseTime("since", since, errors);
@@ -39,7 +40,12 @@ public sealed record EventFilters(DateTime? Since, DateTime? Until, string[] Sta
             errors["firmware"] = ["Must be a SemVer 2.0.0 version such as 1.4.2."];
         }
 
-        return errors.Count == before ? new EventFilters(from, to, statuses, firmware) : null;
+        if (errorCode is not null && !ErrorCodes.IsValid(errorCode))
+        {
+            errors["error_code"] = [ErrorCodes.Message];
+        }
+
+        return errors.Count == before ? new EventFilters(from, to, statuses, firmware, errorCode) : null;
     }
 
     private static DateTime? ParseTime(string name, string? text, Dictionary<string, string[]> errors)

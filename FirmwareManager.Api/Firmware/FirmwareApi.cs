@@ -1,4 +1,5 @@
 using System.Globalization;
+using System.Text.Json.Serialization;
 using System.Text.Json.Serialization.Metadata;
 using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Database;
@@ -10,12 +11,20 @@ using Microsoft.AspNetCore.Mvc;
 
 namespace FirmwareManager.Api.Firmware;
 
-/// <summary>What the API returns for an event. <c>timestamp</c> is the device's time (or the receive time when it sent none).</summary>
+/// <summary>
+/// What the API returns for an event. <c>timestamp</c> is the device's time (or the receive time when it sent none);
+/// <c>from_firmware</c>, <c>error_code</c> and <c>detail</c> are left out when the report left them out, so an event
+/// reported as before reads as before.
+/// </summary>
 public sealed record FirmwareEventResponse(
-    long Id, long DeviceId, long ProjectId, string Firmware, string Status, string Timestamp, string ReceivedAt)
+    long Id, long DeviceId, long ProjectId, string Firmware, string Status, string Timestamp, string ReceivedAt,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? FromFirmware,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? ErrorCode,
+    [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Detail)
 {
     public static FirmwareEventResponse From(FirmwareEvent e) => new(
-        e.Id, e.DeviceId, e.ProjectId, e.Firmware, e.Status, Rfc3339.Format(e.OccurredAt), Rfc3339.Format(e.ReceivedAt));
+        e.Id, e.DeviceId, e.ProjectId, e.Firmware, e.Status, Rfc3339.Format(e.OccurredAt), Rfc3339.Format(e.ReceivedAt),
+        e.FromFirmware, e.ErrorCode, e.Detail);
 }
 
 /// <summary>The answer to a batch: events stored now, and events that were stored before (or repeated within the batch).</summary>
@@ -51,7 +60,7 @@ public static class FirmwareApi
             .WithDescription("All events are validated first: one invalid event rejects the batch (errors keyed [index].field) and nothing is stored.");
         group.MapGet("/{device_id}", ListAsync)
             .WithSummary("A device's history in the caller's project, newest first by the device's clock, paged")
-            .WithDescription("For members of the device's project and for the device itself. Filters: since (inclusive), until (exclusive), status (repeat or comma-separate), firmware. limit 1-1000 (default 100); follow the Link rel=\"next\" header for more.");
+            .WithDescription("For members of the device's project and for the device itself. Filters: since (inclusive), until (exclusive), status (repeat or comma-separate), firmware, error_code. limit 1-1000 (default 100); follow the Link rel=\"next\" header for more.");
         group.MapGet("/{device_id}/events/{event_id}", GetAsync)
             .WithSummary("One event of a device (the Location of a report)");
         return group;
@@ -103,6 +112,7 @@ public static class FirmwareApi
         [FromQuery] string? until,
         [FromQuery] string[]? status,
         [FromQuery] string? firmware,
+        [FromQuery(Name = "error_code")] string? errorCode,
         HttpContext http,
         FirmwareEvents events,
         Cursors cursors,
@@ -116,7 +126,7 @@ public static class FirmwareApi
         }
 
         var page = PageRequest.Parse(limit, cursor, errors);
-        var filters = EventFilters.Parse(since, until, status, firmware, errors);
+        var filters = EventFilters.Parse(since, until, status, firmware, errorCode, errors);
         if (page is null || filters is null)
         {
             return Problems.Validation(errors, "Invalid query parameters.");

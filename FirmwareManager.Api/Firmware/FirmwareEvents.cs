@@ -8,7 +8,8 @@ using NpgsqlTypes;
 namespace FirmwareManager.Api.Firmware;
 
 public sealed record FirmwareEvent(
-    long Id, long DeviceId, long ProjectId, string Firmware, string Status, DateTime OccurredAt, DateTime ReceivedAt);
+    long Id, long DeviceId, long ProjectId, string Firmware, string Status, DateTime OccurredAt, DateTime ReceivedAt,
+    string? FromFirmware, string? ErrorCode, string? Detail);
 
 public sealed record RecordedEvent(FirmwareEvent Event, bool Created);
 
@@ -83,20 +84,23 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
     // from a sequence). Identical repeats (same device, project, time, firmware, status) insert nothing (ON
     // CONFLICT) and leave their number unused. Events without a timestamp get the transaction's time
     // (TransactionTimeSql), which is their receive time.
-    private const string InsertEventsColumns = "INSERT INTO firmware_events (device_id, project_id, firmware, status, occurred_at, arrival)\nVALUES ";
+    private const string InsertEventsColumns =
+        "INSERT INTO firmware_events (device_id, project_id, firmware, status, occurred_at, arrival, from_firmware, error_code, detail)\nVALUES ";
     private const string InsertEventsReturning = """
 
         ON CONFLICT (device_id, project_id, occurred_at, firmware, status) DO NOTHING
-        RETURNING id, device_id, project_id, firmware, status, occurred_at, received_at
+        RETURNING id, device_id, project_id, firmware, status, occurred_at, received_at, from_firmware, error_code, detail
         """;
 
     // A transaction's events go in statements of these many rows (the largest that fit first): a few statement
     // shapes, each prepared once, for any number of events.
     private static readonly int[] InsertSizes = [256, 64, 16, 4, 1];
 
+    private const int InsertedColumns = 9;
+
     private static readonly string[] InsertEventsSql = InsertSizes.Select(rows =>
-        InsertEventsColumns + string.Join(",\n       ", Enumerable.Range(0, rows).Select(row => string.Create(CultureInfo.InvariantCulture,
-            $"(${(row * 6) + 1}, ${(row * 6) + 2}, ${(row * 6) + 3}, ${(row * 6) + 4}, ${(row * 6) + 5}, ${(row * 6) + 6})")))
+        InsertEventsColumns + string.Join(",\n       ", Enumerable.Range(0, rows).Select(row => "(" + string.Join(", ",
+            Enumerable.Range(1, InsertedColumns).Select(column => string.Create(CultureInfo.InvariantCulture, $"${(row * InsertedColumns) + column}"))) + ")"))
         + InsertEventsReturning).ToArray();
 
     // The derived state follows from the events this transaction stored: those numbered in its range. Each statement
@@ -118,6 +122,8 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
                 e.status,
                 e.occurred_at,
                 e.received_at,
+                e.from_firmware,
+                e.error_code,
                 LEAST(e.occurred_at, e.received_at) AS reported_at,
                 LEAST(e.occurred_at, e.received_at + interval '1 day') AS device_at
          FROM firmware_events AS e
@@ -130,7 +136,8 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
     // clock, so that a late, older report cannot move it backwards. Against a report whose time is not ahead, a
     // time ahead counts as its receive time, so it cannot pin the state; two reports both ahead of the newer one's
     // arrival are ordered by the device's clock (device_at). Reads the devices as they were before this
-    // transaction's update below.
+    // transaction's update below. A move to a lower SemVer precedence (build metadata aside) that is not a
+    // rolled_back report is an unexplained downgrade (migration 0027).
     private const string FirmwareMoves = $$"""
         (SELECT d.id AS device_id,
                 d.project_id,
@@ -138,10 +145,16 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
                 d.current_firmware AS from_firmware,
                 newest.firmware AS to_firmware,
                 newest.reported_at,
-                newest.device_at
+                newest.device_at,
+                d.downgraded_from,
+                (newest.status <> 'rolled_back'
+                 AND d.current_firmware IS NOT NULL
+                 AND split_part(newest.firmware, '+', 1) <> split_part(d.current_firmware, '+', 1)
+                 AND firmware_precedence_key(newest.firmware) < firmware_precedence_key(d.current_firmware)) AS downgrade
          FROM (
              SELECT DISTINCT ON (device_id) device_id,
                     firmware,
+                    status,
                     reported_at,
                     device_at,
                     occurred_at > received_at AS ahead,
@@ -184,37 +197,140 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
             OR s.reported_at <= n.reported_at)
         """;
 
+    // Each device's newest report per update target, where it is newer than the one kept, with the one kept
+    // (device_transition_status before this transaction's upsert below; migration 0027). A report's target is its
+    // firmware, except a rolled_back one's, which names the version gone back to: its target is its from_firmware,
+    // else the version the device ran before this transaction. Its from: the report's from_firmware, else the
+    // version the device ran before (when another), else the one kept (NULL when not known).
+    private const string TransitionChanges = $$"""
+        (SELECT n.device_id,
+                n.project_id,
+                n.to_firmware,
+                n.status AS new_status,
+                n.reported_at,
+                COALESCE(n.from_firmware, t.from_firmware) AS new_from,
+                n.error_code AS new_error,
+                t.status AS old_status,
+                t.from_firmware AS old_from,
+                t.error_code AS old_error
+         FROM (
+             SELECT DISTINCT ON (device_id, to_firmware) device_id,
+                    project_id,
+                    to_firmware,
+                    from_firmware,
+                    status,
+                    error_code,
+                    reported_at
+             FROM (
+                 SELECT stored.id,
+                        stored.device_id,
+                        stored.project_id,
+                        stored.status,
+                        stored.error_code,
+                        stored.reported_at,
+                        CASE WHEN stored.status = 'rolled_back'
+                             THEN COALESCE(stored.from_firmware, NULLIF(d.current_firmware, stored.firmware))
+                             ELSE stored.firmware
+                        END AS to_firmware,
+                        CASE WHEN stored.status = 'rolled_back'
+                             THEN stored.firmware
+                             ELSE COALESCE(stored.from_firmware, NULLIF(d.current_firmware, stored.firmware))
+                        END AS from_firmware
+                 FROM {{StoredEvents}} AS stored
+                 JOIN devices AS d ON d.project_id = @ProjectId AND d.id = stored.device_id
+             ) AS targeted
+             WHERE to_firmware IS NOT NULL
+             ORDER BY device_id, to_firmware, reported_at DESC, id DESC
+         ) AS n
+         LEFT JOIN device_transition_status AS t
+                ON t.project_id = @ProjectId AND t.device_id = n.device_id AND t.to_firmware = n.to_firmware
+         WHERE t.reported_at IS NULL
+            OR t.reported_at <= n.reported_at)
+        """;
+
     // The per-project version counts (devices running each version; devices whose newest event for a version is
-    // failed or rolled_back), as deltas into each device's stripe, upserted in key order so that concurrent
+    // failed or rolled_back; devices running it after an unexplained downgrade), as deltas into each device's stripe, upserted in key order so that concurrent
     // transactions take those rows' locks in the same order. First of the three: it reads the state the other two
     // change.
     private const string CountVersionsSql = $$"""
-        INSERT INTO firmware_version_counts AS c (project_id, firmware, stripe, devices, failed, rolled_back)
+        INSERT INTO firmware_version_counts AS c (project_id, firmware, stripe, devices, failed, rolled_back, unexplained_downgrades)
         SELECT delta.project_id,
                delta.firmware,
                delta.stripe,
                sum(delta.devices),
                sum(delta.failed),
-               sum(delta.rolled_back)
+               sum(delta.rolled_back),
+               sum(delta.downgrades)
         FROM (
-            SELECT move.project_id, move.stripe, side.firmware, side.devices, 0 AS failed, 0 AS rolled_back
+            SELECT move.project_id, move.stripe, side.firmware, side.devices, 0 AS failed, 0 AS rolled_back, side.downgrades
             FROM {{FirmwareMoves}} AS move
-            CROSS JOIN LATERAL (VALUES (move.to_firmware, 1), (move.from_firmware, -1)) AS side(firmware, devices)
+            CROSS JOIN LATERAL (VALUES (move.to_firmware, 1, move.downgrade::int),
+                                       (move.from_firmware, -1, -(move.downgraded_from IS NOT NULL)::int)) AS side(firmware, devices, downgrades)
             WHERE move.from_firmware IS DISTINCT FROM move.to_firmware
               AND side.firmware IS NOT NULL
             UNION ALL
-            SELECT change.project_id, change.stripe, change.firmware, 0, side.sign * (side.status = 'failed')::int, side.sign * (side.status = 'rolled_back')::int
+            SELECT change.project_id, change.stripe, change.firmware, 0, side.sign * (side.status = 'failed')::int, side.sign * (side.status = 'rolled_back')::int, 0
             FROM {{VersionChanges}} AS change
             CROSS JOIN LATERAL (VALUES (change.new_status, 1), (change.old_status, -1)) AS side(status, sign)
             WHERE side.status IS NOT NULL
         ) AS delta
         GROUP BY delta.project_id, delta.firmware, delta.stripe
-        HAVING sum(delta.devices) <> 0 OR sum(delta.failed) <> 0 OR sum(delta.rolled_back) <> 0
+        HAVING sum(delta.devices) <> 0 OR sum(delta.failed) <> 0 OR sum(delta.rolled_back) <> 0 OR sum(delta.downgrades) <> 0
         ORDER BY delta.project_id, delta.firmware, delta.stripe
         ON CONFLICT (project_id, firmware, stripe) DO UPDATE
         SET devices = c.devices + EXCLUDED.devices,
             failed = c.failed + EXCLUDED.failed,
+            rolled_back = c.rolled_back + EXCLUDED.rolled_back,
+            unexplained_downgrades = c.unexplained_downgrades + EXCLUDED.unexplained_downgrades
+        """;
+
+    // Per (from, to) pair: the devices whose state for the target moved, out of their old pair and state into the
+    // new (from '' when not known). A project's
+    // transactions run one at a time (its project_event_arrivals row), so these rows need no stripes.
+    private const string CountTransitionsSql = $$"""
+        INSERT INTO firmware_transition_counts AS c (project_id, to_firmware, from_firmware, attempted, succeeded, failed, rolled_back)
+        SELECT change.project_id,
+               change.to_firmware,
+               side.from_firmware,
+               sum(side.sign),
+               sum(side.sign * (side.status IN ('installed', 'updated'))::int),
+               sum(side.sign * (side.status = 'failed')::int),
+               sum(side.sign * (side.status = 'rolled_back')::int)
+        FROM {{TransitionChanges}} AS change
+        CROSS JOIN LATERAL (VALUES (COALESCE(change.new_from, ''), change.new_status, 1),
+                                   (COALESCE(change.old_from, ''), change.old_status, -1)) AS side(from_firmware, status, sign)
+        WHERE side.status IS NOT NULL
+        GROUP BY change.project_id, change.to_firmware, side.from_firmware
+        HAVING sum(side.sign) <> 0
+            OR sum(side.sign * (side.status IN ('installed', 'updated'))::int) <> 0
+            OR sum(side.sign * (side.status = 'failed')::int) <> 0
+            OR sum(side.sign * (side.status = 'rolled_back')::int) <> 0
+        ORDER BY change.project_id, change.to_firmware, side.from_firmware
+        ON CONFLICT (project_id, to_firmware, from_firmware) DO UPDATE
+        SET attempted = c.attempted + EXCLUDED.attempted,
+            succeeded = c.succeeded + EXCLUDED.succeeded,
+            failed = c.failed + EXCLUDED.failed,
             rolled_back = c.rolled_back + EXCLUDED.rolled_back
+        """;
+
+    // The same devices, while failed or rolled back with an error code, by that code.
+    private const string CountTransitionErrorsSql = $$"""
+        INSERT INTO firmware_transition_errors AS c (project_id, to_firmware, from_firmware, error_code, devices)
+        SELECT change.project_id,
+               change.to_firmware,
+               side.from_firmware,
+               side.error_code,
+               sum(side.sign)
+        FROM {{TransitionChanges}} AS change
+        CROSS JOIN LATERAL (VALUES (COALESCE(change.new_from, ''), change.new_status, change.new_error, 1),
+                                   (COALESCE(change.old_from, ''), change.old_status, change.old_error, -1)) AS side(from_firmware, status, error_code, sign)
+        WHERE side.status IN ('failed', 'rolled_back')
+          AND side.error_code IS NOT NULL
+        GROUP BY change.project_id, change.to_firmware, side.from_firmware, side.error_code
+        HAVING sum(side.sign) <> 0
+        ORDER BY change.project_id, change.to_firmware, side.from_firmware, side.error_code
+        ON CONFLICT (project_id, to_firmware, from_firmware, error_code) DO UPDATE
+        SET devices = c.devices + EXCLUDED.devices
         """;
 
     private const string KeepVersionStatusSql = $$"""
@@ -230,27 +346,121 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
             reported_at = EXCLUDED.reported_at
         """;
 
-    // Last, each device's own state: its current firmware (as moved above), its newest event (status and time).
+    private const string KeepTransitionStatusSql = $$"""
+        INSERT INTO device_transition_status AS t (project_id, device_id, to_firmware, from_firmware, status, error_code, reported_at)
+        SELECT change.project_id,
+               change.device_id,
+               change.to_firmware,
+               change.new_from,
+               change.new_status,
+               change.new_error,
+               change.reported_at
+        FROM {{TransitionChanges}} AS change
+        ON CONFLICT (project_id, device_id, to_firmware) DO UPDATE
+        SET from_firmware = EXCLUDED.from_firmware,
+            status = EXCLUDED.status,
+            error_code = EXCLUDED.error_code,
+            reported_at = EXCLUDED.reported_at
+        """;
+
+    // Each device's own state, before and after this transaction: its current firmware (as moved above), its newest
+    // event (status and time, by the device's clock) and its last report (server time).
+    private const string DeviceStateChanges = $$"""
+        (SELECT d.id AS device_id,
+                d.project_id,
+                move.device_id IS NOT NULL AS moved,
+                move.to_firmware,
+                move.reported_at AS moved_at,
+                move.device_at AS moved_device_at,
+                CASE WHEN move.device_id IS NULL OR move.from_firmware IS NOT DISTINCT FROM move.to_firmware THEN d.downgraded_from
+                     WHEN move.downgrade THEN move.from_firmware
+                END AS new_downgraded_from,
+                d.current_firmware AS old_firmware,
+                d.last_event_status AS old_status,
+                d.last_reported_at AS old_reported_at,
+                COALESCE(move.to_firmware, d.current_firmware) AS new_firmware,
+                CASE WHEN d.last_event_at IS NULL OR d.last_event_at <= newest.reported_at
+                     THEN newest.status ELSE d.last_event_status END AS new_status,
+                GREATEST(d.last_event_at, newest.reported_at) AS new_event_at,
+                GREATEST(d.last_reported_at, newest.received_at) AS new_reported_at
+         FROM (
+             SELECT DISTINCT ON (device_id) device_id,
+                    status,
+                    reported_at,
+                    received_at
+             FROM {{StoredEvents}} AS stored
+             ORDER BY device_id, reported_at DESC, id DESC
+         ) AS newest
+         JOIN devices AS d ON d.project_id = @ProjectId AND d.id = newest.device_id
+         LEFT JOIN {{FirmwareMoves}} AS move ON move.device_id = newest.device_id)
+        """;
+
+    // Devices whose newest event is installed or updated, by the version they run and the UTC hour of their last
+    // report (migration 0027): each changed device out of its old hour and into its new one. Immutable functions
+    // only: Citus evaluates them the same wherever it does.
+    private const string CountSilenceSql = $$"""
+        INSERT INTO firmware_silence_counts AS c (project_id, firmware, reported_hour, devices)
+        SELECT change.project_id,
+               side.firmware,
+               date_trunc('hour', side.reported_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+               sum(side.sign)
+        FROM {{DeviceStateChanges}} AS change
+        CROSS JOIN LATERAL (VALUES (change.new_firmware, change.new_status, change.new_reported_at, 1),
+                                   (change.old_firmware, change.old_status, change.old_reported_at, -1)) AS side(firmware, status, reported_at, sign)
+        WHERE side.status IN ('installed', 'updated')
+          AND side.firmware IS NOT NULL
+          AND side.reported_at IS NOT NULL
+        GROUP BY change.project_id, side.firmware, date_trunc('hour', side.reported_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+        HAVING sum(side.sign) <> 0
+        ORDER BY 1, 2, 3
+        ON CONFLICT (project_id, firmware, reported_hour) DO UPDATE
+        SET devices = c.devices + EXCLUDED.devices
+        """;
+
+    // Last, the devices themselves.
     private const string KeepDeviceStateSql = $$"""
         UPDATE devices AS d
-        SET current_firmware = COALESCE(move.to_firmware, d.current_firmware),
-            current_firmware_at = COALESCE(move.reported_at, d.current_firmware_at),
-            current_firmware_device_at = CASE WHEN move.device_id IS NULL THEN d.current_firmware_device_at ELSE move.device_at END,
-            last_reported_at = GREATEST(d.last_reported_at, newest.received_at),
-            last_event_status = CASE WHEN d.last_event_at IS NULL OR d.last_event_at <= newest.reported_at
-                                     THEN newest.status ELSE d.last_event_status END,
-            last_event_at = GREATEST(d.last_event_at, newest.reported_at)
-        FROM (
-            SELECT DISTINCT ON (device_id) device_id,
-                   status,
-                   reported_at,
-                   received_at
-            FROM {{StoredEvents}} AS stored
-            ORDER BY device_id, reported_at DESC, id DESC
-        ) AS newest
-        LEFT JOIN {{FirmwareMoves}} AS move ON move.device_id = newest.device_id
+        SET current_firmware = change.new_firmware,
+            current_firmware_at = CASE WHEN change.moved THEN change.moved_at ELSE d.current_firmware_at END,
+            current_firmware_device_at = CASE WHEN change.moved THEN change.moved_device_at ELSE d.current_firmware_device_at END,
+            downgraded_from = change.new_downgraded_from,
+            last_reported_at = change.new_reported_at,
+            last_event_status = change.new_status,
+            last_event_at = change.new_event_at
+        FROM {{DeviceStateChanges}} AS change
         WHERE d.project_id = @ProjectId
-          AND d.id = newest.device_id
+          AND d.id = change.device_id
+        """;
+
+    // Whether the project has a webhook: only then does the transaction record deliveries.
+    private const string HasWebhooksSql = """
+        SELECT EXISTS (
+            SELECT
+            FROM webhooks
+            WHERE project_id = @ProjectId
+              AND deleted_at IS NULL)
+        """;
+
+    // The webhook outbox (migration 0029): a delivery per event and webhook that subscribes to it, in the transaction
+    // that stores the event, so that nothing acknowledged to a device is missing from the push stream. Keyed by the
+    // event's id (no sequence: the INSERT ... SELECT stays on the project's shard); WebhookSender sends them.
+    private const string RecordDeliveriesSql = $$"""
+        INSERT INTO webhook_deliveries (project_id, webhook_id, event_id, device_id, event_type, created_at, next_attempt_at)
+        SELECT stored.project_id,
+               w.id,
+               stored.id,
+               stored.device_id,
+               'event.' || stored.status,
+               stored.received_at,
+               stored.received_at
+        FROM {{StoredEvents}} AS stored
+        JOIN webhooks AS w ON w.project_id = stored.project_id
+        WHERE w.project_id = @ProjectId
+          AND w.deleted_at IS NULL
+          AND ('event.' || stored.status) = ANY(w.event_types)
+          AND (w.firmware IS NULL OR w.firmware = stored.firmware)
+        ORDER BY stored.id, w.id
+        ON CONFLICT DO NOTHING
         """;
 
     // The first round trip: BEGIN, the locks and the check; the second, once the client knows which reports are
@@ -258,9 +468,14 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
     private const string TransactionTimeSql = "SELECT now()";
 
     private const string LockAndCheckSql =
-        "BEGIN;\n" + LockDevicesSql + ";\n" + ActiveDevicesSql + ";\n" + LockArrivalsSql + ";\n" + TransactionTimeSql;
+        "BEGIN;\n" + LockDevicesSql + ";\n" + ActiveDevicesSql + ";\n" + LockArrivalsSql + ";\n" + TransactionTimeSql + ";\n" + HasWebhooksSql;
 
-    private static readonly string[] KeepDerivedStateSql = [StoreLastArrivalSql, CountVersionsSql, KeepVersionStatusSql, KeepDeviceStateSql];
+    // In this order: each counting statement reads the state that the statements after it change.
+    private static readonly string[] KeepDerivedStateSql =
+    [
+        StoreLastArrivalSql, CountVersionsSql, KeepVersionStatusSql, CountTransitionsSql, CountTransitionErrorsSql,
+        KeepTransitionStatusSql, CountSilenceSql, KeepDeviceStateSql,
+    ];
 
     /// <summary>
     /// Stores the reports of several devices of one project (one report or a batch each) in one transaction: the
@@ -295,15 +510,23 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
             : (ReportOutcome.Recorded, createdByDevice[d.DeviceId].ToList())).ToArray();
     }
 
-    // Runs only when a report was a repeat, after its transaction: the stored event is then visible.
-    private const string FindRepeatSql = """
-        SELECT e.id AS Id,
+    /// <summary>An event's columns, as <see cref="FirmwareEvent"/> reads them (alias <c>e</c>).</summary>
+    public const string EventColumns = """
+        e.id AS Id,
                e.device_id AS DeviceId,
                e.project_id AS ProjectId,
                e.firmware AS Firmware,
                e.status AS Status,
                e.occurred_at AS OccurredAt,
-               e.received_at AS ReceivedAt
+               e.received_at AS ReceivedAt,
+               e.from_firmware AS FromFirmware,
+               e.error_code AS ErrorCode,
+               e.detail AS Detail
+        """;
+
+    // Runs only when a report was a repeat, after its transaction: the stored event is then visible.
+    private const string FindRepeatSql = $"""
+        SELECT {EventColumns}
         FROM firmware_events AS e
         JOIN devices AS d ON d.id = e.device_id AND d.project_id = e.project_id
         WHERE e.project_id = @ProjectId
@@ -339,6 +562,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
         var active = new HashSet<long>();
         long lastArrival = 0;
         var transactionTime = DateTime.UtcNow;
+        var hasWebhooks = false;
         await using (var reader = await connection.ExecuteReaderAsync(new CommandDefinition(
             LockAndCheckSql, new { ProjectId = projectId, DeviceIds = deviceIds, KeyIds = keyIds }, cancellationToken: cancellationToken)))
         {
@@ -365,6 +589,12 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
                 transactionTime = reader.GetFieldValue<DateTime>(0);
             }
 
+            await reader.NextResultAsync(cancellationToken);
+            while (await reader.ReadAsync(cancellationToken))
+            {
+                hasWebhooks = reader.GetBoolean(0);
+            }
+
             while (await reader.NextResultAsync(cancellationToken))
             {
             }
@@ -389,6 +619,9 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
                         insert.Parameters.Add(new NpgsqlParameter<string> { TypedValue = reports[i].Status });
                         insert.Parameters.Add(new NpgsqlParameter<DateTime> { NpgsqlDbType = NpgsqlDbType.TimestampTz, TypedValue = reports[i].OccurredAt ?? transactionTime });
                         insert.Parameters.Add(new NpgsqlParameter<long> { TypedValue = lastArrival + 1 + k });
+                        insert.Parameters.Add(new NpgsqlParameter<string?> { NpgsqlDbType = NpgsqlDbType.Text, TypedValue = reports[i].FromFirmware });
+                        insert.Parameters.Add(new NpgsqlParameter<string?> { NpgsqlDbType = NpgsqlDbType.Text, TypedValue = reports[i].ErrorCode });
+                        insert.Parameters.Add(new NpgsqlParameter<string?> { NpgsqlDbType = NpgsqlDbType.Text, TypedValue = reports[i].Detail });
                     }
 
                     batch.BatchCommands.Add(insert);
@@ -397,7 +630,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
 
             var times = recordable.Select(i => reports[i].OccurredAt ?? transactionTime).ToList();
             var (earliest, latest) = (times.Min(), times.Max());
-            foreach (var statement in KeepDerivedStateSql)
+            foreach (var statement in hasWebhooks ? [.. KeepDerivedStateSql, RecordDeliveriesSql] : KeepDerivedStateSql)
             {
                 batch.BatchCommands.Add(new NpgsqlBatchCommand(statement)
                 {
@@ -423,7 +656,8 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
                 while (await reader.ReadAsync(cancellationToken))
                 {
                     created.Add(new FirmwareEvent(reader.GetInt64(0), reader.GetInt64(1), reader.GetInt64(2), reader.GetString(3),
-                        reader.GetString(4), reader.GetFieldValue<DateTime>(5), reader.GetFieldValue<DateTime>(6)));
+                        reader.GetString(4), reader.GetFieldValue<DateTime>(5), reader.GetFieldValue<DateTime>(6),
+                        NullableText(reader, 7), NullableText(reader, 8), NullableText(reader, 9)));
                 }
             }
             while (await reader.NextResultAsync(cancellationToken));
@@ -432,19 +666,15 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
         return (locked, active, created);
     }
 
+    private static string? NullableText(NpgsqlDataReader reader, int ordinal) => reader.IsDBNull(ordinal) ? null : reader.GetString(ordinal);
+
     // One page of a device's history in the project, newest first by the device's clock: a backward scan of
     // firmware_events_device_history_key from the cursor's position (keyset paging: every page costs the
     // same), with ties in a stable order (firmware, then status). Events belong to the project they were
     // reported in, on every endpoint: the device's reports from while it belonged to another project are never
     // returned here, and a device that left this project still shows what it reported while it was here.
-    private const string HistoryPageSql = """
-        SELECT e.id AS Id,
-               e.device_id AS DeviceId,
-               e.project_id AS ProjectId,
-               e.firmware AS Firmware,
-               e.status AS Status,
-               e.occurred_at AS OccurredAt,
-               e.received_at AS ReceivedAt
+    private const string HistoryPageSql = $"""
+        SELECT {EventColumns}
         FROM firmware_events AS e
         WHERE e.device_id = @DeviceId
           AND e.project_id = @ProjectId
@@ -454,6 +684,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
               < (COALESCE(@AfterOccurredAt::timestamptz, 'infinity'), COALESCE(@AfterFirmware, ''), COALESCE(@AfterStatus, ''))
           AND (cardinality(@Statuses::text[]) = 0 OR e.status = ANY(@Statuses))
           AND (@Firmware::text IS NULL OR e.firmware = @Firmware)
+          AND (@ErrorCode::text IS NULL OR e.error_code = @ErrorCode)
         ORDER BY e.occurred_at DESC,
                  e.firmware DESC,
                  e.status DESC
@@ -498,6 +729,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
             AfterStatus = after?.Status,
             filters.Statuses,
             filters.Firmware,
+            filters.ErrorCode,
             Limit = limit,
         };
         return await reads.RunAsync<IReadOnlyList<FirmwareEvent>?>(read, async connection =>
@@ -516,14 +748,8 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
         }, cancellationToken);
     }
 
-    private const string FindSql = """
-        SELECT e.id AS Id,
-               e.device_id AS DeviceId,
-               e.project_id AS ProjectId,
-               e.firmware AS Firmware,
-               e.status AS Status,
-               e.occurred_at AS OccurredAt,
-               e.received_at AS ReceivedAt
+    private const string FindSql = $"""
+        SELECT {EventColumns}
         FROM firmware_events AS e
         WHERE e.id = @EventId
           AND e.device_id = @DeviceId

@@ -5,8 +5,13 @@ using Npgsql;
 
 namespace FirmwareManager.Api.Versions;
 
-/// <summary>One version in a project: devices running it, and devices whose newest event for it is failed or rolled_back.</summary>
-public sealed record FirmwareVersionCount(string Firmware, long Devices, long Failed, long RolledBack);
+/// <summary>
+/// One version in a project: devices running it; devices whose newest event for it is failed or rolled_back; devices
+/// running it whose newest event is installed or updated and that have reported nothing for longer than the project's
+/// <c>silent_after_hours</c>; devices that came down to it from a higher version without a rolled_back report.
+/// </summary>
+public sealed record FirmwareVersionCount(
+    string Firmware, long Devices, long Failed, long RolledBack, long SilentAfterUpdate, long UnexplainedDowngrades);
 
 /// <summary>A page of versions, and the precedence key of its last one (where the next page starts).</summary>
 public sealed record FirmwareVersionPage(IReadOnlyList<FirmwareVersionCount> Versions, byte[]? LastKey);
@@ -17,28 +22,63 @@ public sealed record FirmwareVersionPage(IReadOnlyList<FirmwareVersionCount> Ver
 /// requests that arrive while the same page's query is running share its answer instead of each running it
 /// again. An answer is therefore never older than the query that produced it; nothing is kept once given.
 /// </remarks>
-public sealed class FirmwareVersions(ReadRouting reads)
+public sealed class FirmwareVersions(ReadRouting reads, TimeProvider clock)
 {
     private readonly ConcurrentDictionary<(long ProjectId, string After, int Limit, bool PrimaryOnly, ulong Floor), Lazy<Task<(FirmwareVersionPage Page, ulong Seen)>>> _running = new();
 
-    private sealed record Row(string Firmware, long Devices, long Failed, long RolledBack, byte[] PrecedenceKey);
+    private sealed record Row(
+        string Firmware, long Devices, long Failed, long RolledBack, long SilentAfterUpdate, long UnexplainedDowngrades, byte[] PrecedenceKey);
 
     // One page in SemVer precedence order (migration 0010's precedence_key), from the key after which it starts:
     // a range of firmware_version_counts_precedence_idx, the stripes of each version added up. Bounded by the
     // page, however many versions a project's devices have reported.
+    // Silent after update (migration 0027): the devices counted by the UTC hour of their last report, for the hours
+    // before the cutoff's own, plus those that last reported within that hour before the cutoff, counted through
+    // devices_silent_after_update_idx (migration 0028). The cutoff is @Now less the project's silent_after_hours.
     private const string PageSql = """
-        SELECT c.firmware AS Firmware,
-               sum(c.devices)::bigint AS Devices,
-               sum(c.failed)::bigint AS Failed,
-               sum(c.rolled_back)::bigint AS RolledBack,
-               c.precedence_key AS PrecedenceKey
-        FROM firmware_version_counts AS c
-        WHERE c.project_id = @ProjectId
-          AND c.precedence_key > @After
-        GROUP BY c.precedence_key, c.firmware
-        HAVING sum(c.devices) > 0 OR sum(c.failed) > 0 OR sum(c.rolled_back) > 0
-        ORDER BY c.precedence_key
-        LIMIT @Limit
+        SELECT v.firmware AS Firmware,
+               v.devices AS Devices,
+               v.failed AS Failed,
+               v.rolled_back AS RolledBack,
+               COALESCE((SELECT sum(s.devices)
+                         FROM firmware_silence_counts AS s
+                         WHERE s.project_id = @ProjectId
+                           AND s.firmware = v.firmware
+                           AND s.reported_hour < cutoff.hour), 0)::bigint
+               + (SELECT count(*)
+                  FROM devices AS d
+                  WHERE d.project_id = @ProjectId
+                    AND d.current_firmware = v.firmware
+                    AND d.last_event_status IN ('installed', 'updated')
+                    AND d.last_reported_at >= cutoff.hour
+                    AND d.last_reported_at < cutoff.at) AS SilentAfterUpdate,
+               v.unexplained_downgrades AS UnexplainedDowngrades,
+               v.precedence_key AS PrecedenceKey
+        FROM (
+            SELECT c.firmware,
+                   sum(c.devices)::bigint AS devices,
+                   sum(c.failed)::bigint AS failed,
+                   sum(c.rolled_back)::bigint AS rolled_back,
+                   sum(c.unexplained_downgrades)::bigint AS unexplained_downgrades,
+                   c.precedence_key
+            FROM firmware_version_counts AS c
+            WHERE c.project_id = @ProjectId
+              AND c.precedence_key > @After
+            GROUP BY c.precedence_key, c.firmware
+            HAVING sum(c.devices) > 0 OR sum(c.failed) > 0 OR sum(c.rolled_back) > 0
+            ORDER BY c.precedence_key
+            LIMIT @Limit
+        ) AS v
+        CROSS JOIN (
+            SELECT cut.at,
+                   date_trunc('hour', cut.at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour
+            FROM (
+                SELECT @Now::timestamptz - make_interval(hours => COALESCE(p.silent_after_hours, 24)) AS at
+                FROM projects AS p
+                WHERE p.id = @ProjectId
+            ) AS cut
+        ) AS cutoff
+        ORDER BY v.precedence_key
         """;
 
     /// <summary>
@@ -71,8 +111,10 @@ public sealed class FirmwareVersions(ReadRouting reads)
         var read = new ReadContext { PrimaryOnly = primaryOnly };
         read.AtLeast(floor);
         var rows = await reads.RunAsync(read, async connection => (await connection.QueryAsync<Row>(new CommandDefinition(
-            PageSql, new { ProjectId = projectId, After = after, Limit = limit + 1 }))).AsList(), CancellationToken.None);
-        var page = rows.Take(limit).Select(r => new FirmwareVersionCount(r.Firmware, r.Devices, r.Failed, r.RolledBack)).ToList();
+            PageSql, new { ProjectId = projectId, After = after, Limit = limit + 1, Now = clock.GetUtcNow().UtcDateTime }))).AsList(), CancellationToken.None);
+        var page = rows.Take(limit)
+            .Select(r => new FirmwareVersionCount(r.Firmware, r.Devices, r.Failed, r.RolledBack, r.SilentAfterUpdate, r.UnexplainedDowngrades))
+            .ToList();
         return (new FirmwareVersionPage(page, rows.Count > limit ? rows[limit - 1].PrecedenceKey : null), read.Seen);
     }
 }

@@ -19,7 +19,7 @@ public static class FirmwareVersionsApi
             .ProducesValidationProblem();
 
         group.MapGet("/", ListAsync)
-            .WithSummary("The project's firmware versions by SemVer precedence: devices running each, and devices whose newest event for it is failed or rolled_back (member keys)")
+            .WithSummary("The project's firmware versions by SemVer precedence: devices running each, devices whose newest event for it is failed or rolled_back, silent after updating to it, and come down to it without a rollback (member keys)")
             .WithDescription("Paged: limit 1-1000 (default 100); follow the Link rel=\"next\" header for more.");
         return group;
     }

@@ -16,15 +16,15 @@ public sealed class FleetViewTests(FirmwareManagerApp app) : ApiTest(app)
     {
         foreach (var version in new[] { "1.10.0", "2.0.0", "1.9.0", "2.0.0-rc.1", "1.10.0-alpha", "2.0.0-rc.1+build.7", "10.0.0" })
         {
-            await DeviceRunningAsync(version);
+            await App.DeviceRunningAsync(version, Start);
         }
 
-        var failing = await DeviceRunningAsync("1.9.0");
-        await ReportAsync(failing, Event("2.0.0", "failed", Start.AddDays(1)));
-        var rolledBack = await DeviceRunningAsync("1.9.0");
-        await ReportAsync(rolledBack, Event("2.0.0", "updated", Start.AddDays(1)), Event("1.9.0", "rolled_back", Start.AddDays(2)));
-        var recovered = await DeviceRunningAsync("1.9.0");
-        await ReportAsync(recovered, Event("2.0.0", "failed", Start.AddDays(1)), Event("2.0.0", "updated", Start.AddDays(2)));
+        var failing = await App.DeviceRunningAsync("1.9.0", Start);
+        await failing.ReportAsync(Event("2.0.0", "failed", Start.AddDays(1)));
+        var rolledBack = await App.DeviceRunningAsync("1.9.0", Start);
+        await rolledBack.ReportAsync(Event("2.0.0", "updated", Start.AddDays(1)), Event("1.9.0", "rolled_back", Start.AddDays(2)));
+        var recovered = await App.DeviceRunningAsync("1.9.0", Start);
+        await recovered.ReportAsync(Event("2.0.0", "failed", Start.AddDays(1)), Event("2.0.0", "updated", Start.AddDays(2)));
 
         using var member = App.ClientWithKey(FirmwareManagerApp.MemberKey2);
         var rows = (await (await member.GetAsync("/firmware-versions")).JsonAsync()).EnumerateArray()
@@ -104,11 +104,11 @@ public sealed class FleetViewTests(FirmwareManagerApp app) : ApiTest(app)
     [Fact]
     public async Task Devices_are_listed_with_filters_and_pages()
     {
-        var onOld = (await DeviceRunningAsync("1.9.0")).Id;
-        var failedOnNewDevice = await DeviceRunningAsync("1.9.0");
-        await ReportAsync(failedOnNewDevice, Event("2.0.0", "failed", Start.AddDays(1)));
-        var updatedDevice = await DeviceRunningAsync("1.9.0");
-        await ReportAsync(updatedDevice, Event("2.0.0", "updated", Start.AddDays(1)));
+        var onOld = (await App.DeviceRunningAsync("1.9.0", Start)).Id;
+        var failedOnNewDevice = await App.DeviceRunningAsync("1.9.0", Start);
+        await failedOnNewDevice.ReportAsync(Event("2.0.0", "failed", Start.AddDays(1)));
+        var updatedDevice = await App.DeviceRunningAsync("1.9.0", Start);
+        await updatedDevice.ReportAsync(Event("2.0.0", "updated", Start.AddDays(1)));
         var (failedOnNew, updated) = (failedOnNewDevice.Id, updatedDevice.Id);
         var (silent, _) = await App.AddDeviceAsync(projectId: 1);
         using var member = App.ClientWithKey(FirmwareManagerApp.MemberKey1);
@@ -170,7 +170,7 @@ public sealed class FleetViewTests(FirmwareManagerApp app) : ApiTest(app)
         reads.Where(r => r.Project == 1).Should().OnlyContain(r => r.Versions.SequenceEqual(alone2));
 
         // Nothing is kept once given: a report acknowledged before the next read is in it.
-        var (_, device) = await DeviceRunningAsync("7.7.7");
+        var (_, device) = await App.DeviceRunningAsync("7.7.7", Start);
         device.Dispose();
         (await VersionsAsync(member1)).Should().Contain("7.7.7");
     }
@@ -179,7 +179,7 @@ public sealed class FleetViewTests(FirmwareManagerApp app) : ApiTest(app)
     public async Task A_project_never_sees_another_projects_events_devices_or_versions()
     {
         using var device3 = App.ClientWithKey(FirmwareManagerApp.DeviceKey3);
-        await ReportAsync((3, device3), Event("9.9.9", "failed", Start));
+        await ((long)3, device3).ReportAsync(Event("9.9.9", "failed", Start));
         using var member1 = App.ClientWithKey(FirmwareManagerApp.MemberKey1);
 
         var events = await (await member1.GetAsync("/events?limit=1000")).JsonAsync();
@@ -210,19 +210,5 @@ public sealed class FleetViewTests(FirmwareManagerApp app) : ApiTest(app)
 
         await (await device.GetAsync(path)).ShouldBeProblemAsync(HttpStatusCode.Forbidden);
         await (await anonymous.GetAsync(path)).ShouldBeProblemAsync(HttpStatusCode.Unauthorized);
-    }
-
-    private async Task<(long Id, HttpClient Client)> DeviceRunningAsync(string version)
-    {
-        var (id, key) = await App.AddDeviceAsync(projectId: 1);
-        var client = App.ClientWithKey(key);
-        await ReportAsync((id, client), Event(version, "installed", Start));
-        return (id, client);
-    }
-
-    private static async Task ReportAsync((long Id, HttpClient Client) device, params object[] events)
-    {
-        var response = await device.Client.PostAsJsonAsync($"/firmware/{device.Id}/batch", events);
-        response.StatusCode.Should().Be(HttpStatusCode.OK, await response.Content.ReadAsStringAsync());
     }
 }

@@ -33,6 +33,9 @@ public sealed class RawByteInputTests(FirmwareManagerApp app) : ApiTest(app)
         [0xF4, 0x90, 0x80, 0x80], // past U+10FFFF
     ];
 
+    private const string FailureReport =
+        """{"firmware":"1.0.9","status":"failed","timestamp":"2024-01-01T00:00:00Z","from_firmware":"1.0.8","error_code":"E_FLASH","detail":"write failed"}""";
+
     // Each endpoint that reads a body: its path, the key it needs, a valid body, and the string fields in it.
     public static TheoryData<string, string, string, string> BodyFields() => new()
     {
@@ -41,6 +44,10 @@ public sealed class RawByteInputTests(FirmwareManagerApp app) : ApiTest(app)
         { "/firmware/1", FirmwareManagerApp.DeviceKey1, """{"firmware":"1.0.9","status":"updated","timestamp":"2024-01-01T00:00:00Z"}""", "timestamp" },
         { "/firmware/1/batch", FirmwareManagerApp.DeviceKey1, """[{"firmware":"1.0.9","status":"updated","timestamp":"2024-01-01T00:00:00Z"}]""", "[0].timestamp" },
         { "/firmware/1/batch", FirmwareManagerApp.DeviceKey1, """[{"firmware":"1.0.9","status":"updated","timestamp":"2024-01-01T00:00:00Z"}]""", "[0].status" },
+        { "/firmware/1", FirmwareManagerApp.DeviceKey1, FailureReport, "from_firmware" },
+        { "/firmware/1", FirmwareManagerApp.DeviceKey1, FailureReport, "error_code" },
+        { "/firmware/1", FirmwareManagerApp.DeviceKey1, FailureReport, "detail" },
+        { "/firmware/1/batch", FirmwareManagerApp.DeviceKey1, $"[{FailureReport}]", "[0].detail" },
         { "/devices", FirmwareManagerApp.MemberKey1, """{"name":"boiler","serial":"SN-1"}""", "name" },
         { "/devices", FirmwareManagerApp.MemberKey1, """{"name":"boiler","serial":"SN-1"}""", "serial" },
         { "/devices/bulk", FirmwareManagerApp.MemberKey1, """{"serials":["SN-1","SN-2"]}""", "serials[1]" },

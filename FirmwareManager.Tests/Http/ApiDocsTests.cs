@@ -20,7 +20,9 @@ public sealed class ApiDocsTests(FirmwareManagerApp app) : ApiTest(app)
             "/events", "/devices", "/devices/{device_id}", "/firmware-versions",
             "/devices/bulk", "/devices/{device_id}/keys", "/devices/{device_id}/keys/{key_id}",
             "/members", "/members/{member_id}", "/members/{member_id}/keys", "/members/{member_id}/keys/{key_id}",
-            "/me", "/me/keys", "/me/keys/{key_id}", "/audit", "/project/retention");
+            "/me", "/me/keys", "/me/keys/{key_id}", "/audit", "/project/retention",
+            "/firmware-transitions", "/project/fleet-health", "/webhooks", "/webhooks/{webhook_id}",
+            "/webhooks/{webhook_id}/deliveries", "/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver");
         var schemes = document.GetProperty("components").GetProperty("securitySchemes");
         schemes.GetProperty("api_key").GetProperty("in").GetString().Should().Be("header");
         schemes.GetProperty("api_key").GetProperty("name").GetString().Should().Be("api_key");
@@ -37,10 +39,11 @@ public sealed class ApiDocsTests(FirmwareManagerApp app) : ApiTest(app)
     }
 
     [Theory]
-    [InlineData("/firmware/{device_id}", "FirmwareEventBody", new[] { "firmware", "status", "timestamp" }, new[] { "firmware", "status" })]
+    [InlineData("/firmware/{device_id}", "FirmwareEventBody", new[] { "firmware", "status", "timestamp", "from_firmware", "error_code", "detail" }, new[] { "firmware", "status" })]
     [InlineData("/devices", "CreateDeviceBody", new[] { "name", "serial" }, new string[0])]
     [InlineData("/devices/bulk", "EnrollDevicesBody", new[] { "count", "serials" }, new string[0])]
     [InlineData("/members", "InviteMemberBody", new[] { "email", "role" }, new[] { "email", "role" })]
+    [InlineData("/webhooks", "CreateWebhookBody", new[] { "url", "events", "filters" }, new[] { "url", "events" })]
     public async Task Each_request_body_is_described_by_the_record_the_endpoint_reads(
         string path, string schema, string[] properties, string[] required)
     {

@@ -55,6 +55,9 @@ public sealed class FirmwareManagerApp : WebApplicationFactory<Program>, IAsyncL
 
     public CapturedLogs Logs { get; } = new();
 
+    /// <summary>The service's clock: the machine's, moved by <see cref="MovableClock.Offset"/> (back to zero at every reset).</summary>
+    public MovableClock Clock { get; } = new();
+
     public async Task InitializeAsync()
     {
         var server = await PostgresServer.SharedAsync();
@@ -77,12 +80,20 @@ public sealed class FirmwareManagerApp : WebApplicationFactory<Program>, IAsyncL
         // Tests send hundreds of requests with one key in a moment; RateLimitTests check the limits on a service of their own.
         builder.UseSetting("FirmwareManager:RateLimits:Device:PermitsPerSecond", "0");
         builder.UseSetting("FirmwareManager:RateLimits:Member:PermitsPerSecond", "0");
-        builder.ConfigureServices(services => services.AddSingleton<ILogEventSink>(Logs));
+        // Webhook tests start senders of their own (WebhookDeliveryTests); the receiver they start is on loopback.
+        builder.UseSetting("FirmwareManager:Webhooks:SendDeliveries", "false");
+        builder.UseSetting("FirmwareManager:Webhooks:AllowPrivateTargets", "true");
+        builder.ConfigureServices(services =>
+        {
+            services.AddSingleton<ILogEventSink>(Logs);
+            services.AddSingleton<TimeProvider>(Clock);
+        });
     }
 
     /// <summary>Back to exactly the demo data set.</summary>
     public async Task ResetAsync()
     {
+        Clock.Offset = TimeSpan.Zero;
         await using (var connection = new NpgsqlConnection(ConnectionString))
         {
             await connection.OpenAsync();
@@ -164,6 +175,14 @@ public sealed class ApiTestGroup : ICollectionFixture<FirmwareManagerApp>
 }
 
 /// <summary>Every log event the service writes, rendered with its properties, for tests that read the logs.</summary>
+/// <summary>The machine's clock, moved by <see cref="Offset"/>: for what the service measures against "now".</summary>
+public sealed class MovableClock : TimeProvider
+{
+    public TimeSpan Offset { get; set; }
+
+    public override DateTimeOffset GetUtcNow() => base.GetUtcNow() + Offset;
+}
+
 public sealed class CapturedLogs : ILogEventSink
 {
     private readonly ConcurrentQueue<LogEvent> _events = new();

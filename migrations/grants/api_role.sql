@@ -28,6 +28,8 @@ BEGIN
     GRANT SELECT ON projects, service_secrets TO firmware_manager_api;
     -- A project's admins set its own event retention (the owner's upkeep job deletes; the API never does).
     GRANT UPDATE (event_max_age_days) ON projects TO firmware_manager_api;
+    -- ... and how long after an update a device that says nothing counts as silent.
+    GRANT UPDATE (silent_after_hours) ON projects TO firmware_manager_api;
 
     -- Members are invited (or invited again: role and removed_at come back) and removed.
     GRANT SELECT, INSERT ON project_memberships TO firmware_manager_api;
@@ -39,7 +41,7 @@ BEGIN
 
     -- Devices are created and decommissioned, and ingest keeps their summary; project_id and serial stay.
     GRANT SELECT, INSERT ON devices TO firmware_manager_api;
-    GRANT UPDATE (current_firmware, current_firmware_at, current_firmware_device_at, last_reported_at,
+    GRANT UPDATE (current_firmware, current_firmware_at, current_firmware_device_at, downgraded_from, last_reported_at,
                   last_event_status, last_event_at, decommissioned_at) ON devices TO firmware_manager_api;
     -- Bulk enrollment draws device ids from the identity's sequence before inserting.
     GRANT USAGE ON SEQUENCE devices_id_seq TO firmware_manager_api;
@@ -50,11 +52,23 @@ BEGIN
     -- What ingest keeps beside the events.
     GRANT SELECT, INSERT ON device_firmware_status TO firmware_manager_api;
     GRANT UPDATE (status, reported_at) ON device_firmware_status TO firmware_manager_api;
+    GRANT SELECT, INSERT ON device_transition_status TO firmware_manager_api;
+    GRANT UPDATE (from_firmware, status, error_code, reported_at) ON device_transition_status TO firmware_manager_api;
     GRANT SELECT, INSERT ON firmware_version_counts TO firmware_manager_api;
-    GRANT UPDATE (devices, failed, rolled_back) ON firmware_version_counts TO firmware_manager_api;
+    GRANT UPDATE (devices, failed, rolled_back, unexplained_downgrades) ON firmware_version_counts TO firmware_manager_api;
+    GRANT SELECT, INSERT ON firmware_transition_counts TO firmware_manager_api;
+    GRANT UPDATE (attempted, succeeded, failed, rolled_back) ON firmware_transition_counts TO firmware_manager_api;
+    GRANT SELECT, INSERT ON firmware_transition_errors, firmware_silence_counts TO firmware_manager_api;
+    GRANT UPDATE (devices) ON firmware_transition_errors, firmware_silence_counts TO firmware_manager_api;
     -- Each project's feed numbers: taken by ingest, one row per project.
     GRANT SELECT, INSERT ON project_event_arrivals TO firmware_manager_api;
     GRANT UPDATE (last_arrival) ON project_event_arrivals TO firmware_manager_api;
+
+    -- Webhooks are made and deleted by admins; ingest records deliveries and the sender keeps their state.
+    GRANT SELECT, INSERT ON webhooks, webhook_deliveries TO firmware_manager_api;
+    GRANT UPDATE (deleted_at) ON webhooks TO firmware_manager_api;
+    GRANT UPDATE (next_attempt_at, claimed_until, attempts, last_attempt_at, last_status, last_error, delivered_at,
+                  given_up_at, redelivered_at) ON webhook_deliveries TO firmware_manager_api;
 
     -- The audit log is append-only for the API.
     GRANT SELECT, INSERT ON audit_log TO firmware_manager_api;

@@ -1,0 +1,102 @@
+using Dapper;
+using FirmwareManager.Api.Database;
+
+namespace FirmwareManager.Api.FleetHealth;
+
+/// <summary>An error code and the devices whose update of a transition failed or was rolled back with it.</summary>
+public sealed record ErrorCodeCount(string ErrorCode, long Devices);
+
+/// <summary>
+/// One from -> to pair: the devices that attempted it (reported on the target version while coming from the other),
+/// and by the newest report of each: succeeded (installed or updated), failed, rolled back, or still in progress.
+/// <c>from_firmware</c> is null when the devices did not say and the service could not tell.
+/// </summary>
+public sealed record FirmwareTransition(
+    string? FromFirmware, string ToFirmware, long Attempted, long Succeeded, long Failed, long RolledBack, long InProgress,
+    IReadOnlyList<ErrorCodeCount> TopErrorCodes);
+
+/// <summary>The firmware_transition_counts and firmware_transition_errors tables (migration 0027), kept by ingest.</summary>
+public sealed class FirmwareTransitions(ReadRouting reads)
+{
+    /// <summary>How many error codes a transition lists, most devices first.</summary>
+    public const int TopErrorCodes = 5;
+
+    private sealed record Row(string ToFirmware, string FromFirmware, long Attempted, long Succeeded, long Failed, long RolledBack);
+
+    private sealed record ErrorRow(string ToFirmware, string FromFirmware, string ErrorCode, long Devices);
+
+    // A page in (to, from) order after the cursor: a range of the table's primary key, narrowed by the filters.
+    private const string PageSql = """
+        SELECT t.to_firmware AS ToFirmware,
+               t.from_firmware AS FromFirmware,
+               t.attempted AS Attempted,
+               t.succeeded AS Succeeded,
+               t.failed AS Failed,
+               t.rolled_back AS RolledBack
+        FROM firmware_transition_counts AS t
+        WHERE t.project_id = @ProjectId
+          AND (t.to_firmware, t.from_firmware) > (@AfterTo, @AfterFrom)
+          AND (@To::text IS NULL OR t.to_firmware = @To)
+          AND (@From::text IS NULL OR t.from_firmware = @From)
+          AND t.attempted > 0
+        ORDER BY t.to_firmware,
+                 t.from_firmware
+        LIMIT @Limit
+        """;
+
+    // The page's error codes, each pair's most frequent first.
+    private const string TopErrorsSql = """
+        SELECT ranked.to_firmware AS ToFirmware,
+               ranked.from_firmware AS FromFirmware,
+               ranked.error_code AS ErrorCode,
+               ranked.devices AS Devices
+        FROM (
+            SELECT e.to_firmware,
+                   e.from_firmware,
+                   e.error_code,
+                   e.devices,
+                   row_number() OVER (PARTITION BY e.to_firmware, e.from_firmware ORDER BY e.devices DESC, e.error_code) AS rank
+            FROM firmware_transition_errors AS e
+            WHERE e.project_id = @ProjectId
+              AND e.to_firmware = ANY(@Tos)
+              AND e.devices > 0
+        ) AS ranked
+        WHERE ranked.rank <= @Top
+        ORDER BY ranked.to_firmware,
+                 ranked.from_firmware,
+                 ranked.rank
+        """;
+
+    /// <summary>A position in the transitions' order: the last pair served.</summary>
+    public sealed record Position(string To, string From);
+
+    public async Task<(IReadOnlyList<FirmwareTransition> Page, Position? Last)> PageAsync(
+        long projectId, string? to, string? from, Position? after, int limit, ReadContext read, CancellationToken cancellationToken)
+    {
+        return await reads.RunAsync(read, async connection =>
+        {
+            var rows = (await connection.QueryAsync<Row>(new CommandDefinition(PageSql, new
+            {
+                ProjectId = projectId,
+                AfterTo = after?.To ?? "",
+                AfterFrom = after?.From ?? "",
+                To = to,
+                From = from,
+                Limit = limit + 1,
+            }, cancellationToken: cancellationToken))).AsList();
+            var page = rows.Take(limit).ToList();
+            var errors = page.Count == 0 ? [] : (await connection.QueryAsync<ErrorRow>(new CommandDefinition(TopErrorsSql, new
+            {
+                ProjectId = projectId,
+                Tos = page.Select(r => r.ToFirmware).Distinct().ToArray(),
+                Top = TopErrorCodes,
+            }, cancellationToken: cancellationToken))).AsList();
+            var byPair = errors.ToLookup(e => (e.ToFirmware, e.FromFirmware));
+            IReadOnlyList<FirmwareTransition> transitions = page.Select(r => new FirmwareTransition(
+                r.FromFirmware.Length == 0 ? null : r.FromFirmware, r.ToFirmware, r.Attempted, r.Succeeded, r.Failed, r.RolledBack,
+                r.Attempted - r.Succeeded - r.Failed - r.RolledBack,
+                byPair[(r.ToFirmware, r.FromFirmware)].Select(e => new ErrorCodeCount(e.ErrorCode, e.Devices)).ToList())).ToList();
+            return (transitions, rows.Count > limit ? new Position(page[^1].ToFirmware, page[^1].FromFirmware) : null);
+        }, cancellationToken);
+    }
+}

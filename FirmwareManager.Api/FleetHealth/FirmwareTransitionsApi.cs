@@ -1,0 +1,80 @@
+using System.Globalization;
+using FirmwareManager.Api.Auth;
+using FirmwareManager.Api.Database;
+using FirmwareManager.Api.Http;
+using FirmwareManager.Api.Versions;
+using Microsoft.AspNetCore.Http.HttpResults;
+using Microsoft.AspNetCore.Mvc;
+
+namespace FirmwareManager.Api.FleetHealth;
+
+/// <summary><c>/firmware-transitions</c>: how updates from one version to another went, with why they failed.</summary>
+public static class FirmwareTransitionsApi
+{
+    public static RouteGroupBuilder MapFirmwareTransitionsApi(this IEndpointRouteBuilder app)
+    {
+        var group = app.MapGroup("/firmware-transitions")
+            .RequireAuthorization(Policies.Member)
+            .WithTags("Fleet health")
+            .WithKeyProblems()
+            .ProducesValidationProblem();
+
+        group.MapGet("/", ListAsync)
+            .WithSummary("For each from -> to pair: devices that attempted, succeeded, failed, rolled back and are in progress, with the top error codes (member keys)")
+            .WithDescription("Filters: to, from (SemVer). Ordered by to, then from (from null: not known, first). Paged: limit 1-1000 (default 100); follow the Link rel=\"next\" header for more. Each device counts once per target version, by its newest report on it.");
+        return group;
+    }
+
+    private static async Task<Results<Ok<List<FirmwareTransition>>, ProblemHttpResult>> ListAsync(
+        [FromQuery] string? limit,
+        [FromQuery] string? cursor,
+        [FromQuery] string? to,
+        [FromQuery] string? from,
+        HttpContext http,
+        FirmwareTransitions transitions,
+        Cursors cursors,
+        ReadRouting reads,
+        CancellationToken cancellationToken)
+    {
+        var errors = new Dictionary<string, string[]>();
+        var page = PageRequest.Parse(limit, cursor, errors);
+        foreach (var (name, value) in new[] { ("to", to), ("from", from) })
+        {
+            if (value is not null && !SemanticVersion.IsValid(value))
+            {
+                errors[name] = ["Must be a SemVer 2.0.0 version such as 1.4.2."];
+            }
+        }
+
+        if (page is null || errors.Count > 0)
+        {
+            return Problems.Validation(errors, "Invalid query parameters.");
+        }
+
+        var caller = Caller.From(http.User);
+        var read = reads.For(caller);
+        var scope = string.Create(CultureInfo.InvariantCulture, $"transitions|{caller.ProjectId}|{to}|{from}");
+        FirmwareTransitions.Position? after = null;
+        if (page.Cursor is not null)
+        {
+            after = await cursors.DecodeAsync(scope, page.Cursor, read, reader => new FirmwareTransitions.Position(reader.ReadString(), reader.ReadString()), cancellationToken);
+            if (after is null)
+            {
+                return PageResults.InvalidCursor();
+            }
+        }
+
+        var (found, last) = await transitions.PageAsync(caller.ProjectId, to, from, after, page.Limit, read, cancellationToken);
+        string? next = null;
+        if (last is not null)
+        {
+            next = await cursors.EncodeAsync(scope, read, writer =>
+            {
+                writer.Write(last.To);
+                writer.Write(last.From);
+            }, cancellationToken);
+        }
+
+        return PageResults.Page(http, found.ToList(), next);
+    }
+}

@@ -1,0 +1,316 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Net.Http.Headers;
+using System.Text.Json;
+using Dapper;
+using FirmwareManager.Api.Database;
+using FirmwareManager.Api.Firmware;
+using Microsoft.Extensions.Options;
+using Npgsql;
+
+namespace FirmwareManager.Api.Webhooks;
+
+/// <summary>What a receiver gets: the kind of event, the delivery's id (the same on every attempt), when it was sent, and the event.</summary>
+public sealed record WebhookPayload(string Type, string DeliveryId, long ProjectId, string Timestamp, FirmwareEventResponse Data);
+
+/// <summary>
+/// Sends the deliveries that ingest records (the outbox, migration 0029), on every instance with
+/// <see cref="WebhookOptions.SendDeliveries"/>: instances share the work by claiming deliveries with
+/// <c>FOR UPDATE SKIP LOCKED</c>, and a claim lapses after twice the attempt timeout, so a delivery whose instance died
+/// mid-send is sent again (receivers de-duplicate by its id). Per webhook and device, a delivery is sent only once
+/// every older one is delivered or given up: in order. A failed attempt is retried after a wait that doubles, up to
+/// <see cref="WebhookOptions.MaxRetryDelaySeconds"/>, until <see cref="WebhookOptions.GiveUpAfterHours"/> after it was
+/// recorded. A slow receiver holds up only its own round's sends, for at most the attempt timeout; ingest never waits.
+/// </summary>
+public sealed partial class WebhookSender(
+    NpgsqlDataSource dataSource,
+    DatabaseEngine engine,
+    WebhookSecrets secrets,
+    IHttpClientFactory httpClients,
+    IOptions<WebhookOptions> options,
+    TimeProvider clock,
+    ILogger<WebhookSender> logger) : BackgroundService
+{
+    public const string HttpClientName = "webhooks";
+
+    // Every project with a delivery due: the only statement that spans projects (on Citus, every shard).
+    private const string ProjectsWithDueDeliveriesSql = """
+        SELECT DISTINCT d.project_id
+        FROM webhook_deliveries AS d
+        WHERE d.delivered_at IS NULL
+          AND d.given_up_at IS NULL
+          AND d.next_attempt_at <= @Now
+          AND (d.claimed_until IS NULL OR d.claimed_until < @Now)
+        """;
+
+    // Claims the project's due deliveries whose device has no older one pending, oldest due first.
+    private const string ClaimSql = """
+        UPDATE webhook_deliveries AS d
+        SET claimed_until = @ClaimedUntil,
+            attempts = d.attempts + 1,
+            last_attempt_at = @Now
+        FROM (
+            SELECT c.webhook_id,
+                   c.event_id
+            FROM webhook_deliveries AS c
+            WHERE c.project_id = @ProjectId
+              AND c.delivered_at IS NULL
+              AND c.given_up_at IS NULL
+              AND c.next_attempt_at <= @Now
+              AND (c.claimed_until IS NULL OR c.claimed_until < @Now)
+              AND NOT EXISTS (
+                  SELECT
+                  FROM webhook_deliveries AS older
+                  WHERE older.project_id = @ProjectId
+                    AND older.webhook_id = c.webhook_id
+                    AND older.device_id = c.device_id
+                    AND older.event_id < c.event_id
+                    AND older.delivered_at IS NULL
+                    AND older.given_up_at IS NULL)
+            ORDER BY c.next_attempt_at
+            LIMIT @Limit
+            FOR UPDATE SKIP LOCKED
+        ) AS due
+        WHERE d.project_id = @ProjectId
+          AND d.webhook_id = due.webhook_id
+          AND d.event_id = due.event_id
+        RETURNING d.webhook_id AS WebhookId,
+                  d.event_id AS EventId,
+                  d.event_type AS EventType,
+                  d.attempts AS Attempts,
+                  COALESCE(d.redelivered_at, d.created_at) AS RetryFrom
+        """;
+
+    private const string TargetsSql = """
+        SELECT w.id AS Id,
+               w.url AS Url,
+               w.secret_ciphertext AS SecretCiphertext,
+               w.deleted_at IS NOT NULL AS Deleted
+        FROM webhooks AS w
+        WHERE w.project_id = @ProjectId
+          AND w.id = ANY(@WebhookIds)
+        """;
+
+    private const string EventsSql = $"""
+        SELECT {FirmwareEvents.EventColumns}
+        FROM firmware_events AS e
+        WHERE e.project_id = @ProjectId
+          AND e.id = ANY(@EventIds)
+        """;
+
+    private const string DeliveredSql = """
+        UPDATE webhook_deliveries
+        SET delivered_at = @Now,
+            last_status = @Status,
+            last_error = NULL,
+            claimed_until = NULL
+        WHERE project_id = @ProjectId
+          AND webhook_id = @WebhookId
+          AND event_id = @EventId
+        """;
+
+    private const string FailedSql = """
+        UPDATE webhook_deliveries
+        SET last_status = @Status,
+            last_error = @Error,
+            claimed_until = NULL,
+            next_attempt_at = @NextAttemptAt,
+            given_up_at = @GivenUpAt
+        WHERE project_id = @ProjectId
+          AND webhook_id = @WebhookId
+          AND event_id = @EventId
+        """;
+
+    private sealed record Claimed(long WebhookId, long EventId, string EventType, long Attempts, DateTime RetryFrom);
+
+    private sealed record Target(long Id, string Url, byte[] SecretCiphertext, bool Deleted);
+
+    /// <summary>An attempt's result: delivered when <see cref="Error"/> is null; <see cref="Final"/> when no retry can help.</summary>
+    private sealed record Outcome(Claimed Delivery, int? Status, string? Error, bool Final = false);
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        if (!options.Value.SendDeliveries)
+        {
+            return;
+        }
+
+        while (!stoppingToken.IsCancellationRequested)
+        {
+            var sent = 0;
+            try
+            {
+                sent = await RoundAsync(stoppingToken);
+            }
+            catch (Exception e) when (!stoppingToken.IsCancellationRequested)
+            {
+                LogRoundFailed(logger, e);
+            }
+
+            if (sent == 0)
+            {
+                try
+                {
+                    await Task.Delay(TimeSpan.FromMilliseconds(options.Value.PollMilliseconds), stoppingToken);
+                }
+                catch (OperationCanceledException)
+                {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// <summary>One round: every project with deliveries due, one batch each. The number of attempts made.</summary>
+    public async Task<int> RoundAsync(CancellationToken cancellationToken)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
+        if (engine.IsCitus)
+        {
+            // The one statement that spans projects: allowed here, whatever the service's connections say.
+            await connection.ExecuteAsync(new CommandDefinition("SET citus.multi_task_query_log_level = 'off'", cancellationToken: cancellationToken));
+        }
+
+        var projects = (await connection.QueryAsync<long>(new CommandDefinition(
+            ProjectsWithDueDeliveriesSql, new { Now = Now() }, cancellationToken: cancellationToken))).AsList();
+        var attempts = 0;
+        foreach (var projectId in projects)
+        {
+            attempts += await SendProjectBatchAsync(connection, projectId, cancellationToken);
+        }
+
+        return attempts;
+    }
+
+    private async Task<int> SendProjectBatchAsync(NpgsqlConnection connection, long projectId, CancellationToken cancellationToken)
+    {
+        var settings = options.Value;
+        var now = Now();
+        var claimed = (await connection.QueryAsync<Claimed>(new CommandDefinition(ClaimSql, new
+        {
+            ProjectId = projectId,
+            Now = now,
+            ClaimedUntil = now.AddSeconds(settings.TimeoutSeconds * 2),
+            Limit = settings.BatchSize,
+        }, cancellationToken: cancellationToken))).AsList();
+        if (claimed.Count == 0)
+        {
+            return 0;
+        }
+
+        var targets = (await connection.QueryAsync<Target>(new CommandDefinition(TargetsSql, new
+        {
+            ProjectId = projectId,
+            WebhookIds = claimed.Select(c => c.WebhookId).Distinct().ToArray(),
+        }, cancellationToken: cancellationToken))).ToDictionary(t => t.Id);
+        var events = (await connection.QueryAsync<FirmwareEvent>(new CommandDefinition(EventsSql, new
+        {
+            ProjectId = projectId,
+            EventIds = claimed.Select(c => c.EventId).Distinct().ToArray(),
+        }, cancellationToken: cancellationToken))).ToDictionary(e => e.Id);
+
+        var outcomes = await Task.WhenAll(claimed.Select(delivery =>
+            !targets.TryGetValue(delivery.WebhookId, out var target) || target.Deleted
+                ? Task.FromResult(new Outcome(delivery, null, "The webhook was deleted.", Final: true))
+                : !events.TryGetValue(delivery.EventId, out var stored)
+                    ? Task.FromResult(new Outcome(delivery, null, "The event is no longer stored (retention).", Final: true))
+                    : SendAsync(projectId, delivery, target, stored, cancellationToken)));
+
+        await using var batch = new NpgsqlBatch(connection);
+        var recordedAt = Now();
+        foreach (var outcome in outcomes)
+        {
+            var delivery = outcome.Delivery;
+            if (outcome.Error is null)
+            {
+                batch.BatchCommands.Add(Command(DeliveredSql, new() { ["ProjectId"] = projectId, ["WebhookId"] = delivery.WebhookId, ["EventId"] = delivery.EventId, ["Now"] = recordedAt, ["Status"] = (long?)outcome.Status }));
+                continue;
+            }
+
+            var next = recordedAt + RetryDelay(delivery.Attempts);
+            var givenUp = outcome.Final || next > delivery.RetryFrom.AddHours(settings.GiveUpAfterHours) ? recordedAt : (DateTime?)null;
+            batch.BatchCommands.Add(Command(FailedSql, new()
+            {
+                ["ProjectId"] = projectId,
+                ["WebhookId"] = delivery.WebhookId,
+                ["EventId"] = delivery.EventId,
+                ["Status"] = (long?)outcome.Status,
+                ["Error"] = outcome.Error,
+                ["NextAttemptAt"] = next,
+                ["GivenUpAt"] = givenUp,
+            }));
+            LogAttemptFailed(logger, delivery.WebhookId, $"{delivery.WebhookId}-{delivery.EventId}", delivery.Attempts, outcome.Status, outcome.Error, givenUp is not null);
+        }
+
+        await batch.ExecuteNonQueryAsync(CancellationToken.None);
+        return claimed.Count;
+    }
+
+    private async Task<Outcome> SendAsync(long projectId, Claimed delivery, Target target, FirmwareEvent stored, CancellationToken cancellationToken)
+    {
+        var deliveryId = FormattableString.Invariant($"{delivery.WebhookId}-{delivery.EventId}");
+        var sentAt = clock.GetUtcNow();
+        var body = JsonSerializer.SerializeToUtf8Bytes(
+            new WebhookPayload(delivery.EventType, deliveryId, projectId, Rfc3339.Format(sentAt.UtcDateTime), FirmwareEventResponse.From(stored)),
+            AppJsonContext.Default.WebhookPayload);
+        var timestamp = sentAt.ToUnixTimeSeconds();
+        using var request = new HttpRequestMessage(HttpMethod.Post, target.Url) { Content = new ByteArrayContent(body) };
+        request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
+        request.Headers.Add("webhook-id", deliveryId);
+        request.Headers.Add("webhook-timestamp", timestamp.ToString(CultureInfo.InvariantCulture));
+        request.Headers.Add("webhook-signature", WebhookSecrets.Sign(await secrets.SigningKeyAsync(target.SecretCiphertext, cancellationToken), deliveryId, timestamp, body));
+        using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
+        timeout.CancelAfter(TimeSpan.FromSeconds(options.Value.TimeoutSeconds));
+        try
+        {
+            using var response = await httpClients.CreateClient(HttpClientName).SendAsync(request, HttpCompletionOption.ResponseHeadersRead, timeout.Token);
+            var status = (int)response.StatusCode;
+            return status is >= 200 and < 300
+                ? new Outcome(delivery, status, null)
+                : new Outcome(delivery, status, $"The receiver answered {status}.");
+        }
+        catch (OperationCanceledException) when (!cancellationToken.IsCancellationRequested)
+        {
+            return new Outcome(delivery, null, $"No answer within {options.Value.TimeoutSeconds} s.");
+        }
+        catch (HttpRequestException e)
+        {
+            var refused = e.InnerException as WebhookTargetRefusedException ?? e.InnerException?.InnerException as WebhookTargetRefusedException;
+            return new Outcome(delivery, null, refused?.Message ?? $"The request failed: {e.HttpRequestError}.");
+        }
+    }
+
+    private TimeSpan RetryDelay(long attempts)
+    {
+        var settings = options.Value;
+        var seconds = Math.Min(settings.MaxRetryDelaySeconds, settings.FirstRetryDelaySeconds * Math.Pow(2, Math.Min(attempts - 1, 30)));
+        // Up to a fifth either way, so that deliveries that failed together do not come back together.
+        return TimeSpan.FromSeconds(seconds * (0.8 + (Random.Shared.NextDouble() * 0.4)));
+    }
+
+    private DateTime Now() => clock.GetUtcNow().UtcDateTime;
+
+    private static NpgsqlBatchCommand Command(string sql, Dictionary<string, object?> parameters)
+    {
+        var command = new NpgsqlBatchCommand(sql);
+        foreach (var (name, value) in parameters)
+        {
+            command.Parameters.Add(value switch
+            {
+                DateTime time => new NpgsqlParameter(name, NpgsqlTypes.NpgsqlDbType.TimestampTz) { Value = time },
+                null when name is "Status" => new NpgsqlParameter(name, NpgsqlTypes.NpgsqlDbType.Bigint) { Value = DBNull.Value },
+                null when name is "GivenUpAt" => new NpgsqlParameter(name, NpgsqlTypes.NpgsqlDbType.TimestampTz) { Value = DBNull.Value },
+                null => new NpgsqlParameter(name, NpgsqlTypes.NpgsqlDbType.Text) { Value = DBNull.Value },
+                _ => new NpgsqlParameter(name, value),
+            });
+        }
+
+        return command;
+    }
+
+    [LoggerMessage(Level = LogLevel.Warning, Message = "A round of webhook deliveries failed; the next round tries again")]
+    private static partial void LogRoundFailed(ILogger logger, Exception exception);
+
+    [LoggerMessage(Level = LogLevel.Information, Message = "Webhook {WebhookId} delivery {DeliveryId} attempt {Attempt} failed ({Status}: {Error}); given up: {GivenUp}")]
+    private static partial void LogAttemptFailed(ILogger logger, long webhookId, string deliveryId, long attempt, int? status, string? error, bool givenUp);
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env python3
+"""A webhook receiver for bench/run.sh --webhook: answers every POST 204 at once and counts them.
+
+Usage: webhook-receiver.py PORT COUNTFILE. The count of requests received is written to COUNTFILE every second.
+"""
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+received = 0
+lock = threading.Lock()
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        global received
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        with lock:
+            received += 1
+        self.send_response(204)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def write_count(path):
+    while True:
+        with open(path, "w") as f:
+            f.write(f"{received}\n")
+        time.sleep(1)
+
+
+if __name__ == "__main__":
+    port, path = int(sys.argv[1]), sys.argv[2]
+    threading.Thread(target=write_count, args=(path,), daemon=True).start()
+    ThreadingHTTPServer.daemon_threads = True
+    ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
