@@ -40,9 +40,8 @@ CREATE TABLE device_transition_status (
 
 ALTER TABLE devices ADD COLUMN downgraded_from text COLLATE "C";
 
--- A count of devices, as the table's other counts.
--- squawk-ignore prefer-bigint-over-int
-ALTER TABLE firmware_version_counts ADD COLUMN unexplained_downgrades integer NOT NULL DEFAULT 0;
+-- A count of devices, bigint as the table's other counts; a constant default is a catalog change (nothing rewritten).
+ALTER TABLE firmware_version_counts ADD COLUMN unexplained_downgrades bigint NOT NULL DEFAULT 0;
 
 -- Hours, 1 to 8760 (a year); NULL for the default, 24. projects is a table of tenants (a few rows).
 -- squawk-ignore prefer-bigint-over-int
