@@ -74,11 +74,16 @@ BEGIN
         RETURN;
     END IF;
 
-    -- The foreign key between them goes after both are distributed: Citus cannot re-create a table with an
-    -- identity column, which it would for a table that a foreign key ties to one being distributed.
+    -- Foreign keys go after both are distributed, as in 0018: Citus cannot re-create a table with an identity
+    -- column, which it would for a table that a foreign key ties to one being distributed.
     ALTER TABLE webhook_deliveries DROP CONSTRAINT webhook_deliveries_project_id_webhook_id_fkey;
+    ALTER TABLE webhook_deliveries DROP CONSTRAINT webhook_deliveries_project_id_fkey;
+    ALTER TABLE webhooks DROP CONSTRAINT webhooks_project_id_fkey;
     PERFORM create_distributed_table('webhooks', 'project_id', colocate_with => 'project_memberships');
     PERFORM create_distributed_table('webhook_deliveries', 'project_id', colocate_with => 'project_memberships');
+    ALTER TABLE webhooks ADD CONSTRAINT webhooks_project_id_fkey FOREIGN KEY (project_id) REFERENCES projects (id);
+    ALTER TABLE webhook_deliveries ADD CONSTRAINT webhook_deliveries_project_id_fkey
+        FOREIGN KEY (project_id) REFERENCES projects (id);
     ALTER TABLE webhook_deliveries ADD CONSTRAINT webhook_deliveries_project_id_webhook_id_fkey
         FOREIGN KEY (project_id, webhook_id) REFERENCES webhooks (project_id, id);
 END
