@@ -28,6 +28,7 @@ namespace FirmwareManager.Api;
 [JsonSerializable(typeof(List<DeviceResponse>))]
 [JsonSerializable(typeof(List<FirmwareVersionCount>))]
 [JsonSerializable(typeof(CreatedDeviceResponse))]
+[JsonSerializable(typeof(ChangedDevicesResponse))]
 [JsonSerializable(typeof(CreatedMemberResponse))]
 [JsonSerializable(typeof(NewKeyResponse))]
 [JsonSerializable(typeof(List<KeyResponse>))]

@@ -53,6 +53,7 @@ try
     builder.Services.AddSingleton<FirmwareVersions>();
     builder.Services.AddSingleton<ProjectKeys>();
     builder.Services.AddSingleton<DeviceProvisioning>();
+    builder.Services.AddSingleton<DeviceAttributes>();
     builder.Services.AddSingleton<Memberships>();
     builder.Services.AddSingleton<AuditLog>();
     builder.Services.AddSingleton<ProjectRetention>();

@@ -17,11 +17,13 @@ namespace FirmwareManager.Api;
     PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower,
     AllowDuplicateProperties = false,
     MaxDepth = 16,
-    Converters = [typeof(RequestFields.Text), typeof(RequestFields.TextArray), typeof(RequestFields.WholeNumber)])]
+    Converters = [typeof(RequestFields.Text), typeof(RequestFields.TextArray), typeof(RequestFields.WholeNumber), typeof(RequestFields.IdArray), typeof(RequestFields.Flag)])]
 [JsonSerializable(typeof(FirmwareEventBody))]
 [JsonSerializable(typeof(FirmwareEventBody[]))]
 [JsonSerializable(typeof(CreateDeviceBody))]
 [JsonSerializable(typeof(EnrollDevicesBody))]
+[JsonSerializable(typeof(ChangeDeviceBody))]
+[JsonSerializable(typeof(ChangeDevicesBody))]
 [JsonSerializable(typeof(InviteMemberBody))]
 [JsonSerializable(typeof(ProjectRetentionBody))]
 [JsonSerializable(typeof(FleetHealthSettingsBody))]

@@ -13,9 +13,16 @@
 
 SET LOCAL lock_timeout = '5s';
 SET LOCAL statement_timeout = '1min';
+-- On Citus, DDL in this transaction goes over one connection per node, so that later statements see earlier ones
+-- (create_distributed_table refuses to run after a statement that used several). Plain PostgreSQL keeps it as a
+-- setting nothing reads.
+SET LOCAL citus.multi_shard_modify_mode = 'sequential';
 
+-- The foreign keys to projects come after the tables are distributed (below): on Citus, a new table that references
+-- a reference table is added to Citus' metadata at once, and taken out again (which fails for a table with an
+-- identity column) when create_distributed_table has to drop that key.
 CREATE TABLE webhooks (
-    project_id bigint NOT NULL REFERENCES projects (id),
+    project_id bigint NOT NULL,
     id bigint GENERATED ALWAYS AS IDENTITY,
     url text NOT NULL,
     event_types text[] COLLATE "C" NOT NULL,
@@ -29,7 +36,7 @@ CREATE TABLE webhooks (
 );
 
 CREATE TABLE webhook_deliveries (
-    project_id bigint NOT NULL REFERENCES projects (id),
+    project_id bigint NOT NULL,
     webhook_id bigint NOT NULL,
     event_id bigint NOT NULL,
     device_id bigint NOT NULL,
@@ -74,17 +81,15 @@ BEGIN
         RETURN;
     END IF;
 
-    -- Foreign keys go after both are distributed, as in 0018: Citus cannot re-create a table with an identity
-    -- column, which it would for a table that a foreign key ties to one being distributed.
+    -- The key between the two goes after both are distributed, as in 0018.
     ALTER TABLE webhook_deliveries DROP CONSTRAINT webhook_deliveries_project_id_webhook_id_fkey;
-    ALTER TABLE webhook_deliveries DROP CONSTRAINT webhook_deliveries_project_id_fkey;
-    ALTER TABLE webhooks DROP CONSTRAINT webhooks_project_id_fkey;
     PERFORM create_distributed_table('webhooks', 'project_id', colocate_with => 'project_memberships');
     PERFORM create_distributed_table('webhook_deliveries', 'project_id', colocate_with => 'project_memberships');
-    ALTER TABLE webhooks ADD CONSTRAINT webhooks_project_id_fkey FOREIGN KEY (project_id) REFERENCES projects (id);
-    ALTER TABLE webhook_deliveries ADD CONSTRAINT webhook_deliveries_project_id_fkey
-        FOREIGN KEY (project_id) REFERENCES projects (id);
     ALTER TABLE webhook_deliveries ADD CONSTRAINT webhook_deliveries_project_id_webhook_id_fkey
         FOREIGN KEY (project_id, webhook_id) REFERENCES webhooks (project_id, id);
 END
 $$;
+
+-- Both tables are new and empty: the keys are checked against no row.
+ALTER TABLE webhooks ADD CONSTRAINT webhooks_project_id_fkey FOREIGN KEY (project_id) REFERENCES projects (id);
+ALTER TABLE webhook_deliveries ADD CONSTRAINT webhook_deliveries_project_id_fkey FOREIGN KEY (project_id) REFERENCES projects (id);

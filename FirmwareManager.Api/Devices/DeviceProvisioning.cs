@@ -17,21 +17,27 @@ public sealed record EnrolledDevices(long[] Ids, IReadOnlyList<string?> Serials,
 public sealed class SerialTakenException(string message) : Exception(message);
 
 /// <summary>Creating, enrolling in bulk and decommissioning devices, each change audited in its transaction.</summary>
+/// <summary>A new device's hardware revision (or none) and tags (sorted, no repeats).</summary>
+public sealed record DeviceLabels(string? Hardware, string[] Tags)
+{
+    public static readonly DeviceLabels None = new(null, []);
+}
+
 public sealed class DeviceProvisioning(NpgsqlDataSource dataSource, ApiKeys? apiKeys = null)
 {
     private const string InsertDeviceSql = """
-        INSERT INTO devices (project_id, name, serial)
-        VALUES (@ProjectId, @Name, @Serial)
+        INSERT INTO devices (project_id, name, serial, hardware, tags)
+        VALUES (@ProjectId, @Name, @Serial, @Hardware, @Tags)
         RETURNING id
         """;
 
     /// <summary>A new device with its first key.</summary>
     public Task<(long DeviceId, NewKeyResponse Key)> CreateAsync(
-        long projectId, string? name, string? serial, Actor actor, CancellationToken cancellationToken) =>
-        Conflicts.RetryAsync(() => CreateOnceAsync(projectId, name, serial, actor, cancellationToken), cancellationToken);
+        long projectId, string? name, string? serial, DeviceLabels labels, Actor actor, CancellationToken cancellationToken) =>
+        Conflicts.RetryAsync(() => CreateOnceAsync(projectId, name, serial, labels, actor, cancellationToken), cancellationToken);
 
     private async Task<(long DeviceId, NewKeyResponse Key)> CreateOnceAsync(
-        long projectId, string? name, string? serial, Actor actor, CancellationToken cancellationToken)
+        long projectId, string? name, string? serial, DeviceLabels labels, Actor actor, CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
@@ -40,14 +46,16 @@ public sealed class DeviceProvisioning(NpgsqlDataSource dataSource, ApiKeys? api
         try
         {
             deviceId = await connection.ExecuteScalarAsync<long>(new CommandDefinition(
-                InsertDeviceSql, new { ProjectId = projectId, Name = name, Serial = serial }, transaction, cancellationToken: cancellationToken));
+                InsertDeviceSql, new { ProjectId = projectId, Name = name, Serial = serial, labels.Hardware, labels.Tags }, transaction,
+                cancellationToken: cancellationToken));
         }
         catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.UniqueViolation)
         {
             throw new SerialTakenException($"A device with serial '{serial}' already exists in this project.");
         }
 
-        await AuditLog.RecordAsync(connection, transaction, projectId, actor, "device.created", "device", deviceId, new { name, serial });
+        await AuditLog.RecordAsync(connection, transaction, projectId, actor, "device.created", "device", deviceId,
+            new { name, serial, hardware = labels.Hardware, tags = labels.Tags });
         var key = await ProjectKeys.IssueInTransactionAsync(connection, transaction, projectId, KeyOwner.Device(deviceId), actor, cancellationToken);
         await transaction.CommitAsync(cancellationToken);
         return (deviceId, key);
@@ -61,10 +69,12 @@ public sealed class DeviceProvisioning(NpgsqlDataSource dataSource, ApiKeys? api
         """;
 
     private const string InsertDevicesSql = """
-        INSERT INTO devices (id, project_id, serial)
+        INSERT INTO devices (id, project_id, serial, hardware, tags)
         SELECT d.id,
                @ProjectId,
-               d.serial
+               d.serial,
+               @Hardware,
+               @Tags
         FROM unnest(@Ids::bigint[], @Serials::text[]) AS d(id, serial)
         ON CONFLICT (project_id, serial) WHERE serial IS NOT NULL DO NOTHING
         RETURNING id
@@ -90,11 +100,11 @@ public sealed class DeviceProvisioning(NpgsqlDataSource dataSource, ApiKeys? api
     /// transaction; audited as one entry naming the id range.
     /// </summary>
     public Task<EnrolledDevices> EnrollAsync(
-        long projectId, IReadOnlyList<string?> serials, Actor actor, CancellationToken cancellationToken) =>
-        Conflicts.RetryAsync(() => EnrollOnceAsync(projectId, serials, actor, cancellationToken), cancellationToken);
+        long projectId, IReadOnlyList<string?> serials, DeviceLabels labels, Actor actor, CancellationToken cancellationToken) =>
+        Conflicts.RetryAsync(() => EnrollOnceAsync(projectId, serials, labels, actor, cancellationToken), cancellationToken);
 
     private async Task<EnrolledDevices> EnrollOnceAsync(
-        long projectId, IReadOnlyList<string?> serials, Actor actor, CancellationToken cancellationToken)
+        long projectId, IReadOnlyList<string?> serials, DeviceLabels labels, Actor actor, CancellationToken cancellationToken)
     {
         var ids = new long[serials.Count];
         var keys = IssuedDeviceKeys.Generate(serials.Count);
@@ -120,7 +130,7 @@ public sealed class DeviceProvisioning(NpgsqlDataSource dataSource, ApiKeys? api
             // is abandoned. (On Citus a unique violation in a statement over many rows comes back as an internal
             // error, and the row count such a statement reports is of the rows it read: the rows returned count.)
             var inserted = (await connection.QueryAsync<long>(new CommandDefinition(
-                InsertDevicesSql, new { ProjectId = projectId, Ids = chunkIds, Serials = chunkSerials }, transaction,
+                InsertDevicesSql, new { ProjectId = projectId, Ids = chunkIds, Serials = chunkSerials, labels.Hardware, labels.Tags }, transaction,
                 cancellationToken: cancellationToken))).Count();
             if (inserted != count)
             {
@@ -135,7 +145,7 @@ public sealed class DeviceProvisioning(NpgsqlDataSource dataSource, ApiKeys? api
         }
 
         await AuditLog.RecordAsync(connection, transaction, projectId, actor, "devices.enrolled", "device", ids[0],
-            new { count = ids.Length, first_id = ids[0], last_id = ids[^1] });
+            new { count = ids.Length, first_id = ids[0], last_id = ids[^1], hardware = labels.Hardware, tags = labels.Tags });
         await transaction.CommitAsync(cancellationToken);
         return new EnrolledDevices(ids, serials, keys);
     }

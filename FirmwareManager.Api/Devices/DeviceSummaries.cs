@@ -16,18 +16,33 @@ public sealed record DeviceSummary(
     DateTime? LastEventAt,
     DateTime CreatedAt,
     DateTime? DecommissionedAt,
-    string? DowngradedFrom);
+    string? DowngradedFrom,
+    string? Hardware,
+    string TagList)
+{
+    /// <summary>The tags: read as one comma-separated string (no tag holds a comma), since Dapper maps no array to a constructor.</summary>
+    public string[] Tags => TagList.Length == 0 ? [] : TagList.Split(',');
+}
 
 /// <summary>
 /// The filters of the devices list: the current firmware, the status of the newest event, no report since a time,
 /// silent after an update (as <c>/firmware-versions</c> counts it), and an unexplained downgrade.
 /// </summary>
 public sealed record DeviceFilters(
-    string? Firmware, string[] StatusOfLastEvent, DateTime? SilentSince, bool SilentAfterUpdate, bool UnexplainedDowngrade)
+    string? Firmware, string[] StatusOfLastEvent, DateTime? SilentSince, bool SilentAfterUpdate, bool UnexplainedDowngrade,
+    string? Hardware = null, string[]? Tags = null)
 {
-    /// <summary>The filters as one canonical string: a cursor is valid only for the query that made it.</summary>
-    public string Key => string.Join('|', Firmware, string.Join(',', StatusOfLastEvent.Order(StringComparer.Ordinal)),
-        SilentSince?.Ticks.ToString(System.Globalization.CultureInfo.InvariantCulture), SilentAfterUpdate, UnexplainedDowngrade);
+    /// <summary>
+    /// The filters as one canonical string: a cursor is valid only for the query that made it. The first three as
+    /// <see cref="Firmware.EventFilters.Key"/> wrote them before the others existed, which join only when given, so
+    /// that cursors handed out before them stay valid.
+    /// </summary>
+    public string Key =>
+        new Firmware.EventFilters(SilentSince, null, StatusOfLastEvent, Firmware).Key
+        + (SilentAfterUpdate ? "|silent_after_update" : "")
+        + (UnexplainedDowngrade ? "|unexplained_downgrade" : "")
+        + (Hardware is null ? "" : "|hardware=" + Hardware)
+        + (Tags is null or [] ? "" : "|tags=" + string.Join(',', Tags));
 }
 
 /// <summary>The devices table, as the fleet views read it.</summary>
@@ -48,7 +63,9 @@ public sealed class DeviceSummaries(ReadRouting reads, DatabaseEngine engine, Ti
                d.last_event_at AS LastEventAt,
                d.created_at AS CreatedAt,
                d.decommissioned_at AS DecommissionedAt,
-               d.downgraded_from AS DowngradedFrom
+               d.downgraded_from AS DowngradedFrom,
+               d.hardware AS Hardware,
+               array_to_string(d.tags, ',') AS TagList
         FROM devices AS d
         WHERE d.project_id = @ProjectId
           AND d.id > @AfterId
@@ -67,20 +84,26 @@ public sealed class DeviceSummaries(ReadRouting reads, DatabaseEngine engine, Ti
         """;
 
     private const string DowngradeFilterSql = "  AND d.downgraded_from IS NOT NULL\n";
+
+    // devices_project_hardware_idx; the tags through devices_tags_idx (GIN): every tag given.
+    private const string HardwareFilterSql = "  AND d.hardware = @Hardware\n";
+    private const string TagsFilterSql = "  AND d.tags @> @Tags::text[]\n";
     private const string PageOrderSql = "ORDER BY d.id\nLIMIT @Limit";
 
-    // One statement per combination of the optional filters (32, all from the constants above), rather than
+    // One statement per combination of the optional filters (128, all from the constants above), rather than
     // one with "@Firmware IS NULL OR ..." for each, and each on its generic plan: the index that serves the
     // filters given, read in id order, whatever the values. PostgreSQL had planned the page afresh at every
     // request, planning costing nearly what executing did (docs/performance.md), and still did with the
     // statements split, a firmware run by most of a project skewing its estimates.
-    private readonly string[] _pageSql = Enumerable.Range(0, 32)
+    private readonly string[] _pageSql = Enumerable.Range(0, 128)
         .Select(filters => PageSelectSql
             + ((filters & 1) != 0 ? FirmwareFilterSql : "")
             + ((filters & 2) != 0 ? StatusFilterSql : "")
             + ((filters & 4) != 0 ? SilentFilterSql : "")
             + ((filters & 8) != 0 ? SilentAfterUpdateFilterSql : "")
             + ((filters & 16) != 0 ? DowngradeFilterSql : "")
+            + ((filters & 32) != 0 ? HardwareFilterSql : "")
+            + ((filters & 64) != 0 ? TagsFilterSql : "")
             + PageOrderSql)
         .Select(sql => GenericPlan.ReadOnly(sql, engine))
         .ToArray();
@@ -89,7 +112,8 @@ public sealed class DeviceSummaries(ReadRouting reads, DatabaseEngine engine, Ti
         long projectId, DeviceFilters filter, long afterId, int limit, ReadContext read, CancellationToken cancellationToken)
     {
         var filters = (filter.Firmware is null ? 0 : 1) | (filter.StatusOfLastEvent.Length == 0 ? 0 : 2) | (filter.SilentSince is null ? 0 : 4)
-            | (filter.SilentAfterUpdate ? 8 : 0) | (filter.UnexplainedDowngrade ? 16 : 0);
+            | (filter.SilentAfterUpdate ? 8 : 0) | (filter.UnexplainedDowngrade ? 16 : 0) | (filter.Hardware is null ? 0 : 32)
+            | (filter.Tags is null or [] ? 0 : 64);
         var parameters = new
         {
             ProjectId = projectId,
@@ -97,6 +121,8 @@ public sealed class DeviceSummaries(ReadRouting reads, DatabaseEngine engine, Ti
             filter.Firmware,
             Statuses = filter.StatusOfLastEvent,
             filter.SilentSince,
+            filter.Hardware,
+            Tags = filter.Tags ?? [],
             Now = clock.GetUtcNow().UtcDateTime,
             Limit = limit,
         };
@@ -117,7 +143,9 @@ public sealed class DeviceSummaries(ReadRouting reads, DatabaseEngine engine, Ti
                d.last_event_at AS LastEventAt,
                d.created_at AS CreatedAt,
                d.decommissioned_at AS DecommissionedAt,
-               d.downgraded_from AS DowngradedFrom
+               d.downgraded_from AS DowngradedFrom,
+               d.hardware AS Hardware,
+               array_to_string(d.tags, ',') AS TagList
         FROM devices AS d
         WHERE d.id = @DeviceId
           AND d.project_id = @ProjectId
@@ -147,7 +175,9 @@ public sealed record DeviceResponse(
     string CreatedAt,
     string? DecommissionedAt,
     [property: System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
-    string? UnexplainedDowngradeFrom)
+    string? UnexplainedDowngradeFrom,
+    string? Hardware,
+    string[] Tags)
 {
     public static DeviceResponse From(DeviceSummary d) => new(
         d.Id,
@@ -161,7 +191,9 @@ public sealed record DeviceResponse(
         Format(d.LastEventAt),
         Rfc3339.Format(d.CreatedAt),
         Format(d.DecommissionedAt),
-        d.DowngradedFrom);
+        d.DowngradedFrom,
+        d.Hardware,
+        d.Tags);
 
     private static string? Format(DateTime? time) => time is { } t ? Rfc3339.Format(t) : null;
 }

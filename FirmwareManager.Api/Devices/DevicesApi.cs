@@ -1,3 +1,4 @@
+using System.ComponentModel.DataAnnotations;
 using System.Globalization;
 using FirmwareManager.Api.Audit;
 using FirmwareManager.Api.Auth;
@@ -16,11 +17,33 @@ public sealed record CreatedDeviceResponse(DeviceResponse Device, NewKeyResponse
 /// <summary>A device to create.</summary>
 /// <param name="Name">Optional, 1 to 200 characters.</param>
 /// <param name="Serial">Optional, 1 to 200 characters, unique within the project.</param>
-public sealed record CreateDeviceBody(string? Name = null, string? Serial = null);
+/// <param name="Hardware">Optional hardware revision: 1 to 64 of A-Z a-z 0-9 _ . : / + -.</param>
+/// <param name="Tags">Optional labels: up to 16, each 1 to 64 of A-Z a-z 0-9 _ . : -.</param>
+public sealed record CreateDeviceBody(string? Name = null, string? Serial = null, string? Hardware = null, string[]? Tags = null);
 
 /// <param name="Count">How many devices to enroll without serials (1 to 100,000); or</param>
 /// <param name="Serials">the serials of the devices to enroll (1 to 100,000, unique).</param>
-public sealed record EnrollDevicesBody(int? Count = null, string[]? Serials = null);
+/// <param name="Hardware">Optional: every enrolled device's hardware revision.</param>
+/// <param name="Tags">Optional: every enrolled device's tags.</param>
+public sealed record EnrollDevicesBody(int? Count = null, string[]? Serials = null, string? Hardware = null, string[]? Tags = null);
+
+/// <summary>A change of a device's hardware and tags; what is left out stays as it is.</summary>
+/// <param name="Hardware">Set the hardware revision.</param>
+/// <param name="ClearHardware">true: no hardware revision any more.</param>
+/// <param name="Tags">Replace the tags (up to 16).</param>
+/// <param name="AddTags">Add these tags.</param>
+/// <param name="RemoveTags">Remove these tags.</param>
+public sealed record ChangeDeviceBody(
+    string? Hardware = null, bool ClearHardware = false, string[]? Tags = null, string[]? AddTags = null, string[]? RemoveTags = null);
+
+/// <summary>The same change for up to 1000 devices at once, all or nothing.</summary>
+/// <param name="DeviceIds">1 to 1000 ids of the project's devices.</param>
+public sealed record ChangeDevicesBody(
+    [property: Required] long[]? DeviceIds, string? Hardware = null, bool ClearHardware = false, string[]? Tags = null,
+    string[]? AddTags = null, string[]? RemoveTags = null);
+
+/// <summary>What a bulk change answers: how many devices it changed.</summary>
+public sealed record ChangedDevicesResponse(int Changed);
 
 /// <summary>
 /// <c>/devices</c>: the project's devices for members (list, one), and for admins their creation, bulk enrollment
@@ -29,6 +52,7 @@ public sealed record EnrollDevicesBody(int? Count = null, string[]? Serials = nu
 public static class DevicesApi
 {
     public const int MaxEnrollment = 100_000;
+    public const int MaxBulkChange = 1000;
     private const int MaxTextLength = 200;
 
     public static RouteGroupBuilder MapDevicesApi(this IEndpointRouteBuilder app)
@@ -41,7 +65,7 @@ public static class DevicesApi
 
         group.MapGet("/", ListAsync)
             .WithSummary("The project's devices in id order, paged (member keys)")
-            .WithDescription("Filters: firmware (the current version, exact), status_of_last_event (repeat or comma-separate), silent_since (devices with no report since then, or never), silent_after_update=true (newest event installed or updated, nothing reported for longer than the project's silent_after_hours), unexplained_downgrade=true (came down to a lower version without a rolled_back report).");
+            .WithDescription("Filters: firmware (the current version, exact), status_of_last_event (repeat or comma-separate), silent_since (devices with no report since then, or never), silent_after_update=true (newest event installed or updated, nothing reported for longer than the project's silent_after_hours), unexplained_downgrade=true (came down to a lower version without a rolled_back report), hardware (exact), tag (repeat for devices with every one).");
         group.MapGet("/{device_id}", GetAsync)
             .ProducesProblem(StatusCodes.Status404NotFound)
             .WithSummary("One device: current firmware, its newest event and when it last reported (member keys)");
@@ -57,6 +81,10 @@ public static class DevicesApi
             .WithSummary("Enroll up to 100,000 devices at once, all or nothing (admin)")
             .WithDescription("Streams one line per device with its id, serial and key: NDJSON, or CSV with Accept: text/csv.")
             .WithRequestTimeout(Limits.LongRunningPolicy);
+        admin.MapPatch("/{device_id}", ChangeDeviceAsync).Accepts<ChangeDeviceBody>("application/json")
+            .WithSummary("Set or clear a device's hardware revision, replace its tags or add and remove some (admin, audited)");
+        admin.MapPatch("/", ChangeDevicesAsync).Accepts<ChangeDevicesBody>("application/json")
+            .WithSummary("The same change for up to 1000 devices at once, all or nothing (admin, audited)");
         admin.MapDelete("/{device_id}", DecommissionAsync)
             .WithSummary("Decommission a device: its keys stop working, its history stays readable (admin)");
         return group;
@@ -70,6 +98,8 @@ public static class DevicesApi
         [FromQuery(Name = "silent_since")] string? silentSince,
         [FromQuery(Name = "silent_after_update")] string? silentAfterUpdate,
         [FromQuery(Name = "unexplained_downgrade")] string? unexplainedDowngrade,
+        [FromQuery] string? hardware,
+        [FromQuery] string[]? tag,
         HttpContext http,
         DeviceSummaries devices,
         Cursors cursors,
@@ -81,12 +111,18 @@ public static class DevicesApi
         var events = EventFilters.Parse(silentSince, null, statusOfLastEvent, firmware, null, errors);
         var silentAfter = ParseFlag("silent_after_update", silentAfterUpdate, errors);
         var downgraded = ParseFlag("unexplained_downgrade", unexplainedDowngrade, errors);
+        if (hardware is not null && !DeviceLabelRules.IsHardware(hardware))
+        {
+            errors["hardware"] = [DeviceLabelRules.HardwareMessage];
+        }
+
+        var tags = DeviceLabelRules.Tags("tag", tag, errors);
         if (page is null || events is null || errors.Count > 0)
         {
             return Problems.Validation(RenameFilters(errors), "Invalid query parameters.");
         }
 
-        var filters = new DeviceFilters(events.Firmware, events.Statuses, events.Since, silentAfter, downgraded);
+        var filters = new DeviceFilters(events.Firmware, events.Statuses, events.Since, silentAfter, downgraded, hardware, tags);
 
         var caller = Caller.From(http.User);
         var read = reads.For(caller);
@@ -166,6 +202,7 @@ public static class DevicesApi
         var errors = new Dictionary<string, string[]>();
         CheckOptionalText(body.Name, "name", errors);
         CheckOptionalText(body.Serial, "serial", errors);
+        var labels = DeviceLabelRules.Labels(body.Hardware, body.Tags, errors);
         if (errors.Count > 0)
         {
             return Problems.Validation(errors, "Invalid device.");
@@ -174,7 +211,7 @@ public static class DevicesApi
         var caller = Caller.From(http.User);
         try
         {
-            var (deviceId, key) = await provisioning.CreateAsync(caller.ProjectId, body.Name, body.Serial, Actor.From(caller), cancellationToken);
+            var (deviceId, key) = await provisioning.CreateAsync(caller.ProjectId, body.Name, body.Serial, labels!, Actor.From(caller), cancellationToken);
             // Just written: read where it was written.
             var device = await devices.FindAsync(caller.ProjectId, deviceId, ReadContext.OnPrimary(), cancellationToken);
             return TypedResults.Created(string.Create(CultureInfo.InvariantCulture, $"/devices/{deviceId}"),
@@ -218,6 +255,7 @@ public static class DevicesApi
             serials.AddRange(body.Serials!);
         }
 
+        var labels = DeviceLabelRules.Labels(body.Hardware, body.Tags, errors);
         if (errors.Count > 0)
         {
             return Problems.Validation(errors, "Invalid enrollment.");
@@ -227,7 +265,7 @@ public static class DevicesApi
         EnrolledDevices enrolled;
         try
         {
-            enrolled = await provisioning.EnrollAsync(caller.ProjectId, serials, Actor.From(caller), cancellationToken);
+            enrolled = await provisioning.EnrollAsync(caller.ProjectId, serials, labels!, Actor.From(caller), cancellationToken);
         }
         catch (SerialTakenException e)
         {
@@ -242,6 +280,83 @@ public static class DevicesApi
             ? EnrolledDevicesWriter.WriteCsvAsync(http.Response.BodyWriter, enrolled)
             : EnrolledDevicesWriter.WriteNdjsonAsync(http.Response.BodyWriter, enrolled));
         return TypedResults.Empty;
+    }
+
+    private static async Task<Results<Ok<DeviceResponse>, ProblemHttpResult>> ChangeDeviceAsync(
+        [FromRoute(Name = "device_id")] string deviceIdText, HttpContext http, DeviceAttributes attributes, DeviceSummaries devices,
+        CancellationToken cancellationToken)
+    {
+        if (!Problems.TryParseId(deviceIdText, out var deviceId))
+        {
+            return Problems.InvalidId("device_id", deviceIdText);
+        }
+
+        var (body, problem) = await JsonBody.ReadAsync(http, RequestLimits.MaxBodyBytes, RequestJsonContext.Default.ChangeDeviceBody, cancellationToken);
+        if (body is null)
+        {
+            return problem!;
+        }
+
+        var errors = new Dictionary<string, string[]>();
+        var change = DeviceLabelRules.Change(body.Hardware, body.ClearHardware, body.Tags, body.AddTags, body.RemoveTags, errors);
+        if (change is null)
+        {
+            return Problems.Validation(errors, "Invalid change.");
+        }
+
+        var caller = Caller.From(http.User);
+        try
+        {
+            if ((await attributes.ChangeAsync(caller.ProjectId, [deviceId], change, Actor.From(caller), cancellationToken)).Length > 0)
+            {
+                return Problems.NotFoundIn("device", deviceId);
+            }
+        }
+        catch (TooManyTagsException e)
+        {
+            return Problems.Validation(new Dictionary<string, string[]> { ["add_tags"] = [e.Message] }, "Invalid change.");
+        }
+
+        var device = await devices.FindAsync(caller.ProjectId, deviceId, ReadContext.OnPrimary(), cancellationToken);
+        return TypedResults.Ok(DeviceResponse.From(device!));
+    }
+
+    private static async Task<Results<Ok<ChangedDevicesResponse>, ProblemHttpResult>> ChangeDevicesAsync(
+        HttpContext http, DeviceAttributes attributes, CancellationToken cancellationToken)
+    {
+        var (body, problem) = await JsonBody.ReadAsync(http, RequestLimits.MaxBodyBytes, RequestJsonContext.Default.ChangeDevicesBody, cancellationToken);
+        if (body is null)
+        {
+            return problem!;
+        }
+
+        var errors = new Dictionary<string, string[]>();
+        var ids = body.DeviceIds?.Distinct().ToArray();
+        if (ids is not { Length: > 0 and <= MaxBulkChange })
+        {
+            errors["device_ids"] = [$"Must be an array of 1 to {MaxBulkChange} device ids."];
+        }
+
+        var change = DeviceLabelRules.Change(body.Hardware, body.ClearHardware, body.Tags, body.AddTags, body.RemoveTags, errors);
+        if (change is null || errors.Count > 0)
+        {
+            return Problems.Validation(errors, "Invalid change.");
+        }
+
+        var caller = Caller.From(http.User);
+        try
+        {
+            var missing = await attributes.ChangeAsync(caller.ProjectId, ids!, change, Actor.From(caller), cancellationToken);
+            return missing.Length > 0
+                ? Problems.Validation(
+                    new Dictionary<string, string[]> { ["device_ids"] = [$"Not devices of your project: {string.Join(", ", missing.Take(20))}{(missing.Length > 20 ? ", ..." : "")}. Nothing was changed."] },
+                    "Invalid change.")
+                : TypedResults.Ok(new ChangedDevicesResponse(ids!.Length));
+        }
+        catch (TooManyTagsException e)
+        {
+            return Problems.Validation(new Dictionary<string, string[]> { ["add_tags"] = [e.Message + " Nothing was changed."] }, "Invalid change.");
+        }
     }
 
     private static void CheckSerials(string[] serials, Dictionary<string, string[]> errors)

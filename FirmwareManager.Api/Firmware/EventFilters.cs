@@ -10,9 +10,10 @@ namespace FirmwareManager.Api.Firmware;
 public sealed record EventFilters(DateTime? Since, DateTime? Until, string[] Statuses, string? Firmware, string? ErrorCode = null)
 {
     /// <summary>The filters as one canonical string: a cursor is valid only for the query that made it.</summary>
+    /// <remarks>Filters added later join the string only when given, so that cursors handed out before them stay valid.</remarks>
     public string Key => string.Join('|',
         Since?.Ticks.ToString(CultureInfo.InvariantCulture), Until?.Ticks.ToString(CultureInfo.InvariantCulture),
-        string.Join(',', Statuses.Order(StringComparer.Ordinal)), Firmware, ErrorCode);
+        string.Join(',', Statuses.Order(StringComparer.Ordinal)), Firmware) + (ErrorCode is null ? "" : "|error_code=" + ErrorCode);
 
     /// <summary>Parses <c>since</c>, <c>until</c>, <c>status</c> (repeated or comma-separated), <c>firmware</c> and <c>error_code</c>; null when any is bad.</summary>
     public static EventFilters? Parse(

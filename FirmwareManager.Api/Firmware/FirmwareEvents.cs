@@ -33,8 +33,9 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
 {
     // Taken first, in a statement of its own: the events of one device are recorded one transaction at a
     // time, and the statement that records them then reads the device's state as the previous one left it.
-    // Devices are locked in id order, so that transactions recording several devices never deadlock.
-    private const string LockDevicesSql = """
+    // Devices are locked in id order, so that transactions recording several devices never deadlock (a change of
+    // devices' attributes takes the same locks the same way: DeviceAttributes).
+    internal const string LockDevicesSql = """
         SELECT id
         FROM devices
         WHERE project_id = @ProjectId
@@ -142,6 +143,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
         (SELECT d.id AS device_id,
                 d.project_id,
                 (d.id % 16)::smallint AS stripe,
+                COALESCE(d.hardware, '') AS hardware,
                 d.current_firmware AS from_firmware,
                 newest.firmware AS to_firmware,
                 newest.reported_at,
@@ -178,6 +180,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
         (SELECT n.device_id,
                 n.project_id,
                 (n.device_id % 16)::smallint AS stripe,
+                COALESCE(d.hardware, '') AS hardware,
                 n.firmware,
                 n.status AS new_status,
                 n.reported_at,
@@ -191,6 +194,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
              FROM {{StoredEvents}} AS stored
              ORDER BY device_id, firmware, reported_at DESC, id DESC
          ) AS n
+         JOIN devices AS d ON d.project_id = @ProjectId AND d.id = n.device_id
          LEFT JOIN device_firmware_status AS s
                 ON s.project_id = @ProjectId AND s.device_id = n.device_id AND s.firmware = n.firmware
          WHERE s.reported_at IS NULL
@@ -249,35 +253,37 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
         """;
 
     // The per-project version counts (devices running each version; devices whose newest event for a version is
-    // failed or rolled_back; devices running it after an unexplained downgrade), as deltas into each device's stripe, upserted in key order so that concurrent
+    // failed or rolled_back; devices running it after an unexplained downgrade), by hardware (migration 0031: '' for
+    // none), as deltas into each device's stripe, upserted in key order so that concurrent
     // transactions take those rows' locks in the same order. First of the three: it reads the state the other two
     // change.
     private const string CountVersionsSql = $$"""
-        INSERT INTO firmware_version_counts AS c (project_id, firmware, stripe, devices, failed, rolled_back, unexplained_downgrades)
+        INSERT INTO firmware_version_counts AS c (project_id, firmware, hardware, stripe, devices, failed, rolled_back, unexplained_downgrades)
         SELECT delta.project_id,
                delta.firmware,
+               delta.hardware,
                delta.stripe,
                sum(delta.devices),
                sum(delta.failed),
                sum(delta.rolled_back),
                sum(delta.downgrades)
         FROM (
-            SELECT move.project_id, move.stripe, side.firmware, side.devices, 0 AS failed, 0 AS rolled_back, side.downgrades
+            SELECT move.project_id, move.hardware, move.stripe, side.firmware, side.devices, 0 AS failed, 0 AS rolled_back, side.downgrades
             FROM {{FirmwareMoves}} AS move
             CROSS JOIN LATERAL (VALUES (move.to_firmware, 1, move.downgrade::int),
                                        (move.from_firmware, -1, -(move.downgraded_from IS NOT NULL)::int)) AS side(firmware, devices, downgrades)
             WHERE move.from_firmware IS DISTINCT FROM move.to_firmware
               AND side.firmware IS NOT NULL
             UNION ALL
-            SELECT change.project_id, change.stripe, change.firmware, 0, side.sign * (side.status = 'failed')::int, side.sign * (side.status = 'rolled_back')::int, 0
+            SELECT change.project_id, change.hardware, change.stripe, change.firmware, 0, side.sign * (side.status = 'failed')::int, side.sign * (side.status = 'rolled_back')::int, 0
             FROM {{VersionChanges}} AS change
             CROSS JOIN LATERAL (VALUES (change.new_status, 1), (change.old_status, -1)) AS side(status, sign)
             WHERE side.status IS NOT NULL
         ) AS delta
-        GROUP BY delta.project_id, delta.firmware, delta.stripe
+        GROUP BY delta.project_id, delta.firmware, delta.hardware, delta.stripe
         HAVING sum(delta.devices) <> 0 OR sum(delta.failed) <> 0 OR sum(delta.rolled_back) <> 0 OR sum(delta.downgrades) <> 0
-        ORDER BY delta.project_id, delta.firmware, delta.stripe
-        ON CONFLICT (project_id, firmware, stripe) DO UPDATE
+        ORDER BY delta.project_id, delta.firmware, delta.hardware, delta.stripe
+        ON CONFLICT (project_id, firmware, hardware, stripe) DO UPDATE
         SET devices = c.devices + EXCLUDED.devices,
             failed = c.failed + EXCLUDED.failed,
             rolled_back = c.rolled_back + EXCLUDED.rolled_back,
@@ -368,6 +374,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
     private const string DeviceStateChanges = $$"""
         (SELECT d.id AS device_id,
                 d.project_id,
+                COALESCE(d.hardware, '') AS hardware,
                 move.device_id IS NOT NULL AS moved,
                 move.to_firmware,
                 move.reported_at AS moved_at,
@@ -395,13 +402,14 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
          LEFT JOIN {{FirmwareMoves}} AS move ON move.device_id = newest.device_id)
         """;
 
-    // Devices whose newest event is installed or updated, by the version they run and the UTC hour of their last
-    // report (migration 0027): each changed device out of its old hour and into its new one. Immutable functions
+    // Devices whose newest event is installed or updated, by the version they run, their hardware and the UTC hour of
+    // their last report (migrations 0027, 0031): each changed device out of its old hour and into its new one. Immutable functions
     // only: Citus evaluates them the same wherever it does.
     private const string CountSilenceSql = $$"""
-        INSERT INTO firmware_silence_counts AS c (project_id, firmware, reported_hour, devices)
+        INSERT INTO firmware_silence_counts AS c (project_id, firmware, hardware, reported_hour, devices)
         SELECT change.project_id,
                side.firmware,
+               change.hardware,
                date_trunc('hour', side.reported_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
                sum(side.sign)
         FROM {{DeviceStateChanges}} AS change
@@ -410,10 +418,10 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
         WHERE side.status IN ('installed', 'updated')
           AND side.firmware IS NOT NULL
           AND side.reported_at IS NOT NULL
-        GROUP BY change.project_id, side.firmware, date_trunc('hour', side.reported_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
+        GROUP BY change.project_id, side.firmware, change.hardware, date_trunc('hour', side.reported_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'
         HAVING sum(side.sign) <> 0
-        ORDER BY 1, 2, 3
-        ON CONFLICT (project_id, firmware, reported_hour) DO UPDATE
+        ORDER BY 1, 2, 3, 4
+        ON CONFLICT (project_id, firmware, hardware, reported_hour) DO UPDATE
         SET devices = c.devices + EXCLUDED.devices
         """;
 

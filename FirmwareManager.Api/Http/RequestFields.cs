@@ -104,4 +104,53 @@ public static class RequestFields
 
         public override void Write(Utf8JsonWriter writer, int value, JsonSerializerOptions options) => writer.WriteNumberValue(value);
     }
+
+    /// <summary>A JSON array of ids: whole numbers from 1 up; a bad item is named by its index.</summary>
+    public sealed class IdArray : JsonConverter<long[]>
+    {
+        public override long[] Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options)
+        {
+            if (reader.TokenType != JsonTokenType.StartArray)
+            {
+                throw new FieldException("Must be an array of ids.");
+            }
+
+            var ids = new List<long>();
+            while (reader.Read() && reader.TokenType != JsonTokenType.EndArray)
+            {
+                if (reader.TokenType != JsonTokenType.Number || !reader.TryGetInt64(out var id) || id < 1)
+                {
+                    throw new FieldException("Must be an id: a whole number from 1 up.", ids.Count);
+                }
+
+                ids.Add(id);
+            }
+
+            return [.. ids];
+        }
+
+        public override void Write(Utf8JsonWriter writer, long[] value, JsonSerializerOptions options)
+        {
+            writer.WriteStartArray();
+            foreach (var id in value)
+            {
+                writer.WriteNumberValue(id);
+            }
+
+            writer.WriteEndArray();
+        }
+    }
+
+    /// <summary>A JSON true or false: not "true", not 1.</summary>
+    public sealed class Flag : JsonConverter<bool>
+    {
+        public override bool Read(ref Utf8JsonReader reader, Type typeToConvert, JsonSerializerOptions options) => reader.TokenType switch
+        {
+            JsonTokenType.True => true,
+            JsonTokenType.False => false,
+            _ => throw new FieldException("Must be true or false."),
+        };
+
+        public override void Write(Utf8JsonWriter writer, bool value, JsonSerializerOptions options) => writer.WriteBooleanValue(value);
+    }
 }

@@ -11,7 +11,24 @@ namespace FirmwareManager.Api.Versions;
 /// <c>silent_after_hours</c>; devices that came down to it from a higher version without a rolled_back report.
 /// </summary>
 public sealed record FirmwareVersionCount(
-    string Firmware, long Devices, long Failed, long RolledBack, long SilentAfterUpdate, long UnexplainedDowngrades);
+    string Firmware, long Devices, long Failed, long RolledBack, long SilentAfterUpdate, long UnexplainedDowngrades,
+    [property: System.Text.Json.Serialization.JsonIgnore(Condition = System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull)]
+    IReadOnlyList<HardwareCount>? ByHardware = null);
+
+/// <summary>A version's counts for one hardware revision (null: devices without one).</summary>
+public sealed record HardwareCount(string? Hardware, long Devices, long Failed, long RolledBack, long UnexplainedDowngrades);
+
+/// <summary>
+/// The filters of <c>/firmware-versions</c>: devices of one hardware revision; devices with every one of some tags;
+/// and whether each version is broken down by hardware.
+/// </summary>
+public sealed record VersionFilters(string? Hardware, string[] Tags, bool ByHardware)
+{
+    /// <summary>No filter: the page as it was before there were filters.</summary>
+    public bool IsNone => Hardware is null && Tags.Length == 0 && !ByHardware;
+
+    public string Key => string.Join('|', Hardware, string.Join(',', Tags), ByHardware);
+}
 
 /// <summary>A page of versions, and the precedence key of its last one (where the next page starts).</summary>
 public sealed record FirmwareVersionPage(IReadOnlyList<FirmwareVersionCount> Versions, byte[]? LastKey);
@@ -24,14 +41,17 @@ public sealed record FirmwareVersionPage(IReadOnlyList<FirmwareVersionCount> Ver
 /// </remarks>
 public sealed class FirmwareVersions(ReadRouting reads, TimeProvider clock)
 {
-    private readonly ConcurrentDictionary<(long ProjectId, string After, int Limit, bool PrimaryOnly, ulong Floor), Lazy<Task<(FirmwareVersionPage Page, ulong Seen)>>> _running = new();
+    private readonly ConcurrentDictionary<(long ProjectId, string Filters, string After, int Limit, bool PrimaryOnly, ulong Floor), Lazy<Task<(FirmwareVersionPage Page, ulong Seen)>>> _running = new();
 
     private sealed record Row(
         string Firmware, long Devices, long Failed, long RolledBack, long SilentAfterUpdate, long UnexplainedDowngrades, byte[] PrecedenceKey);
 
+    private sealed record HardwareRow(string Firmware, string Hardware, long Devices, long Failed, long RolledBack, long UnexplainedDowngrades);
+
     // One page in SemVer precedence order (migration 0010's precedence_key), from the key after which it starts:
     // a range of firmware_version_counts_precedence_idx, the stripes of each version added up. Bounded by the
     // page, however many versions a project's devices have reported.
+    // With a hardware filter (migration 0031), the counters of that hardware only.
     // Silent after update (migration 0027): the devices counted by the UTC hour of their last report, for the hours
     // before the cutoff's own, plus those that last reported within that hour before the cutoff, counted through
     // devices_silent_after_update_idx (migration 0028). The cutoff is @Now less the project's silent_after_hours.
@@ -44,11 +64,13 @@ public sealed class FirmwareVersions(ReadRouting reads, TimeProvider clock)
                          FROM firmware_silence_counts AS s
                          WHERE s.project_id = @ProjectId
                            AND s.firmware = v.firmware
+                           AND (@Hardware::text IS NULL OR s.hardware = @Hardware)
                            AND s.reported_hour < cutoff.hour), 0)::bigint
                + (SELECT count(*)
                   FROM devices AS d
                   WHERE d.project_id = @ProjectId
                     AND d.current_firmware = v.firmware
+                    AND (@Hardware::text IS NULL OR d.hardware = @Hardware)
                     AND d.last_event_status IN ('installed', 'updated')
                     AND d.last_reported_at >= cutoff.hour
                     AND d.last_reported_at < cutoff.at) AS SilentAfterUpdate,
@@ -64,6 +86,7 @@ public sealed class FirmwareVersions(ReadRouting reads, TimeProvider clock)
             FROM firmware_version_counts AS c
             WHERE c.project_id = @ProjectId
               AND c.precedence_key > @After
+              AND (@Hardware::text IS NULL OR c.hardware = @Hardware)
             GROUP BY c.precedence_key, c.firmware
             HAVING sum(c.devices) > 0 OR sum(c.failed) > 0 OR sum(c.rolled_back) > 0
             ORDER BY c.precedence_key
@@ -81,16 +104,78 @@ public sealed class FirmwareVersions(ReadRouting reads, TimeProvider clock)
         ORDER BY v.precedence_key
         """;
 
+    // Devices with some tags have no counters (a device has a set of tags): their versions are counted from the
+    // devices themselves, found through devices_tags_idx, and their statuses per version; this costs in proportion to
+    // the devices with those tags. The same figures as the counters give, by the same rules.
+    private const string TaggedPageSql = """
+        SELECT v.firmware AS Firmware,
+               sum(v.devices)::bigint AS Devices,
+               sum(v.failed)::bigint AS Failed,
+               sum(v.rolled_back)::bigint AS RolledBack,
+               sum(v.silent)::bigint AS SilentAfterUpdate,
+               sum(v.downgrades)::bigint AS UnexplainedDowngrades,
+               firmware_precedence_key(v.firmware) AS PrecedenceKey
+        FROM (
+            SELECT d.current_firmware AS firmware,
+                   1 AS devices,
+                   0 AS failed,
+                   0 AS rolled_back,
+                   (d.last_event_status IN ('installed', 'updated') AND d.last_reported_at < cutoff.at)::int AS silent,
+                   (d.downgraded_from IS NOT NULL)::int AS downgrades
+            FROM devices AS d
+            CROSS JOIN (
+                SELECT @Now::timestamptz - make_interval(hours => COALESCE(p.silent_after_hours, 24)) AS at
+                FROM projects AS p
+                WHERE p.id = @ProjectId
+            ) AS cutoff
+            WHERE d.project_id = @ProjectId
+              AND d.tags @> @Tags::text[]
+              AND (@Hardware::text IS NULL OR d.hardware = @Hardware)
+              AND d.current_firmware IS NOT NULL
+            UNION ALL
+            SELECT s.firmware, 0, (s.status = 'failed')::int, (s.status = 'rolled_back')::int, 0, 0
+            FROM device_firmware_status AS s
+            JOIN devices AS d ON d.project_id = s.project_id AND d.id = s.device_id
+            WHERE s.project_id = @ProjectId
+              AND d.project_id = @ProjectId
+              AND d.tags @> @Tags::text[]
+              AND (@Hardware::text IS NULL OR d.hardware = @Hardware)
+              AND s.status IN ('failed', 'rolled_back')
+        ) AS v
+        WHERE firmware_precedence_key(v.firmware) > @After
+        GROUP BY v.firmware
+        ORDER BY firmware_precedence_key(v.firmware)
+        LIMIT @Limit
+        """;
+
+    // A page's versions by hardware ('' for devices without one).
+    private const string ByHardwareSql = """
+        SELECT c.firmware AS Firmware,
+               c.hardware AS Hardware,
+               sum(c.devices)::bigint AS Devices,
+               sum(c.failed)::bigint AS Failed,
+               sum(c.rolled_back)::bigint AS RolledBack,
+               sum(c.unexplained_downgrades)::bigint AS UnexplainedDowngrades
+        FROM firmware_version_counts AS c
+        WHERE c.project_id = @ProjectId
+          AND c.firmware = ANY(@Firmwares)
+          AND (@Hardware::text IS NULL OR c.hardware = @Hardware)
+        GROUP BY c.firmware, c.hardware
+        HAVING sum(c.devices) > 0 OR sum(c.failed) > 0 OR sum(c.rolled_back) > 0
+        ORDER BY c.firmware, c.hardware
+        """;
+
     /// <summary>
     /// Up to <paramref name="limit"/> of the project's versions in SemVer precedence order, lowest first, after
     /// the version whose key is <paramref name="after"/> (empty: from the first); <see cref="FirmwareVersionPage.LastKey"/>
     /// is set when more may follow.
     /// </summary>
-    public async Task<FirmwareVersionPage> PageAsync(long projectId, byte[] after, int limit, ReadContext read, CancellationToken cancellationToken)
+    public async Task<FirmwareVersionPage> PageAsync(
+        long projectId, VersionFilters filters, byte[] after, int limit, ReadContext read, CancellationToken cancellationToken)
     {
         // Requests share a query only when any node that may serve one may serve the other.
-        var key = (projectId, Convert.ToHexString(after), limit, read.PrimaryOnly, read.Floor);
-        var query = new Lazy<Task<(FirmwareVersionPage Page, ulong Seen)>>(() => QueryPageAsync(projectId, after, limit, read.PrimaryOnly, read.Floor));
+        var key = (projectId, filters.Key, Convert.ToHexString(after), limit, read.PrimaryOnly, read.Floor);
+        var query = new Lazy<Task<(FirmwareVersionPage Page, ulong Seen)>>(() => QueryPageAsync(projectId, filters, after, limit, read.PrimaryOnly, read.Floor));
         var running = _running.GetOrAdd(key, query);
         if (ReferenceEquals(running, query))
         {
@@ -106,14 +191,33 @@ public sealed class FirmwareVersions(ReadRouting reads, TimeProvider clock)
         return page;
     }
 
-    private async Task<(FirmwareVersionPage, ulong)> QueryPageAsync(long projectId, byte[] after, int limit, bool primaryOnly, ulong floor)
+    private async Task<(FirmwareVersionPage, ulong)> QueryPageAsync(
+        long projectId, VersionFilters filters, byte[] after, int limit, bool primaryOnly, ulong floor)
     {
         var read = new ReadContext { PrimaryOnly = primaryOnly };
         read.AtLeast(floor);
-        var rows = await reads.RunAsync(read, async connection => (await connection.QueryAsync<Row>(new CommandDefinition(
-            PageSql, new { ProjectId = projectId, After = after, Limit = limit + 1, Now = clock.GetUtcNow().UtcDateTime }))).AsList(), CancellationToken.None);
+        var parameters = new
+        {
+            ProjectId = projectId,
+            After = after,
+            Limit = limit + 1,
+            Now = clock.GetUtcNow().UtcDateTime,
+            filters.Hardware,
+            filters.Tags,
+        };
+        var (rows, byHardware) = await reads.RunAsync(read, async connection =>
+        {
+            var rows = (await connection.QueryAsync<Row>(new CommandDefinition(filters.Tags.Length > 0 ? TaggedPageSql : PageSql, parameters))).AsList();
+            var byHardware = !filters.ByHardware || rows.Count == 0 ? [] : (await connection.QueryAsync<HardwareRow>(new CommandDefinition(
+                ByHardwareSql, new { ProjectId = projectId, Firmwares = rows.Select(r => r.Firmware).ToArray(), filters.Hardware }))).AsList();
+            return (rows, byHardware);
+        }, CancellationToken.None);
+        var breakdown = byHardware.ToLookup(h => h.Firmware);
         var page = rows.Take(limit)
-            .Select(r => new FirmwareVersionCount(r.Firmware, r.Devices, r.Failed, r.RolledBack, r.SilentAfterUpdate, r.UnexplainedDowngrades))
+            .Select(r => new FirmwareVersionCount(r.Firmware, r.Devices, r.Failed, r.RolledBack, r.SilentAfterUpdate, r.UnexplainedDowngrades,
+                filters.ByHardware
+                    ? breakdown[r.Firmware].Select(h => new HardwareCount(h.Hardware.Length == 0 ? null : h.Hardware, h.Devices, h.Failed, h.RolledBack, h.UnexplainedDowngrades)).ToList()
+                    : null))
             .ToList();
         return (new FirmwareVersionPage(page, rows.Count > limit ? rows[limit - 1].PrecedenceKey : null), read.Seen);
     }

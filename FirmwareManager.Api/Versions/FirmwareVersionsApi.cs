@@ -20,25 +20,42 @@ public static class FirmwareVersionsApi
 
         group.MapGet("/", ListAsync)
             .WithSummary("The project's firmware versions by SemVer precedence: devices running each, devices whose newest event for it is failed or rolled_back, silent after updating to it, and come down to it without a rollback (member keys)")
-            .WithDescription("Paged: limit 1-1000 (default 100); follow the Link rel=\"next\" header for more.");
+            .WithDescription("Filters: hardware (exact), tag (repeat for devices with every one; counted from the tagged devices). by=hardware adds each version's counts per hardware revision. Paged: limit 1-1000 (default 100); follow the Link rel=\"next\" header for more.");
         return group;
     }
 
     private static async Task<Results<Ok<List<FirmwareVersionCount>>, ProblemHttpResult>> ListAsync(
-        [FromQuery] string? limit, [FromQuery] string? cursor, HttpContext http, FirmwareVersions versions, Cursors cursors,
-        ReadRouting reads, CancellationToken cancellationToken)
+        [FromQuery] string? limit, [FromQuery] string? cursor, [FromQuery] string? hardware, [FromQuery] string[]? tag,
+        [FromQuery] string? by, HttpContext http, FirmwareVersions versions, Cursors cursors, ReadRouting reads,
+        CancellationToken cancellationToken)
     {
         var errors = new Dictionary<string, string[]>();
         var page = PageRequest.Parse(limit, cursor, errors);
-        if (page is null)
+        if (hardware is not null && !Devices.DeviceLabelRules.IsHardware(hardware))
+        {
+            errors["hardware"] = [Devices.DeviceLabelRules.HardwareMessage];
+        }
+
+        var tags = Devices.DeviceLabelRules.Tags("tag", tag, errors) ?? [];
+        if (by is not (null or "hardware"))
+        {
+            errors["by"] = ["Must be hardware, or left out."];
+        }
+
+        if (page is null || errors.Count > 0)
         {
             return Problems.Validation(errors, "Invalid query parameters.");
         }
 
+        var filters = new VersionFilters(hardware, tags, by == "hardware");
+
         var caller = Caller.From(http.User);
         var projectId = caller.ProjectId;
         var read = reads.For(caller);
-        var scope = string.Create(CultureInfo.InvariantCulture, $"versions|{projectId}");
+        // Without filters, the scope cursors had before there were filters: those already handed out stay valid.
+        var scope = filters.IsNone
+            ? string.Create(CultureInfo.InvariantCulture, $"versions|{projectId}")
+            : string.Create(CultureInfo.InvariantCulture, $"versions|{projectId}|{filters.Key}");
         var after = Array.Empty<byte>();
         if (page.Cursor is not null)
         {
@@ -51,7 +68,7 @@ public static class FirmwareVersionsApi
             after = position;
         }
 
-        var found = await versions.PageAsync(projectId, after, page.Limit, read, cancellationToken);
+        var found = await versions.PageAsync(projectId, filters, after, page.Limit, read, cancellationToken);
         string? next = null;
         if (found.LastKey is { } lastKey)
         {

@@ -145,7 +145,7 @@ public sealed class FleetViewTests(FirmwareManagerApp app) : ApiTest(app)
 
         summary.EnumerateObject().Select(p => p.Name).Should().Equal(
             "id", "project_id", "name", "serial", "current_firmware", "current_firmware_reported_at", "last_reported_at", "last_event_status",
-            "last_event_at", "created_at", "decommissioned_at");
+            "last_event_at", "created_at", "decommissioned_at", "hardware", "tags");
         summary.GetProperty("current_firmware").GetString().Should().Be("1.0.2");
         summary.GetProperty("current_firmware_reported_at").GetString().Should().Be("2023-01-01T00:00:00.000000Z");
         summary.GetProperty("last_event_status").GetString().Should().Be("updated");

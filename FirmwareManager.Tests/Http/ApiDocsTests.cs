@@ -40,8 +40,8 @@ public sealed class ApiDocsTests(FirmwareManagerApp app) : ApiTest(app)
 
     [Theory]
     [InlineData("/firmware/{device_id}", "FirmwareEventBody", new[] { "firmware", "status", "timestamp", "from_firmware", "error_code", "detail" }, new[] { "firmware", "status" })]
-    [InlineData("/devices", "CreateDeviceBody", new[] { "name", "serial" }, new string[0])]
-    [InlineData("/devices/bulk", "EnrollDevicesBody", new[] { "count", "serials" }, new string[0])]
+    [InlineData("/devices", "CreateDeviceBody", new[] { "name", "serial", "hardware", "tags" }, new string[0])]
+    [InlineData("/devices/bulk", "EnrollDevicesBody", new[] { "count", "serials", "hardware", "tags" }, new string[0])]
     [InlineData("/members", "InviteMemberBody", new[] { "email", "role" }, new[] { "email", "role" })]
     [InlineData("/webhooks", "CreateWebhookBody", new[] { "url", "events", "filters" }, new[] { "url", "events" })]
     public async Task Each_request_body_is_described_by_the_record_the_endpoint_reads(

@@ -42,7 +42,7 @@ BEGIN
     -- Devices are created and decommissioned, and ingest keeps their summary; project_id and serial stay.
     GRANT SELECT, INSERT ON devices TO firmware_manager_api;
     GRANT UPDATE (current_firmware, current_firmware_at, current_firmware_device_at, downgraded_from, last_reported_at,
-                  last_event_status, last_event_at, decommissioned_at) ON devices TO firmware_manager_api;
+                  last_event_status, last_event_at, decommissioned_at, hardware, tags) ON devices TO firmware_manager_api;
     -- Bulk enrollment draws device ids from the identity's sequence before inserting.
     GRANT USAGE ON SEQUENCE devices_id_seq TO firmware_manager_api;
 
