@@ -5,6 +5,7 @@ using FirmwareManager.Api.Firmware;
 using FirmwareManager.Api.FleetHealth;
 using FirmwareManager.Api.Keys;
 using FirmwareManager.Api.Members;
+using FirmwareManager.Api.Rollouts;
 using FirmwareManager.Api.Versions;
 using FirmwareManager.Api.Webhooks;
 
@@ -19,6 +20,9 @@ namespace FirmwareManager.Api;
 [JsonSerializable(typeof(FleetHealthSettingsResponse))]
 [JsonSerializable(typeof(List<FirmwareTransition>))]
 [JsonSerializable(typeof(WebhookPayload))]
+[JsonSerializable(typeof(RolloutWebhookPayload))]
+[JsonSerializable(typeof(RolloutResponse))]
+[JsonSerializable(typeof(List<RolloutResponse>))]
 [JsonSerializable(typeof(CreatedWebhookResponse))]
 [JsonSerializable(typeof(WebhookResponse))]
 [JsonSerializable(typeof(List<WebhookResponse>))]

@@ -11,6 +11,7 @@ using FirmwareManager.Api.Http;
 using FirmwareManager.Api.Keys;
 using FirmwareManager.Api.Members;
 using FirmwareManager.Api.Observability;
+using FirmwareManager.Api.Rollouts;
 using FirmwareManager.Api.Versions;
 using FirmwareManager.Api.Webhooks;
 using Microsoft.Extensions.Options;
@@ -59,6 +60,7 @@ try
     builder.Services.AddSingleton<ProjectRetention>();
     builder.Services.AddSingleton<FleetHealthSettings>();
     builder.Services.AddSingleton<FirmwareTransitions>();
+    builder.Services.AddSingleton<Rollouts>();
 
     // Reports of many devices committed together
     builder.Services.AddReportGroupCommit(builder.Configuration);
@@ -92,6 +94,7 @@ try
     app.MapFirmwareVersionsApi();
     app.MapFirmwareTransitionsApi();
     app.MapFleetHealthSettingsApi();
+    app.MapRolloutsApi();
     app.MapWebhooksApi();
     app.MapKeysApi();
     app.MapMembersApi();

@@ -4,6 +4,7 @@ using FirmwareManager.Api.Firmware;
 using FirmwareManager.Api.FleetHealth;
 using FirmwareManager.Api.Http;
 using FirmwareManager.Api.Members;
+using FirmwareManager.Api.Rollouts;
 using FirmwareManager.Api.Webhooks;
 
 namespace FirmwareManager.Api;
@@ -17,7 +18,7 @@ namespace FirmwareManager.Api;
     PropertyNamingPolicy = JsonKnownNamingPolicy.SnakeCaseLower,
     AllowDuplicateProperties = false,
     MaxDepth = 16,
-    Converters = [typeof(RequestFields.Text), typeof(RequestFields.TextArray), typeof(RequestFields.WholeNumber), typeof(RequestFields.IdArray), typeof(RequestFields.Flag)])]
+    Converters = [typeof(RequestFields.Text), typeof(RequestFields.TextArray), typeof(RequestFields.WholeNumber), typeof(RequestFields.IdArray), typeof(RequestFields.Flag), typeof(RequestFields.Number)])]
 [JsonSerializable(typeof(FirmwareEventBody))]
 [JsonSerializable(typeof(FirmwareEventBody[]))]
 [JsonSerializable(typeof(CreateDeviceBody))]
@@ -28,4 +29,5 @@ namespace FirmwareManager.Api;
 [JsonSerializable(typeof(ProjectRetentionBody))]
 [JsonSerializable(typeof(FleetHealthSettingsBody))]
 [JsonSerializable(typeof(CreateWebhookBody))]
+[JsonSerializable(typeof(CreateRolloutBody))]
 internal sealed partial class RequestJsonContext : JsonSerializerContext;

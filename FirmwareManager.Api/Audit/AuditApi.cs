@@ -32,26 +32,8 @@ public static class AuditApi
         var caller = Caller.From(http.User);
         var read = reads.For(caller);
         var scope = string.Create(CultureInfo.InvariantCulture, $"audit|{caller.ProjectId}");
-        var beforeId = long.MaxValue;
-        if (page.Cursor is not null)
-        {
-            var position = await cursors.DecodeAsync(scope, page.Cursor, read, reader => new IdPosition(reader.ReadInt64()), cancellationToken);
-            if (position is null)
-            {
-                return PageResults.InvalidCursor();
-            }
-
-            beforeId = position.Id;
-        }
-
-        var entries = await audit.PageAsync(caller.ProjectId, beforeId, page.Limit + 1, read, cancellationToken);
-        string? next = null;
-        if (entries.Count > page.Limit)
-        {
-            var lastId = entries[page.Limit - 1].Id;
-            next = await cursors.EncodeAsync(scope, read, writer => writer.Write(lastId), cancellationToken);
-        }
-
-        return PageResults.Page(http, entries.Take(page.Limit).Select(AuditEntryResponse.From).ToList(), next);
+        return await PageResults.NewestFirstAsync(http, cursors, scope, page, read,
+            (beforeId, count) => audit.PageAsync(caller.ProjectId, beforeId, count, read, cancellationToken),
+            entry => entry.Id, AuditEntryResponse.From, cancellationToken);
     }
 }

@@ -84,6 +84,17 @@ public sealed class DeviceAttributes(NpgsqlDataSource dataSource)
         SET devices = c.devices + EXCLUDED.devices
         """;
 
+    // The most tags a device would have after adding and removing some: checked before the update (the CHECK's own
+    // error is reported without its constraint's name by Citus, for a statement over several rows).
+    private const string MostTagsAfterSql = """
+        SELECT COALESCE(max(cardinality(ARRAY(SELECT DISTINCT t
+                                              FROM unnest(d.tags || @AddTags::text[]) AS t
+                                              WHERE t <> ALL(@RemoveTags::text[])))), 0)
+        FROM devices AS d
+        WHERE d.project_id = @ProjectId
+          AND d.id = ANY(@DeviceIds)
+        """;
+
     // Tags are kept sorted and without repeats, so that two devices with the same set hold the same array.
     private const string UpdateSql = """
         UPDATE devices AS d
@@ -134,14 +145,13 @@ public sealed class DeviceAttributes(NpgsqlDataSource dataSource)
             await connection.ExecuteAsync(new CommandDefinition(MoveSilenceCountsSql, parameters, transaction, cancellationToken: cancellationToken));
         }
 
-        try
-        {
-            await connection.ExecuteAsync(new CommandDefinition(UpdateSql, parameters, transaction, cancellationToken: cancellationToken));
-        }
-        catch (PostgresException e) when (e.SqlState == PostgresErrorCodes.CheckViolation && e.ConstraintName == "devices_tags_count")
+        if (change.Tags is null && change.AddTags.Length > 0 &&
+            await connection.ExecuteScalarAsync<int>(new CommandDefinition(MostTagsAfterSql, parameters, transaction, cancellationToken: cancellationToken)) > MaxTags)
         {
             throw new TooManyTagsException($"A device would have more than {MaxTags} tags.");
         }
+
+        await connection.ExecuteAsync(new CommandDefinition(UpdateSql, parameters, transaction, cancellationToken: cancellationToken));
 
         await AuditLog.RecordAsync(connection, transaction, projectId, actor, "device.attributes_changed",
             deviceIds.Length == 1 ? "device" : "project", deviceIds.Length == 1 ? deviceIds[0] : projectId,

@@ -352,6 +352,93 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
             reported_at = EXCLUDED.reported_at
         """;
 
+    // Each device's newest report on an open rollout's version (its update target) since the rollout was declared,
+    // when the device is in the rollout's audience (its hardware and tags as they are now; the version it came from),
+    // with the one kept in rollout_devices (migration 0034). From TransitionChanges, before its upsert.
+    private const string RolloutChanges = $$"""
+        (SELECT r.id AS rollout_id,
+                change.device_id,
+                change.project_id,
+                change.new_status,
+                change.reported_at,
+                rd.status AS old_status
+         FROM {{TransitionChanges}} AS change
+         JOIN devices AS d ON d.project_id = @ProjectId AND d.id = change.device_id
+         JOIN rollouts AS r ON r.project_id = @ProjectId AND r.firmware = change.to_firmware
+         LEFT JOIN rollout_devices AS rd
+                ON rd.project_id = @ProjectId AND rd.rollout_id = r.id AND rd.device_id = change.device_id
+         WHERE r.ended_at IS NULL
+           AND change.reported_at >= r.created_at
+           AND (r.hardware IS NULL OR r.hardware = d.hardware)
+           AND d.tags @> r.tags
+           AND (r.from_firmware IS NULL OR r.from_firmware = change.new_from)
+           AND (rd.reported_at IS NULL OR rd.reported_at <= change.reported_at))
+        """;
+
+    // The rollouts' counters, by each device's move out of its old state into its new; and the halt, set once, in the
+    // transaction whose reports take the failure rate above the threshold with at least min_devices attempted.
+    private const string CountRolloutsSql = $$"""
+        UPDATE rollouts AS r
+        SET attempted = r.attempted + delta.attempted,
+            updated = r.updated + delta.updated,
+            failed = r.failed + delta.failed,
+            rolled_back = r.rolled_back + delta.rolled_back,
+            halted_at = CASE
+                            WHEN r.halted_at IS NULL
+                             AND r.attempted + delta.attempted >= r.min_devices
+                             AND r.failed + delta.failed + r.rolled_back + delta.rolled_back > r.max_failure_rate * (r.attempted + delta.attempted)
+                            THEN @TransactionTime
+                            ELSE r.halted_at
+                        END
+        FROM (
+            SELECT change.rollout_id,
+                   sum(side.sign) AS attempted,
+                   sum(side.sign * (side.status IN ('installed', 'updated'))::int) AS updated,
+                   sum(side.sign * (side.status = 'failed')::int) AS failed,
+                   sum(side.sign * (side.status = 'rolled_back')::int) AS rolled_back
+            FROM {{RolloutChanges}} AS change
+            CROSS JOIN LATERAL (VALUES (change.new_status, 1), (change.old_status, -1)) AS side(status, sign)
+            WHERE side.status IS NOT NULL
+            GROUP BY change.rollout_id
+        ) AS delta
+        WHERE r.project_id = @ProjectId
+          AND r.id = delta.rollout_id
+        """;
+
+    private const string KeepRolloutDevicesSql = $$"""
+        INSERT INTO rollout_devices AS rd (project_id, rollout_id, device_id, status, reported_at)
+        SELECT change.project_id,
+               change.rollout_id,
+               change.device_id,
+               change.new_status,
+               change.reported_at
+        FROM {{RolloutChanges}} AS change
+        ON CONFLICT (project_id, rollout_id, device_id) DO UPDATE
+        SET status = EXCLUDED.status,
+            reported_at = EXCLUDED.reported_at
+        """;
+
+    // A rollout this transaction halted, to every webhook that subscribes to rollout.halted: keyed by minus the
+    // rollout's id, in a lane of its own (device 0).
+    private const string RecordRolloutDeliveriesSql = """
+        INSERT INTO webhook_deliveries (project_id, webhook_id, event_id, device_id, event_type, created_at, next_attempt_at)
+        SELECT r.project_id,
+               w.id,
+               -r.id,
+               0,
+               'rollout.halted',
+               @TransactionTime,
+               @TransactionTime
+        FROM rollouts AS r
+        JOIN webhooks AS w ON w.project_id = r.project_id
+        WHERE r.project_id = @ProjectId
+          AND w.project_id = @ProjectId
+          AND r.halted_at = @TransactionTime
+          AND w.deleted_at IS NULL
+          AND 'rollout.halted' = ANY(w.event_types)
+        ON CONFLICT DO NOTHING
+        """;
+
     private const string KeepTransitionStatusSql = $$"""
         INSERT INTO device_transition_status AS t (project_id, device_id, to_firmware, from_firmware, status, error_code, reported_at)
         SELECT change.project_id,
@@ -440,13 +527,19 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
           AND d.id = change.device_id
         """;
 
-    // Whether the project has a webhook: only then does the transaction record deliveries.
-    private const string HasWebhooksSql = """
+    // Whether the project has a webhook, and an open rollout (migrations 0029, 0034): only then does the transaction
+    // record deliveries, and count for rollouts.
+    private const string ProjectExtrasSql = """
         SELECT EXISTS (
-            SELECT
-            FROM webhooks
-            WHERE project_id = @ProjectId
-              AND deleted_at IS NULL)
+                   SELECT
+                   FROM webhooks
+                   WHERE project_id = @ProjectId
+                     AND deleted_at IS NULL),
+               EXISTS (
+                   SELECT
+                   FROM rollouts
+                   WHERE project_id = @ProjectId
+                     AND ended_at IS NULL)
         """;
 
     // The webhook outbox (migration 0029): a delivery per event and webhook that subscribes to it, in the transaction
@@ -476,14 +569,20 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
     private const string TransactionTimeSql = "SELECT now()";
 
     private const string LockAndCheckSql =
-        "BEGIN;\n" + LockDevicesSql + ";\n" + ActiveDevicesSql + ";\n" + LockArrivalsSql + ";\n" + TransactionTimeSql + ";\n" + HasWebhooksSql;
+        "BEGIN;\n" + LockDevicesSql + ";\n" + ActiveDevicesSql + ";\n" + LockArrivalsSql + ";\n" + TransactionTimeSql + ";\n" + ProjectExtrasSql;
 
-    // In this order: each counting statement reads the state that the statements after it change.
-    private static readonly string[] KeepDerivedStateSql =
-    [
-        StoreLastArrivalSql, CountVersionsSql, KeepVersionStatusSql, CountTransitionsSql, CountTransitionErrorsSql,
-        KeepTransitionStatusSql, CountSilenceSql, KeepDeviceStateSql,
-    ];
+    // In this order: each counting statement reads the state that the statements after it change. The rollouts'
+    // statements and the outbox's run only when the project has rollouts or webhooks.
+    private static IEnumerable<string> DerivedStateStatements(bool webhooks, bool rollouts)
+    {
+        string[] before = [StoreLastArrivalSql, CountVersionsSql, KeepVersionStatusSql, CountTransitionsSql, CountTransitionErrorsSql];
+        string[] after = [KeepTransitionStatusSql, CountSilenceSql, KeepDeviceStateSql];
+        return before
+            .Concat(rollouts ? [CountRolloutsSql, KeepRolloutDevicesSql] : [])
+            .Concat(rollouts && webhooks ? [RecordRolloutDeliveriesSql] : [])
+            .Concat(after)
+            .Concat(webhooks ? [RecordDeliveriesSql] : []);
+    }
 
     /// <summary>
     /// Stores the reports of several devices of one project (one report or a batch each) in one transaction: the
@@ -571,6 +670,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
         long lastArrival = 0;
         var transactionTime = DateTime.UtcNow;
         var hasWebhooks = false;
+        var hasRollouts = false;
         await using (var reader = await connection.ExecuteReaderAsync(new CommandDefinition(
             LockAndCheckSql, new { ProjectId = projectId, DeviceIds = deviceIds, KeyIds = keyIds }, cancellationToken: cancellationToken)))
         {
@@ -601,6 +701,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
             while (await reader.ReadAsync(cancellationToken))
             {
                 hasWebhooks = reader.GetBoolean(0);
+                hasRollouts = reader.GetBoolean(1);
             }
 
             while (await reader.NextResultAsync(cancellationToken))
@@ -638,7 +739,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
 
             var times = recordable.Select(i => reports[i].OccurredAt ?? transactionTime).ToList();
             var (earliest, latest) = (times.Min(), times.Max());
-            foreach (var statement in hasWebhooks ? [.. KeepDerivedStateSql, RecordDeliveriesSql] : KeepDerivedStateSql)
+            foreach (var statement in DerivedStateStatements(hasWebhooks, hasRollouts))
             {
                 batch.BatchCommands.Add(new NpgsqlBatchCommand(statement)
                 {
@@ -650,6 +751,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
                         new("SetsCurrentFirmware", FirmwareStatus.SetsCurrentFirmware.ToArray()),
                         new("EarliestOccurredAt", NpgsqlDbType.TimestampTz) { Value = earliest },
                         new("LatestOccurredAt", NpgsqlDbType.TimestampTz) { Value = latest },
+                        new("TransactionTime", NpgsqlDbType.TimestampTz) { Value = transactionTime },
                     },
                 });
             }

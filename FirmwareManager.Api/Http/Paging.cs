@@ -156,6 +156,38 @@ public static class PageResults
         return TypedResults.Ok(items);
     }
 
+    /// <summary>
+    /// A page of rows newest first by id (audit entries, rollouts, webhook deliveries): the cursor decoded into the id
+    /// the page starts below, one row more fetched than the page holds to know whether another follows, and the
+    /// <c>Link</c> to it.
+    /// </summary>
+    public static async Task<Results<Ok<List<TOut>>, ProblemHttpResult>> NewestFirstAsync<TRow, TOut>(
+        HttpContext http, Cursors cursors, string scope, PageRequest page, ReadContext read,
+        Func<long, int, Task<IReadOnlyList<TRow>>> fetchBelow, Func<TRow, long> idOf, Func<TRow, TOut> map, CancellationToken cancellationToken)
+    {
+        var beforeId = long.MaxValue;
+        if (page.Cursor is not null)
+        {
+            var position = await cursors.DecodeAsync(scope, page.Cursor, read, reader => new IdPosition(reader.ReadInt64()), cancellationToken);
+            if (position is null)
+            {
+                return InvalidCursor();
+            }
+
+            beforeId = position.Id;
+        }
+
+        var rows = await fetchBelow(beforeId, page.Limit + 1);
+        string? next = null;
+        if (rows.Count > page.Limit)
+        {
+            var lastId = idOf(rows[page.Limit - 1]);
+            next = await cursors.EncodeAsync(scope, read, writer => writer.Write(lastId), cancellationToken);
+        }
+
+        return Page(http, rows.Take(page.Limit).Select(map).ToList(), next);
+    }
+
     public static ProblemHttpResult InvalidCursor(string parameter = "cursor") => Problems.Validation(
         new Dictionary<string, string[]> { [parameter] = ["Not a cursor of this query: use the Link header of the previous page, unchanged and with the same filters."] },
         "Invalid cursor.");

@@ -13,6 +13,9 @@ namespace FirmwareManager.Api.Webhooks;
 /// <summary>What a receiver gets: the kind of event, the delivery's id (the same on every attempt), when it was sent, and the event.</summary>
 public sealed record WebhookPayload(string Type, string DeliveryId, long ProjectId, string Timestamp, FirmwareEventResponse Data);
 
+/// <summary>What a receiver gets for a rollout that halted: the rollout as <c>GET /rollouts/{id}</c> shows it then.</summary>
+public sealed record RolloutWebhookPayload(string Type, string DeliveryId, long ProjectId, string Timestamp, Rollouts.RolloutResponse Data);
+
 /// <summary>
 /// Sends the deliveries that ingest records (the outbox, migration 0029), on every instance with
 /// <see cref="WebhookOptions.SendDeliveries"/>: instances share the work by claiming deliveries with
@@ -26,6 +29,7 @@ public sealed partial class WebhookSender(
     NpgsqlDataSource dataSource,
     DatabaseEngine engine,
     WebhookSecrets secrets,
+    Rollouts.Rollouts rollouts,
     IHttpClientFactory httpClients,
     IOptions<WebhookOptions> options,
     TimeProvider clock,
@@ -203,18 +207,38 @@ public sealed partial class WebhookSender(
             ProjectId = projectId,
             WebhookIds = claimed.Select(c => c.WebhookId).Distinct().ToArray(),
         }, cancellationToken: cancellationToken))).ToDictionary(t => t.Id);
+        // An event's delivery is keyed by its id; a halted rollout's by minus the rollout's id (migration 0034).
         var events = (await connection.QueryAsync<FirmwareEvent>(new CommandDefinition(EventsSql, new
         {
             ProjectId = projectId,
-            EventIds = claimed.Select(c => c.EventId).Distinct().ToArray(),
+            EventIds = claimed.Where(c => c.EventId > 0).Select(c => c.EventId).Distinct().ToArray(),
         }, cancellationToken: cancellationToken))).ToDictionary(e => e.Id);
+        var halted = await rollouts.FindAsync(projectId, claimed.Where(c => c.EventId < 0).Select(c => -c.EventId), cancellationToken);
 
         var outcomes = await Task.WhenAll(claimed.Select(delivery =>
-            !targets.TryGetValue(delivery.WebhookId, out var target) || target.Deleted
+        {
+            var deliveryId = FormattableString.Invariant($"{delivery.WebhookId}-{delivery.EventId}");
+            var sentAt = clock.GetUtcNow();
+            byte[]? body = null;
+            if (events.TryGetValue(delivery.EventId, out var stored))
+            {
+                body = JsonSerializer.SerializeToUtf8Bytes(
+                    new WebhookPayload(delivery.EventType, deliveryId, projectId, Rfc3339.Format(sentAt.UtcDateTime), FirmwareEventResponse.From(stored)),
+                    AppJsonContext.Default.WebhookPayload);
+            }
+            else if (halted.TryGetValue(-delivery.EventId, out var rollout))
+            {
+                body = JsonSerializer.SerializeToUtf8Bytes(
+                    new RolloutWebhookPayload(delivery.EventType, deliveryId, projectId, Rfc3339.Format(sentAt.UtcDateTime), Rollouts.RolloutResponse.From(rollout)),
+                    AppJsonContext.Default.RolloutWebhookPayload);
+            }
+
+            return !targets.TryGetValue(delivery.WebhookId, out var target) || target.Deleted
                 ? Task.FromResult(new Outcome(delivery, null, "The webhook was deleted.", Final: true))
-                : !events.TryGetValue(delivery.EventId, out var stored)
-                    ? Task.FromResult(new Outcome(delivery, null, "The event is no longer stored (retention).", Final: true))
-                    : SendAsync(projectId, delivery, target, stored, cancellationToken)));
+                : body is null
+                    ? Task.FromResult(new Outcome(delivery, null, "What it reports is no longer stored (retention).", Final: true))
+                    : SendAsync(delivery, deliveryId, sentAt, body, target, cancellationToken);
+        }));
 
         await using var batch = new NpgsqlBatch(connection);
         var recordedAt = Now();
@@ -246,13 +270,9 @@ public sealed partial class WebhookSender(
         return claimed.Count;
     }
 
-    private async Task<Outcome> SendAsync(long projectId, Claimed delivery, Target target, FirmwareEvent stored, CancellationToken cancellationToken)
+    private async Task<Outcome> SendAsync(
+        Claimed delivery, string deliveryId, DateTimeOffset sentAt, byte[] body, Target target, CancellationToken cancellationToken)
     {
-        var deliveryId = FormattableString.Invariant($"{delivery.WebhookId}-{delivery.EventId}");
-        var sentAt = clock.GetUtcNow();
-        var body = JsonSerializer.SerializeToUtf8Bytes(
-            new WebhookPayload(delivery.EventType, deliveryId, projectId, Rfc3339.Format(sentAt.UtcDateTime), FirmwareEventResponse.From(stored)),
-            AppJsonContext.Default.WebhookPayload);
         var timestamp = sentAt.ToUnixTimeSeconds();
         using var request = new HttpRequestMessage(HttpMethod.Post, target.Url) { Content = new ByteArrayContent(body) };
         request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");

@@ -5,10 +5,12 @@ using Npgsql;
 
 namespace FirmwareManager.Api.Webhooks;
 
-/// <summary>The kinds of events a webhook subscribes to: <c>event.</c> and a report's status.</summary>
+/// <summary>The kinds of events a webhook subscribes to: <c>event.</c> and a report's status, and <c>rollout.halted</c>.</summary>
 public static class WebhookEventTypes
 {
-    public static readonly IReadOnlyList<string> All = FirmwareStatus.All.Select(s => "event." + s).ToList();
+    public const string RolloutHalted = "rollout.halted";
+
+    public static readonly IReadOnlyList<string> All = [.. FirmwareStatus.All.Select(s => "event." + s), RolloutHalted];
 }
 
 /// <summary>A webhook. Properties, not a constructor: Dapper reads a text[] column as System.Array, which no constructor takes.</summary>

@@ -182,27 +182,9 @@ public static class WebhooksApi
 
         var read = Database.ReadContext.OnPrimary();
         var scope = string.Create(CultureInfo.InvariantCulture, $"deliveries|{caller.ProjectId}|{webhookId}");
-        var before = long.MaxValue;
-        if (page.Cursor is not null)
-        {
-            var position = await cursors.DecodeAsync(scope, page.Cursor, read, reader => new IdPosition(reader.ReadInt64()), cancellationToken);
-            if (position is null)
-            {
-                return PageResults.InvalidCursor();
-            }
-
-            before = position.Id;
-        }
-
-        var found = await webhooks.DeliveriesPageAsync(caller.ProjectId, webhookId, before, page.Limit + 1, cancellationToken);
-        string? next = null;
-        if (found.Count > page.Limit)
-        {
-            var last = found[page.Limit - 1].EventId;
-            next = await cursors.EncodeAsync(scope, read, writer => writer.Write(last), cancellationToken);
-        }
-
-        return PageResults.Page(http, found.Take(page.Limit).Select(WebhookDeliveryResponse.From).ToList(), next);
+        return await PageResults.NewestFirstAsync(http, cursors, scope, page, read,
+            (beforeId, count) => webhooks.DeliveriesPageAsync(caller.ProjectId, webhookId, beforeId, count, cancellationToken),
+            delivery => delivery.EventId, WebhookDeliveryResponse.From, cancellationToken);
     }
 
     private static async Task<Results<Accepted<WebhookDeliveryResponse>, ProblemHttpResult>> RedeliverAsync(

@@ -22,7 +22,8 @@ public sealed class ApiDocsTests(FirmwareManagerApp app) : ApiTest(app)
             "/members", "/members/{member_id}", "/members/{member_id}/keys", "/members/{member_id}/keys/{key_id}",
             "/me", "/me/keys", "/me/keys/{key_id}", "/audit", "/project/retention",
             "/firmware-transitions", "/project/fleet-health", "/webhooks", "/webhooks/{webhook_id}",
-            "/webhooks/{webhook_id}/deliveries", "/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver");
+            "/webhooks/{webhook_id}/deliveries", "/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+            "/rollouts", "/rollouts/{rollout_id}", "/rollouts/{rollout_id}/end");
         var schemes = document.GetProperty("components").GetProperty("securitySchemes");
         schemes.GetProperty("api_key").GetProperty("in").GetString().Should().Be("header");
         schemes.GetProperty("api_key").GetProperty("name").GetString().Should().Be("api_key");
@@ -43,6 +44,7 @@ public sealed class ApiDocsTests(FirmwareManagerApp app) : ApiTest(app)
     [InlineData("/devices", "CreateDeviceBody", new[] { "name", "serial", "hardware", "tags" }, new string[0])]
     [InlineData("/devices/bulk", "EnrollDevicesBody", new[] { "count", "serials", "hardware", "tags" }, new string[0])]
     [InlineData("/members", "InviteMemberBody", new[] { "email", "role" }, new[] { "email", "role" })]
+    [InlineData("/rollouts", "CreateRolloutBody", new[] { "firmware", "hardware", "tags", "from_firmware", "max_failure_rate", "min_devices" }, new[] { "firmware", "max_failure_rate", "min_devices" })]
     [InlineData("/webhooks", "CreateWebhookBody", new[] { "url", "events", "filters" }, new[] { "url", "events" })]
     public async Task Each_request_body_is_described_by_the_record_the_endpoint_reads(
         string path, string schema, string[] properties, string[] required)

@@ -70,6 +70,11 @@ BEGIN
     GRANT UPDATE (next_attempt_at, claimed_until, attempts, last_attempt_at, last_status, last_error, delivered_at,
                   given_up_at, redelivered_at) ON webhook_deliveries TO firmware_manager_api;
 
+    -- Rollouts are declared and ended by admins; ingest keeps their counters, their devices' states and the halt.
+    GRANT SELECT, INSERT ON rollouts, rollout_devices TO firmware_manager_api;
+    GRANT UPDATE (ended_at, halted_at, attempted, updated, failed, rolled_back) ON rollouts TO firmware_manager_api;
+    GRANT UPDATE (status, reported_at) ON rollout_devices TO firmware_manager_api;
+
     -- The audit log is append-only for the API.
     GRANT SELECT, INSERT ON audit_log TO firmware_manager_api;
 END
