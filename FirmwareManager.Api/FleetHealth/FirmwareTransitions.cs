@@ -67,28 +67,95 @@ public sealed class FirmwareTransitions(ReadRouting reads)
                  ranked.rank
         """;
 
+    // With a hardware or tag filter, from the devices' own states (device_transition_status) of the devices that match,
+    // through the devices' hardware and tag indexes: in time proportional to those devices, as /firmware-versions?tag=.
+    // The same figures the counters give, by the same rules.
+    private const string FilteredPageSql = """
+        SELECT t.to_firmware AS ToFirmware,
+               COALESCE(t.from_firmware, '') AS FromFirmware,
+               count(*) AS Attempted,
+               count(*) FILTER (WHERE t.status IN ('installed', 'updated')) AS Succeeded,
+               count(*) FILTER (WHERE t.status = 'failed') AS Failed,
+               count(*) FILTER (WHERE t.status = 'rolled_back') AS RolledBack
+        FROM device_transition_status AS t
+        JOIN devices AS d ON d.project_id = t.project_id AND d.id = t.device_id
+        WHERE t.project_id = @ProjectId
+          AND d.project_id = @ProjectId
+          AND (@Hardware::text IS NULL OR d.hardware = @Hardware)
+          AND d.tags @> @Tags::text[]
+          AND (@To::text IS NULL OR t.to_firmware = @To)
+          AND (@From::text IS NULL OR t.from_firmware = @From)
+          AND (t.to_firmware, COALESCE(t.from_firmware, '')) > (@AfterTo, @AfterFrom)
+        GROUP BY t.to_firmware, COALESCE(t.from_firmware, '')
+        ORDER BY t.to_firmware,
+                 COALESCE(t.from_firmware, '')
+        LIMIT @Limit
+        """;
+
+    private const string FilteredTopErrorsSql = """
+        SELECT ranked.to_firmware AS ToFirmware,
+               ranked.from_firmware AS FromFirmware,
+               ranked.error_code AS ErrorCode,
+               ranked.devices AS Devices
+        FROM (
+            SELECT counted.*,
+                   row_number() OVER (PARTITION BY counted.to_firmware, counted.from_firmware ORDER BY counted.devices DESC, counted.error_code) AS rank
+            FROM (
+                SELECT t.to_firmware,
+                       COALESCE(t.from_firmware, '') AS from_firmware,
+                       t.error_code,
+                       count(*) AS devices
+                FROM device_transition_status AS t
+                JOIN devices AS d ON d.project_id = t.project_id AND d.id = t.device_id
+                WHERE t.project_id = @ProjectId
+                  AND d.project_id = @ProjectId
+                  AND (@Hardware::text IS NULL OR d.hardware = @Hardware)
+                  AND d.tags @> @Tags::text[]
+                  AND t.to_firmware = ANY(@Tos)
+                  AND t.status IN ('failed', 'rolled_back')
+                  AND t.error_code IS NOT NULL
+                GROUP BY t.to_firmware, COALESCE(t.from_firmware, ''), t.error_code
+            ) AS counted
+        ) AS ranked
+        WHERE ranked.rank <= @Top
+        ORDER BY ranked.to_firmware,
+                 ranked.from_firmware,
+                 ranked.rank
+        """;
+
     /// <summary>A position in the transitions' order: the last pair served.</summary>
     public sealed record Position(string To, string From);
 
+    /// <summary>Transitions of the devices of a hardware revision and with every one of some tags, when given.</summary>
+    public sealed record DeviceFilter(string? Hardware, string[] Tags)
+    {
+        public bool IsNone => Hardware is null && Tags.Length == 0;
+    }
+
     public async Task<(IReadOnlyList<FirmwareTransition> Page, Position? Last)> PageAsync(
-        long projectId, string? to, string? from, Position? after, int limit, ReadContext read, CancellationToken cancellationToken)
+        long projectId, string? to, string? from, DeviceFilter devices, Position? after, int limit, ReadContext read,
+        CancellationToken cancellationToken)
     {
         return await reads.RunAsync(read, async connection =>
         {
-            var rows = (await connection.QueryAsync<Row>(new CommandDefinition(PageSql, new
+            var rows = (await connection.QueryAsync<Row>(new CommandDefinition(devices.IsNone ? PageSql : FilteredPageSql, new
             {
                 ProjectId = projectId,
                 AfterTo = after?.To ?? "",
                 AfterFrom = after?.From ?? "",
                 To = to,
                 From = from,
+                devices.Hardware,
+                devices.Tags,
                 Limit = limit + 1,
             }, cancellationToken: cancellationToken))).AsList();
             var page = rows.Take(limit).ToList();
-            var errors = page.Count == 0 ? [] : (await connection.QueryAsync<ErrorRow>(new CommandDefinition(TopErrorsSql, new
+            var errors = page.Count == 0 ? [] : (await connection.QueryAsync<ErrorRow>(new CommandDefinition(devices.IsNone ? TopErrorsSql : FilteredTopErrorsSql, new
             {
                 ProjectId = projectId,
                 Tos = page.Select(r => r.ToFirmware).Distinct().ToArray(),
+                devices.Hardware,
+                devices.Tags,
                 Top = TopErrorCodes,
             }, cancellationToken: cancellationToken))).AsList();
             var byPair = errors.ToLookup(e => (e.ToFirmware, e.FromFirmware));

@@ -21,7 +21,7 @@ public static class FirmwareTransitionsApi
 
         group.MapGet("/", ListAsync)
             .WithSummary("For each from -> to pair: devices that attempted, succeeded, failed, rolled back and are in progress, with the top error codes (member keys)")
-            .WithDescription("Filters: to, from (SemVer). Ordered by to, then from (from null: not known, first). Paged: limit 1-1000 (default 100); follow the Link rel=\"next\" header for more. Each device counts once per target version, by its newest report on it.");
+            .WithDescription("Filters: to, from (SemVer); hardware, tag (the devices' states counted when asked). Ordered by to, then from (from null: not known, first). Paged: limit 1-1000 (default 100); follow the Link rel=\"next\" header for more. Each device counts once per target version, by its newest report on it.");
         return group;
     }
 
@@ -30,6 +30,8 @@ public static class FirmwareTransitionsApi
         [FromQuery] string? cursor,
         [FromQuery] string? to,
         [FromQuery] string? from,
+        [FromQuery] string? hardware,
+        [FromQuery] string[]? tag,
         HttpContext http,
         FirmwareTransitions transitions,
         Cursors cursors,
@@ -46,6 +48,12 @@ public static class FirmwareTransitionsApi
             }
         }
 
+        if (hardware is not null && !Devices.DeviceLabelRules.IsHardware(hardware))
+        {
+            errors["hardware"] = [Devices.DeviceLabelRules.HardwareMessage];
+        }
+
+        var devices = new FirmwareTransitions.DeviceFilter(hardware, Devices.DeviceLabelRules.Tags("tag", tag, errors) ?? []);
         if (page is null || errors.Count > 0)
         {
             return Problems.Validation(errors, "Invalid query parameters.");
@@ -53,7 +61,7 @@ public static class FirmwareTransitionsApi
 
         var caller = Caller.From(http.User);
         var read = reads.For(caller);
-        var scope = string.Create(CultureInfo.InvariantCulture, $"transitions|{caller.ProjectId}|{to}|{from}");
+        var scope = string.Create(CultureInfo.InvariantCulture, $"transitions|{caller.ProjectId}|{to}|{from}|{hardware}|{string.Join(',', devices.Tags)}");
         FirmwareTransitions.Position? after = null;
         if (page.Cursor is not null)
         {
@@ -64,7 +72,7 @@ public static class FirmwareTransitionsApi
             }
         }
 
-        var (found, last) = await transitions.PageAsync(caller.ProjectId, to, from, after, page.Limit, read, cancellationToken);
+        var (found, last) = await transitions.PageAsync(caller.ProjectId, to, from, devices, after, page.Limit, read, cancellationToken);
         string? next = null;
         if (last is not null)
         {

@@ -124,6 +124,14 @@ public sealed class DeviceAttributesTests(FirmwareManagerApp app) : ApiTest(app)
             .Select(h => (h.GetProperty("hardware").GetString(), h.GetProperty("devices").GetInt64(), h.GetProperty("failed").GetInt64())).ToList();
         broken.Should().Equal(("rev-B", 1L, 1L), ("rev-C", 1L, 0L));
 
+        async Task<List<(string?, long, long, long)>> TransitionsAsync(string query) => (await (await admin.GetAsync("/firmware-transitions?to=2.0.0&" + query)).JsonAsync())
+            .EnumerateArray().Select(t => (t.GetProperty("from_firmware").GetString(), t.GetProperty("attempted").GetInt64(),
+                t.GetProperty("succeeded").GetInt64(), t.GetProperty("failed").GetInt64())).ToList();
+        (await TransitionsAsync("hardware=rev-B")).Should().Equal(("1.0.0", 2L, 1L, 1L));
+        (await TransitionsAsync("tag=pilot")).Should().Equal(("1.0.0", 3L, 2L, 1L));
+        (await TransitionsAsync("tag=eu")).Should().Equal(("1.0.0", 1L, 1L, 0L));
+        (await TransitionsAsync("tag=pilot")).Should().Equal(await TransitionsAsync(""), "every device that tried 2.0.0 is a pilot");
+
         // Moving a device to other hardware moves its counts.
         (await admin.PatchAsJsonAsync($"/devices/{revB[1].Id}", new { hardware = "rev-C" })).EnsureSuccessStatusCode();
         (await VersionsAsync("hardware=rev-C")).Should().BeEquivalentTo(new Dictionary<string, (long, long)> { ["1.0.0"] = (1, 0), ["2.0.0"] = (1, 1) });
