@@ -169,14 +169,23 @@ public sealed partial class WebhookSender(
     public async Task<int> RoundAsync(CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
+        List<long> projects;
         if (engine.IsCitus)
         {
-            // The one statement that spans projects: allowed here, whatever the service's connections say.
-            await connection.ExecuteAsync(new CommandDefinition("SET citus.multi_task_query_log_level = 'off'", cancellationToken: cancellationToken));
+            // The one statement that spans projects: allowed here, whatever the service's connections say, for this
+            // transaction only (a pooled connection keeps its session's settings).
+            await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
+            await connection.ExecuteAsync(new CommandDefinition("SET LOCAL citus.multi_task_query_log_level = 'off'", transaction: transaction, cancellationToken: cancellationToken));
+            projects = (await connection.QueryAsync<long>(new CommandDefinition(
+                ProjectsWithDueDeliveriesSql, new { Now = Now() }, transaction, cancellationToken: cancellationToken))).AsList();
+            await transaction.CommitAsync(cancellationToken);
+        }
+        else
+        {
+            projects = (await connection.QueryAsync<long>(new CommandDefinition(
+                ProjectsWithDueDeliveriesSql, new { Now = Now() }, cancellationToken: cancellationToken))).AsList();
         }
 
-        var projects = (await connection.QueryAsync<long>(new CommandDefinition(
-            ProjectsWithDueDeliveriesSql, new { Now = Now() }, cancellationToken: cancellationToken))).AsList();
         var attempts = 0;
         foreach (var projectId in projects)
         {
