@@ -29,7 +29,7 @@ public enum ReportOutcome
 }
 
 /// <summary>The firmware_events table and the device state that follows it.</summary>
-public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting reads)
+public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting reads, DatabaseEngine engine)
 {
     // Taken first, in a statement of its own: the events of one device are recorded one transaction at a
     // time, and the statement that records them then reads the device's state as the previous one left it.
@@ -571,6 +571,13 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
     private const string LockAndCheckSql =
         "BEGIN;\n" + LockDevicesSql + ";\n" + ActiveDevicesSql + ";\n" + LockArrivalsSql + ";\n" + TransactionTimeSql + ";\n" + ProjectExtrasSql;
 
+    // On plain PostgreSQL the derived-state statements run on generic plans: each was planned afresh at every call
+    // (custom plans, for the partitions its constants reach), which cost more than running it (docs/performance.md,
+    // "Fleet health"). A generic plan prunes the partitions when it starts, from the parameters. On Citus, as they
+    // are (GenericPlan says why).
+    private const string LockAndCheckGenericSql = "BEGIN;\nSET LOCAL plan_cache_mode = force_generic_plan;\n" +
+        LockDevicesSql + ";\n" + ActiveDevicesSql + ";\n" + LockArrivalsSql + ";\n" + TransactionTimeSql + ";\n" + ProjectExtrasSql;
+
     // In this order: each counting statement reads the state that the statements after it change. The rollouts'
     // statements and the outbox's run only when the project has rollouts or webhooks.
     private static IEnumerable<string> DerivedStateStatements(bool webhooks, bool rollouts)
@@ -661,7 +668,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
     // to the pool. Plain readers, not Dapper's GridReader: when the connection breaks mid-read (pg_terminate_backend,
     // a restart), the grid's cleanup asks the closed reader for its next result and throws "The reader is closed"
     // (a 500) in place of the database's error.
-    private static async Task<(HashSet<long> Locked, HashSet<long> Active, List<FirmwareEvent> Created)> RecordInTwoRoundTripsAsync(
+    private async Task<(HashSet<long> Locked, HashSet<long> Active, List<FirmwareEvent> Created)> RecordInTwoRoundTripsAsync(
         NpgsqlConnection connection, long projectId, long[] deviceIds, long[] keyIds, List<NewFirmwareEvent> reports,
         CancellationToken cancellationToken)
     {
@@ -672,7 +679,8 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
         var hasWebhooks = false;
         var hasRollouts = false;
         await using (var reader = await connection.ExecuteReaderAsync(new CommandDefinition(
-            LockAndCheckSql, new { ProjectId = projectId, DeviceIds = deviceIds, KeyIds = keyIds }, cancellationToken: cancellationToken)))
+            engine.IsCitus ? LockAndCheckSql : LockAndCheckGenericSql, new { ProjectId = projectId, DeviceIds = deviceIds, KeyIds = keyIds },
+            cancellationToken: cancellationToken)))
         {
             while (await reader.ReadAsync(cancellationToken))
             {
