@@ -98,7 +98,10 @@ public sealed class FirmwareTransitions(ReadRouting reads)
                ranked.error_code AS ErrorCode,
                ranked.devices AS Devices
         FROM (
-            SELECT counted.*,
+            SELECT counted.to_firmware,
+                   counted.from_firmware,
+                   counted.error_code,
+                   counted.devices,
                    row_number() OVER (PARTITION BY counted.to_firmware, counted.from_firmware ORDER BY counted.devices DESC, counted.error_code) AS rank
             FROM (
                 SELECT t.to_firmware,

@@ -1,6 +1,7 @@
 using Dapper;
 using FirmwareManager.Api.Database;
 using FirmwareManager.Tests.Infrastructure;
+using Microsoft.AspNetCore.Hosting;
 using Microsoft.Extensions.DependencyInjection;
 using Npgsql;
 
@@ -16,7 +17,9 @@ public sealed class ConnectionSettingsTests
     public async Task A_pooled_connection_keeps_its_session_unless_the_connection_string_asks_for_a_reset(string extra, bool reset)
     {
         var connectionString = await (await PostgresServer.SharedAsync()).CreateDatabaseAsync() + extra;
-        await using var service = new ServiceOnDatabase(connectionString);
+        // The webhook sender looks for due deliveries every second on a pooled connection, and could take the idle one
+        // between the two opens below.
+        await using var service = new ServiceOnDatabase(connectionString).WithWebHostBuilder(b => b.UseSetting("FirmwareManager:Webhooks:SendDeliveries", "false"));
         var dataSource = service.Services.GetRequiredService<NpgsqlDataSource>();
 
         int firstBackend;

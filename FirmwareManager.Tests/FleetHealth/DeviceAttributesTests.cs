@@ -104,7 +104,7 @@ public sealed class DeviceAttributesTests(FirmwareManagerApp app) : ApiTest(app)
         (await admin.PatchAsJsonAsync("/devices", new { device_ids = revB.Select(d => d.Id), hardware = "rev-B", tags = new[] { "pilot" } })).EnsureSuccessStatusCode();
         (await admin.PatchAsJsonAsync($"/devices/{revC.Id}", new { hardware = "rev-C", tags = new[] { "pilot", "eu" } })).EnsureSuccessStatusCode();
         await revB[0].ReportAsync(Event("2.0.0", "updated", Start.AddHours(1)));
-        await revB[1].ReportAsync(Event("2.0.0", "failed", Start.AddHours(1)));
+        await revB[1].ReportAsync(new { firmware = "2.0.0", status = "failed", timestamp = "2024-06-01T01:00:00Z", error_code = "E_SIG" });
         await revC.ReportAsync(Event("2.0.0", "updated", Start.AddHours(1)));
 
         async Task<List<long>> IdsAsync(string query) => (await (await admin.GetAsync("/devices?" + query)).JsonAsync())
@@ -128,6 +128,8 @@ public sealed class DeviceAttributesTests(FirmwareManagerApp app) : ApiTest(app)
             .EnumerateArray().Select(t => (t.GetProperty("from_firmware").GetString(), t.GetProperty("attempted").GetInt64(),
                 t.GetProperty("succeeded").GetInt64(), t.GetProperty("failed").GetInt64())).ToList();
         (await TransitionsAsync("hardware=rev-B")).Should().Equal(("1.0.0", 2L, 1L, 1L));
+        (await (await admin.GetAsync("/firmware-transitions?to=2.0.0&tag=pilot")).JsonAsync())[0].GetProperty("top_error_codes")
+            .EnumerateArray().Select(e => (e.GetProperty("error_code").GetString(), e.GetProperty("devices").GetInt64())).Should().Equal(("E_SIG", 1L));
         (await TransitionsAsync("tag=pilot")).Should().Equal(("1.0.0", 3L, 2L, 1L));
         (await TransitionsAsync("tag=eu")).Should().Equal(("1.0.0", 1L, 1L, 0L));
         (await TransitionsAsync("tag=pilot")).Should().Equal(await TransitionsAsync(""), "every device that tried 2.0.0 is a pilot");
