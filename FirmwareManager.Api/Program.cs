@@ -2,6 +2,7 @@ using FirmwareManager.Api;
 using FirmwareManager.Api.Audit;
 using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Commands;
+using FirmwareManager.Api.Dashboard;
 using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Devices;
 using FirmwareManager.Api.Events;
@@ -88,6 +89,7 @@ try
     app.MapHealth();
     app.MapMetrics();
     app.MapApiDocs();
+    app.MapDashboard();
     app.MapFirmwareApi();
     app.MapEventFeedApi();
     app.MapDevicesApi();

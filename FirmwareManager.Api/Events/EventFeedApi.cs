@@ -11,12 +11,15 @@ namespace FirmwareManager.Api.Events;
 /// <summary>
 /// <c>/events</c>: every event of the caller's project. Newest arrival first, paged with <c>cursor</c>; or, with
 /// <c>after</c>, in arrival order from a position, for tools that poll for what is new: <c>after=beginning</c>
-/// starts at the first event, and every such page carries a <c>Link: rel="next"</c> to poll next (the same
-/// position when nothing new has arrived).
+/// starts at the first event, <c>after=latest</c> after the newest one (an empty page: only what arrives next), and
+/// every such page carries a <c>Link: rel="next"</c> to poll next (the same position when nothing new has arrived).
 /// </summary>
 public static class EventFeedApi
 {
     public const string FromBeginning = "beginning";
+
+    /// <summary>Polling from now on: the position of the newest event so far, so that only what arrives next is served.</summary>
+    public const string FromLatest = "latest";
 
     public static RouteGroupBuilder MapEventFeedApi(this IEndpointRouteBuilder app)
     {
@@ -28,7 +31,7 @@ public static class EventFeedApi
 
         group.MapGet("/", ListAsync)
             .WithSummary("Every event of the caller's project (member keys), newest arrival first, or in arrival order after a position")
-            .WithDescription("Filters as for a device's history, plus device_id. Page with cursor; or poll with after=beginning and then the Link rel=\"next\" URL, which every polling answer carries: an event that commits late is never skipped.");
+            .WithDescription("Filters as for a device's history, plus device_id. Page with cursor; or poll with after=beginning (or after=latest: only what arrives from now on) and then the Link rel=\"next\" URL, which every polling answer carries: an event that commits late is never skipped.");
         return group;
     }
 
@@ -84,6 +87,11 @@ public static class EventFeedApi
         if (polling && after == FromBeginning)
         {
             position = new ArrivalPosition(0, 0);
+        }
+        else if (polling && after == FromLatest)
+        {
+            var newest = await events.FeedPageAsync(caller.ProjectId, deviceId, filters, null, null, 1, read, cancellationToken);
+            position = newest.Count > 0 ? newest[0].Position : new ArrivalPosition(0, 0);
         }
         else if (token is not null)
         {

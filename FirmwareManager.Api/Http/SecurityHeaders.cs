@@ -1,9 +1,12 @@
+using FirmwareManager.Api.Dashboard;
+
 namespace FirmwareManager.Api.Http;
 
 /// <summary>
 /// Headers that keep browsers and caches from misusing the API's answers: no sniffing, no framing, no referrer,
 /// nothing stored by shared caches (answers are per API key). Every answer but the interactive docs page also
-/// forbids loading anything (<c>default-src 'none'</c>): the API serves data, never pages.
+/// forbids loading anything (<c>default-src 'none'</c>): the API serves data, never pages. The dashboard's pages get
+/// a policy of their own that allows only the service's own scripts, styles and API.
 /// </summary>
 public static class SecurityHeaders
 {
@@ -20,7 +23,11 @@ public static class SecurityHeaders
                 headers.XFrameOptions = "DENY";
                 headers["Referrer-Policy"] = "no-referrer";
                 headers["Cross-Origin-Resource-Policy"] = "same-origin";
-                if (!context.Request.Path.StartsWithSegments(ApiDocs.DocsPath))
+                if (context.Request.Path.StartsWithSegments(DashboardApi.Path))
+                {
+                    headers.ContentSecurityPolicy = DashboardApi.ContentSecurityPolicy;
+                }
+                else if (!context.Request.Path.StartsWithSegments(ApiDocs.DocsPath))
                 {
                     headers.ContentSecurityPolicy = ApiContentSecurityPolicy;
                 }

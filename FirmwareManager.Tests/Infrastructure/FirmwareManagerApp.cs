@@ -46,6 +46,30 @@ public sealed class FirmwareManagerApp : WebApplicationFactory<Program>, IAsyncL
         """;
 
     private Respawner? _respawner;
+    private readonly IReadOnlyDictionary<string, string> _settings;
+
+    public FirmwareManagerApp()
+        : this(realServer: false, new Dictionary<string, string>())
+    {
+    }
+
+    /// <param name="realServer">Kestrel on a loopback port (<see cref="BaseAddress"/>) instead of the in-memory test
+    /// server: for a browser, which cannot reach the in-memory one.</param>
+    /// <param name="settings">Settings applied after the tests' own, such as the rate limits put back.</param>
+    public FirmwareManagerApp(bool realServer, IReadOnlyDictionary<string, string> settings)
+    {
+        _settings = settings;
+        if (realServer)
+        {
+            UseKestrel(options => options.Listen(System.Net.IPAddress.Loopback, 0));
+        }
+    }
+
+    /// <summary>Where the service listens (the in-memory server's is <c>http://localhost</c>).</summary>
+    public Uri BaseAddress => new(
+        Services.GetRequiredService<Microsoft.AspNetCore.Hosting.Server.IServer>()
+            .Features.Get<Microsoft.AspNetCore.Hosting.Server.Features.IServerAddressesFeature>()?.Addresses.FirstOrDefault()
+        ?? "http://localhost");
 
     /// <summary>The database's owner (no CREATEROLE, no superuser): what migrations run as, and what tests use to prepare and check data.</summary>
     public string ConnectionString { get; private set; } = "";
@@ -67,7 +91,7 @@ public sealed class FirmwareManagerApp : WebApplicationFactory<Program>, IAsyncL
         // The DBA step (grant-api-role) then makes the service's login a member of the API role; the service's own
         // startup applies the migrations again (a no-op) and the grants again, as the owner.
         ApiConnectionString = await server.ApiRoleConnectionStringAsync(ConnectionString);
-        _ = Server;
+        StartServer();
     }
 
     async Task IAsyncLifetime.DisposeAsync() => await DisposeAsync();
@@ -83,6 +107,11 @@ public sealed class FirmwareManagerApp : WebApplicationFactory<Program>, IAsyncL
         // Webhook tests start senders of their own (WebhookDeliveryTests); the receiver they start is on loopback.
         builder.UseSetting("FirmwareManager:Webhooks:SendDeliveries", "false");
         builder.UseSetting("FirmwareManager:Webhooks:AllowPrivateTargets", "true");
+        foreach (var (key, value) in _settings)
+        {
+            builder.UseSetting(key, value);
+        }
+
         builder.ConfigureServices(services =>
         {
             services.AddSingleton<ILogEventSink>(Logs);

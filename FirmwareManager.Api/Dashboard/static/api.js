@@ -1,0 +1,78 @@
+// The service's public API, as any client calls it: the member key in X-Api-Key, RFC 9457 problems read into
+// errors, and the next page's URL taken from the Link header.
+
+const keyItem = 'firmwaremanager.dashboard.key';
+
+/** The key typed at sign-in, kept in this tab's session storage only (never a cookie, a URL or the console). */
+export const session = {
+  get key() { return sessionStorage.getItem(keyItem); },
+  set key(value) { sessionStorage.setItem(keyItem, value); },
+  forget() { sessionStorage.removeItem(keyItem); },
+};
+
+export class ApiError extends Error {
+  constructor(status, problem, retryAfter) {
+    super(problem?.detail || problem?.title || `The service answered ${status}.`);
+    this.status = status;
+    this.problem = problem;
+    this.retryAfter = retryAfter;
+  }
+
+  /** What to tell the operator, in words. */
+  explain() {
+    switch (this.status) {
+      case 401:
+        return 'This key is unknown or has been revoked. Sign in with a current member key.';
+      case 403:
+        return this.problem?.detail?.includes('may not')
+          ? 'This key may not read this: the dashboard needs a project member\'s key, not a device key.'
+          : this.message;
+      case 429:
+        return `Too many requests with this key. Try again in ${this.retryAfter ?? 'a few'} seconds.`;
+      case 503:
+        return 'The service is unavailable for a moment. Try again shortly.';
+      default: {
+        const fields = this.problem?.errors ? Object.values(this.problem.errors).flat().join(' ') : '';
+        return [this.message, fields].filter(Boolean).join(' ');
+      }
+    }
+  }
+}
+
+/** The rel="next" URL of a Link header, or null. */
+export function nextLink(header) {
+  if (!header) return null;
+  for (const part of header.split(',')) {
+    const match = /<([^>]*)>\s*;\s*rel="?next"?/.exec(part);
+    if (match) return match[1];
+  }
+  return null;
+}
+
+/** GET a path of the API (with its query): { data, next } or an ApiError. */
+export async function get(path, { key = session.key, signal } = {}) {
+  const response = await fetch(path, {
+    headers: { 'X-Api-Key': key, Accept: 'application/json' },
+    cache: 'no-store',
+    credentials: 'omit',
+    signal,
+  });
+  if (!response.ok) {
+    let problem = null;
+    try { problem = await response.json(); } catch { /* not a problem document */ }
+    throw new ApiError(response.status, problem, response.headers.get('Retry-After'));
+  }
+  return { data: await response.json(), next: nextLink(response.headers.get('Link')) };
+}
+
+/** A path with its query, from a plain object (arrays repeat the parameter; empty values are left out). */
+export function withQuery(path, params) {
+  const query = new URLSearchParams();
+  for (const [name, value] of Object.entries(params)) {
+    for (const one of [].concat(value)) {
+      if (one !== undefined && one !== null && one !== '' && one !== false) query.append(name, String(one));
+    }
+  }
+  const text = query.toString();
+  return text ? `${path}?${text}` : path;
+}
