@@ -49,8 +49,7 @@ public sealed class DashboardTests(DashboardFixture fleet, ITestOutputHelper out
 
         // The first view, loaded again with the key already in the tab: reported, not asserted (docs/dashboard.md).
         Driver.Navigate().Refresh();
-        var shownMs = Browser.WaitFor(() => Browser.Script(
-            "const m = performance.getEntriesByName('fm:overview-shown')[0]; return m ? m.startTime : null;"), "the overview's mark");
+        var shownMs = Browser.WaitFor(() => DashboardOnBenchmarkFleetTests.ShownAt(Browser, "fm:overview-shown"), "the overview's mark");
         output.WriteLine($"First view (overview) of a {versions.Sum(v => v.GetProperty("devices").GetInt64())}-device project shown after {shownMs} ms");
     }
 

@@ -63,6 +63,27 @@ public sealed class EventFeedTests(FirmwareManagerApp app) : ApiTest(app)
     }
 
     [Fact]
+    public async Task Polling_from_latest_serves_only_what_arrives_afterwards_filters_included()
+    {
+        using var member = App.ClientWithKey(FirmwareManagerApp.MemberKey1);
+        using var device2 = App.ClientWithKey(FirmwareManagerApp.DeviceKey2);
+
+        var start = await member.GetAsync("/events?after=latest&limit=50");
+        var failedOnly = NextLink(await member.GetAsync("/events?after=latest&status=failed"));
+        var emptyProject = NextLink(await App.ClientWithKey(FirmwareManagerApp.MemberKey3).GetAsync("/events?after=latest&device_id=1"));
+
+        (await start.JsonAsync()).EnumerateArray().Should().BeEmpty("the 4 demo events came before");
+        await device2.PostEventAsync(2, Event("1.0.2", "updated", Start));
+        await device2.PostEventAsync(2, Event("1.0.3", "failed", new DateTime(2001, 1, 1, 0, 0, 0, DateTimeKind.Utc)));
+
+        var polled = await (await member.GetAsync(NextLink(start))).JsonAsync();
+        polled.EnumerateArray().Select(e => e.GetProperty("firmware").GetString()).Should().Equal("1.0.2", "1.0.3");
+        var failed = await (await member.GetAsync(failedOnly)).JsonAsync();
+        failed.EnumerateArray().Select(e => e.GetProperty("firmware").GetString()).Should().Equal("1.0.3");
+        emptyProject.Should().NotBeNull("a project with no such event yet polls from the beginning");
+    }
+
+    [Fact]
     public async Task A_poller_never_passes_an_event_whose_transaction_is_still_open()
     {
         using var member = App.ClientWithKey(FirmwareManagerApp.MemberKey1);

@@ -111,16 +111,30 @@ public sealed class Browser : IDisposable
         return JsonSerializer.Deserialize<List<AxeViolation>>(json ?? "[]", AxeJson)!;
     }
 
-    /// <summary>A PNG of the window, into <c>FIRMWAREMANAGER_SCREENSHOTS</c> (docs/dashboard/ makes the README's) or the test output.</summary>
+    /// <summary>
+    /// A PNG of the window, into <c>FIRMWAREMANAGER_SCREENSHOTS</c> (relative to the checkout: <c>docs/dashboard</c>
+    /// makes docs/dashboard.md's), or else the test output's <c>screenshots</c> folder.
+    /// </summary>
     public string Screenshot(string name)
     {
         var directory = Environment.GetEnvironmentVariable(ScreenshotsVariable) is { Length: > 0 } configured
-            ? Path.GetFullPath(configured)
+            ? Path.GetFullPath(configured, CheckoutRoot())
             : Path.Combine(AppContext.BaseDirectory, "screenshots");
         Directory.CreateDirectory(directory);
         var path = Path.Combine(directory, name + ".png");
         Driver.GetScreenshot().SaveAsFile(path);
         return path;
+    }
+
+    private static string CheckoutRoot()
+    {
+        var directory = new DirectoryInfo(AppContext.BaseDirectory);
+        while (directory is not null && !File.Exists(Path.Combine(directory.FullName, "FirmwareManager.sln")))
+        {
+            directory = directory.Parent;
+        }
+
+        return directory?.FullName ?? Environment.CurrentDirectory;
     }
 
     public void Dispose()

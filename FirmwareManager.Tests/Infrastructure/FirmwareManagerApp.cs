@@ -56,7 +56,8 @@ public sealed class FirmwareManagerApp : WebApplicationFactory<Program>, IAsyncL
     /// <param name="realServer">Kestrel on a loopback port (<see cref="BaseAddress"/>) instead of the in-memory test
     /// server: for a browser, which cannot reach the in-memory one.</param>
     /// <param name="settings">Settings applied after the tests' own, such as the rate limits put back.</param>
-    public FirmwareManagerApp(bool realServer, IReadOnlyDictionary<string, string> settings)
+    /// <remarks>Internal: xunit builds a collection fixture through its one public constructor.</remarks>
+    internal FirmwareManagerApp(bool realServer, IReadOnlyDictionary<string, string> settings)
     {
         _settings = settings;
         if (realServer)

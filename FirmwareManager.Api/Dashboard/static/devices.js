@@ -115,7 +115,6 @@ export async function renderDevices({ view, query, signal, announce, reportError
   }
 
   await show(0);
-  performance.mark('fm:devices-shown');
 }
 
 export async function renderDevice({ view, params, signal, reportError }) {

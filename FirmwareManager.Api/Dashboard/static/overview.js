@@ -47,8 +47,6 @@ export async function renderOverview({ view, signal }) {
           { captionHidden: true })));
   }
   fill(view, ...content);
-  // The first view's figures are on screen: the browser test and the benchmark read this mark.
-  performance.mark('fm:overview-shown');
 }
 
 function figure(label, value, href) {
