@@ -73,7 +73,7 @@ public sealed class HotPathsOnOneShardTests(HotPathsOnOneShardTests.OneTaskServi
         string[] reads =
         [
             "/firmware/2", "/firmware/2?limit=1&status=failed", created.Headers.Location!.OriginalString,
-            "/events?limit=10", "/events?after=beginning&limit=10",
+            "/events?limit=10", "/events?after=beginning&limit=10", "/events?after=latest&limit=10",
             "/devices?limit=10", "/devices?firmware=1.1.0", "/devices?status_of_last_event=failed",
             "/devices?silent_since=2026-01-01T00:00:00Z", "/devices/2",
             "/firmware-versions", "/firmware-versions?limit=1", "/me",
