@@ -204,8 +204,10 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
     // Each device's newest report per update target, where it is newer than the one kept, with the one kept
     // (device_transition_status before this transaction's upsert below; migration 0027). A report's target is its
     // firmware, except a rolled_back one's, which names the version gone back to: its target is its from_firmware,
-    // else the version the device ran before this transaction. Its from: the report's from_firmware, else the
-    // version the device ran before (when another), else the one kept (NULL when not known).
+    // else the version the device ran before the report. Its from: the report's from_firmware, else the version the
+    // device ran before (when another), else the one kept (NULL when not known). "Ran before": the version of the
+    // device's newest earlier report in this transaction that sets it (a batch uploaded after a time offline holds
+    // the install its failure followed), else the device's current firmware as this transaction found it.
     private const string TransitionChanges = $$"""
         (SELECT n.device_id,
                 n.project_id,
@@ -233,15 +235,41 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
                         stored.error_code,
                         stored.reported_at,
                         CASE WHEN stored.status = 'rolled_back'
-                             THEN COALESCE(stored.from_firmware, NULLIF(d.current_firmware, stored.firmware))
+                             THEN COALESCE(stored.from_firmware, NULLIF(stored.ran_before, stored.firmware))
                              ELSE stored.firmware
                         END AS to_firmware,
                         CASE WHEN stored.status = 'rolled_back'
                              THEN stored.firmware
-                             ELSE COALESCE(stored.from_firmware, NULLIF(d.current_firmware, stored.firmware))
+                             ELSE COALESCE(stored.from_firmware, NULLIF(stored.ran_before, stored.firmware))
                         END AS from_firmware
-                 FROM {{StoredEvents}} AS stored
-                 JOIN devices AS d ON d.project_id = @ProjectId AND d.id = stored.device_id
+                 FROM (
+                     SELECT ordered.id,
+                            ordered.device_id,
+                            ordered.project_id,
+                            ordered.firmware,
+                            ordered.status,
+                            ordered.error_code,
+                            ordered.reported_at,
+                            ordered.from_firmware,
+                            COALESCE(ordered.earlier_moves[cardinality(ordered.earlier_moves)], ordered.current_firmware) AS ran_before
+                     FROM (
+                         SELECT stored.id,
+                                stored.device_id,
+                                stored.project_id,
+                                stored.firmware,
+                                stored.status,
+                                stored.error_code,
+                                stored.reported_at,
+                                stored.from_firmware,
+                                d.current_firmware,
+                                array_agg(stored.firmware) FILTER (WHERE stored.status = ANY(@SetsCurrentFirmware))
+                                    OVER (PARTITION BY stored.device_id
+                                          ORDER BY stored.reported_at, stored.id
+                                          ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS earlier_moves
+                         FROM {{StoredEvents}} AS stored
+                         JOIN devices AS d ON d.project_id = @ProjectId AND d.id = stored.device_id
+                     ) AS ordered
+                 ) AS stored
              ) AS targeted
              WHERE to_firmware IS NOT NULL
              ORDER BY device_id, to_firmware, reported_at DESC, id DESC

@@ -57,6 +57,33 @@ public sealed class FleetHealthTests(FirmwareManagerApp app) : ApiTest(app)
     }
 
     [Fact]
+    public async Task A_backlog_batch_counts_each_report_from_the_version_the_device_ran_before_it_in_that_batch()
+    {
+        // Offline for a while, the device uploads it all at once: installed 3.0.0, failed on 4.0.0, then installed
+        // 4.0.0 and rolled back from it. Its version when the batch arrived (1.0.0) preceded all of them.
+        var device = await App.DeviceRunningAsync("1.0.0", Start);
+        await device.ReportAsync(
+            Event("3.0.0", "installed", Start.AddHours(1)),
+            Failed("4.0.0", Start.AddHours(2), "E_SIG_VERIFY"),
+            Event("4.0.0", "installed", Start.AddHours(3)),
+            new { firmware = "3.0.0", status = "rolled_back", timestamp = At(Start.AddHours(4)), error_code = "E_BOOT_LOOP" });
+        // Reports of one device in one transaction are ordered by their time, not by their place in the batch.
+        var shuffled = await App.DeviceRunningAsync("1.0.0", Start);
+        await shuffled.ReportAsync(Failed("6.0.0", Start.AddHours(2), "E_NO_SPACE"), Event("5.0.0", "updated", Start.AddHours(1)));
+        using var member = App.ClientWithKey(FirmwareManagerApp.MemberKey1);
+
+        var pairs = (await (await member.GetAsync("/firmware-transitions?limit=1000")).JsonAsync()).EnumerateArray()
+            .Select(t => (t.GetProperty("from_firmware").GetString(), t.GetProperty("to_firmware").GetString(), Counts(t)))
+            .Where(t => t.Item2 is "3.0.0" or "4.0.0" or "5.0.0" or "6.0.0").ToList();
+
+        pairs.Should().Equal(
+            ("1.0.0", "3.0.0", (1L, 1L, 0L, 0L, 0L)),
+            ("3.0.0", "4.0.0", (1L, 0L, 0L, 1L, 0L)),
+            ("1.0.0", "5.0.0", (1L, 1L, 0L, 0L, 0L)),
+            ("5.0.0", "6.0.0", (1L, 0L, 1L, 0L, 0L)));
+    }
+
+    [Fact]
     public async Task A_device_that_comes_down_to_an_older_version_without_a_rollback_is_an_unexplained_downgrade_until_it_moves_again()
     {
         var downgraded = await App.DeviceRunningAsync("2.0.0", Start);
