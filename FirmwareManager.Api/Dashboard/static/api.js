@@ -24,9 +24,8 @@ export class ApiError extends Error {
       case 401:
         return 'This key is unknown or has been revoked. Sign in with a current member key.';
       case 403:
-        return this.problem?.detail?.includes('may not')
-          ? 'This key may not read this: the dashboard needs a project member\'s key, not a device key.'
-          : this.message;
+        // Every call the dashboard makes is open to any member: a 403 is a device's key.
+        return 'This key may not read the fleet: the dashboard needs a project member\'s key, not a device key.';
       case 429:
         return `Too many requests with this key. Try again in ${this.retryAfter ?? 'a few'} seconds.`;
       case 503:
