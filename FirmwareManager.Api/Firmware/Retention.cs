@@ -22,6 +22,13 @@ public sealed class RetentionOptions
     [System.ComponentModel.DataAnnotations.Range(1, 36500)]
     public int? AuditMaxAgeDays { get; set; }
 
+    /// <summary>
+    /// Webhook deliveries that were delivered or given up longer ago than this are deleted (their webhook's delivery
+    /// log shows the rest). Pending ones are never deleted.
+    /// </summary>
+    [System.ComponentModel.DataAnnotations.Range(1, 36500)]
+    public int WebhookDeliveriesMaxAgeDays { get; set; } = 30;
+
     /// <summary>How often the job runs (also once at startup): partitions made ahead, then retention.</summary>
     [System.ComponentModel.DataAnnotations.Range(1, 10080)]
     public int IntervalMinutes { get; set; } = 60;
@@ -45,7 +52,8 @@ public sealed class RetentionOptions
 /// statement (the history index finds them; the pairs of project and device come from
 /// <c>device_firmware_status</c>); in the default partition, events received before the cutoff too;</item>
 /// <item>a project's own <c>event_max_age_days</c> (set through the API, when shorter): its devices' older events, the same way;</item>
-/// <item>with <see cref="RetentionOptions.AuditMaxAgeDays"/>: older audit entries, in batches.</item>
+/// <item>with <see cref="RetentionOptions.AuditMaxAgeDays"/>: older audit entries, in batches;</item>
+/// <item>webhook deliveries finished (delivered or given up) before <see cref="RetentionOptions.WebhookDeliveriesMaxAgeDays"/>, in batches.</item>
 /// </list>
 /// Every delete is a short transaction of its own with a pause between, so no long lock is held and ingest goes
 /// on. Current firmware, device summaries and version counts are kept beside the events and are not touched. With
@@ -135,6 +143,23 @@ public sealed class RetentionService(
                (SELECT count(*) FROM deleted) AS Deleted
         """;
 
+    // Finished deliveries older than the cutoff, oldest first, through webhook_deliveries_finished_idx (migration
+    // 0036): the pending ones, which the sender reads, are never touched.
+    private const string DeleteFinishedDeliveriesSql = """
+        DELETE FROM webhook_deliveries AS d
+        USING (
+            SELECT project_id, webhook_id, event_id
+            FROM webhook_deliveries
+            WHERE (delivered_at IS NOT NULL OR given_up_at IS NOT NULL)
+              AND COALESCE(delivered_at, given_up_at) < @Cutoff
+            ORDER BY COALESCE(delivered_at, given_up_at)
+            LIMIT @BatchSize
+        ) AS old
+        WHERE d.project_id = old.project_id
+          AND d.webhook_id = old.webhook_id
+          AND d.event_id = old.event_id
+        """;
+
     private sealed record Window(long? LastProjectId, long? LastId, long Deleted);
 
     private sealed record ProjectRetention(long ProjectId, int MaxAgeDays);
@@ -220,6 +245,10 @@ public sealed class RetentionService(
                 var deleted = await DeleteInWindowsAsync(connection, DeleteAuditSql, null, cutoff, settings.BatchSize, cancellationToken);
                 logger.LogInformation("Retention: {Count} audit entries before {Cutoff:o} deleted", deleted, cutoff);
             }
+
+            var deliveriesCutoff = nowUtc.AddDays(-settings.WebhookDeliveriesMaxAgeDays);
+            var deliveries = await DeleteInBatchesAsync(connection, DeleteFinishedDeliveriesSql, deliveriesCutoff, settings.BatchSize, cancellationToken);
+            logger.LogInformation("Retention: {Count} webhook deliveries finished before {Cutoff:o} deleted", deliveries, deliveriesCutoff);
 
             return true;
         }

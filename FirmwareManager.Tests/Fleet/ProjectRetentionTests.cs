@@ -96,6 +96,37 @@ public sealed class ProjectRetentionTests(FirmwareManagerApp app) : ApiTest(app)
         (await connection.ExecuteScalarAsync<long>("SELECT count(*) FROM audit_log")).Should().Be(0);
     }
 
+    [Fact]
+    public async Task The_upkeep_job_deletes_webhook_deliveries_finished_before_their_retention_and_never_a_pending_one()
+    {
+        using var admin = App.ClientWithKey(FirmwareManagerApp.MemberKey1);
+        var created = await admin.PostAsJsonAsync("/webhooks", new { url = "http://127.0.0.1:9/hook", events = new[] { "event.failed" } });
+        created.StatusCode.Should().Be(HttpStatusCode.Created, await created.Content.ReadAsStringAsync());
+        var webhookId = (await created.JsonAsync()).GetProperty("webhook").GetProperty("id").GetInt64();
+        await using var connection = App.OpenConnection();
+        var now = DateTime.UtcNow;
+        // Event ids 1-6: delivered 40 and 10 days ago, given up 40 days ago, pending since 40 days ago (retried
+        // ever since), redelivered and pending again, and a rollout's delivery (a negative id) delivered 40 days ago.
+        await connection.ExecuteAsync("""
+            INSERT INTO webhook_deliveries (project_id, webhook_id, event_id, device_id, event_type, created_at, next_attempt_at, delivered_at, given_up_at)
+            VALUES (1, @WebhookId, 1, 1, 'event.failed', @Old, @Old, @Old, NULL),
+                   (1, @WebhookId, 2, 1, 'event.failed', @Recent, @Recent, @Recent, NULL),
+                   (1, @WebhookId, 3, 1, 'event.failed', @Old, @Old, NULL, @Old),
+                   (1, @WebhookId, 4, 2, 'event.failed', @Old, @Now, NULL, NULL),
+                   (1, @WebhookId, 5, 2, 'event.failed', @Old, @Now, NULL, NULL),
+                   (1, @WebhookId, -1, 0, 'rollout.halted', @Old, @Old, @Old, NULL)
+            """, new { WebhookId = webhookId, Old = now.AddDays(-40), Recent = now.AddDays(-10), Now = now });
+
+        await RunUpkeepAsync(new RetentionOptions { WebhookDeliveriesMaxAgeDays = 30, BatchSize = 100 }, now);
+
+        (await connection.QueryAsync<long>("SELECT event_id FROM webhook_deliveries ORDER BY event_id")).Should().Equal(2, 4, 5);
+        var log = await (await admin.GetAsync($"/webhooks/{webhookId}/deliveries")).JsonAsync();
+        log.GetArrayLength().Should().Be(3, "the delivery log shows what is kept");
+
+        await RunUpkeepAsync(new RetentionOptions { WebhookDeliveriesMaxAgeDays = 30, BatchSize = 100 }, now.AddDays(25));
+        (await connection.QueryAsync<long>("SELECT event_id FROM webhook_deliveries ORDER BY event_id")).Should().Equal(4, 5);
+    }
+
     private async Task RunUpkeepAsync(RetentionOptions settings, DateTime nowUtc)
     {
         // The service's own job may hold the lock for its round at startup: try again until this round runs.
