@@ -316,7 +316,7 @@ public sealed class DashboardTests(DashboardFixture fleet, ITestOutputHelper out
     {
         Browser.Script($"return sessionStorage.getItem('{KeyItem}');").Should().Be(key);
         Browser.Script("return document.cookie;").Should().Be("");
-        Browser.Script($"return localStorage.length;").Should().Be(0L);
+        Browser.Script("return localStorage.length;").Should().Be(0L);
         Driver.Url.Should().NotContain(key);
         Browser.Script("return performance.getEntriesByType('resource').map(r => r.name).join(' ');").As<string>().Should().NotContain(key);
         fleet.App.Logs.Rendered().Should().NotContain(line => line.Contains(key));

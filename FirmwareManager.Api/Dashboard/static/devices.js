@@ -1,7 +1,7 @@
 // The devices table with the API's filters and keyset paging (the Link header's next page), and one device's page
 // with its history as a timeline.
 import { get, withQuery } from './api.js';
-import { el, fill, count, heading, statusBadge, table, time } from './dom.js';
+import { el, fill, submitToAddress, count, heading, statusBadge, table, time } from './dom.js';
 
 const pageSize = 50;
 const statuses = ['downloading', 'downloaded', 'installing', 'installed', 'updated', 'failed', 'rolled_back'];
@@ -52,14 +52,7 @@ function filterForm(query) {
     el('div', { class: 'actions' },
       el('button', { type: 'submit' }, 'Apply filters'),
       el('a', { href: '#/devices', class: 'button secondary' }, 'Clear')));
-  form.addEventListener('submit', event => {
-    event.preventDefault();
-    const params = new URLSearchParams();
-    for (const [name, value] of new FormData(form)) if (value) params.append(name, value);
-    const text = params.toString();
-    location.hash = text ? `#/devices?${text}` : '#/devices';
-  });
-  return form;
+  return submitToAddress(form, '/devices');
 }
 
 function deviceRow(d) {
@@ -170,7 +163,7 @@ function item(label, value) {
   return el('div', {}, el('dt', {}, label), el('dd', {}, value));
 }
 
-export function timelineItem(e) {
+function timelineItem(e) {
   return el('li', { class: `event status-${e.status}`, 'data-event-id': e.id },
     el('p', { class: 'event-title', tabindex: '-1' }, statusBadge(e.status), ' ', el('strong', {}, e.firmware),
       e.from_firmware ? ` from ${e.from_firmware}` : ''),

@@ -60,6 +60,18 @@ export function table(caption, headings, rows, { captionHidden = false } = {}) {
       el('tbody', {}, rows)));
 }
 
+/** On submit, a filter form's non-empty fields become the view's address (#/path?name=value...), which renders it. */
+export function submitToAddress(form, path) {
+  form.addEventListener('submit', event => {
+    event.preventDefault();
+    const params = new URLSearchParams();
+    for (const [name, value] of new FormData(form)) if (value.trim()) params.append(name, value.trim());
+    const text = params.toString();
+    location.hash = text ? `#${path}?${text}` : `#${path}`;
+  });
+  return form;
+}
+
 /** Replaces an element's children, leaving out the null and false a conditional child gives. */
 export function fill(parent, ...children) {
   parent.replaceChildren(...children.flat().filter(c => c !== null && c !== undefined && c !== false));

@@ -1,6 +1,6 @@
 // Fleet health: rollouts with their progress and state, and the from -> to transitions with why they fail.
 import { get, withQuery } from './api.js';
-import { el, fill, count, heading, table, time } from './dom.js';
+import { el, fill, submitToAddress, count, heading, table, time } from './dom.js';
 
 const percent = new Intl.NumberFormat(undefined, { style: 'percent', maximumFractionDigits: 1 });
 
@@ -49,13 +49,7 @@ export async function renderTransitions({ view, query, signal }) {
       el('input', { id: 'transition-from', name: 'from', value: from, autocomplete: 'off' })),
     el('div', { class: 'actions' }, el('button', { type: 'submit' }, 'Apply filters'),
       el('a', { href: '#/transitions', class: 'button secondary' }, 'Clear')));
-  form.addEventListener('submit', event => {
-    event.preventDefault();
-    const params = new URLSearchParams();
-    for (const [name, value] of new FormData(form)) if (value) params.append(name, value.trim());
-    const text = params.toString();
-    location.hash = text ? `#/transitions?${text}` : '#/transitions';
-  });
+  submitToAddress(form, '/transitions');
   fill(view, heading('Firmware transitions'), form, el('p', { class: 'loading' }, 'Loading transitions…'));
   const { data: transitions, next } = await get(withQuery('/firmware-transitions', { to, from, limit: 200 }), { signal });
   const rows = transitions.map(t => {
