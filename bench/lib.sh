@@ -28,11 +28,22 @@ api_pids=()
 start_cluster() {
   cluster=$(mktemp -d /var/tmp/fm-bench-XXXXXX)
   [ "$(id -u)" -eq 0 ] && chown postgres: "$cluster"
-  pg_port=$(free_port 57432)
-  log "starting PostgreSQL on 127.0.0.1:$pg_port"
   as_pg "$pg_bin/initdb" -D "$cluster/data" -U postgres --auth=trust -E UTF8 --no-instructions >/dev/null
-  pg_options="-p $pg_port -k $cluster -c listen_addresses=127.0.0.1 -c max_connections=300 $*"
-  pg_ctl_start
+  # Below Linux's ephemeral range (32768-60999): there a port held by an outgoing connection (the tests', a
+  # browser's) looks free to the probe but cannot be bound. A port PostgreSQL still cannot bind: the next one.
+  pg_port=$(free_port 27432)
+  local attempt
+  for attempt in 1 2 3 4 5; do
+    log "starting PostgreSQL on 127.0.0.1:$pg_port"
+    pg_options="-p $pg_port -k $cluster -c listen_addresses=127.0.0.1 -c max_connections=300 $*"
+    if as_pg "$pg_bin/pg_ctl" start -w -D "$cluster/data" -l "$cluster/postgres.log" -o "$pg_options" >/dev/null; then
+      break
+    fi
+    tail -n 5 "$cluster/postgres.log" >&2 || true
+    [ "$attempt" -lt 5 ] || { echo "PostgreSQL did not start" >&2; exit 1; }
+    pg_port=$(free_port $((pg_port + 1)))
+  done
+  postmaster=$(head -n 1 "$cluster/data/postmaster.pid")
   "$pg_bin/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -X -qc "CREATE DATABASE fm"
 }
 # start_citus [postgres -c options...]: a throwaway Citus cluster instead (bench/citus-cluster.sh: a coordinator and
