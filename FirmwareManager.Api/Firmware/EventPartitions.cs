@@ -103,11 +103,22 @@ public static partial class EventPartitions
     // the new partition cannot be attached while a row of its range is there: such rows are moved, in the same
     // transaction, with the default partition locked. The default partition is kept small (clocks far off), so
     // this is quick; usually there is nothing to move.
-    private const string EventColumns = "id, device_id, project_id, firmware, status, occurred_at, received_at, arrival";
+    //
+    // The rows are moved with every column the table has now, read from the catalog in the same transaction: a
+    // list written here once lost the failure details (0025) of every row it moved, and the next column added would
+    // have been lost the same way.
+    private const string ColumnsSql = """
+        SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY a.attnum)
+        FROM pg_attribute AS a
+        WHERE a.attrelid = 'firmware_events'::regclass
+          AND a.attnum > 0
+          AND NOT a.attisdropped
+          AND a.attgenerated = ''
+        """;
 
-    private const string MoveAsideSql = $"""
+    private const string MoveAsideSql = """
         CREATE TEMPORARY TABLE fm_moving_events ON COMMIT DROP AS
-        SELECT {EventColumns}
+        SELECT *
         FROM firmware_events_default
         WHERE occurred_at >= @From
           AND occurred_at < @To
@@ -141,9 +152,13 @@ public static partial class EventPartitions
         }
 
         await ExecuteAsync("LOCK TABLE firmware_events_default IN SHARE ROW EXCLUSIVE MODE");
+        // Quoted identifiers from the catalog, not input; named on both sides, since the default partition's
+        // columns need not be in the parent's order (a table attached as a partition keeps its own).
+        var columns = await connection.ExecuteScalarAsync<string>(new CommandDefinition(ColumnsSql, transaction: transaction, cancellationToken: cancellationToken))
+            ?? throw new InvalidOperationException("firmware_events has no columns in the catalog");
         await ExecuteAsync(MoveAsideSql, parameters);
         await ExecuteAsync(DeleteMovedSql, parameters);
-        await ExecuteAsync($"INSERT INTO {name} ({EventColumns}) SELECT {EventColumns} FROM fm_moving_events");
+        await ExecuteAsync($"INSERT INTO {name} ({columns}) SELECT {columns} FROM fm_moving_events");
         await ExecuteAsync($"ALTER TABLE firmware_events ATTACH PARTITION {name} FOR VALUES {bounds}");
         await transaction.CommitAsync(cancellationToken);
     }

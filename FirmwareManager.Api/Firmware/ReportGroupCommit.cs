@@ -191,11 +191,12 @@ public sealed class ReportGroupCommit : IAsyncDisposable
                 Answer(group[i], results[i]);
             }
         }
-        catch (PostgresException e) when (group.Count > 1 && RolledBack(e))
+        catch (PostgresException e) when (RolledBack(e) && (group.Count > 1 || Database.Conflicts.IsConflict(e)))
         {
-            // The server refused a statement and rolled the transaction back, nothing of it stored: a deadlock, or
-            // one report the validation let through and a constraint did not. Each report on its own, so that
-            // only its own request fails.
+            // The server refused a statement and rolled the transaction back, nothing of it stored: a deadlock, a
+            // row routed to a partition the upkeep job changed meanwhile, or one report the validation let through
+            // and a constraint did not. Each report on its own (conflicts tried again), so that only its own
+            // request fails.
             _logger.LogWarning("A group of {Reports} reports was rolled back ({SqlState}); recording them one by one",
                 group.Count, e.SqlState);
             foreach (var pending in group)
@@ -249,7 +250,7 @@ public sealed class ReportGroupCommit : IAsyncDisposable
     {
         try
         {
-            var results = await _events.RecordAsync([pending.Reports], pending.Timeout);
+            var results = await Database.Conflicts.RetryAsync(() => _events.RecordAsync([pending.Reports], pending.Timeout), pending.Timeout);
             _metrics.GroupCommitted(pending.Reports.Events.Count);
             Answer(pending, results[0]);
         }

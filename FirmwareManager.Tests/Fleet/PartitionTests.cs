@@ -1,4 +1,5 @@
 using System.Net;
+using System.Text.Json;
 using Dapper;
 using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Firmware;
@@ -66,6 +67,105 @@ public sealed class PartitionTests
         var history = await (await member.GetAsync("/firmware/1")).JsonAsync();
         history.EnumerateArray().Take(3).Select(e => e.GetProperty("timestamp").GetString()).Should().Equal(
             "2099-01-01T00:00:00.000000Z", Rfc3339(inFiveMonths), Rfc3339(inThreeMonths));
+    }
+
+    [Fact]
+    public async Task A_row_moved_out_of_the_default_partition_keeps_every_column_the_table_has()
+    {
+        var connectionString = await (await PostgresServer.SharedAsync()).CreateDatabaseAsync();
+        await DatabaseMigrator.MigrateAsync(connectionString, applyDemoData: true, NullLogger.Instance);
+        await using var service = new ServiceOnDatabase(connectionString);
+        using var device = service.CreateClient();
+        device.DefaultRequestHeaders.Add("api_key", FirmwareManagerApp.DeviceKey1);
+        using var member = service.CreateClient();
+        member.DefaultRequestHeaders.Add("api_key", FirmwareManagerApp.MemberKey1);
+
+        // A failure seven months ahead, past the partitions made at startup (3 ahead): the default partition.
+        var at = ThisMonth.AddMonths(7).AddDays(3);
+        var created = await device.PostEventAsync(1, new
+        {
+            firmware = "2.0.0",
+            status = "failed",
+            timestamp = at,
+            from_firmware = "1.0.0",
+            error_code = "E_SIG_VERIFY",
+            detail = "slot B",
+        });
+        created.StatusCode.Should().Be(HttpStatusCode.Created);
+        var id = (await created.JsonAsync()).GetProperty("id").GetInt64();
+        await using var connection = new NpgsqlConnection(connectionString);
+        const string whole = "SELECT to_jsonb(e)::text FROM firmware_events AS e WHERE project_id = 1 AND id = @Id";
+        (await connection.ExecuteScalarAsync<string>($"SELECT {Partition} FROM firmware_events WHERE project_id = 1 AND id = @Id", new { Id = id }))
+            .Should().Be("firmware_events_default");
+        var before = JsonDocument.Parse((await connection.ExecuteScalarAsync<string>(whole, new { Id = id }))!).RootElement.Clone();
+        var answerBefore = await (await member.GetAsync($"/firmware/1/events/{id}")).Content.ReadAsStringAsync();
+
+        var settings = new RetentionOptions { PartitionMonthsAhead = 12 };
+        (await Upkeep(connectionString, settings).RunOnceAsync(settings, DateTime.UtcNow, CancellationToken.None)).Should().BeTrue();
+
+        (await connection.ExecuteScalarAsync<string>($"SELECT {Partition} FROM firmware_events WHERE project_id = 1 AND id = @Id", new { Id = id }))
+            .Should().Be(EventPartitions.NameOf(ThisMonth.AddMonths(7)), "the row moved to its month's partition when that was made");
+        var after = JsonDocument.Parse((await connection.ExecuteScalarAsync<string>(whole, new { Id = id }))!).RootElement;
+        // Every column the catalog lists now, so that a column added later is checked without touching this test;
+        // each must have a value here, or the comparison would prove nothing for it.
+        var columns = (await connection.QueryAsync<string>("""
+            SELECT attname
+            FROM pg_attribute
+            WHERE attrelid = 'firmware_events'::regclass
+              AND attnum > 0
+              AND NOT attisdropped
+            ORDER BY attnum
+            """)).ToList();
+        columns.Should().Contain(["from_firmware", "error_code", "detail"]);
+        foreach (var column in columns)
+        {
+            before.GetProperty(column).ValueKind.Should().NotBe(JsonValueKind.Null,
+                $"the report sets {column}: give it a value here when a column is added, so that its move is checked");
+            after.GetProperty(column).GetRawText().Should().Be(before.GetProperty(column).GetRawText(), $"{column} is moved as it was");
+        }
+
+        (await (await member.GetAsync($"/firmware/1/events/{id}")).Content.ReadAsStringAsync()).Should().Be(answerBefore);
+    }
+
+    [Fact]
+    public async Task A_report_routed_to_the_default_partition_while_its_month_is_attached_is_stored_in_that_month()
+    {
+        var connectionString = await (await PostgresServer.SharedAsync()).CreateDatabaseAsync();
+        await DatabaseMigrator.MigrateAsync(connectionString, applyDemoData: true, NullLogger.Instance);
+        await using var service = new ServiceOnDatabase(connectionString);
+        using var device = service.CreateClient();
+        device.DefaultRequestHeaders.Add("api_key", FirmwareManagerApp.DeviceKey1);
+        (await device.PostEventAsync(1, Event("1.0.0", "installed", DateTime.UtcNow))).StatusCode.Should().Be(HttpStatusCode.Created);
+
+        // What the upkeep job does to make a month, held open between its lock and its ATTACH (as a slow move would
+        // be), while a report of that month is routed to the default partition and waits for the lock.
+        var month = ThisMonth.AddMonths(8);
+        var name = EventPartitions.NameOf(month);
+        await using var upkeep = await EventPartitions.OpenAsync(connectionString, CancellationToken.None);
+        await using var transaction = await upkeep.BeginTransactionAsync();
+        await upkeep.ExecuteAsync($"CREATE TABLE {name} (LIKE firmware_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)", transaction: transaction);
+        if (PostgresServer.IsCitus)
+        {
+            await upkeep.ExecuteAsync("SET LOCAL citus.multi_shard_modify_mode = 'sequential'", transaction: transaction);
+            await upkeep.ExecuteAsync($"SELECT create_distributed_table('{name}', 'project_id', colocate_with => 'firmware_events')", transaction: transaction);
+        }
+
+        await upkeep.ExecuteAsync("LOCK TABLE firmware_events_default IN SHARE ROW EXCLUSIVE MODE", transaction: transaction);
+        var report = device.PostEventAsync(1, Event("8.0.0", "downloading", month.AddDays(4)));
+        await using var observer = new NpgsqlConnection(connectionString);
+        await WaitUntilAsync(async () => await observer.ExecuteScalarAsync<bool>(
+            "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%firmware_events%')") || report.IsCompleted);
+        report.IsCompleted.Should().BeFalse("the report waits for the default partition's lock");
+        await upkeep.ExecuteAsync(
+            string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                $"ALTER TABLE firmware_events ATTACH PARTITION {name} FOR VALUES FROM ('{month:yyyy-MM-dd}+00') TO ('{month.AddMonths(1):yyyy-MM-dd}+00')"),
+            transaction: transaction);
+        await transaction.CommitAsync();
+
+        var answer = await report;
+        answer.StatusCode.Should().Be(HttpStatusCode.Created, "the report is tried again and routed to its month: " + await answer.Content.ReadAsStringAsync());
+        await using var connection = new NpgsqlConnection(connectionString);
+        (await connection.ExecuteScalarAsync<string>($"SELECT {Partition} FROM firmware_events WHERE firmware = '8.0.0'")).Should().Be(name);
     }
 
     [Fact]
