@@ -12,10 +12,30 @@ public static class ErrorHandling
     {
         services.AddProblemDetails(options => options.CustomizeProblemDetails = context =>
             context.ProblemDetails.Extensions["trace_id"] = ObservabilityExtensions.TraceId(context.HttpContext));
+        // After AddProblemDetails' own writer, so that it answers only what that one declines.
+        services.AddSingleton<IProblemDetailsWriter>(provider => new ProblemJsonWhateverIsAccepted(provider));
         services.AddExceptionHandler<ClientFaultHandler>();
         services.AddExceptionHandler<DatabaseUnavailableHandler>();
         return services;
     }
+}
+
+/// <summary>
+/// ASP.NET Core's problem writer declines a request whose <c>Accept</c> names no JSON type (a browser's
+/// <c>text/html</c>, a <c>text/csv</c> export), and with no writer left, an error answer became a 500. An error is
+/// answered with its own status and an <c>application/problem+json</c> body whatever the client accepts: a status
+/// the client cannot misread, and a body it may ignore (RFC 9110 allows a response the Accept header did not ask for).
+/// </summary>
+internal sealed class ProblemJsonWhateverIsAccepted(IServiceProvider services) : IProblemDetailsWriter
+{
+    private IProblemDetailsWriter? _json;
+
+    public bool CanWrite(ProblemDetailsContext context) => true;
+
+    // The framework's writer writes whatever it is given (it checks Accept only in CanWrite): defaults for the
+    // status, the trace id, the JSON options; resolved on first use, when the container holds every writer.
+    public ValueTask WriteAsync(ProblemDetailsContext context) =>
+        (_json ??= services.GetServices<IProblemDetailsWriter>().First(w => w is not ProblemJsonWhateverIsAccepted)).WriteAsync(context);
 }
 
 /// <summary>
