@@ -100,7 +100,7 @@ public sealed class ProjectRetentionTests(FirmwareManagerApp app) : ApiTest(app)
     public async Task The_upkeep_job_deletes_webhook_deliveries_finished_before_their_retention_and_never_a_pending_one()
     {
         using var admin = App.ClientWithKey(FirmwareManagerApp.MemberKey1);
-        var created = await admin.PostAsJsonAsync("/webhooks", new { url = "http://127.0.0.1:9/hook", events = new[] { "event.failed" } });
+        var created = await admin.PostAsJsonAsync("/webhooks", new { url = "http://127.0.0.1:1024/hook", events = new[] { "event.failed" } });
         created.StatusCode.Should().Be(HttpStatusCode.Created, await created.Content.ReadAsStringAsync());
         var webhookId = (await created.JsonAsync()).GetProperty("webhook").GetProperty("id").GetInt64();
         await using var connection = App.OpenConnection();

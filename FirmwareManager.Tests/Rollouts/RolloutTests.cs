@@ -79,7 +79,7 @@ public sealed class RolloutTests(FirmwareManagerApp app) : ApiTest(app)
     public async Task A_halt_is_pushed_once_to_webhooks_that_subscribe_to_it()
     {
         using var admin = App.ClientWithKey(FirmwareManagerApp.MemberKey1);
-        var webhook = await (await admin.PostAsJsonAsync("/webhooks", new { url = "http://127.0.0.1:9/hook", events = new[] { "rollout.halted" } })).JsonAsync();
+        var webhook = await (await admin.PostAsJsonAsync("/webhooks", new { url = "http://127.0.0.1:1024/hook", events = new[] { "rollout.halted" } })).JsonAsync();
         var webhookId = webhook.GetProperty("webhook").GetProperty("id").GetInt64();
         var devices = await DevicesAsync(3, "1.0.0", null);
         var id = await DeclareAsync(new { firmware = "2.0.0", max_failure_rate = 0.1, min_devices = 2 });

@@ -41,7 +41,7 @@ public sealed class HotPathsOnOneShardTests(HotPathsOnOneShardTests.OneTaskServi
         // Project 1 with a webhook and an open rollout, so that its reports also record deliveries and count for the
         // rollout (and halt it: a failure rate of 1 over at least one device).
         using var admin = _service.ClientWithKey(FirmwareManagerApp.MemberKey1);
-        var webhook = await admin.PostAsJsonAsync("/webhooks", new { url = "http://127.0.0.1:9/hook", events = new[] { "event.installed", "rollout.halted" } });
+        var webhook = await admin.PostAsJsonAsync("/webhooks", new { url = "http://127.0.0.1:1024/hook", events = new[] { "event.installed", "rollout.halted" } });
         webhook.StatusCode.Should().Be(HttpStatusCode.Created, await webhook.Content.ReadAsStringAsync());
         var rollout = await admin.PostAsJsonAsync("/rollouts", new { firmware = "2.0.1", max_failure_rate = 0, min_devices = 1 });
         rollout.StatusCode.Should().Be(HttpStatusCode.Created, await rollout.Content.ReadAsStringAsync());

@@ -14,7 +14,7 @@ public sealed class WebhookSubscriptionTests(FirmwareManagerApp app) : ApiTest(a
     {
         using var admin = App.ClientWithKey(FirmwareManagerApp.MemberKey1);
 
-        var created = await admin.PostAsJsonAsync("/webhooks", new { url = "http://127.0.0.1:9/hook", events = new[] { "event.failed", "event.rolled_back" } });
+        var created = await admin.PostAsJsonAsync("/webhooks", new { url = "http://127.0.0.1:1024/hook", events = new[] { "event.failed", "event.rolled_back" } });
 
         created.StatusCode.Should().Be(HttpStatusCode.Created);
         var body = await created.JsonAsync();
@@ -23,7 +23,7 @@ public sealed class WebhookSubscriptionTests(FirmwareManagerApp app) : ApiTest(a
         body.GetProperty("secret").GetString().Should().MatchRegex("^whsec_[A-Za-z0-9+/]{43}=$");
         var listed = await (await admin.GetAsync("/webhooks")).Content.ReadAsStringAsync();
         listed.Should().Contain("event.rolled_back").And.NotContain("whsec_").And.NotContain("secret");
-        (await (await admin.GetAsync($"/webhooks/{id}")).JsonAsync()).GetProperty("url").GetString().Should().Be("http://127.0.0.1:9/hook");
+        (await (await admin.GetAsync($"/webhooks/{id}")).JsonAsync()).GetProperty("url").GetString().Should().Be("http://127.0.0.1:1024/hook");
         var audit = await (await admin.GetAsync("/audit")).Content.ReadAsStringAsync();
         audit.Should().Contain("webhook.created").And.NotContain("whsec_");
     }
@@ -77,6 +77,24 @@ public sealed class WebhookSubscriptionTests(FirmwareManagerApp app) : ApiTest(a
     [InlineData("http://[::ffff:127.0.0.1]/hook")]
     [InlineData("http://2130706433/hook")]
     [InlineData("http://0x7f000001/hook")]
+    [InlineData("http://0177.0.0.1/hook")]
+    [InlineData("http://[2002:7f00:1::1]/hook")]
+    [InlineData("http://[2002:c0a8:101::1]/hook")]
+    [InlineData("http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/hook")]
+    [InlineData("http://[::ffff:0:7f00:1]/hook")]
+    [InlineData("http://[::ffff:0:a00:1]/hook")]
+    [InlineData("http://[100::1]/hook")]
+    [InlineData("http://[64:ff9b::7f00:1]/hook")]
+    [InlineData("http://[64:ff9b:1::a00:1]/hook")]
+    [InlineData("http://[::7f00:1]/hook")]
+    [InlineData("http://[::]/hook")]
+    [InlineData("http://[ff02::1]/hook")]
+    [InlineData("http://[fec0::1]/hook")]
+    [InlineData("http://[2001:db8::1]/hook")]
+    [InlineData("http://192.88.99.1/hook")]
+    [InlineData("http://168.63.129.16/hook")]
+    [InlineData("http://192.0.0.192/hook")]
+    [InlineData("http://255.255.255.255/hook")]
     public async Task Targets_on_private_networks_are_refused_unless_the_service_allows_them(string url)
     {
         var strict = new WebhookTargets(Options.Create(new WebhookOptions()));
@@ -88,9 +106,36 @@ public sealed class WebhookSubscriptionTests(FirmwareManagerApp app) : ApiTest(a
 
     [Theory]
     [InlineData("http://93.184.215.14/hook")]
+    [InlineData("https://93.184.215.14:8443/hook")]
+    [InlineData("http://93.184.215.14:1024/hook")]
+    [InlineData("http://[::ffff:93.184.215.14]/hook")]
     [InlineData("https://[2606:4700::1111]/hook")]
+    [InlineData("https://[2a00:1450:4001:82a::200e]:65535/hook")]
     public async Task Targets_on_public_addresses_are_allowed(string url) =>
         (await new WebhookTargets(Options.Create(new WebhookOptions())).CheckAsync(url, CancellationToken.None)).Should().BeNull();
+
+    [Theory]
+    [InlineData("http://93.184.215.14:22/hook")]
+    [InlineData("http://93.184.215.14:25/hook")]
+    [InlineData("https://93.184.215.14:1023/hook")]
+    [InlineData("http://127.0.0.1:993/hook")]
+    public async Task Targets_on_system_ports_are_refused_whatever_the_address_switch_says(string url)
+    {
+        var lenient = new WebhookTargets(Options.Create(new WebhookOptions { AllowPrivateTargets = true }));
+
+        (await lenient.CheckAsync(url, CancellationToken.None)).Should().Contain("port");
+    }
+
+    [Fact]
+    public async Task A_delivery_to_a_system_port_is_refused_at_connection_time()
+    {
+        var targets = new WebhookTargets(Options.Create(new WebhookOptions { AllowPrivateTargets = true }));
+        using var client = new HttpClient(new SocketsHttpHandler { ConnectCallback = targets.ConnectAsync });
+
+        var send = () => client.PostAsync("http://127.0.0.1:25/hook", new StringContent("{}"));
+
+        (await send.Should().ThrowAsync<HttpRequestException>()).Which.InnerException.Should().BeOfType<WebhookTargetRefusedException>();
+    }
 
     [Fact]
     public async Task A_delivery_that_would_connect_to_a_private_address_is_refused_at_connection_time()
