@@ -14,6 +14,9 @@ public static class WebhookExtensions
                 client.Timeout = Timeout.InfiniteTimeSpan;
                 client.DefaultRequestHeaders.UserAgent.ParseAdd("FirmwareManager-Webhooks/1.0");
             })
+            // IHttpClientFactory's loggers write each request's URL, and a webhook's URL is a secret (Slack-style
+            // URLs carry it in the path); the sender logs a failed attempt itself, by webhook and delivery id.
+            .RemoveAllLoggers()
             .ConfigurePrimaryHttpMessageHandler(provider => new SocketsHttpHandler
             {
                 ConnectCallback = provider.GetRequiredService<WebhookTargets>().ConnectAsync,

@@ -9,7 +9,7 @@ using Serilog.Events;
 
 namespace FirmwareManager.Tests.Hardening;
 
-/// <summary>Every log line of a full run, at the most verbose level for every source, and not one API key in them.</summary>
+/// <summary>Every log line of a full run, at the most verbose level for every source, and not one API key or webhook URL in them.</summary>
 public sealed partial class KeysNeverLoggedTests
 {
     [Fact]
@@ -23,6 +23,7 @@ public sealed partial class KeysNeverLoggedTests
             .UseSetting("Serilog:MinimumLevel:Override:Npgsql", "Verbose")
             .UseSetting("Serilog:MinimumLevel:Override:Microsoft.Hosting.Lifetime", "Verbose")
             .UseSetting("FirmwareManager:KeyUsageFlushSeconds", "1")
+            .UseSetting("FirmwareManager:Webhooks:AllowPrivateTargets", "true")
             .ConfigureServices(s => s.AddSingleton<ILogEventSink>(logs)));
         var keys = new List<string>
         {
@@ -37,6 +38,11 @@ public sealed partial class KeysNeverLoggedTests
         }
 
         using var admin = Client(FirmwareManagerApp.MemberKey1);
+        // A webhook whose URL carries its secret in the path, as Slack's and many chat tools' do: a secret too.
+        await using var receiver = await WebhookReceiver.StartAsync();
+        const string webhookSecretPath = "T0FMSECRET/B0FMSECRET/xoxbWebhookPathSecret42";
+        var webhook = await admin.PostAsJsonAsync("/webhooks", new { url = $"{receiver.Url}/{webhookSecretPath}", events = new[] { "event.installed" } });
+        webhook.StatusCode.Should().Be(HttpStatusCode.Created, await webhook.Content.ReadAsStringAsync());
         // Issue keys of every kind, use them, rotate and revoke them.
         var device = await (await admin.PostAsJsonAsync("/devices", new { name = "logged?", serial = "SN-LOG" })).JsonAsync();
         var deviceId = device.GetProperty("device").GetProperty("id").GetInt64();
@@ -71,6 +77,12 @@ public sealed partial class KeysNeverLoggedTests
         }
 
         await Task.Delay(TimeSpan.FromSeconds(1.5)); // the key-usage flush runs and logs too
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while (receiver.Accepted.Count == 0)
+        {
+            DateTime.UtcNow.Should().BeBefore(deadline, "the webhook's deliveries arrive");
+            await Task.Delay(100);
+        }
 
         keys.Should().HaveCountGreaterThan(10);
         logs.Events.Should().Contain(e => e.Level == LogEventLevel.Verbose || e.Level == LogEventLevel.Debug, "the run logged at its most verbose");
@@ -81,6 +93,9 @@ public sealed partial class KeysNeverLoggedTests
             text.Should().NotContain(key);
             text.Should().NotContain(key[4..], "not even without its prefix");
         }
+
+        text.Should().NotContain(webhookSecretPath, "a webhook's URL is a secret");
+        text.Should().NotContain("FMSECRET");
     }
 
     [GeneratedRegex(@"""key"":""(fmd_[0-9A-Za-z]{43})""")]

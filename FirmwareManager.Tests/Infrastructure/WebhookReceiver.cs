@@ -36,7 +36,8 @@ public sealed class WebhookReceiver : IAsyncDisposable
         builder.Logging.ClearProviders();
         var app = builder.Build();
         var receiver = new WebhookReceiver(app);
-        app.MapPost("/hook", async (HttpContext http) =>
+        // Under /hook/... too: Slack-style URLs carry their secret in the path.
+        app.MapPost("/hook/{**path}", async (HttpContext http) =>
         {
             var number = Interlocked.Increment(ref receiver._requests);
             using var body = new MemoryStream();
