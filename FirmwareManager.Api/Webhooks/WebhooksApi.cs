@@ -199,12 +199,11 @@ public static class WebhooksApi
             return Problems.InvalidId("webhook_id", webhookIdText);
         }
 
-        // A delivery id is {webhook_id}-{event_id}, as the webhook-id header carries it.
-        var parts = deliveryId.Split('-');
-        if (parts.Length != 2 || parts[0] != webhookIdText || !Problems.TryParseId(parts[1], out var eventId))
+        if (!TryParseDeliveryId(deliveryId, webhookIdText, out var eventId))
         {
             return Problems.Validation(
-                new Dictionary<string, string[]> { ["delivery_id"] = ["Must be a delivery id of this webhook, such as 12-3456."] }, "Invalid delivery id.");
+                new Dictionary<string, string[]> { ["delivery_id"] = ["Must be a delivery id of this webhook, such as 12-3456 (an event's) or 12--7 (a rollout's)."] },
+                "Invalid delivery id.");
         }
 
         var caller = Caller.From(http.User);
@@ -212,6 +211,30 @@ public static class WebhooksApi
         return delivery is null
             ? Problems.NotFound("Delivery not found", $"Webhook {webhookId} has no delivery {deliveryId} in your project.")
             : TypedResults.Accepted(string.Create(CultureInfo.InvariantCulture, $"/webhooks/{webhookId}/deliveries"), WebhookDeliveryResponse.From(delivery));
+    }
+
+    /// <summary>
+    /// A delivery id is <c>{webhook_id}-{event_id}</c>, as the webhook-id header carries it; a rollout's halt is
+    /// delivered under the rollout's id negated, so its id is <c>{webhook_id}--{rollout_id}</c>.
+    /// </summary>
+    internal static bool TryParseDeliveryId(string deliveryId, string webhookIdText, out long eventId)
+    {
+        eventId = 0;
+        var dash = deliveryId.IndexOf('-', StringComparison.Ordinal);
+        if (dash < 0 || deliveryId[..dash] != webhookIdText)
+        {
+            return false;
+        }
+
+        var rest = deliveryId[(dash + 1)..];
+        var halt = rest.StartsWith('-');
+        if (!Problems.TryParseId(halt ? rest[1..] : rest, out var id) || (halt && id == 0))
+        {
+            return false;
+        }
+
+        eventId = halt ? -id : id;
+        return true;
     }
 
     private static ProblemHttpResult NotFound(long webhookId) => Problems.NotFoundIn("webhook", webhookId);

@@ -92,6 +92,18 @@ public sealed class RolloutTests(FirmwareManagerApp app) : ApiTest(app)
         var deliveries = (await (await admin.GetAsync($"/webhooks/{webhookId}/deliveries")).JsonAsync()).EnumerateArray().ToList();
         deliveries.Select(d => (d.GetProperty("type").GetString(), d.GetProperty("event_id").GetInt64(), d.GetProperty("id").GetString()))
             .Should().Equal(("rollout.halted", -id, $"{webhookId}--{id}"));
+
+        // Every id the list shows can be redelivered, the halt's too.
+        var redelivered = await admin.PostAsync($"/webhooks/{webhookId}/deliveries/{webhookId}--{id}/redeliver", null);
+        redelivered.StatusCode.Should().Be(HttpStatusCode.Accepted, await redelivered.Content.ReadAsStringAsync());
+        (await redelivered.JsonAsync()).GetProperty("id").GetString().Should().Be($"{webhookId}--{id}");
+        foreach (var wrong in new[] { $"{webhookId}---{id}", $"{webhookId}--0", $"{webhookId}-", $"{webhookId + 1}--{id}", $"{webhookId}--{id}-1" })
+        {
+            (await (await admin.PostAsync($"/webhooks/{webhookId}/deliveries/{wrong}/redeliver", null)).ShouldBeValidationProblemAsync())
+                .Should().ContainKey("delivery_id", wrong);
+        }
+
+        await (await admin.PostAsync($"/webhooks/{webhookId}/deliveries/{webhookId}--{id + 1}/redeliver", null)).ShouldBeProblemAsync(HttpStatusCode.NotFound);
     }
 
     [Theory]
