@@ -123,6 +123,7 @@ public static class SettingsExtensions
 
     public static WebApplicationBuilder AddFirmwareManagerSettings(this WebApplicationBuilder builder)
     {
+        AddDefaultsBesideTheAssembly(builder.Configuration);
         builder.Services.AddSettings<FirmwareManagerOptions>(builder.Configuration, FirmwareManagerOptions.Section);
 
         if (string.IsNullOrEmpty(builder.Configuration[WebHostDefaults.ServerUrlsKey]) &&
@@ -132,6 +133,28 @@ public static class SettingsExtensions
             builder.WebHost.UseUrls(DefaultUrl);
         }
         return builder;
+    }
+
+    /// <summary>
+    /// appsettings.json is read from the content root, which is the working directory: started as
+    /// <c>dotnet /srv/fm/FirmwareManager.Api.dll</c> from elsewhere (as a process manager may), the service found no
+    /// settings file and logged every SQL statement at Information. The file beside the assembly is read as well, below
+    /// the content root's (which overrides it when there is one) and everything else (environment, command line).
+    /// </summary>
+    private static void AddDefaultsBesideTheAssembly(ConfigurationManager configuration)
+    {
+        var beside = Path.Combine(AppContext.BaseDirectory, "appsettings.json");
+        var sources = ((IConfigurationBuilder)configuration).Sources;
+        var contentRoots = sources.OfType<Microsoft.Extensions.Configuration.Json.JsonConfigurationSource>()
+            .FirstOrDefault(s => s.Path == "appsettings.json");
+        if (!File.Exists(beside) || contentRoots is null)
+        {
+            return;
+        }
+
+        var defaults = new Microsoft.Extensions.Configuration.Json.JsonConfigurationSource { Path = beside, Optional = true, ReloadOnChange = false };
+        defaults.ResolveFileProvider();
+        sources.Insert(sources.IndexOf(contentRoots), defaults);
     }
 }
 

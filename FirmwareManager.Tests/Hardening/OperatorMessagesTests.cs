@@ -100,14 +100,39 @@ public sealed class OperatorMessagesTests
         return ((IPEndPoint)listener.LocalEndpoint).Port;
     }
 
-    /// <summary>Runs the built service (the Api assembly beside the tests) and returns its exit code and all it printed.</summary>
-    internal static async Task<(int ExitCode, string Output)> RunServiceAsync(string[] args, Dictionary<string, string> environment)
+    [Fact]
+    public async Task Started_from_another_folder_the_service_keeps_its_documented_log_levels()
+    {
+        var connectionString = await PostgresServer.CreateDemoDatabaseAsync();
+        var elsewhere = Directory.CreateTempSubdirectory("fm-elsewhere-");
+        try
+        {
+            // Runs for 8 s: startup, then several rounds of the webhook sender's and the upkeep's polls.
+            var (_, output) = await RunServiceAsync([], new() { ["ConnectionStrings__FirmwareManager"] = connectionString },
+                workingDirectory: elsewhere.FullName, runFor: TimeSpan.FromSeconds(8));
+
+            output.Should().Contain("Now listening", "the service started (Microsoft.Hosting.Lifetime logs at Information)");
+            output.Should().NotContain("SELECT", "Npgsql logs at Warning, as appsettings.json beside the assembly says");
+            output.Should().NotContain("Executing endpoint", "Microsoft.AspNetCore logs at Warning");
+        }
+        finally
+        {
+            elsewhere.Delete(recursive: true);
+        }
+    }
+
+    /// <summary>
+    /// Runs the built service (the Api assembly beside the tests) and returns its exit code and all it printed; with
+    /// <paramref name="runFor"/>, stops it after that long (exit code -1 then).
+    /// </summary>
+    internal static async Task<(int ExitCode, string Output)> RunServiceAsync(
+        string[] args, Dictionary<string, string> environment, string? workingDirectory = null, TimeSpan? runFor = null)
     {
         var start = new ProcessStartInfo("dotnet")
         {
             RedirectStandardOutput = true,
             RedirectStandardError = true,
-            WorkingDirectory = AppContext.BaseDirectory,
+            WorkingDirectory = workingDirectory ?? AppContext.BaseDirectory,
         };
         start.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "FirmwareManager.Api.dll"));
         foreach (var argument in args)
@@ -124,10 +149,16 @@ public sealed class OperatorMessagesTests
         using var process = Process.Start(start)!;
         var output = process.StandardOutput.ReadToEndAsync();
         var error = process.StandardError.ReadToEndAsync();
-        using var timeout = new CancellationTokenSource(TimeSpan.FromSeconds(60));
+        using var timeout = new CancellationTokenSource(runFor ?? TimeSpan.FromSeconds(60));
         try
         {
             await process.WaitForExitAsync(timeout.Token);
+        }
+        catch (OperationCanceledException) when (runFor is not null)
+        {
+            process.Kill(entireProcessTree: true);
+            await process.WaitForExitAsync();
+            return (-1, await output + await error);
         }
         catch (OperationCanceledException)
         {
