@@ -106,21 +106,25 @@ try
     // Settings first (every ValidateOnStart), so that a bad one is named before anything touches the database.
     app.Services.GetRequiredService<Microsoft.Extensions.Options.IStartupValidator>().Validate();
 
-    // Schema (and demo data when switched on) before the first request; a failed script stops the start.
-    await DatabaseMigrator.MigrateAsync(
+    // Schema (and demo data when switched on) before the first request; a failed script stops the start. Each
+    // step is named in a failure, and tried again when it meets another instance's startup (StartupSteps).
+    // The events' monthly partitions are made ahead before the first request (DDL takes locks ingest would wait
+    // for), under the migrations' lock: DDL on every node on Citus, it must not run beside another instance's grants.
+    await StartupSteps.RunAsync("Migrations", () => DatabaseMigrator.MigrateAsync(
         builder.Configuration.GetMigrationsConnectionString(),
         app.Services.GetRequiredService<IOptions<FirmwareManagerOptions>>().Value.DemoData,
-        app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("FirmwareManager.Migrations"));
+        app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("FirmwareManager.Migrations"),
+        throughScript: null,
+        thenUnderTheLock: () => StartupSteps.RunAsync("Making the events' partitions ahead", async () =>
+        {
+            // The engine (PostgreSQL or Citus), read once now that the database answers and has its schema.
+            _ = app.Services.GetRequiredService<DatabaseEngine>();
+            await app.Services.GetRequiredService<RetentionService>().MakePartitionsAheadAsync(CancellationToken.None);
+        })));
 
-    // The engine (PostgreSQL or Citus), read once now that the database answers and has its schema.
-    _ = app.Services.GetRequiredService<DatabaseEngine>();
-
-    // The events' monthly partitions, made ahead before the first request (DDL takes locks ingest would wait for).
-    await app.Services.GetRequiredService<RetentionService>().MakePartitionsAheadAsync(CancellationToken.None);
-
-    await LoginPrivileges.WarnWhenPrivilegedAsync(
+    await StartupSteps.RunAsync("Checking the login's privileges", () => LoginPrivileges.WarnWhenPrivilegedAsync(
         app.Services.GetRequiredService<Npgsql.NpgsqlDataSource>(), app.Environment,
-        app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("FirmwareManager.Database"));
+        app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("FirmwareManager.Database")));
 
     await app.RunAsync();
     return 0;

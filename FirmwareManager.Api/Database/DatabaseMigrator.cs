@@ -29,8 +29,17 @@ public static class DatabaseMigrator
         MigrateAsync(connectionString, applyDemoData, logger, throughScript: null, cancellationToken);
 
     /// <inheritdoc cref="MigrateAsync(string, bool, ILogger, CancellationToken)"/>
+    public static Task MigrateAsync(
+        string connectionString, bool applyDemoData, ILogger logger, int? throughScript, CancellationToken cancellationToken = default) =>
+        MigrateAsync(connectionString, applyDemoData, logger, throughScript, thenUnderTheLock: null, cancellationToken);
+
+    /// <summary>
+    /// As <see cref="MigrateAsync(string, bool, ILogger, CancellationToken)"/>, then <paramref name="thenUnderTheLock"/>
+    /// before the lock is released: startup's other DDL, so that it never runs beside another instance's scripts.
+    /// </summary>
     public static async Task MigrateAsync(
-        string connectionString, bool applyDemoData, ILogger logger, int? throughScript, CancellationToken cancellationToken = default)
+        string connectionString, bool applyDemoData, ILogger logger, int? throughScript, Func<Task>? thenUnderTheLock,
+        CancellationToken cancellationToken = default)
     {
         // The lock lives as long as this session: if the process dies mid-upgrade, PostgreSQL releases it.
         await using var lockConnection = new NpgsqlConnection(connectionString);
@@ -69,6 +78,11 @@ public static class DatabaseMigrator
                     .JournalTo(new NullJournal())
                     .WithTransactionPerScript(),
                     "demo data", logger);
+            }
+
+            if (thenUnderTheLock is not null)
+            {
+                await thenUnderTheLock();
             }
         }
         finally
