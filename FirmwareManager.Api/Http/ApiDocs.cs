@@ -42,6 +42,20 @@ public static class ApiDocs
                 };
                 return Task.CompletedTask;
             });
+            // A property the answer leaves out when it has no value (JsonIgnore WhenWritingNull) is not required,
+            // whatever the record's constructor says: a client strict about required fields would reject ordinary answers.
+            options.AddSchemaTransformer((schema, context, _) =>
+            {
+                if (schema.Required is { Count: > 0 } required)
+                {
+                    foreach (var property in context.JsonTypeInfo.Properties.Where(LeftOutWhenEmpty))
+                    {
+                        required.Remove(property.Name);
+                    }
+                }
+
+                return Task.CompletedTask;
+            });
             options.AddOperationTransformer((operation, context, _) =>
             {
                 var anonymous = context.Description.ActionDescriptor.EndpointMetadata
@@ -67,6 +81,12 @@ public static class ApiDocs
             .WithOpenApiRoutePattern("/openapi/{documentName}.json")).AllowAnonymous();
         return app;
     }
+
+    private static bool LeftOutWhenEmpty(System.Text.Json.Serialization.Metadata.JsonPropertyInfo property) =>
+        property.AttributeProvider?.GetCustomAttributes(typeof(System.Text.Json.Serialization.JsonIgnoreAttribute), inherit: true)
+            .OfType<System.Text.Json.Serialization.JsonIgnoreAttribute>()
+            .Any(a => a.Condition is System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingNull
+                or System.Text.Json.Serialization.JsonIgnoreCondition.WhenWritingDefault) == true;
 
     /// <summary>The problem responses every endpoint that takes a key can give.</summary>
     public static TBuilder WithKeyProblems<TBuilder>(this TBuilder builder)

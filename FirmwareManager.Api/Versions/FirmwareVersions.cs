@@ -16,7 +16,7 @@ public sealed record FirmwareVersionCount(
     IReadOnlyList<HardwareCount>? ByHardware = null);
 
 /// <summary>A version's counts for one hardware revision (null: devices without one).</summary>
-public sealed record HardwareCount(string? Hardware, long Devices, long Failed, long RolledBack, long UnexplainedDowngrades);
+public sealed record HardwareCount(string? Hardware, long Devices, long Failed, long RolledBack, long SilentAfterUpdate, long UnexplainedDowngrades);
 
 /// <summary>
 /// The filters of <c>/firmware-versions</c>: devices of one hardware revision; devices with every one of some tags;
@@ -46,7 +46,8 @@ public sealed class FirmwareVersions(ReadRouting reads, TimeProvider clock)
     private sealed record Row(
         string Firmware, long Devices, long Failed, long RolledBack, long SilentAfterUpdate, long UnexplainedDowngrades, byte[] PrecedenceKey);
 
-    private sealed record HardwareRow(string Firmware, string Hardware, long Devices, long Failed, long RolledBack, long UnexplainedDowngrades);
+    private sealed record HardwareRow(
+        string Firmware, string Hardware, long Devices, long Failed, long RolledBack, long SilentAfterUpdate, long UnexplainedDowngrades);
 
     // One page in SemVer precedence order (migration 0010's precedence_key), from the key after which it starts:
     // a range of firmware_version_counts_precedence_idx, the stripes of each version added up. Bounded by the
@@ -148,21 +149,53 @@ public sealed class FirmwareVersions(ReadRouting reads, TimeProvider clock)
         LIMIT @Limit
         """;
 
-    // A page's versions by hardware ('' for devices without one).
+    // A page's versions by hardware ('' for devices without one), silence after update counted as PageSql counts it,
+    // for each hardware.
     private const string ByHardwareSql = """
-        SELECT c.firmware AS Firmware,
-               c.hardware AS Hardware,
-               sum(c.devices)::bigint AS Devices,
-               sum(c.failed)::bigint AS Failed,
-               sum(c.rolled_back)::bigint AS RolledBack,
-               sum(c.unexplained_downgrades)::bigint AS UnexplainedDowngrades
-        FROM firmware_version_counts AS c
-        WHERE c.project_id = @ProjectId
-          AND c.firmware = ANY(@Firmwares)
-          AND (@Hardware::text IS NULL OR c.hardware = @Hardware)
-        GROUP BY c.firmware, c.hardware
-        HAVING sum(c.devices) > 0 OR sum(c.failed) > 0 OR sum(c.rolled_back) > 0
-        ORDER BY c.firmware, c.hardware
+        SELECT v.firmware AS Firmware,
+               v.hardware AS Hardware,
+               v.devices AS Devices,
+               v.failed AS Failed,
+               v.rolled_back AS RolledBack,
+               COALESCE((SELECT sum(s.devices)
+                         FROM firmware_silence_counts AS s
+                         WHERE s.project_id = @ProjectId
+                           AND s.firmware = v.firmware
+                           AND s.hardware = v.hardware
+                           AND s.reported_hour < cutoff.hour), 0)::bigint
+               + (SELECT count(*)
+                  FROM devices AS d
+                  WHERE d.project_id = @ProjectId
+                    AND d.current_firmware = v.firmware
+                    AND COALESCE(d.hardware, '') = v.hardware
+                    AND d.last_event_status IN ('installed', 'updated')
+                    AND d.last_reported_at >= cutoff.hour
+                    AND d.last_reported_at < cutoff.at) AS SilentAfterUpdate,
+               v.unexplained_downgrades AS UnexplainedDowngrades
+        FROM (
+            SELECT c.firmware,
+                   c.hardware,
+                   sum(c.devices)::bigint AS devices,
+                   sum(c.failed)::bigint AS failed,
+                   sum(c.rolled_back)::bigint AS rolled_back,
+                   sum(c.unexplained_downgrades)::bigint AS unexplained_downgrades
+            FROM firmware_version_counts AS c
+            WHERE c.project_id = @ProjectId
+              AND c.firmware = ANY(@Firmwares)
+              AND (@Hardware::text IS NULL OR c.hardware = @Hardware)
+            GROUP BY c.firmware, c.hardware
+            HAVING sum(c.devices) > 0 OR sum(c.failed) > 0 OR sum(c.rolled_back) > 0
+        ) AS v
+        CROSS JOIN (
+            SELECT cut.at,
+                   date_trunc('hour', cut.at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS hour
+            FROM (
+                SELECT @Now::timestamptz - make_interval(hours => COALESCE(p.silent_after_hours, 24)) AS at
+                FROM projects AS p
+                WHERE p.id = @ProjectId
+            ) AS cut
+        ) AS cutoff
+        ORDER BY v.firmware, v.hardware
         """;
 
     /// <summary>
@@ -209,14 +242,14 @@ public sealed class FirmwareVersions(ReadRouting reads, TimeProvider clock)
         {
             var rows = (await connection.QueryAsync<Row>(new CommandDefinition(filters.Tags.Length > 0 ? TaggedPageSql : PageSql, parameters))).AsList();
             var byHardware = !filters.ByHardware || rows.Count == 0 ? [] : (await connection.QueryAsync<HardwareRow>(new CommandDefinition(
-                ByHardwareSql, new { ProjectId = projectId, Firmwares = rows.Select(r => r.Firmware).ToArray(), filters.Hardware }))).AsList();
+                ByHardwareSql, new { ProjectId = projectId, Firmwares = rows.Select(r => r.Firmware).ToArray(), filters.Hardware, parameters.Now }))).AsList();
             return (rows, byHardware);
         }, CancellationToken.None);
         var breakdown = byHardware.ToLookup(h => h.Firmware);
         var page = rows.Take(limit)
             .Select(r => new FirmwareVersionCount(r.Firmware, r.Devices, r.Failed, r.RolledBack, r.SilentAfterUpdate, r.UnexplainedDowngrades,
                 filters.ByHardware
-                    ? breakdown[r.Firmware].Select(h => new HardwareCount(h.Hardware.Length == 0 ? null : h.Hardware, h.Devices, h.Failed, h.RolledBack, h.UnexplainedDowngrades)).ToList()
+                    ? breakdown[r.Firmware].Select(h => new HardwareCount(h.Hardware.Length == 0 ? null : h.Hardware, h.Devices, h.Failed, h.RolledBack, h.SilentAfterUpdate, h.UnexplainedDowngrades)).ToList()
                     : null))
             .ToList();
         return (new FirmwareVersionPage(page, rows.Count > limit ? rows[limit - 1].PrecedenceKey : null), read.Seen);

@@ -14,10 +14,18 @@ namespace FirmwareManager.Api.Webhooks;
 public sealed record WebhookFilters(string? Firmware = null);
 
 /// <summary>A webhook to make.</summary>
-/// <param name="Url">http or https; its host must resolve to public addresses (unless the service allows private ones).</param>
-/// <param name="Events">1 to 16 of: event.downloading, event.downloaded, event.installing, event.installed, event.updated, event.failed, event.rolled_back.</param>
 /// <param name="Filters">Optional: {"firmware": "2.0.0"}.</param>
-public sealed record CreateWebhookBody([property: Required] string? Url, [property: Required] string[]? Events, WebhookFilters? Filters = null);
+public sealed record CreateWebhookBody(
+    [property: Required, System.ComponentModel.Description(CreateWebhookBody.UrlDescription)] string? Url,
+    [property: Required, System.ComponentModel.Description(CreateWebhookBody.EventsDescription)] string[]? Events,
+    WebhookFilters? Filters = null)
+{
+    internal const string UrlDescription =
+        "http or https, on port 80, 443 or above 1023; its host must resolve to public addresses (unless the service allows private ones).";
+
+    internal const string EventsDescription =
+        "1 to 16 of: event.downloading, event.downloaded, event.installing, event.installed, event.updated, event.failed, event.rolled_back, rollout.halted.";
+}
 
 public sealed record WebhookResponse(long Id, string Url, string[] Events, WebhookFilters Filters, string CreatedAt)
 {

@@ -119,10 +119,19 @@ public sealed class DeviceAttributesTests(FirmwareManagerApp app) : ApiTest(app)
         (await VersionsAsync("hardware=rev-B")).Should().BeEquivalentTo(new Dictionary<string, (long, long)> { ["1.0.0"] = (2, 0), ["2.0.0"] = (1, 1) });
         (await VersionsAsync("tag=pilot")).Should().BeEquivalentTo(new Dictionary<string, (long, long)> { ["1.0.0"] = (2, 0), ["2.0.0"] = (2, 1) });
         (await VersionsAsync("tag=eu&hardware=rev-C")).Should().BeEquivalentTo(new Dictionary<string, (long, long)> { ["2.0.0"] = (1, 0) });
-        var broken = (await (await admin.GetAsync("/firmware-versions?by=hardware")).JsonAsync()).EnumerateArray()
+        var version = (await (await admin.GetAsync("/firmware-versions?by=hardware")).JsonAsync()).EnumerateArray()
+            .Single(v => v.GetProperty("firmware").GetString() == "2.0.0");
+        var broken = version.GetProperty("by_hardware").EnumerateArray()
+            .Select(h => (h.GetProperty("hardware").GetString(), h.GetProperty("devices").GetInt64(), h.GetProperty("failed").GetInt64(),
+                h.GetProperty("silent_after_update").GetInt64())).ToList();
+        // Silent after update per hardware, as the version counts it: two days on, the two that updated (not the failed one).
+        App.Clock.Offset = TimeSpan.FromDays(2);
+        var silentByHardware = (await (await admin.GetAsync("/firmware-versions?by=hardware")).JsonAsync()).EnumerateArray()
             .Single(v => v.GetProperty("firmware").GetString() == "2.0.0").GetProperty("by_hardware").EnumerateArray()
-            .Select(h => (h.GetProperty("hardware").GetString(), h.GetProperty("devices").GetInt64(), h.GetProperty("failed").GetInt64())).ToList();
-        broken.Should().Equal(("rev-B", 1L, 1L), ("rev-C", 1L, 0L));
+            .Select(h => h.GetProperty("silent_after_update").GetInt64()).ToList();
+        broken.Select(h => (h.Item1, h.Item2, h.Item3)).Should().Equal(("rev-B", 1L, 1L), ("rev-C", 1L, 0L));
+        broken.Sum(h => h.Item4).Should().Be(version.GetProperty("silent_after_update").GetInt64());
+        silentByHardware.Should().Equal(1L, 1L);
 
         async Task<List<(string?, long, long, long)>> TransitionsAsync(string query) => (await (await admin.GetAsync("/firmware-transitions?to=2.0.0&" + query)).JsonAsync())
             .EnumerateArray().Select(t => (t.GetProperty("from_firmware").GetString(), t.GetProperty("attempted").GetInt64(),
