@@ -60,8 +60,15 @@ public sealed class ReadRouting
     private readonly FirmwareMetrics _metrics;
     private readonly ILogger<ReadRouting> _logger;
 
-    // Member keys' last writes through this instance, until a standby read shows they were replayed.
-    private readonly ConcurrentDictionary<long, ulong> _lastWrites = new();
+    /// <summary>
+    /// How long a member key's last write stays its floor. Not until one standby has replayed it: with two or more,
+    /// Npgsql may pick another, further behind, for the next read. A standby more than this far behind may serve a
+    /// member a read without its own write (README, "Read replicas").
+    /// </summary>
+    public static readonly TimeSpan FloorKeptFor = TimeSpan.FromMinutes(5);
+
+    // Member keys' last writes through this instance (WAL position, when), for FloorKeptFor.
+    private readonly ConcurrentDictionary<long, (ulong Position, long At)> _lastWrites = new();
 
     public ReadRouting(NpgsqlDataSource primary, StandbyDataSource standby, FirmwareMetrics metrics, ILogger<ReadRouting> logger)
     {
@@ -80,7 +87,14 @@ public sealed class ReadRouting
         var context = new ReadContext { PrimaryOnly = HasStandby && caller.Kind == CallerKind.Device };
         if (caller.Kind == CallerKind.Member && _lastWrites.TryGetValue(caller.KeyId, out var written))
         {
-            context.AtLeast(written);
+            if (Environment.TickCount64 - written.At <= (long)FloorKeptFor.TotalMilliseconds)
+            {
+                context.AtLeast(written.Position);
+            }
+            else
+            {
+                _lastWrites.TryRemove(new KeyValuePair<long, (ulong, long)>(caller.KeyId, written));
+            }
         }
 
         return context;
@@ -96,7 +110,12 @@ public sealed class ReadRouting
 
         await using var connection = await _primary.OpenConnectionAsync(cancellationToken);
         var (_, position) = await PositionAsync(connection, cancellationToken);
-        _lastWrites.AddOrUpdate(keyId, position, (_, before) => Math.Max(before, position));
+        var now = Environment.TickCount64;
+        _lastWrites.AddOrUpdate(keyId, (position, now), (_, before) => (Math.Max(before.Position, position), now));
+        if (_lastWrites.Count > 10_000)
+        {
+            ForgetFloorsOlderThan(now - (long)FloorKeptFor.TotalMilliseconds);
+        }
     }
 
     /// <summary>
@@ -133,7 +152,6 @@ public sealed class ReadRouting
                     if (retryOnPrimary is null || !retryOnPrimary(result))
                     {
                         context.Seen = (await PositionAsync(connection, cancellationToken)).Position;
-                        ForgetWritesReplayedBy(replayed);
                         _metrics.ReadServed("standby", "");
                         return result;
                     }
@@ -162,13 +180,14 @@ public sealed class ReadRouting
         return answer;
     }
 
-    private void ForgetWritesReplayedBy(ulong replayed)
+    // Bounds the memory of floors: members that wrote once and never read again.
+    private void ForgetFloorsOlderThan(long at)
     {
         foreach (var (keyId, written) in _lastWrites)
         {
-            if (written <= replayed)
+            if (written.At < at)
             {
-                _lastWrites.TryRemove(new KeyValuePair<long, ulong>(keyId, written));
+                _lastWrites.TryRemove(new KeyValuePair<long, (ulong, long)>(keyId, written));
             }
         }
     }

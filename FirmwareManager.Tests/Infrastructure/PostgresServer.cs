@@ -201,11 +201,17 @@ public sealed class PostgresServer
     /// A primary and a hot standby streaming from it (<c>pg_basebackup -R</c>), both throwaway clusters on loopback,
     /// whatever <c>FIRMWAREMANAGER_TEST_DB</c> says: for the read-replica tests.
     /// </summary>
-    public static async Task<PrimaryAndStandby> StartPrimaryAndStandbyAsync()
+    public static async Task<PrimaryAndStandby> StartPrimaryAndStandbyAsync(int standbys = 1)
     {
         var primary = await ThrowawayCluster.StartAsync();
-        var standby = await primary.StartStandbyAsync();
-        return new PrimaryAndStandby(primary.ConnectionString, standby.ConnectionString, standby.Stop, standby.Start);
+        var started = new List<(string, Action, Action)>();
+        for (var i = 0; i < standbys; i++)
+        {
+            var standby = await primary.StartStandbyAsync();
+            started.Add((standby.ConnectionString, standby.Stop, standby.Start));
+        }
+
+        return new PrimaryAndStandby(primary.ConnectionString, started);
     }
 
     private static async Task<PostgresServer> StartAsync()
