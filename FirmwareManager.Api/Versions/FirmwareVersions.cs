@@ -36,12 +36,12 @@ public sealed record FirmwareVersionPage(IReadOnlyList<FirmwareVersionCount> Ver
 /// <summary>The firmware_version_counts table, kept up to date by ingest.</summary>
 /// <remarks>
 /// A fleet dashboard polled by many operators asks the same question of the same project again and again:
-/// requests that arrive while the same page's query is running share its answer instead of each running it
-/// again. An answer is therefore never older than the query that produced it; nothing is kept once given.
+/// requests that arrive together share one query (<see cref="SharedReads{TKey, T}"/>), each answered by a query
+/// that started after it arrived, so never without its caller's own writes; nothing is kept once given.
 /// </remarks>
 public sealed class FirmwareVersions(ReadRouting reads, TimeProvider clock)
 {
-    private readonly ConcurrentDictionary<(long ProjectId, string Filters, string After, int Limit, bool PrimaryOnly, ulong Floor), Lazy<Task<(FirmwareVersionPage Page, ulong Seen)>>> _running = new();
+    private readonly SharedReads<(long ProjectId, string Filters, string After, int Limit, bool PrimaryOnly, ulong Floor), (FirmwareVersionPage Page, ulong Seen)> _shared = new();
 
     private sealed record Row(
         string Firmware, long Devices, long Failed, long RolledBack, long SilentAfterUpdate, long UnexplainedDowngrades, byte[] PrecedenceKey);
@@ -208,24 +208,15 @@ public sealed class FirmwareVersions(ReadRouting reads, TimeProvider clock)
     {
         // Requests share a query only when any node that may serve one may serve the other.
         var key = (projectId, filters.Key, Convert.ToHexString(after), limit, read.PrimaryOnly, read.Floor);
-        var query = new Lazy<Task<(FirmwareVersionPage Page, ulong Seen)>>(() => QueryPageAsync(projectId, filters, after, limit, read.PrimaryOnly, read.Floor));
-        var running = _running.GetOrAdd(key, query);
-        if (ReferenceEquals(running, query))
-        {
-            // This request started the query: once it ends, the next request starts a new one.
-            _ = query.Value.ContinueWith(
-                _ => _running.TryRemove(KeyValuePair.Create(key, query)), CancellationToken.None,
-                TaskContinuationOptions.ExecuteSynchronously, TaskScheduler.Default);
-        }
-
-        // Only this request's wait is cancelled: the query is shared.
-        var (page, seen) = await running.Value.WaitAsync(cancellationToken);
+        var (primaryOnly, floor) = (read.PrimaryOnly, read.Floor);
+        var (page, seen) = await _shared.RunAsync(
+            key, token => QueryPageAsync(projectId, filters, after, limit, primaryOnly, floor, token), cancellationToken);
         read.Seen = seen;
         return page;
     }
 
     private async Task<(FirmwareVersionPage, ulong)> QueryPageAsync(
-        long projectId, VersionFilters filters, byte[] after, int limit, bool primaryOnly, ulong floor)
+        long projectId, VersionFilters filters, byte[] after, int limit, bool primaryOnly, ulong floor, CancellationToken cancellationToken)
     {
         var read = new ReadContext { PrimaryOnly = primaryOnly };
         read.AtLeast(floor);
@@ -240,11 +231,13 @@ public sealed class FirmwareVersions(ReadRouting reads, TimeProvider clock)
         };
         var (rows, byHardware) = await reads.RunAsync(read, async connection =>
         {
-            var rows = (await connection.QueryAsync<Row>(new CommandDefinition(filters.Tags.Length > 0 ? TaggedPageSql : PageSql, parameters))).AsList();
+            var rows = (await connection.QueryAsync<Row>(new CommandDefinition(
+                filters.Tags.Length > 0 ? TaggedPageSql : PageSql, parameters, cancellationToken: cancellationToken))).AsList();
             var byHardware = !filters.ByHardware || rows.Count == 0 ? [] : (await connection.QueryAsync<HardwareRow>(new CommandDefinition(
-                ByHardwareSql, new { ProjectId = projectId, Firmwares = rows.Select(r => r.Firmware).ToArray(), filters.Hardware, parameters.Now }))).AsList();
+                ByHardwareSql, new { ProjectId = projectId, Firmwares = rows.Select(r => r.Firmware).ToArray(), filters.Hardware, parameters.Now },
+                cancellationToken: cancellationToken))).AsList();
             return (rows, byHardware);
-        }, CancellationToken.None);
+        }, cancellationToken);
         var breakdown = byHardware.ToLookup(h => h.Firmware);
         var page = rows.Take(limit)
             .Select(r => new FirmwareVersionCount(r.Firmware, r.Devices, r.Failed, r.RolledBack, r.SilentAfterUpdate, r.UnexplainedDowngrades,
