@@ -76,6 +76,17 @@ internal sealed class ClientFaultHandler(IProblemDetailsService problems, ILogge
             });
         }
 
+        if (exception is LimitReachedException limit)
+        {
+            logger.LogInformation("A change would pass a limit: {Limit}", limit.Message);
+            httpContext.Response.StatusCode = StatusCodes.Status409Conflict;
+            return await problems.TryWriteAsync(new ProblemDetailsContext
+            {
+                HttpContext = httpContext,
+                ProblemDetails = { Status = StatusCodes.Status409Conflict, Title = "Limit reached", Detail = $"{limit.Message} Nothing was stored." },
+            });
+        }
+
         if (exception is not BadHttpRequestException badRequest)
         {
             return false;

@@ -7,6 +7,12 @@ using Microsoft.AspNetCore.RateLimiting;
 
 namespace FirmwareManager.Api.Http;
 
+/// <summary>
+/// A change that would pass one of the limits on what a project or an owner may hold (README, "Limits"): answered
+/// 409 with the limit in the problem's detail, and nothing of the change is stored.
+/// </summary>
+public sealed class LimitReachedException(string detail) : Exception(detail);
+
 /// <summary>The <c>FirmwareManager:Limits</c> section: how long a request and a shutdown may take.</summary>
 public sealed class LimitsOptions
 {

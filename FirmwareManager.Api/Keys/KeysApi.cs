@@ -18,10 +18,11 @@ public static class KeysApi
             .WithKeyProblems().ProducesValidationProblem().ProducesProblem(StatusCodes.Status404NotFound);
         devices.MapPost("/", (string device_id, HttpContext http, ProjectKeys keys, CancellationToken ct) =>
                 IssueKeyAsync(device_id, "device_id", id => KeyOwner.Device(id), http, keys, ct))
-            .WithSummary("A new key for the device; its other keys keep working until revoked (admin)");
+            .ProducesProblem(StatusCodes.Status409Conflict)
+            .WithSummary("A new key for the device; its other keys keep working until revoked (admin); 409 past 10 active keys");
         devices.MapGet("/", (string device_id, HttpContext http, ProjectKeys keys, CancellationToken ct) =>
                 ListKeysAsync(device_id, "device_id", id => KeyOwner.Device(id), http, keys, ct))
-            .WithSummary("The device's keys: id, prefix, created, last used, revoked; never the key (admin)");
+            .WithSummary("The device's active keys and its 20 most recently revoked: id, prefix, created, last used, revoked; never the key (admin)");
         devices.MapDelete("/{key_id}", (string device_id, string key_id, HttpContext http, ProjectKeys keys, CancellationToken ct) =>
                 RevokeKeyAsync(device_id, "device_id", id => KeyOwner.Device(id), key_id, http, keys, ct))
             .WithSummary("Revoke one of the device's keys (admin)");
@@ -30,7 +31,8 @@ public static class KeysApi
             .WithKeyProblems().ProducesValidationProblem().ProducesProblem(StatusCodes.Status404NotFound);
         members.MapPost("/", (string member_id, HttpContext http, ProjectKeys keys, CancellationToken ct) =>
                 IssueKeyAsync(member_id, "member_id", id => KeyOwner.Member(id), http, keys, ct))
-            .WithSummary("A new key for a member (admin)");
+            .ProducesProblem(StatusCodes.Status409Conflict)
+            .WithSummary("A new key for a member (admin); 409 past 10 active keys");
         members.MapGet("/", (string member_id, HttpContext http, ProjectKeys keys, CancellationToken ct) =>
                 ListKeysAsync(member_id, "member_id", id => KeyOwner.Member(id), http, keys, ct))
             .WithSummary("A member's keys (admin)");
@@ -43,7 +45,8 @@ public static class KeysApi
             .WithKeyProblems().ProducesProblem(StatusCodes.Status404NotFound);
         mine.MapPost("/", (HttpContext http, ProjectKeys keys, CancellationToken ct) =>
                 IssueKeyAsync(Caller.From(http.User).Id.ToString(CultureInfo.InvariantCulture), "member_id", id => KeyOwner.Member(id), http, keys, ct))
-            .WithSummary("A new key for oneself; the key in use keeps working until revoked");
+            .ProducesProblem(StatusCodes.Status409Conflict)
+            .WithSummary("A new key for oneself; the key in use keeps working until revoked; 409 past 10 active keys");
         mine.MapGet("/", (HttpContext http, ProjectKeys keys, CancellationToken ct) =>
                 ListKeysAsync(Caller.From(http.User).Id.ToString(CultureInfo.InvariantCulture), "member_id", id => KeyOwner.Member(id), http, keys, ct))
             .WithSummary("One's own keys");

@@ -2,6 +2,7 @@ using Dapper;
 using FirmwareManager.Api.Audit;
 using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Database;
+using FirmwareManager.Api.Http;
 using Npgsql;
 
 namespace FirmwareManager.Api.Keys;
@@ -69,7 +70,30 @@ public sealed class ProjectKeys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = 
         RETURNING id AS Id, key_prefix AS KeyPrefix, created_at AS CreatedAt, last_used_at AS LastUsedAt, revoked_at AS RevokedAt
         """;
 
+    /// <summary>Active keys a device or a member may hold at once: enough to rotate, few enough to list.</summary>
+    public const int MaxActiveKeysPerOwner = 10;
+
+    /// <summary>Revoked keys a key list shows besides the active ones, most recently revoked first.</summary>
+    public const int RevokedKeysListed = 20;
+
+    private const string CountActiveDeviceKeysSql = """
+        SELECT count(*)
+        FROM device_api_keys
+        WHERE project_id = @ProjectId
+          AND device_id = @OwnerId
+          AND revoked_at IS NULL
+        """;
+
+    private const string CountActiveMemberKeysSql = """
+        SELECT count(*)
+        FROM membership_api_keys
+        WHERE project_id = @ProjectId
+          AND membership_id = @OwnerId
+          AND revoked_at IS NULL
+        """;
+
     /// <summary>A new key for an active owner in the project; null when there is none.</summary>
+    /// <exception cref="LimitReachedException">The owner holds <see cref="MaxActiveKeysPerOwner"/> active keys.</exception>
     public Task<NewKeyResponse?> IssueAsync(long projectId, KeyOwner owner, Actor actor, CancellationToken cancellationToken) =>
         Conflicts.RetryAsync(() => IssueOnceAsync(projectId, owner, actor, cancellationToken), cancellationToken);
 
@@ -84,6 +108,14 @@ public sealed class ProjectKeys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = 
         if (found is null)
         {
             return null;
+        }
+
+        // Counted under the owner's lock (taken above), so two requests at once cannot both pass it.
+        var active = await connection.ExecuteScalarAsync<long>(new CommandDefinition(
+            owner.IsDevice ? CountActiveDeviceKeysSql : CountActiveMemberKeysSql, parameters, transaction, cancellationToken: cancellationToken));
+        if (active >= MaxActiveKeysPerOwner)
+        {
+            throw new LimitReachedException($"A {owner.OwnerKind} holds at most {MaxActiveKeysPerOwner} active keys: revoke one first.");
         }
 
         var key = await IssueInTransactionAsync(connection, transaction, projectId, owner, actor, cancellationToken);
@@ -151,6 +183,14 @@ public sealed class ProjectKeys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = 
         WHERE k.device_id = @OwnerId
           AND k.project_id = @ProjectId
           AND d.project_id = @ProjectId
+          AND (k.revoked_at IS NULL
+               OR k.id IN (SELECT r.id
+                           FROM device_api_keys AS r
+                           WHERE r.project_id = @ProjectId
+                             AND r.device_id = @OwnerId
+                             AND r.revoked_at IS NOT NULL
+                           ORDER BY r.revoked_at DESC, r.id DESC
+                           LIMIT @RevokedListed))
         ORDER BY k.id
         """;
 
@@ -165,6 +205,14 @@ public sealed class ProjectKeys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = 
         WHERE k.membership_id = @OwnerId
           AND k.project_id = @ProjectId
           AND m.project_id = @ProjectId
+          AND (k.revoked_at IS NULL
+               OR k.id IN (SELECT r.id
+                           FROM membership_api_keys AS r
+                           WHERE r.project_id = @ProjectId
+                             AND r.membership_id = @OwnerId
+                             AND r.revoked_at IS NOT NULL
+                           ORDER BY r.revoked_at DESC, r.id DESC
+                           LIMIT @RevokedListed))
         ORDER BY k.id
         """;
 
@@ -173,10 +221,13 @@ public sealed class ProjectKeys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = 
             OR EXISTS (SELECT 1 FROM project_memberships WHERE id = @OwnerId AND project_id = @ProjectId AND @OwnerKind = 'member')
         """;
 
-    /// <summary>The owner's keys, revoked ones included; null when the owner is not in the project.</summary>
+    /// <summary>
+    /// The owner's active keys and its <see cref="RevokedKeysListed"/> most recently revoked ones; null when the owner
+    /// is not in the project.
+    /// </summary>
     public async Task<IReadOnlyList<KeyInfo>?> ListAsync(long projectId, KeyOwner owner, CancellationToken cancellationToken)
     {
-        var parameters = new { ProjectId = projectId, owner.OwnerId, owner.OwnerKind };
+        var parameters = new { ProjectId = projectId, owner.OwnerId, owner.OwnerKind, RevokedListed = RevokedKeysListed };
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         if (!await connection.ExecuteScalarAsync<bool>(new CommandDefinition(OwnerExistsSql, parameters, cancellationToken: cancellationToken)))
         {

@@ -2,6 +2,7 @@ using Dapper;
 using FirmwareManager.Api.Audit;
 using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Database;
+using FirmwareManager.Api.Http;
 using FirmwareManager.Api.Keys;
 using Npgsql;
 
@@ -101,7 +102,21 @@ public sealed class Memberships(NpgsqlDataSource dataSource, ApiKeys? apiKeys = 
         return (admin, key);
     }
 
+    /// <summary>Active members a project may have.</summary>
+    public const int MaxActiveMembersPerProject = 1000;
+
+    /// <summary>Removed members the member list shows besides the active ones, most recently removed first.</summary>
+    public const int RemovedMembersListed = 100;
+
+    private const string CountActiveMembersSql = """
+        SELECT count(*)
+        FROM project_memberships
+        WHERE project_id = @ProjectId
+          AND removed_at IS NULL
+        """;
+
     /// <summary>Adds a member with a first key; (null, null) when the email is already an active member.</summary>
+    /// <exception cref="LimitReachedException">The project has <see cref="MaxActiveMembersPerProject"/> active members.</exception>
     public Task<(Member? Member, NewKeyResponse? Key)> InviteAsync(
         long projectId, string email, string role, Actor actor, CancellationToken cancellationToken) =>
         Conflicts.RetryAsync(() => InviteOnceAsync(projectId, email, role, actor, cancellationToken), cancellationToken);
@@ -112,6 +127,12 @@ public sealed class Memberships(NpgsqlDataSource dataSource, ApiKeys? apiKeys = 
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
         await actor.LockActiveAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
+        if (await connection.ExecuteScalarAsync<long>(new CommandDefinition(
+                CountActiveMembersSql, new { ProjectId = projectId }, transaction, cancellationToken: cancellationToken)) >= MaxActiveMembersPerProject)
+        {
+            throw new LimitReachedException($"A project has at most {MaxActiveMembersPerProject} active members: remove one first.");
+        }
+
         var invited = await InviteInTransactionAsync(connection, transaction, projectId, email, role, actor, cancellationToken);
         if (invited.Member is not null)
         {
@@ -146,13 +167,22 @@ public sealed class Memberships(NpgsqlDataSource dataSource, ApiKeys? apiKeys = 
                removed_at AS RemovedAt
         FROM project_memberships
         WHERE project_id = @ProjectId
+          AND (removed_at IS NULL
+               OR id IN (SELECT r.id
+                         FROM project_memberships AS r
+                         WHERE r.project_id = @ProjectId
+                           AND r.removed_at IS NOT NULL
+                         ORDER BY r.removed_at DESC, r.id DESC
+                         LIMIT @RemovedListed))
         ORDER BY id
         """;
 
+    /// <summary>The project's active members and its <see cref="RemovedMembersListed"/> most recently removed ones.</summary>
     public async Task<IReadOnlyList<Member>> ListAsync(long projectId, CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        return (await connection.QueryAsync<Member>(new CommandDefinition(ListSql, new { ProjectId = projectId }, cancellationToken: cancellationToken))).AsList();
+        return (await connection.QueryAsync<Member>(new CommandDefinition(
+            ListSql, new { ProjectId = projectId, RemovedListed = RemovedMembersListed }, cancellationToken: cancellationToken))).AsList();
     }
 
     private const string FindActiveSql = """

@@ -1,6 +1,7 @@
 using Dapper;
 using FirmwareManager.Api.Audit;
 using FirmwareManager.Api.Database;
+using FirmwareManager.Api.Http;
 using Npgsql;
 
 namespace FirmwareManager.Api.Rollouts;
@@ -73,11 +74,41 @@ public sealed class Rollouts(NpgsqlDataSource dataSource, ReadRouting reads, Tim
         RETURNING {Columns}
         """;
 
+    /// <summary>Rollouts open at once in a project: ingest counts every report against each open one of its version.</summary>
+    public const int MaxOpenRolloutsPerProject = 100;
+
+    /// <summary>Rollouts open at once for one version (to different audiences).</summary>
+    public const int MaxOpenRolloutsPerVersion = 10;
+
+    // Through rollouts_open_idx (project_id, firmware) WHERE ended_at IS NULL.
+    private const string CountOpenSql = """
+        SELECT count(*) AS InProject,
+               count(*) FILTER (WHERE r.firmware = @Firmware) AS ForVersion
+        FROM rollouts AS r
+        WHERE r.project_id = @ProjectId
+          AND r.ended_at IS NULL
+        """;
+
+    private sealed record OpenRollouts(long InProject, long ForVersion);
+
+    /// <exception cref="LimitReachedException">The project or the version has as many open rollouts as it may.</exception>
     public async Task<Rollout> CreateAsync(long projectId, NewRollout rollout, Actor actor, CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
         await actor.LockActiveAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
+        var open = await connection.QuerySingleAsync<OpenRollouts>(new CommandDefinition(
+            CountOpenSql, new { ProjectId = projectId, rollout.Firmware }, transaction, cancellationToken: cancellationToken));
+        if (open.InProject >= MaxOpenRolloutsPerProject)
+        {
+            throw new LimitReachedException($"A project has at most {MaxOpenRolloutsPerProject} open rollouts: end one first.");
+        }
+
+        if (open.ForVersion >= MaxOpenRolloutsPerVersion)
+        {
+            throw new LimitReachedException($"A version has at most {MaxOpenRolloutsPerVersion} open rollouts: end one of {rollout.Firmware}'s first.");
+        }
+
         var created = await connection.QuerySingleAsync<Rollout>(new CommandDefinition(CreateSql, new
         {
             ProjectId = projectId,
@@ -140,42 +171,76 @@ public sealed class Rollouts(NpgsqlDataSource dataSource, ReadRouting reads, Tim
         LIMIT @Limit
         """;
 
-    // The audience: devices of the hardware and with the tags (through their indexes), running the version the
-    // rollout comes from when it names one; and those that attempted it and run something else now.
-    private const string EligibleSql = """
-        SELECT (SELECT count(*)
-                FROM devices AS d
-                WHERE d.project_id = @ProjectId
-                  AND d.decommissioned_at IS NULL
-                  AND (@Hardware::text IS NULL OR d.hardware = @Hardware)
-                  AND d.tags @> @Tags::text[]
-                  AND (@FromFirmware::text IS NULL OR d.current_firmware = @FromFirmware))
-             + (SELECT count(*)
-                FROM rollout_devices AS rd
-                JOIN devices AS d ON d.project_id = rd.project_id AND d.id = rd.device_id
-                WHERE rd.project_id = @ProjectId
-                  AND d.project_id = @ProjectId
-                  AND rd.rollout_id = @RolloutId
-                  AND @FromFirmware::text IS NOT NULL
-                  AND d.current_firmware IS DISTINCT FROM @FromFirmware)
+    // A page's figures in one statement, whatever its size (up to 1000 rollouts), not two counts per rollout:
+    //  * the audience (eligible): the project's devices are scanned once and grouped by what a rollout selects on
+    //    (hardware, tags, current version), and each rollout adds up the groups it selects: a few hundred groups
+    //    per rollout rather than a fleet; plus, for a rollout from a version, the devices that attempted it and
+    //    now run something else;
+    //  * silent: devices whose newest report on the rollout succeeded, that still run its version, and have said
+    //    nothing since for longer than the project's silent_after_hours.
+    // Every part is bounded by the project's devices and the page's rollout_devices rows.
+    private const string FiguresSql = """
+        WITH page AS (
+            SELECT r.id,
+                   r.firmware,
+                   r.from_firmware,
+                   r.hardware,
+                   r.tags
+            FROM rollouts AS r
+            WHERE r.project_id = @ProjectId
+              AND r.id = ANY(@RolloutIds)
+        ),
+        device_groups AS (
+            SELECT d.hardware,
+                   d.tags,
+                   d.current_firmware,
+                   count(*) AS devices
+            FROM devices AS d
+            WHERE d.project_id = @ProjectId
+              AND d.decommissioned_at IS NULL
+            GROUP BY d.hardware, d.tags, d.current_firmware
+        ),
+        audience AS (
+            SELECT p.id,
+                   COALESCE(sum(g.devices), 0)::bigint AS devices
+            FROM page AS p
+            LEFT JOIN device_groups AS g
+                ON (p.hardware IS NULL OR g.hardware = p.hardware)
+               AND g.tags @> p.tags
+               AND (p.from_firmware IS NULL OR g.current_firmware = p.from_firmware)
+            GROUP BY p.id
+        ),
+        attempted AS (
+            SELECT rd.rollout_id AS id,
+                   count(*) FILTER (WHERE p.from_firmware IS NOT NULL
+                                      AND d.current_firmware IS DISTINCT FROM p.from_firmware) AS moved_on,
+                   count(*) FILTER (WHERE rd.status IN ('installed', 'updated')
+                                      AND d.current_firmware = p.firmware
+                                      AND d.last_event_status IN ('installed', 'updated')
+                                      AND d.last_reported_at < cutoff.at) AS silent
+            FROM rollout_devices AS rd
+            JOIN page AS p ON p.id = rd.rollout_id
+            JOIN devices AS d ON d.project_id = rd.project_id AND d.id = rd.device_id
+            CROSS JOIN (
+                SELECT @Now::timestamptz - make_interval(hours => COALESCE(pr.silent_after_hours, 24)) AS at
+                FROM projects AS pr
+                WHERE pr.id = @ProjectId
+            ) AS cutoff
+            WHERE rd.project_id = @ProjectId
+              AND d.project_id = @ProjectId
+              AND rd.rollout_id = ANY(@RolloutIds)
+            GROUP BY rd.rollout_id
+        )
+        SELECT a.id AS RolloutId,
+               a.devices + COALESCE(t.moved_on, 0) AS Eligible,
+               COALESCE(t.silent, 0) AS Silent
+        FROM audience AS a
+        LEFT JOIN attempted AS t ON t.id = a.id
         """;
 
-    // Devices whose newest report on the rollout succeeded, that still run its version, and have said nothing since
-    // for longer than the project's silent_after_hours.
-    private const string SilentSql = """
-        SELECT count(*)
-        FROM rollout_devices AS rd
-        JOIN devices AS d ON d.project_id = rd.project_id AND d.id = rd.device_id
-        WHERE rd.project_id = @ProjectId
-          AND d.project_id = @ProjectId
-          AND rd.rollout_id = @RolloutId
-          AND rd.status IN ('installed', 'updated')
-          AND d.current_firmware = @Firmware
-          AND d.last_event_status IN ('installed', 'updated')
-          AND d.last_reported_at < @Now::timestamptz - make_interval(hours => (SELECT COALESCE(p.silent_after_hours, 24) FROM projects AS p WHERE p.id = @ProjectId))
-        """;
+    private sealed record Figures(long RolloutId, long Eligible, long Silent);
 
-    /// <summary>A page of the project's rollouts, newest first (or one of them), each with its audience and silent devices.</summary>
+    /// <summary>A page of the project's rollouts, newest first (or one of them), each with its audience and silent devices: two statements.</summary>
     public async Task<IReadOnlyList<RolloutStatus>> PageAsync(
         long projectId, long? rolloutId, long beforeId, int limit, ReadContext read, CancellationToken cancellationToken)
     {
@@ -189,16 +254,18 @@ public sealed class Rollouts(NpgsqlDataSource dataSource, ReadRouting reads, Tim
                 BeforeId = beforeId,
                 Limit = limit,
             }, cancellationToken: cancellationToken))).AsList();
-            var page = new List<RolloutStatus>();
-            foreach (var r in rollouts)
+            if (rollouts.Count == 0)
             {
-                var parameters = new { ProjectId = projectId, RolloutId = r.Id, r.Hardware, r.Tags, r.FromFirmware, r.Firmware, Now = now };
-                var eligible = await connection.ExecuteScalarAsync<long>(new CommandDefinition(EligibleSql, parameters, cancellationToken: cancellationToken));
-                var silent = await connection.ExecuteScalarAsync<long>(new CommandDefinition(SilentSql, parameters, cancellationToken: cancellationToken));
-                page.Add(new RolloutStatus(r, eligible, silent));
+                return [];
             }
 
-            return page;
+            var figures = (await connection.QueryAsync<Figures>(new CommandDefinition(FiguresSql, new
+            {
+                ProjectId = projectId,
+                RolloutIds = rollouts.Select(r => r.Id).ToArray(),
+                Now = now,
+            }, cancellationToken: cancellationToken))).ToDictionary(f => f.RolloutId);
+            return rollouts.ConvertAll(r => figures.TryGetValue(r.Id, out var f) ? new RolloutStatus(r, f.Eligible, f.Silent) : new RolloutStatus(r, 0, 0));
         }, cancellationToken);
     }
 

@@ -65,7 +65,8 @@ public static class RolloutsApi
             .ProducesProblem(StatusCodes.Status404NotFound);
 
         group.MapPost("/", CreateAsync).RequireAuthorization(Policies.Admin).Accepts<CreateRolloutBody>("application/json")
-            .WithSummary("Declare a rollout of a version to an audience, with a failure threshold (admin, audited)")
+            .ProducesProblem(StatusCodes.Status409Conflict)
+            .WithSummary("Declare a rollout of a version to an audience, with a failure threshold (admin, audited); 409 past 100 open rollouts, or 10 of one version")
             .WithDescription("Observation only: devices are not told to update. Ingest counts, from then on, the reports of the audience's devices on the version.");
         group.MapGet("/", ListAsync)
             .WithSummary("The project's rollouts, newest first, with their progress and state (member keys)")
