@@ -155,7 +155,19 @@ public sealed class DashboardTests(DashboardFixture fleet, ITestOutputHelper out
         Figure(card, "rolled back").Should().Be(rollout.GetProperty("rolled_back").GetInt64().ToString());
         var progress = card.FindElement(By.TagName("progress"));
         progress.GetAttribute("value").Should().Be(rollout.GetProperty("updated").GetInt64().ToString());
+        // A wide screen is used: the one card spans the row rather than a narrow column beside empty space.
+        Convert.ToDouble(Browser.Script(
+            "return document.querySelector('article.rollout').getBoundingClientRect().width / document.querySelector('.rollouts').getBoundingClientRect().width;"),
+            System.Globalization.CultureInfo.InvariantCulture).Should().BeGreaterThan(0.9);
         AssertCleanPage("rollouts");
+
+        // Every transition, by SemVer precedence of its target (1.9.0 before 1.10.0 before 2.0.0), as the overview.
+        Go("#/transitions");
+        var targets = Browser.WaitFor(() => Driver.FindElements(By.CssSelector("table tbody tr th"))
+            .Select(th => th.Text.Split('→')[1].Trim()).ToList() is { Count: > 1 } shown ? shown : null, "the transitions");
+        targets.Should().Contain(["1.10.0", "2.0.0"]);
+        targets.Should().BeInAscendingOrder(Comparer<string>.Create((a, b) =>
+            Semver.SemVersion.ComparePrecedence(Semver.SemVersion.Parse(a), Semver.SemVersion.Parse(b))));
 
         Go("#/transitions?to=2.0.0");
         var row = Browser.WaitFor(() => Driver.FindElements(By.CssSelector("table tbody tr"))
@@ -247,6 +259,13 @@ public sealed class DashboardTests(DashboardFixture fleet, ITestOutputHelper out
             SignIn(FirmwareManagerApp.MemberKey1);
             Browser.WaitForElement(".chart");
             Browser.Script("return document.documentElement.scrollWidth <= window.innerWidth;").Should().Be(true, "nothing overflows the page sideways");
+            // The chart's text as drawn: its font size times the drawing's scale to the screen.
+            const string smallestText =
+                "const chart = document.querySelector('svg.chart');" +
+                "const scale = chart.getBoundingClientRect().width / chart.viewBox.baseVal.width;" +
+                "return Math.min(...[...chart.querySelectorAll('.chart-label, .chart-value')].map(t => parseFloat(getComputedStyle(t).fontSize) * scale));";
+            Convert.ToDouble(Browser.Script(smallestText), System.Globalization.CultureInfo.InvariantCulture)
+                .Should().BeGreaterThanOrEqualTo(12, "the chart's labels stay legible at a phone's width");
             AssertCleanPage("phone");
         }
         finally

@@ -1,6 +1,7 @@
 // Fleet health: rollouts with their progress and state, and the from -> to transitions with why they fail.
 import { get, withQuery } from './api.js';
 import { el, fill, submitToAddress, count, heading, table, time } from './dom.js';
+import { compareVersions } from './semver.js';
 
 const percent = new Intl.NumberFormat(undefined, { style: 'percent', maximumFractionDigits: 1 });
 
@@ -52,6 +53,8 @@ export async function renderTransitions({ view, query, signal }) {
   submitToAddress(form, '/transitions');
   fill(view, heading('Firmware transitions'), form, el('p', { class: 'loading' }, 'Loading transitions…'));
   const { data: transitions, next } = await get(withQuery('/firmware-transitions', { to, from, limit: 200 }), { signal });
+  // The service pages transitions by text; shown by SemVer precedence of the target, then of the source.
+  transitions.sort((a, b) => compareVersions(a.to_firmware, b.to_firmware) || compareVersions(a.from_firmware, b.from_firmware));
   const rows = transitions.map(t => {
     const failures = (t.failed ?? 0) + (t.rolled_back ?? 0);
     return el('tr', { class: failures ? 'has-failures' : null },
@@ -74,5 +77,5 @@ export async function renderTransitions({ view, query, signal }) {
     transitions.length
       ? table('From -> to transitions', ['From → to', 'Attempted', 'Succeeded', 'Failed', 'Rolled back', 'In progress', 'Failure rate', 'Top error codes'], rows, { captionHidden: true })
       : el('p', {}, 'No transition matches.'),
-    next ? el('p', { class: 'note' }, 'Only the first 200 transitions are shown; filter by version to see others.') : null);
+    next ? el('p', { class: 'note' }, 'Only 200 transitions are shown, in SemVer order; filter by version to see others.') : null);
 }

@@ -1,7 +1,7 @@
 // The first view: how the fleet is spread over firmware versions (SemVer order), with failures and rollbacks.
 import { get, withQuery } from './api.js';
 import { el, fill, count, heading, table } from './dom.js';
-import { versionChart, series } from './chart.js';
+import { versionChart, series, narrowScreen } from './chart.js';
 
 const pageSize = 1000;
 
@@ -47,6 +47,16 @@ export async function renderOverview({ view, signal }) {
           { captionHidden: true })));
   }
   fill(view, ...content);
+  // Turning a phone or resizing a window across the breakpoint draws the chart again for the new width.
+  const redraw = () => {
+    const chart = view.querySelector('svg.chart');
+    if (!chart || !chart.isConnected) {
+      narrowScreen.removeEventListener('change', redraw);
+      return;
+    }
+    chart.replaceWith(versionChart(versions, 'chart-legend'));
+  };
+  if (versions.length) narrowScreen.addEventListener('change', redraw);
 }
 
 function figure(label, value, href) {
