@@ -8,7 +8,7 @@ namespace FirmwareManager.Tests.Hardening;
 /// <summary>How the dashboard's files are served: what a browser needs from them, and what the CSP forbids.</summary>
 public sealed partial class DashboardFilesTests(FirmwareManagerApp app) : ApiTest(app)
 {
-    private static readonly string[] Files = ["index.html", "app.js", "api.js", "dom.js", "chart.js", "overview.js", "devices.js", "feed.js", "health.js", "dashboard.css", "icon.svg"];
+    private static readonly string[] Files = ["index.html", "app.js", "api.js", "dom.js", "chart.js", "overview.js", "devices.js", "feed.js", "health.js", "semver.js", "dashboard.css", "icon.svg"];
 
     [Fact]
     public async Task The_page_is_served_at_the_folder_address_without_a_key_under_its_own_policy()
