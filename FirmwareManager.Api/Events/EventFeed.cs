@@ -14,8 +14,7 @@ public sealed class EventFeed(ReadRouting reads)
     // The project's feed, newest arrival first, from the cursor's position: firmware_events_project_feed_idx
     // read backwards.
     private const string FeedNewestFirstSql = $"""
-        SELECT {FirmwareEvents.EventColumns},
-               e.arrival AS Arrival
+        SELECT {FirmwareEvents.EventColumns}
         FROM firmware_events AS e
         WHERE e.project_id = @ProjectId
           AND (e.arrival, e.id) < (COALESCE(@BeforeArrival, 9223372036854775807), COALESCE(@BeforeId, 0))
@@ -34,8 +33,7 @@ public sealed class EventFeed(ReadRouting reads)
     // commit order (migration 0012), so an event numbered below one this reads is already visible: nothing
     // commits behind a cursor that was handed out, and no other project's transactions are waited for.
     private const string FeedAfterSql = $"""
-        SELECT {FirmwareEvents.EventColumns},
-               e.arrival AS Arrival
+        SELECT {FirmwareEvents.EventColumns}
         FROM firmware_events AS e
         WHERE e.project_id = @ProjectId
           AND (e.arrival, e.id) > (@AfterArrival, @AfterId)
@@ -55,7 +53,7 @@ public sealed class EventFeed(ReadRouting reads)
         long Id, long DeviceId, long ProjectId, string Firmware, string Status, DateTime OccurredAt, DateTime ReceivedAt,
         string? FromFirmware, string? ErrorCode, string? Detail, long Arrival)
     {
-        public FirmwareEvent Event => new(Id, DeviceId, ProjectId, Firmware, Status, OccurredAt, ReceivedAt, FromFirmware, ErrorCode, Detail);
+        public FirmwareEvent Event => new(Id, DeviceId, ProjectId, Firmware, Status, OccurredAt, ReceivedAt, FromFirmware, ErrorCode, Detail, Arrival);
 
         public ArrivalPosition Position => new(Arrival, Id);
     }

@@ -94,6 +94,7 @@ public static class FirmwareApi
         }
 
         var response = FirmwareEventResponse.From(recorded.Event);
+        SetFeedPosition(http, recorded.Event.Arrival);
         if (recorded.Created)
         {
             metrics.EventCreated(report.Status);
@@ -183,6 +184,7 @@ public static class FirmwareApi
         [FromRoute(Name = "device_id")] string deviceIdText,
         HttpContext http,
         ReportGroupCommit groupCommit,
+        FirmwareEvents events,
         FirmwareMetrics metrics,
         CancellationToken cancellationToken)
     {
@@ -235,8 +237,19 @@ public static class FirmwareApi
             metrics.EventCreated(e.Status);
         }
 
+        // The highest position of the batch's events: of those created, or, when all were stored before, the
+        // project's newest (at or past each of them).
+        SetFeedPosition(http, created.Count > 0
+            ? created.Max(e => e.Arrival)
+            : await events.LastFeedPositionAsync(Caller.From(http.User).ProjectId, cancellationToken));
         return TypedResults.Ok(new BatchResult(created.Count, reports.Count - created.Count));
     }
+
+    /// <summary>The header that tells a reporter where its report stands in its project's feed (numbered in commit order).</summary>
+    public const string FeedPositionHeader = "X-Feed-Position";
+
+    private static void SetFeedPosition(HttpContext http, long position) =>
+        http.Response.Headers[FeedPositionHeader] = position.ToString(CultureInfo.InvariantCulture);
 
     // Fires when the request reaches its time limit (and only then, unlike the request's own cancellation).
     private static CancellationToken RequestTimeout(HttpContext http) =>

@@ -7,9 +7,10 @@ using NpgsqlTypes;
 
 namespace FirmwareManager.Api.Firmware;
 
+/// <summary>A stored event; <see cref="Arrival"/> is its position in its project's feed (numbered in commit order).</summary>
 public sealed record FirmwareEvent(
     long Id, long DeviceId, long ProjectId, string Firmware, string Status, DateTime OccurredAt, DateTime ReceivedAt,
-    string? FromFirmware, string? ErrorCode, string? Detail);
+    string? FromFirmware, string? ErrorCode, string? Detail, long Arrival);
 
 public sealed record RecordedEvent(FirmwareEvent Event, bool Created);
 
@@ -90,7 +91,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
     private const string InsertEventsReturning = """
 
         ON CONFLICT (device_id, project_id, occurred_at, firmware, status) DO NOTHING
-        RETURNING id, device_id, project_id, firmware, status, occurred_at, received_at, from_firmware, error_code, detail
+        RETURNING id, device_id, project_id, firmware, status, occurred_at, received_at, from_firmware, error_code, detail, arrival
         """;
 
     // A transaction's events go in statements of these many rows (the largest that fit first): a few statement
@@ -663,7 +664,8 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
                e.received_at AS ReceivedAt,
                e.from_firmware AS FromFirmware,
                e.error_code AS ErrorCode,
-               e.detail AS Detail
+               e.detail AS Detail,
+               e.arrival AS Arrival
         """;
 
     // Runs only when a report was a repeat, after its transaction: the stored event is then visible.
@@ -678,6 +680,19 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
           AND e.firmware = @Firmware
           AND e.status = @Status
         """;
+
+    private const string LastFeedPositionSql = """
+        SELECT COALESCE(max(a.last_arrival), 0)
+        FROM project_event_arrivals AS a
+        WHERE a.project_id = @ProjectId
+        """;
+
+    /// <summary>The project's newest feed position: at or past every event stored so far.</summary>
+    public async Task<long> LastFeedPositionAsync(long projectId, CancellationToken cancellationToken)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
+        return await connection.ExecuteScalarAsync<long>(new CommandDefinition(LastFeedPositionSql, new { ProjectId = projectId }, cancellationToken: cancellationToken));
+    }
 
     /// <summary>The stored event identical to <paramref name="report"/>: what a repeat is answered with.</summary>
     public async Task<RecordedEvent?> FindRepeatAsync(long projectId, long deviceId, NewFirmwareEvent report, CancellationToken cancellationToken)
@@ -803,7 +818,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
                 {
                     created.Add(new FirmwareEvent(reader.GetInt64(0), reader.GetInt64(1), reader.GetInt64(2), reader.GetString(3),
                         reader.GetString(4), reader.GetFieldValue<DateTime>(5), reader.GetFieldValue<DateTime>(6),
-                        NullableText(reader, 7), NullableText(reader, 8), NullableText(reader, 9)));
+                        NullableText(reader, 7), NullableText(reader, 8), NullableText(reader, 9), reader.GetInt64(10)));
                 }
             }
             while (await reader.NextResultAsync(cancellationToken));
