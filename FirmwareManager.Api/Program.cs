@@ -12,6 +12,7 @@ using FirmwareManager.Api.Http;
 using FirmwareManager.Api.Keys;
 using FirmwareManager.Api.Members;
 using FirmwareManager.Api.Observability;
+using FirmwareManager.Api.Projections;
 using FirmwareManager.Api.Rollouts;
 using FirmwareManager.Api.Versions;
 using FirmwareManager.Api.Webhooks;
@@ -65,6 +66,14 @@ try
 
     // Reports of many devices committed together
     builder.Services.AddReportGroupCommit(builder.Configuration);
+
+    // Everything derived from the events, projected from each project's feed, each feature its own part
+    builder.Services.AddProjections(builder.Configuration);
+    builder.Services.AddSingleton<IProjection, VersionsProjection>();
+    builder.Services.AddSingleton<IProjection, TransitionsProjection>();
+    builder.Services.AddSingleton<IProjection, RolloutsProjection>();
+    builder.Services.AddSingleton<IProjection, DeviceStateProjection>();
+    builder.Services.AddSingleton<IProjection, DeliveriesProjection>();
 
     // Background work
     builder.Services.AddSettings<RetentionOptions>(builder.Configuration, RetentionOptions.Section);

@@ -16,6 +16,7 @@ public static class CommandLine
         new(CreateProject.Command, $"{CreateProject.Command} <project-name> --admin <email>   create a project and its first admin; prints the admin's key once", CreateProject.RunAsync),
         new(IssueAdminKey.Command, $"{IssueAdminKey.Command} <project-name> --admin <email>   make the email an admin of the project with a new key, printed once (recovery)", IssueAdminKey.RunAsync),
         new(GrantApiRole.Command, $"{GrantApiRole.Command} <login>   (DBA) create the firmware_manager_api role if needed, apply its grants, make the login a member", GrantApiRole.RunAsync),
+        new(VerifyProjections.Command, $"{VerifyProjections.Command} [project-id]   recount every projected figure from the events; print each difference, exit 0 only when there is none", VerifyProjections.RunAsync),
         new(HealthCheck.Command, $"{HealthCheck.Command} [url]   exit 0 when the running service's /health answers 200", HealthCheck.RunAsync),
     ];
 

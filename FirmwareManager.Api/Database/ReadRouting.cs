@@ -29,6 +29,17 @@ public sealed class ReadContext
 
     /// <summary>Raises the floor to <paramref name="position"/> (a cursor's, or the caller's last write's).</summary>
     public void AtLeast(ulong position) => Floor = Math.Max(Floor, position);
+
+    /// <summary>
+    /// For a read of projected state: the project whose projection position (migration 0037) the node serving the read
+    /// must have reached (<see cref="MinProjected"/>), read on that node before the read (<see cref="Projected"/>).
+    /// </summary>
+    public long? ProjectionOf { get; set; }
+
+    public long MinProjected { get; set; }
+
+    /// <summary>The projection position the node that served the read had reached before it: what the answer includes.</summary>
+    public long? Projected { get; set; }
 }
 
 /// <summary>
@@ -53,6 +64,13 @@ public sealed class ReadRouting
     private const string PositionSql = """
         SELECT pg_is_in_recovery(),
                CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_insert_lsn() END
+        """;
+
+    // The project's projection position (migration 0037): 0 before its first step.
+    private const string ProjectedSql = """
+        SELECT COALESCE(max(position), 0)
+        FROM project_projections
+        WHERE project_id = $1
         """;
 
     private readonly NpgsqlDataSource _primary;
@@ -128,6 +146,7 @@ public sealed class ReadRouting
         if (_preferStandby is null)
         {
             await using var only = await _primary.OpenConnectionAsync(cancellationToken);
+            await ReadProjectedAsync(only, context, cancellationToken);
             return await read(only);
         }
 
@@ -140,13 +159,14 @@ public sealed class ReadRouting
                 if (!inRecovery)
                 {
                     // No standby is up: PreferStandby fell back to the primary.
+                    await ReadProjectedAsync(connection, context, cancellationToken);
                     var result = await read(connection);
                     context.Seen = (await PositionAsync(connection, cancellationToken)).Position;
                     _metrics.ReadServed("primary", "no_standby");
                     return result;
                 }
 
-                if (replayed >= context.Floor)
+                if (replayed >= context.Floor && await ReadProjectedAsync(connection, context, cancellationToken))
                 {
                     var result = await read(connection);
                     if (retryOnPrimary is null || !retryOnPrimary(result))
@@ -175,9 +195,24 @@ public sealed class ReadRouting
         }
 
         await using var primary = await _primary.OpenConnectionAsync(cancellationToken);
+        await ReadProjectedAsync(primary, context, cancellationToken);
         var answer = await read(primary);
         context.Seen = (await PositionAsync(primary, cancellationToken)).Position;
         return answer;
+    }
+
+    // For a read of projected state, the project's position on this node, before the read: false when the node has
+    // not reached the read's minimum (a standby behind; the caller waited for the primary to reach it).
+    private static async Task<bool> ReadProjectedAsync(NpgsqlConnection connection, ReadContext context, CancellationToken cancellationToken)
+    {
+        if (context.ProjectionOf is not { } projectId)
+        {
+            return true;
+        }
+
+        await using var command = new NpgsqlCommand(ProjectedSql, connection) { Parameters = { new() { Value = projectId } } };
+        context.Projected = (long)(await command.ExecuteScalarAsync(cancellationToken))!;
+        return context.Projected >= context.MinProjected;
     }
 
     // Bounds the memory of floors: members that wrote once and never read again.

@@ -109,6 +109,17 @@ public sealed class DeviceAttributes(NpgsqlDataSource dataSource)
           AND d.id = ANY(@DeviceIds)
         """;
 
+    // Locked in id order, as a projection step locks them (Projections/ProjectionSteps): a step over one of these devices
+    // waits, then counts it under its new hardware; this waits for a step in flight, then moves what that step counted.
+    private const string LockDevicesSql = """
+        SELECT id
+        FROM devices
+        WHERE project_id = @ProjectId
+          AND id = ANY(@DeviceIds)
+        ORDER BY id
+        FOR UPDATE
+        """;
+
     /// <summary>
     /// Applies <paramref name="change"/> to the devices, all or nothing, audited as one entry. The ids of the devices
     /// the project does not have, when there are any (nothing is changed then).
@@ -129,10 +140,8 @@ public sealed class DeviceAttributes(NpgsqlDataSource dataSource)
             change.AddTags,
             change.RemoveTags,
         };
-        // Locked as ingest locks them: a report of one of these devices waits, then counts it under its new hardware;
-        // this waits for a report in flight, then moves what that report counted.
         var found = (await connection.QueryAsync<long>(new CommandDefinition(
-            FirmwareEvents.LockDevicesSql, parameters, transaction, cancellationToken: cancellationToken))).ToHashSet();
+            LockDevicesSql, parameters, transaction, cancellationToken: cancellationToken))).ToHashSet();
         var missing = deviceIds.Where(id => !found.Contains(id)).ToArray();
         if (missing.Length > 0)
         {

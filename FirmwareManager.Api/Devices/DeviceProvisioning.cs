@@ -150,13 +150,23 @@ public sealed class DeviceProvisioning(NpgsqlDataSource dataSource, ApiKeys? api
         return new EnrolledDevices(ids, serials, keys);
     }
 
+    // FOR UPDATE first: the lock a report's transaction (KEY SHARE) waits for, so that no report of the device is stored
+    // after this commits. The update alone (FOR NO KEY UPDATE) would not make it wait.
     private const string DecommissionSql = """
-        UPDATE devices
+        UPDATE devices AS d
         -- LEAST skips a NULL: the first decommission's time stays. (Citus refuses now() inside COALESCE or CASE.)
-        SET decommissioned_at = LEAST(decommissioned_at, now())
-        WHERE id = @DeviceId
-          AND project_id = @ProjectId
-        RETURNING id
+        SET decommissioned_at = LEAST(d.decommissioned_at, now())
+        FROM (
+            SELECT project_id, id
+            FROM devices
+            WHERE id = @DeviceId
+              AND project_id = @ProjectId
+            FOR UPDATE
+        ) AS locked
+        WHERE d.project_id = @ProjectId
+          AND d.project_id = locked.project_id
+          AND d.id = locked.id
+        RETURNING d.id
         """;
 
     // In id order, as every statement that locks several key rows takes them, so two never wait on each other.

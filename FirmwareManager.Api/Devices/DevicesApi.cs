@@ -6,6 +6,7 @@ using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Firmware;
 using FirmwareManager.Api.Http;
 using FirmwareManager.Api.Keys;
+using FirmwareManager.Api.Projections;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
 
@@ -64,9 +65,11 @@ public static class DevicesApi
             .ProducesValidationProblem();
 
         group.MapGet("/", ListAsync)
+            .ReadsProjectedState()
             .WithSummary("The project's devices in id order, paged (member keys)")
             .WithDescription("Filters: firmware (the current version, exact), status_of_last_event (repeat or comma-separate), silent_since (devices with no report since then, or never), silent_after_update=true (newest event installed or updated, nothing reported for longer than the project's silent_after_hours), unexplained_downgrade=true (came down to a lower version without a rolled_back report), hardware (exact), tag (repeat for devices with every one).");
         group.MapGet("/{device_id}", GetAsync)
+            .ReadsProjectedState()
             .ProducesProblem(StatusCodes.Status404NotFound)
             .WithSummary("One device: current firmware, its newest event and when it last reported (member keys)");
 
@@ -125,7 +128,7 @@ public static class DevicesApi
         var filters = new DeviceFilters(events.Firmware, events.Statuses, events.Since, silentAfter, downgraded, hardware, tags);
 
         var caller = Caller.From(http.User);
-        var read = reads.For(caller);
+        var read = reads.ForProjected(caller, http);
         var scope = string.Create(CultureInfo.InvariantCulture, $"devices|{caller.ProjectId}|{filters.Key}");
         long afterId = 0;
         if (page.Cursor is not null)
@@ -163,7 +166,7 @@ public static class DevicesApi
         }
 
         var caller = Caller.From(http.User);
-        var device = await devices.FindAsync(caller.ProjectId, deviceId, reads.For(caller), cancellationToken);
+        var device = await devices.FindAsync(caller.ProjectId, deviceId, reads.ForProjected(caller, http), cancellationToken);
         return device is null
             ? Problems.NotFound("Device not found", $"There is no device {deviceId} in your project.")
             : TypedResults.Ok(DeviceResponse.From(device));

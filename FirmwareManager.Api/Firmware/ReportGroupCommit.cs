@@ -1,6 +1,7 @@
 using System.ComponentModel.DataAnnotations;
 using System.Threading.Channels;
 using FirmwareManager.Api.Observability;
+using FirmwareManager.Api.Projections;
 using Microsoft.Extensions.Options;
 using Npgsql;
 
@@ -49,14 +50,16 @@ public sealed class ReportGroupCommit : IAsyncDisposable
     private readonly Channel<PendingReport> _queue;
     private readonly FirmwareEvents _events;
     private readonly FirmwareMetrics _metrics;
+    private readonly Projector _projector;
     private readonly ILogger<ReportGroupCommit> _logger;
     private readonly int _maxGroupSize;
     private readonly Task[] _writers;
 
     public ReportGroupCommit(
-        FirmwareEvents events, FirmwareMetrics metrics, IOptions<IngestOptions> options, ILogger<ReportGroupCommit> logger)
+        FirmwareEvents events, FirmwareMetrics metrics, Projector projector, IOptions<IngestOptions> options, ILogger<ReportGroupCommit> logger)
     {
         _events = events;
+        _projector = projector;
         _metrics = metrics;
         _logger = logger;
         _maxGroupSize = options.Value.MaxGroupSize;
@@ -186,6 +189,7 @@ public sealed class ReportGroupCommit : IAsyncDisposable
         {
             var results = await _events.RecordAsync(group.ConvertAll(p => p.Reports), deadline.Token);
             _metrics.GroupCommitted(group.Sum(p => p.Reports.Events.Count));
+            _projector.Notify(group[0].Reports.ProjectId);
             for (var i = 0; i < group.Count; i++)
             {
                 Answer(group[i], results[i]);
@@ -252,6 +256,7 @@ public sealed class ReportGroupCommit : IAsyncDisposable
         {
             var results = await Database.Conflicts.RetryAsync(() => _events.RecordAsync([pending.Reports], pending.Timeout), pending.Timeout);
             _metrics.GroupCommitted(pending.Reports.Events.Count);
+            _projector.Notify(pending.Reports.ProjectId);
             Answer(pending, results[0]);
         }
         catch (Exception e)

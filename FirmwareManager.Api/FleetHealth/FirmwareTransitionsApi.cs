@@ -2,6 +2,7 @@ using System.Globalization;
 using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Http;
+using FirmwareManager.Api.Projections;
 using FirmwareManager.Api.Versions;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
@@ -20,6 +21,7 @@ public static class FirmwareTransitionsApi
             .ProducesValidationProblem();
 
         group.MapGet("/", ListAsync)
+            .ReadsProjectedState()
             .WithSummary("For each from -> to pair: devices that attempted, succeeded, failed, rolled back and are in progress, with the top error codes (member keys)")
             .WithDescription("Filters: to, from (SemVer); hardware, tag (the devices' states counted when asked). Ordered by to, then from (from null: not known, first). Paged: limit 1-1000 (default 100); follow the Link rel=\"next\" header for more. Each device counts once per target version, by its newest report on it.");
         return group;
@@ -60,7 +62,7 @@ public static class FirmwareTransitionsApi
         }
 
         var caller = Caller.From(http.User);
-        var read = reads.For(caller);
+        var read = reads.ForProjected(caller, http);
         var scope = string.Create(CultureInfo.InvariantCulture, $"transitions|{caller.ProjectId}|{to}|{from}|{hardware}|{string.Join(',', devices.Tags)}");
         FirmwareTransitions.Position? after = null;
         if (page.Cursor is not null)

@@ -5,6 +5,7 @@ using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Devices;
 using FirmwareManager.Api.Http;
+using FirmwareManager.Api.Projections;
 using FirmwareManager.Api.Versions;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
@@ -69,9 +70,10 @@ public static class RolloutsApi
             .WithSummary("Declare a rollout of a version to an audience, with a failure threshold (admin, audited); 409 past 100 open rollouts, or 10 of one version")
             .WithDescription("Observation only: devices are not told to update. Ingest counts, from then on, the reports of the audience's devices on the version.");
         group.MapGet("/", ListAsync)
+            .ReadsProjectedState()
             .WithSummary("The project's rollouts, newest first, with their progress and state (member keys)")
             .WithDescription("Paged: limit 1-1000 (default 100); follow the Link rel=\"next\" header for more.");
-        group.MapGet("/{rollout_id}", GetAsync).WithSummary("One rollout: eligible, updated, failed, rolled back, pending and silent devices, failure rate, state (member keys)");
+        group.MapGet("/{rollout_id}", GetAsync).ReadsProjectedState().WithSummary("One rollout: eligible, updated, failed, rolled back, pending and silent devices, failure rate, state (member keys)");
         group.MapPost("/{rollout_id}/end", EndAsync).RequireAuthorization(Policies.Admin)
             .WithSummary("End a rollout: it is completed and counts nothing more (admin, audited)");
         return group;
@@ -135,7 +137,7 @@ public static class RolloutsApi
         }
 
         var caller = Caller.From(http.User);
-        var read = reads.For(caller);
+        var read = reads.ForProjected(caller, http);
         var scope = string.Create(CultureInfo.InvariantCulture, $"rollouts|{caller.ProjectId}");
         return await PageResults.NewestFirstAsync(http, cursors, scope, page, read,
             (beforeId, count) => rollouts.PageAsync(caller.ProjectId, null, beforeId, count, read, cancellationToken),
@@ -151,7 +153,7 @@ public static class RolloutsApi
         }
 
         var caller = Caller.From(http.User);
-        var found = await rollouts.PageAsync(caller.ProjectId, rolloutId, long.MaxValue, 1, reads.For(caller), cancellationToken);
+        var found = await rollouts.PageAsync(caller.ProjectId, rolloutId, long.MaxValue, 1, reads.ForProjected(caller, http), cancellationToken);
         return found.Count == 0 ? Problems.NotFoundIn("rollout", rolloutId) : TypedResults.Ok(RolloutResponse.From(found[0]));
     }
 

@@ -41,7 +41,7 @@ public sealed record FirmwareVersionPage(IReadOnlyList<FirmwareVersionCount> Ver
 /// </remarks>
 public sealed class FirmwareVersions(ReadRouting reads, TimeProvider clock)
 {
-    private readonly SharedReads<(long ProjectId, string Filters, string After, int Limit, bool PrimaryOnly, ulong Floor), (FirmwareVersionPage Page, ulong Seen)> _shared = new();
+    private readonly SharedReads<(long ProjectId, string Filters, string After, int Limit, bool PrimaryOnly, ulong Floor, long? ProjectionOf, long MinProjected), (FirmwareVersionPage Page, ulong Seen, long? Projected)> _shared = new();
 
     private sealed record Row(
         string Firmware, long Devices, long Failed, long RolledBack, long SilentAfterUpdate, long UnexplainedDowngrades, byte[] PrecedenceKey);
@@ -207,18 +207,20 @@ public sealed class FirmwareVersions(ReadRouting reads, TimeProvider clock)
         long projectId, VersionFilters filters, byte[] after, int limit, ReadContext read, CancellationToken cancellationToken)
     {
         // Requests share a query only when any node that may serve one may serve the other.
-        var key = (projectId, filters.Key, Convert.ToHexString(after), limit, read.PrimaryOnly, read.Floor);
-        var (primaryOnly, floor) = (read.PrimaryOnly, read.Floor);
-        var (page, seen) = await _shared.RunAsync(
-            key, token => QueryPageAsync(projectId, filters, after, limit, primaryOnly, floor, token), cancellationToken);
+        var key = (projectId, filters.Key, Convert.ToHexString(after), limit, read.PrimaryOnly, read.Floor, read.ProjectionOf, read.MinProjected);
+        var (primaryOnly, floor, projectionOf, minProjected) = (read.PrimaryOnly, read.Floor, read.ProjectionOf, read.MinProjected);
+        var (page, seen, projected) = await _shared.RunAsync(
+            key, token => QueryPageAsync(projectId, filters, after, limit, primaryOnly, floor, projectionOf, minProjected, token), cancellationToken);
         read.Seen = seen;
+        read.Projected = projected;
         return page;
     }
 
-    private async Task<(FirmwareVersionPage, ulong)> QueryPageAsync(
-        long projectId, VersionFilters filters, byte[] after, int limit, bool primaryOnly, ulong floor, CancellationToken cancellationToken)
+    private async Task<(FirmwareVersionPage, ulong, long?)> QueryPageAsync(
+        long projectId, VersionFilters filters, byte[] after, int limit, bool primaryOnly, ulong floor, long? projectionOf, long minProjected,
+        CancellationToken cancellationToken)
     {
-        var read = new ReadContext { PrimaryOnly = primaryOnly };
+        var read = new ReadContext { PrimaryOnly = primaryOnly, ProjectionOf = projectionOf, MinProjected = minProjected };
         read.AtLeast(floor);
         var parameters = new
         {
@@ -245,6 +247,6 @@ public sealed class FirmwareVersions(ReadRouting reads, TimeProvider clock)
                     ? breakdown[r.Firmware].Select(h => new HardwareCount(h.Hardware.Length == 0 ? null : h.Hardware, h.Devices, h.Failed, h.RolledBack, h.SilentAfterUpdate, h.UnexplainedDowngrades)).ToList()
                     : null))
             .ToList();
-        return (new FirmwareVersionPage(page, rows.Count > limit ? rows[limit - 1].PrecedenceKey : null), read.Seen);
+        return (new FirmwareVersionPage(page, rows.Count > limit ? rows[limit - 1].PrecedenceKey : null), read.Seen, read.Projected);
     }
 }

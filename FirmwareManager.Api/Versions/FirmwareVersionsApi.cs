@@ -2,6 +2,7 @@ using System.Globalization;
 using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Http;
+using FirmwareManager.Api.Projections;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.AspNetCore.Mvc;
 
@@ -19,6 +20,7 @@ public static class FirmwareVersionsApi
             .ProducesValidationProblem();
 
         group.MapGet("/", ListAsync)
+            .ReadsProjectedState()
             .WithSummary("The project's firmware versions by SemVer precedence: devices running each, devices whose newest event for it is failed or rolled_back, silent after updating to it, and come down to it without a rollback (member keys)")
             .WithDescription("Filters: hardware (exact), tag (repeat for devices with every one; counted from the tagged devices). by=hardware adds each version's counts per hardware revision. Paged: limit 1-1000 (default 100); follow the Link rel=\"next\" header for more.");
         return group;
@@ -51,7 +53,7 @@ public static class FirmwareVersionsApi
 
         var caller = Caller.From(http.User);
         var projectId = caller.ProjectId;
-        var read = reads.For(caller);
+        var read = reads.ForProjected(caller, http);
         // Without filters, the scope cursors had before there were filters: those already handed out stay valid.
         var scope = filters.IsNone
             ? string.Create(CultureInfo.InvariantCulture, $"versions|{projectId}")

@@ -47,6 +47,7 @@ public sealed class FirmwareManagerApp : WebApplicationFactory<Program>, IAsyncL
 
     private Respawner? _respawner;
     private readonly IReadOnlyDictionary<string, string> _settings;
+    private readonly bool _answerBeforeProjected;
 
     public FirmwareManagerApp()
         : this(realServer: false, new Dictionary<string, string>())
@@ -57,9 +58,12 @@ public sealed class FirmwareManagerApp : WebApplicationFactory<Program>, IAsyncL
     /// server: for a browser, which cannot reach the in-memory one.</param>
     /// <param name="settings">Settings applied after the tests' own, such as the rate limits put back.</param>
     /// <remarks>Internal: xunit builds a collection fixture through its one public constructor.</remarks>
-    internal FirmwareManagerApp(bool realServer, IReadOnlyDictionary<string, string> settings)
+    /// <param name="answerBeforeProjected">Reports answered as soon as they are stored, as in production; otherwise
+    /// once projected (<see cref="ProjectedBeforeAnswered"/>).</param>
+    internal FirmwareManagerApp(bool realServer, IReadOnlyDictionary<string, string> settings, bool answerBeforeProjected = false)
     {
         _settings = settings;
+        _answerBeforeProjected = answerBeforeProjected;
         if (realServer)
         {
             UseKestrel(options => options.Listen(System.Net.IPAddress.Loopback, 0));
@@ -117,6 +121,10 @@ public sealed class FirmwareManagerApp : WebApplicationFactory<Program>, IAsyncL
         {
             services.AddSingleton<ILogEventSink>(Logs);
             services.AddSingleton<TimeProvider>(Clock);
+            if (!_answerBeforeProjected)
+            {
+                services.AddSingleton<IStartupFilter>(new ProjectedBeforeAnswered(ConnectionString));
+            }
         });
     }
 

@@ -113,6 +113,9 @@ public sealed class PostgresServer
     private static string NewDatabaseName() => string.Create(CultureInfo.InvariantCulture,
         $"fm_test_{Environment.ProcessId}_{Interlocked.Increment(ref _databaseCounter)}_{Random.Shared.Next(100000)}");
 
+    /// <summary>Runs <paramref name="sql"/> as the administrator on every node (to act on any session, such as ending it).</summary>
+    public Task AdminExecuteOnEveryNodeAsync(string sql) => AdminExecuteAsync(sql);
+
     /// <summary>Runs <paramref name="sql"/> as the administrator on this server, and on each worker when it is a Citus coordinator (roles are per node).</summary>
     private async Task AdminExecuteAsync(string sql)
     {

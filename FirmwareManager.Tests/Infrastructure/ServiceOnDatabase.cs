@@ -12,5 +12,7 @@ public sealed class ServiceOnDatabase(string connectionString) : WebApplicationF
 
     protected override void ConfigureWebHost(IWebHostBuilder builder) => builder
         .UseSetting("ConnectionStrings:FirmwareManager", connectionString)
-        .ConfigureServices(services => services.AddSingleton<ILogEventSink>(Logs));
+        .ConfigureServices(services => services
+            .AddSingleton<ILogEventSink>(Logs)
+            .AddSingleton<Microsoft.AspNetCore.Hosting.IStartupFilter>(new ProjectedBeforeAnswered(connectionString)));
 }

@@ -63,6 +63,9 @@ BEGIN
     -- Each project's feed numbers: taken by ingest, one row per project.
     GRANT SELECT, INSERT ON project_event_arrivals TO firmware_manager_api;
     GRANT UPDATE (last_arrival) ON project_event_arrivals TO firmware_manager_api;
+    -- The projection step stores how far it has projected each project's feed (migration 0037).
+    GRANT SELECT, INSERT ON project_projections TO firmware_manager_api;
+    GRANT UPDATE (position, projected_at) ON project_projections TO firmware_manager_api;
 
     -- Webhooks are made and deleted by admins; ingest records deliveries and the sender keeps their state.
     GRANT SELECT, INSERT ON webhooks, webhook_deliveries TO firmware_manager_api;

@@ -1,0 +1,88 @@
+using System.Globalization;
+using FirmwareManager.Api.Auth;
+using FirmwareManager.Api.Database;
+using FirmwareManager.Api.Http;
+using Microsoft.Extensions.Options;
+
+namespace FirmwareManager.Api.Projections;
+
+/// <summary>
+/// Reads of projected state (devices, versions, transitions, rollouts): freshness visible and waitable. The answer
+/// carries <c>X-Projected-Position</c>, the project's feed position the state includes (read on the node that served
+/// it, before the read); <c>min_position=N</c> makes the request wait until the projection has reached N (a report's
+/// <c>X-Feed-Position</c>), at most <see cref="ProjectionOptions.MaxWaitMs"/>, then answer 503 with <c>Retry-After</c>.
+/// </summary>
+public static class ProjectedReads
+{
+    public const string Header = "X-Projected-Position";
+    public const string MinPositionParameter = "min_position";
+
+    private static readonly object ItemKey = new();
+
+    /// <summary>Adds <c>min_position</c> and <c>X-Projected-Position</c> to a read of projected state.</summary>
+    public static RouteHandlerBuilder ReadsProjectedState(this RouteHandlerBuilder endpoint) =>
+        endpoint.AddEndpointFilter(WaitForMinPositionAsync)
+            .Produces(StatusCodes.Status503ServiceUnavailable, contentType: "application/problem+json");
+
+    /// <summary>The read context for <paramref name="caller"/>'s read of its project's projected state.</summary>
+    public static ReadContext ForProjected(this ReadRouting reads, Caller caller, HttpContext http)
+    {
+        var read = reads.For(caller);
+        read.ProjectionOf = caller.ProjectId;
+        read.MinProjected = http.Items.TryGetValue(ItemKey, out var min) ? (long)min! : 0;
+        http.Response.OnStarting(() =>
+        {
+            if (read.Projected is { } position)
+            {
+                http.Response.Headers[Header] = position.ToString(CultureInfo.InvariantCulture);
+            }
+
+            return Task.CompletedTask;
+        });
+        return read;
+    }
+
+    private static async ValueTask<object?> WaitForMinPositionAsync(EndpointFilterInvocationContext invocation, EndpointFilterDelegate next)
+    {
+        var http = invocation.HttpContext;
+        var values = http.Request.Query[MinPositionParameter];
+        if (values.Count == 0)
+        {
+            return await next(invocation);
+        }
+
+        if (values.Count > 1 || !long.TryParse(values[0], NumberStyles.None, CultureInfo.InvariantCulture, out var min))
+        {
+            return Problems.Validation(
+                new Dictionary<string, string[]> { [MinPositionParameter] = ["Must be a feed position: a whole number from 0 (a report's X-Feed-Position)."] },
+                "Invalid query parameters.");
+        }
+
+        var caller = Caller.From(http.User);
+        var steps = http.RequestServices.GetRequiredService<ProjectionSteps>();
+        var options = http.RequestServices.GetRequiredService<IOptions<ProjectionOptions>>().Value;
+        var deadline = Environment.TickCount64 + options.MaxWaitMs;
+        var pause = 5;
+        long reached;
+        while ((reached = await steps.PositionAsync(caller.ProjectId, http.RequestAborted)) < min)
+        {
+            var left = deadline - Environment.TickCount64;
+            if (left <= 0)
+            {
+                http.Response.Headers.RetryAfter = "1";
+                return TypedResults.Problem(
+                    statusCode: StatusCodes.Status503ServiceUnavailable,
+                    title: "The projection has not reached that position yet.",
+                    detail: string.Create(CultureInfo.InvariantCulture,
+                        $"The project's projected state includes its feed up to position {reached}, not yet {min}. Try again shortly."),
+                    extensions: new Dictionary<string, object?> { ["position_reached"] = reached, ["min_position"] = min });
+            }
+
+            await Task.Delay(TimeSpan.FromMilliseconds(Math.Min(pause, left)), http.RequestAborted);
+            pause = Math.Min(pause * 2, 50);
+        }
+
+        http.Items[ItemKey] = min;
+        return await next(invocation);
+    }
+}

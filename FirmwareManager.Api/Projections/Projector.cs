@@ -1,0 +1,234 @@
+using System.ComponentModel.DataAnnotations;
+using System.Threading.Channels;
+using Dapper;
+using FirmwareManager.Api.Observability;
+using Microsoft.Extensions.Options;
+using Npgsql;
+
+namespace FirmwareManager.Api.Projections;
+
+/// <summary>The <c>FirmwareManager:Projections</c> section: how this instance projects the feeds.</summary>
+public sealed class ProjectionOptions
+{
+    public const string Section = "FirmwareManager:Projections";
+
+    /// <summary>Whether this instance projects at all (an instance that only serves reads may leave it to others).</summary>
+    public bool Enabled { get; set; } = true;
+
+    /// <summary>Events a step applies at most: a project's turn, so that one project's backlog never holds back another's.</summary>
+    [Range(1, 100_000)]
+    public int StepSize { get; set; } = 5000;
+
+    /// <summary>Steps this instance runs at once, each on its own connection, each for another project.</summary>
+    [Range(1, 16)]
+    public int Workers { get; set; } = 2;
+
+    /// <summary>
+    /// How often this instance looks for projects whose feed is ahead of their position (another instance's reports, or
+    /// a stopped instance's projects), in milliseconds. Reports this instance stored are projected at once.
+    /// </summary>
+    [Range(20, 60_000)]
+    public int DiscoveryIntervalMs { get; set; } = 500;
+
+    /// <summary>How long a read with <c>min_position</c> waits for the projection, in milliseconds, before it answers 503.</summary>
+    [Range(0, 30_000)]
+    public int MaxWaitMs { get; set; } = 5000;
+
+    /// <summary>/health reports a projection whose events have waited this many seconds without it moving.</summary>
+    [Range(1, 3600)]
+    public int StalledAfterSeconds { get; set; } = 30;
+}
+
+/// <summary>
+/// Projects each project's new events into the derived state, on every instance (<see cref="ProjectionSteps"/>).
+/// Projects with events waiting are queued once each and taken in turn: a worker runs one bounded step of a project,
+/// then puts it at the back of the queue when more waits, so every project with new events gets a step before any
+/// gets a second. Reports this instance commits queue their project at once (<see cref="Notify"/>); a discovery
+/// every <see cref="ProjectionOptions.DiscoveryIntervalMs"/> finds the rest (one statement over every shard on Citus,
+/// like the webhook sender's). Several instances share the work through the position's row lock: a step finding it
+/// held does nothing, and the project comes back on a later turn, so a stopped instance's projects are taken over
+/// at the next discovery.
+/// </summary>
+public sealed class Projector : BackgroundService
+{
+    // Projects whose feed is ahead of their position, with when their oldest waiting event came in, where known.
+    private const string BehindSql = """
+        SELECT a.project_id AS ProjectId,
+               a.last_arrival - COALESCE(p.position, 0) AS Waiting,
+               COALESCE(p.position, 0) AS Position
+        FROM project_event_arrivals AS a
+        LEFT JOIN project_projections AS p ON p.project_id = a.project_id
+        WHERE a.last_arrival > COALESCE(p.position, 0)
+        """;
+
+    private readonly ProjectionSteps _steps;
+    private readonly NpgsqlDataSource _dataSource;
+    private readonly ProjectionMetrics _metrics;
+    private readonly ProjectionOptions _options;
+    private readonly ILogger<Projector> _logger;
+    private readonly Channel<long> _queue = Channel.CreateUnbounded<long>();
+    private readonly HashSet<long> _queued = [];
+
+    // Projects found behind, with the position they had and since when they have had it.
+    private Dictionary<long, (long Position, DateTime Since)> _behindSince = [];
+    private readonly Lock _lock = new();
+
+    public Projector(
+        ProjectionSteps steps, NpgsqlDataSource dataSource, ProjectionMetrics metrics, IOptions<ProjectionOptions> options, ILogger<Projector> logger)
+    {
+        _steps = steps;
+        _dataSource = dataSource;
+        _metrics = metrics;
+        _options = options.Value;
+        _logger = logger;
+    }
+
+    /// <summary>
+    /// What the last discovery found: events waiting in all, and since when the longest-stuck project behind has not
+    /// moved (null when none is behind).
+    /// </summary>
+    public (long Waiting, DateTime? StuckSince) LastSeen { get; private set; }
+
+    /// <summary>When the last discovery ran (UTC), null before the first.</summary>
+    public DateTime? LastDiscovery { get; private set; }
+
+    /// <summary>Queues the project for a step (its feed moved): now, unless it is queued already.</summary>
+    public void Notify(long projectId)
+    {
+        if (!_options.Enabled)
+        {
+            return;
+        }
+
+        lock (_lock)
+        {
+            if (!_queued.Add(projectId))
+            {
+                return;
+            }
+        }
+
+        _queue.Writer.TryWrite(projectId);
+    }
+
+    protected override async Task ExecuteAsync(CancellationToken stoppingToken)
+    {
+        if (!_options.Enabled)
+        {
+            return;
+        }
+
+        var workers = Enumerable.Range(0, _options.Workers).Select(_ => Task.Run(() => WorkAsync(stoppingToken), stoppingToken)).ToList();
+        workers.Add(Task.Run(() => DiscoverAsync(stoppingToken), stoppingToken));
+        try
+        {
+            await Task.WhenAll(workers);
+        }
+        catch (OperationCanceledException) when (stoppingToken.IsCancellationRequested)
+        {
+        }
+    }
+
+    private async Task DiscoverAsync(CancellationToken stoppingToken)
+    {
+        using var timer = new PeriodicTimer(TimeSpan.FromMilliseconds(_options.DiscoveryIntervalMs));
+        do
+        {
+            try
+            {
+                await using var connection = await _dataSource.OpenConnectionAsync(stoppingToken);
+                var behind = (await connection.QueryAsync<(long ProjectId, long Waiting, long Position)>(
+                    new CommandDefinition(BehindSql, cancellationToken: stoppingToken))).AsList();
+                var now = DateTime.UtcNow;
+                _behindSince = behind.ToDictionary(b => b.ProjectId, b =>
+                    _behindSince.TryGetValue(b.ProjectId, out var before) && before.Position == b.Position ? before : (b.Position, now));
+                LastSeen = (behind.Sum(b => b.Waiting), _behindSince.Count == 0 ? null : _behindSince.Values.Min(b => b.Since));
+                LastDiscovery = now;
+                _metrics.Waiting(LastSeen.Waiting);
+                foreach (var project in behind)
+                {
+                    Notify(project.ProjectId);
+                }
+            }
+            catch (Exception e) when (!stoppingToken.IsCancellationRequested)
+            {
+                _logger.LogWarning("Looking for projects to project failed, trying again: {Reason}", e.Message);
+            }
+        }
+        while (await timer.WaitForNextTickAsync(stoppingToken));
+    }
+
+    private async Task WorkAsync(CancellationToken stoppingToken)
+    {
+        await foreach (var projectId in _queue.Reader.ReadAllAsync(stoppingToken))
+        {
+            lock (_lock)
+            {
+                _queued.Remove(projectId);
+            }
+
+            try
+            {
+                var started = DateTime.UtcNow;
+                var outcome = await _steps.RunAsync(projectId, _options.StepSize, stoppingToken);
+                if (outcome.Claimed && outcome.To > outcome.From)
+                {
+                    _metrics.Stepped(outcome.Events, DateTime.UtcNow - started, outcome.OldestReceivedAt is { } oldest ? DateTime.UtcNow - oldest : null);
+                    Stepped?.Invoke(projectId, outcome.To);
+                }
+
+                if (outcome.MoreWaiting)
+                {
+                    Notify(projectId);
+                }
+            }
+            catch (Exception e) when (!stoppingToken.IsCancellationRequested)
+            {
+                // Nothing of the step was kept: the discovery queues the project again.
+                _logger.LogWarning("A projection step of project {ProjectId} failed, to be tried again: {Reason}", projectId, e.Message);
+                await Task.Delay(TimeSpan.FromMilliseconds(100), stoppingToken);
+            }
+        }
+    }
+
+    /// <summary>Raised after each of this instance's steps that moved a position: the project, its new position.</summary>
+    public event Action<long, long>? Stepped;
+}
+
+public static class ProjectionExtensions
+{
+    /// <summary>The projection step, the background projector (<see cref="ProjectionOptions"/>) and its health check.</summary>
+    public static IServiceCollection AddProjections(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.AddSettings<ProjectionOptions>(configuration, ProjectionOptions.Section);
+        services.AddSingleton<ProjectionSteps>();
+        services.AddSingleton<ProjectionMetrics>();
+        services.AddSingleton<ProjectionRecount>();
+        services.AddSingleton<Projector>();
+        services.AddHostedService(sp => sp.GetRequiredService<Projector>());
+        services.AddHealthChecks().AddCheck<ProjectionHealthCheck>("projection");
+        return services;
+    }
+}
+
+/// <summary>
+/// Unhealthy when a project's events have waited <see cref="ProjectionOptions.StalledAfterSeconds"/> with its position
+/// not moving, as this instance's last look found (a projection that has stopped: every instance's steps fail, or
+/// none runs them), or when this instance has not been able to look for that long.
+/// </summary>
+internal sealed class ProjectionHealthCheck(Projector projector, IOptions<ProjectionOptions> options) : Microsoft.Extensions.Diagnostics.HealthChecks.IHealthCheck
+{
+    public Task<Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult> CheckHealthAsync(
+        Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckContext context, CancellationToken cancellationToken = default)
+    {
+        var limit = TimeSpan.FromSeconds(options.Value.StalledAfterSeconds);
+        var now = DateTime.UtcNow;
+        if (options.Value.Enabled && projector.LastSeen.StuckSince is { } since && now - since > limit)
+        {
+            return Task.FromResult(Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult.Unhealthy(
+                $"The projection has not moved for {(now - since).TotalSeconds:F0} s while {projector.LastSeen.Waiting} events wait."));
+        }
+
+        return Task.FromResult(Microsoft.Extensions.Diagnostics.HealthChecks.HealthCheckResult.Healthy());
+    }
+}

@@ -1,0 +1,232 @@
+using System.Net;
+using System.Net.Http.Json;
+using Dapper;
+using FirmwareManager.Api.Projections;
+using FirmwareManager.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
+using Npgsql;
+using static FirmwareManager.Tests.Firmware.PagingHistoryTests;
+
+namespace FirmwareManager.Tests.Projections;
+
+/// <summary>
+/// The derived state is projected from each project's feed after the report is stored: exactly once, visible
+/// (<c>X-Projected-Position</c>) and waitable (<c>min_position</c>). On a service of its own, whose reports are answered
+/// as soon as they are stored, as in production (the shared test service answers once projected).
+/// </summary>
+public sealed class ProjectionTests(ProjectionTests.AnsweredWhenStored service) : IClassFixture<ProjectionTests.AnsweredWhenStored>, IAsyncLifetime
+{
+    private static readonly DateTime At = new(2025, 6, 1, 0, 0, 0, DateTimeKind.Utc);
+
+    private readonly FirmwareManagerApp _app = service.App;
+
+    /// <summary>The service for these tests: reports answered once stored; a short wait for <c>min_position</c>.</summary>
+    public sealed class AnsweredWhenStored : IAsyncLifetime
+    {
+        public FirmwareManagerApp App { get; } = new(realServer: false, new Dictionary<string, string>
+        {
+            ["FirmwareManager:Projections:MaxWaitMs"] = "300",
+        }, answerBeforeProjected: true);
+
+        public Task InitializeAsync() => App.InitializeAsync();
+
+        public async Task DisposeAsync() => await App.DisposeAsync();
+    }
+
+    public Task InitializeAsync() => _app.ResetAsync();
+
+    public Task DisposeAsync() => Task.CompletedTask;
+
+    [Fact]
+    public async Task A_report_read_with_its_feed_position_shows_in_every_projected_view()
+    {
+        using var device = _app.ClientWithKey(FirmwareManagerApp.DeviceKey1);
+        using var member = _app.ClientWithKey(FirmwareManagerApp.MemberKey1);
+        for (var round = 0; round < 20; round++)
+        {
+            var version = $"7.{round}.0";
+            var report = await device.PostEventAsync(1, Event(version, "updated", At.AddMinutes(round)));
+            report.StatusCode.Should().Be(HttpStatusCode.Created);
+            var position = FeedPosition(report);
+
+            var read = await member.GetAsync($"/devices/1?min_position={position}");
+            read.StatusCode.Should().Be(HttpStatusCode.OK);
+            ProjectedPosition(read).Should().BeGreaterThanOrEqualTo(position);
+            (await read.JsonAsync()).GetProperty("current_firmware").GetString().Should().Be(version, "the read waited for its own write");
+
+            foreach (var path in new[] { "/devices", "/firmware-versions", "/firmware-transitions", "/rollouts" })
+            {
+                var view = await member.GetAsync($"{path}?min_position={position}");
+                view.StatusCode.Should().Be(HttpStatusCode.OK, path);
+                ProjectedPosition(view).Should().BeGreaterThanOrEqualTo(position, path);
+            }
+
+            var versions = await (await member.GetAsync($"/firmware-versions?min_position={position}")).JsonAsync();
+            versions.EnumerateArray().Should().Contain(v => v.GetProperty("firmware").GetString() == version && v.GetProperty("devices").GetInt64() == 1);
+        }
+
+        (await _app.Services.GetRequiredService<ProjectionRecount>().DifferencesAsync(1, CancellationToken.None)).Should().BeEmpty();
+    }
+
+    [Fact]
+    public async Task Every_projected_read_says_how_far_its_state_goes_even_without_min_position()
+    {
+        using var member = _app.ClientWithKey(FirmwareManagerApp.MemberKey1);
+        foreach (var path in new[] { "/devices", "/devices/1", "/firmware-versions", "/firmware-transitions", "/rollouts" })
+        {
+            var response = await member.GetAsync(path);
+            response.StatusCode.Should().Be(HttpStatusCode.OK, path);
+            ProjectedPosition(response).Should().BeGreaterThanOrEqualTo(0, path);
+        }
+
+        // History and the feed are the record itself, not projected: no such header.
+        (await member.GetAsync("/firmware/1")).Headers.Contains(ProjectedReads.Header).Should().BeFalse();
+    }
+
+    [Fact]
+    public async Task A_position_the_projection_has_not_reached_is_a_503_naming_the_position_reached()
+    {
+        using var member = _app.ClientWithKey(FirmwareManagerApp.MemberKey1);
+        var response = await member.GetAsync("/firmware-versions?min_position=900000000");
+
+        var problem = await response.ShouldBeProblemAsync(HttpStatusCode.ServiceUnavailable);
+        response.Headers.RetryAfter.Should().NotBeNull();
+        problem.GetProperty("min_position").GetInt64().Should().Be(900000000);
+        problem.GetProperty("position_reached").GetInt64().Should().BeLessThan(900000000);
+    }
+
+    [Theory]
+    [InlineData("-1")]
+    [InlineData("abc")]
+    [InlineData("1.5")]
+    [InlineData("")]
+    [InlineData("99999999999999999999")]
+    [InlineData("1&min_position=2")]
+    public async Task A_min_position_that_is_not_a_position_is_a_400(string value)
+    {
+        using var member = _app.ClientWithKey(FirmwareManagerApp.MemberKey1);
+        var response = await member.GetAsync($"/devices?min_position={value}");
+        var problem = await response.ShouldBeProblemAsync(HttpStatusCode.BadRequest);
+        problem.GetProperty("errors").TryGetProperty("min_position", out _).Should().BeTrue();
+    }
+
+    [Fact]
+    public async Task Steps_run_at_once_by_many_workers_apply_each_event_exactly_once()
+    {
+        // Reports from many devices of one project, with changes of hardware meanwhile, then eight workers stepping
+        // the same project at once in small steps, as several instances would.
+        var devices = new List<(long Id, string Key)>();
+        for (var i = 0; i < 12; i++)
+        {
+            devices.Add(await _app.AddDeviceAsync(1));
+        }
+
+        var steps = _app.Services.GetRequiredService<ProjectionSteps>();
+        using var admin = _app.ClientWithKey(FirmwareManagerApp.MemberKey1);
+        var reporting = Task.WhenAll(devices.Select(async (d, n) =>
+        {
+            using var client = _app.ClientWithKey(d.Key);
+            for (var i = 0; i < 15; i++)
+            {
+                var status = (i + n) % 5 == 0 ? "failed" : (i + n) % 7 == 0 ? "rolled_back" : "updated";
+                (await client.PostEventAsync(d.Id, Event($"1.{i % 4}.{n % 3}", status, At.AddMinutes(i)))).IsSuccessStatusCode.Should().BeTrue();
+            }
+        }));
+        var relabelling = Task.Run(async () =>
+        {
+            for (var i = 0; i < 10; i++)
+            {
+                var body = new { device_ids = devices.Where((_, n) => n % 2 == i % 2).Select(d => d.Id).ToArray(), hardware = $"rev-{i % 3}" };
+                (await admin.PatchAsJsonAsync("/devices", body)).IsSuccessStatusCode.Should().BeTrue();
+            }
+        });
+        var stepping = Task.WhenAll(Enumerable.Range(0, 8).Select(_ => Task.Run(async () =>
+        {
+            while (!reporting.IsCompleted)
+            {
+                await steps.RunAsync(1, stepSize: 7, CancellationToken.None);
+            }
+        })));
+        await Task.WhenAll(reporting, relabelling, stepping);
+
+        await WaitUntilProjectedAsync(1);
+        (await _app.Services.GetRequiredService<ProjectionRecount>().DifferencesAsync(1, CancellationToken.None)).Should().BeEmpty();
+    }
+
+    [Fact]
+    public async Task A_step_killed_mid_way_keeps_nothing_and_the_next_applies_it_once()
+    {
+        using var device = _app.ClientWithKey(FirmwareManagerApp.DeviceKey1);
+        var steps = _app.Services.GetRequiredService<ProjectionSteps>();
+        await WaitUntilProjectedAsync(1);
+        await using var connection = _app.OpenConnection();
+        var before = await steps.PositionAsync(1, CancellationToken.None);
+
+        // The device's row held, so that the background step blocks on it and can be killed there.
+        await using var holder = _app.OpenConnection();
+        await using var hold = await holder.BeginTransactionAsync();
+        // FOR NO KEY UPDATE, as a step takes it: the report (KEY SHARE) is stored meanwhile.
+        await holder.ExecuteAsync("SELECT id FROM devices WHERE project_id = 1 AND id = 1 FOR NO KEY UPDATE", transaction: hold);
+        var report = await device.PostEventAsync(1, Event("8.0.0", "updated", At));
+        report.StatusCode.Should().Be(HttpStatusCode.Created);
+        await _app.WaitUntilASessionWaitsForALockAsync();
+        await KillWaitingSessionsAsync();
+        await hold.RollbackAsync();
+
+        await WaitUntilProjectedAsync(1);
+        (await steps.PositionAsync(1, CancellationToken.None)).Should().BeGreaterThan(before);
+        (await connection.ExecuteScalarAsync<string>("SELECT current_firmware FROM devices WHERE project_id = 1 AND id = 1")).Should().Be("8.0.0");
+        (await connection.ExecuteScalarAsync<long>("SELECT sum(devices) FROM firmware_version_counts WHERE project_id = 1 AND firmware = '8.0.0'"))
+            .Should().Be(1, "the killed step kept nothing, and the next one counted the report once");
+        (await _app.Services.GetRequiredService<ProjectionRecount>().DifferencesAsync(1, CancellationToken.None)).Should().BeEmpty();
+    }
+
+    [Fact]
+    public async Task The_recount_finds_a_figure_that_a_step_got_wrong()
+    {
+        using var device = _app.ClientWithKey(FirmwareManagerApp.DeviceKey1);
+        (await device.PostEventAsync(1, Event("9.0.0", "updated", At))).StatusCode.Should().Be(HttpStatusCode.Created);
+        await WaitUntilProjectedAsync(1);
+        var recount = _app.Services.GetRequiredService<ProjectionRecount>();
+        (await recount.DifferencesAsync(null, CancellationToken.None)).Should().BeEmpty();
+
+        await using var connection = _app.OpenConnection();
+        await connection.ExecuteAsync("UPDATE firmware_version_counts SET devices = devices + 1 WHERE project_id = 1 AND firmware = '9.0.0'");
+        await connection.ExecuteAsync("UPDATE device_transition_status SET status = 'failed' WHERE project_id = 1 AND to_firmware = '9.0.0'");
+
+        var differences = await recount.DifferencesAsync(1, CancellationToken.None);
+        differences.Should().Contain(d => d.Figure == "firmware_version_counts" && d.Key.StartsWith("9.0.0", StringComparison.Ordinal) && d.Stored == d.Recounted + 1);
+        differences.Should().Contain(d => d.Figure == "firmware_transition_counts" && d.Key.StartsWith("9.0.0", StringComparison.Ordinal));
+    }
+
+    private static async Task KillWaitingSessionsAsync()
+    {
+        // As the server's administrator, on every node: the step waits on the node that holds the project's shard.
+        await (await PostgresServer.SharedAsync()).AdminExecuteOnEveryNodeAsync(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND query LIKE '%FOR NO KEY UPDATE%'");
+    }
+
+    private async Task WaitUntilProjectedAsync(long projectId)
+    {
+        await using var connection = _app.OpenConnection();
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while (await connection.ExecuteScalarAsync<bool>("""
+                   SELECT EXISTS (
+                       SELECT
+                       FROM project_event_arrivals AS a
+                       LEFT JOIN project_projections AS p ON p.project_id = a.project_id
+                       WHERE a.project_id = @ProjectId
+                         AND a.last_arrival > COALESCE(p.position, 0))
+                   """, new { ProjectId = projectId }))
+        {
+            DateTime.UtcNow.Should().BeBefore(deadline, "the projection catches up");
+            await Task.Delay(20);
+        }
+    }
+
+    private static long FeedPosition(HttpResponseMessage response) =>
+        long.Parse(response.Headers.GetValues("X-Feed-Position").Single(), System.Globalization.CultureInfo.InvariantCulture);
+
+    private static long ProjectedPosition(HttpResponseMessage response) =>
+        long.Parse(response.Headers.GetValues(ProjectedReads.Header).Single(), System.Globalization.CultureInfo.InvariantCulture);
+}
