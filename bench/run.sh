@@ -222,7 +222,13 @@ if [ "$webhook" = 1 ]; then
   warm ingest 64 ingest.lua "$out/sample.csv" "" RUN
   psql_fm -c "ANALYZE"
   wrk_phase ingest-webhook 64 ingest.lua "$out/sample.csv" >/dev/null
-  sleep 1
+  # Deliveries are projected from the feed after the reports are answered: wait until every project is projected.
+  project_start=$(date +%s)
+  until [ "$(psql_fm -tAc "SELECT count(*) FROM project_event_arrivals AS a LEFT JOIN project_projections AS p USING (project_id) WHERE a.last_arrival > COALESCE(p.position, 0)")" = 0 ]; do
+    [ $(( $(date +%s) - project_start )) -lt 120 ] || { echo "bench: the projection did not catch up within 120 s" >&2; exit 1; }
+    sleep 0.2
+  done
+  log "projected $(( $(date +%s) - project_start )) s after the load stopped"
   stored=$(psql_fm -tAc "SELECT count(*) FROM firmware_events WHERE id > $first_new")
   recorded=$(psql_fm -tAc "SELECT count(*) FROM webhook_deliveries WHERE event_id > $first_new")
   log "waiting for $recorded deliveries to arrive"
