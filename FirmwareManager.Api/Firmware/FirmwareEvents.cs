@@ -242,15 +242,16 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
     {
         var deviceIds = reports.Select(r => r.DeviceId).ToArray();
         var keyIds = reports.Select(r => r.KeyId).ToArray();
+        var (lockIds, checkKeyIds) = (deviceIds.Distinct().ToArray(), keyIds.Distinct().ToArray());
         await using var batch = new NpgsqlBatch(connection)
         {
             BatchCommands =
             {
                 new NpgsqlBatchCommand("BEGIN"),
-                new NpgsqlBatchCommand(LockDevicesSql) { Parameters = { new("ProjectId", projectId), new("DeviceIds", deviceIds) } },
+                new NpgsqlBatchCommand(LockDevicesSql) { Parameters = { new("ProjectId", projectId), new("DeviceIds", lockIds) } },
                 new NpgsqlBatchCommand(ActiveDevicesSql)
                 {
-                    Parameters = { new("ProjectId", projectId), new("DeviceIds", deviceIds), new("KeyIds", keyIds) },
+                    Parameters = { new("ProjectId", projectId), new("DeviceIds", lockIds), new("KeyIds", checkKeyIds) },
                 },
                 new NpgsqlBatchCommand(TakeArrivalsSql) { Parameters = { new("ProjectId", projectId), new("Reports", (long)reports.Count) } },
                 new NpgsqlBatchCommand(StoreEventsSql)
@@ -277,22 +278,9 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
         var created = new List<FirmwareEvent>();
         await using (var reader = await batch.ExecuteReaderAsync(cancellationToken))
         {
-            while (await reader.ReadAsync(cancellationToken))
-            {
-                locked.Add(reader.GetInt64(0));
-            }
-
-            await reader.NextResultAsync(cancellationToken);
-            while (await reader.ReadAsync(cancellationToken))
-            {
-                active.Add(reader.GetInt64(0));
-            }
-
-            await reader.NextResultAsync(cancellationToken);
-            while (await reader.ReadAsync(cancellationToken))
-            {
-            }
-
+            await ReadIdsAsync(reader, locked, cancellationToken);
+            await ReadIdsAsync(reader, active, cancellationToken);
+            // The numbers taken: the events carry theirs.
             await reader.NextResultAsync(cancellationToken);
             await ReadCreatedAsync(reader, created, cancellationToken);
         }
@@ -306,27 +294,17 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
         NpgsqlConnection connection, long projectId, List<(long DeviceId, long KeyId, NewFirmwareEvent Event)> reports,
         CancellationToken cancellationToken)
     {
-        var deviceIds = reports.Select(r => r.DeviceId).ToArray();
+        var deviceIds = reports.Select(r => r.DeviceId).Distinct().ToArray();
         var locked = new HashSet<long>();
         var active = new HashSet<long>();
         long lastArrival = 0;
         var transactionTime = DateTime.UtcNow;
         await using (var reader = await connection.ExecuteReaderAsync(new CommandDefinition(
-            LockAndCheckSql, new { ProjectId = projectId, DeviceIds = deviceIds, KeyIds = reports.Select(r => r.KeyId).ToArray() },
+            LockAndCheckSql, new { ProjectId = projectId, DeviceIds = deviceIds, KeyIds = reports.Select(r => r.KeyId).Distinct().ToArray() },
             cancellationToken: cancellationToken)))
         {
-            while (await reader.ReadAsync(cancellationToken))
-            {
-                locked.Add(reader.GetInt64(0));
-            }
-
-            await reader.NextResultAsync(cancellationToken);
-            while (await reader.ReadAsync(cancellationToken))
-            {
-                active.Add(reader.GetInt64(0));
-            }
-
-            await reader.NextResultAsync(cancellationToken);
+            await ReadIdsAsync(reader, locked, cancellationToken);
+            await ReadIdsAsync(reader, active, cancellationToken);
             while (await reader.ReadAsync(cancellationToken))
             {
                 lastArrival = reader.GetInt64(0);
@@ -385,6 +363,17 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
         }
 
         return (locked, active, created);
+    }
+
+    // The ids of the current result, then on to the next result.
+    private static async Task ReadIdsAsync(System.Data.Common.DbDataReader reader, HashSet<long> ids, CancellationToken cancellationToken)
+    {
+        while (await reader.ReadAsync(cancellationToken))
+        {
+            ids.Add(reader.GetInt64(0));
+        }
+
+        await reader.NextResultAsync(cancellationToken);
     }
 
     private static async Task ReadCreatedAsync(NpgsqlDataReader reader, List<FirmwareEvent> created, CancellationToken cancellationToken)

@@ -22,7 +22,30 @@ public static class ProjectedReads
     /// <summary>Adds <c>min_position</c> and <c>X-Projected-Position</c> to a read of projected state.</summary>
     public static RouteHandlerBuilder ReadsProjectedState(this RouteHandlerBuilder endpoint) =>
         endpoint.AddEndpointFilter(WaitForMinPositionAsync)
-            .Produces(StatusCodes.Status503ServiceUnavailable, contentType: "application/problem+json");
+            .AddOpenApiOperationTransformer((operation, _, _) =>
+            {
+                operation.Parameters ??= [];
+                operation.Parameters.Add(new Microsoft.OpenApi.OpenApiParameter
+                {
+                    Name = MinPositionParameter,
+                    In = Microsoft.OpenApi.ParameterLocation.Query,
+                    Description = "Wait until the project's projected state includes this feed position (a report's X-Feed-Position), " +
+                                  "at most 5 s by default; then 503 with Retry-After and position_reached.",
+                    Schema = new Microsoft.OpenApi.OpenApiSchema { Type = Microsoft.OpenApi.JsonSchemaType.Integer, Format = "int64", Minimum = "0" },
+                });
+                if (operation.Responses?.TryGetValue("200", out var ok) == true && ok is Microsoft.OpenApi.OpenApiResponse response)
+                {
+                    response.Headers ??= new Dictionary<string, Microsoft.OpenApi.IOpenApiHeader>();
+                    response.Headers[Header] = new Microsoft.OpenApi.OpenApiHeader
+                    {
+                        Description = "The project's feed position the answer's state includes.",
+                        Schema = new Microsoft.OpenApi.OpenApiSchema { Type = Microsoft.OpenApi.JsonSchemaType.Integer, Format = "int64" },
+                    };
+                }
+
+                return Task.CompletedTask;
+            })
+            .ProducesProblem(StatusCodes.Status503ServiceUnavailable);
 
     /// <summary>The read context for <paramref name="caller"/>'s read of its project's projected state.</summary>
     public static ReadContext ForProjected(this ReadRouting reads, Caller caller, HttpContext http)

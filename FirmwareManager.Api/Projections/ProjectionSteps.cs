@@ -99,20 +99,17 @@ public sealed class ProjectionSteps(NpgsqlDataSource dataSource, DatabaseEngine 
 
     private const string StepTimeSql = "SELECT now()";
 
-    /// <summary>The project's position: how far the derived state has applied its feed (0 before its first step).</summary>
+    // The project's position: how far the derived state has applied its feed (0 before its first step).
     private const string PositionSql = """
         SELECT COALESCE(max(position), 0)
         FROM project_projections
         WHERE project_id = @ProjectId
         """;
 
-    public async Task<long> PositionAsync(NpgsqlConnection connection, long projectId, CancellationToken cancellationToken) =>
-        await connection.ExecuteScalarAsync<long>(new CommandDefinition(PositionSql, new { ProjectId = projectId }, cancellationToken: cancellationToken));
-
     public async Task<long> PositionAsync(long projectId, CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        return await PositionAsync(connection, projectId, cancellationToken);
+        return await connection.ExecuteScalarAsync<long>(new CommandDefinition(PositionSql, new { ProjectId = projectId }, cancellationToken: cancellationToken));
     }
 
     /// <summary>Projects up to <paramref name="stepSize"/> of the project's events after its position, in one transaction.</summary>

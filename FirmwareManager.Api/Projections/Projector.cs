@@ -1,6 +1,7 @@
 using System.ComponentModel.DataAnnotations;
 using System.Threading.Channels;
 using Dapper;
+using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Observability;
 using Microsoft.Extensions.Options;
 using Npgsql;
@@ -63,6 +64,7 @@ public sealed class Projector : BackgroundService
 
     private readonly ProjectionSteps _steps;
     private readonly NpgsqlDataSource _dataSource;
+    private readonly DatabaseEngine _engine;
     private readonly ProjectionMetrics _metrics;
     private readonly ProjectionOptions _options;
     private readonly ILogger<Projector> _logger;
@@ -74,10 +76,12 @@ public sealed class Projector : BackgroundService
     private readonly Lock _lock = new();
 
     public Projector(
-        ProjectionSteps steps, NpgsqlDataSource dataSource, ProjectionMetrics metrics, IOptions<ProjectionOptions> options, ILogger<Projector> logger)
+        ProjectionSteps steps, NpgsqlDataSource dataSource, DatabaseEngine engine, ProjectionMetrics metrics, IOptions<ProjectionOptions> options,
+        ILogger<Projector> logger)
     {
         _steps = steps;
         _dataSource = dataSource;
+        _engine = engine;
         _metrics = metrics;
         _options = options.Value;
         _logger = logger;
@@ -85,12 +89,11 @@ public sealed class Projector : BackgroundService
 
     /// <summary>
     /// What the last discovery found: events waiting in all, and since when the longest-stuck project behind has not
-    /// moved (null when none is behind).
+    /// moved (null when none is behind). Replaced whole by each discovery (read by the health check's thread).
     /// </summary>
-    public (long Waiting, DateTime? StuckSince) LastSeen { get; private set; }
+    public Seen LastSeen { get; private set; } = new(0, null);
 
-    /// <summary>When the last discovery ran (UTC), null before the first.</summary>
-    public DateTime? LastDiscovery { get; private set; }
+    public sealed record Seen(long Waiting, DateTime? StuckSince);
 
     /// <summary>Queues the project for a step (its feed moved): now, unless it is queued already.</summary>
     public void Notify(long projectId)
@@ -137,13 +140,22 @@ public sealed class Projector : BackgroundService
             try
             {
                 await using var connection = await _dataSource.OpenConnectionAsync(stoppingToken);
+                await using var transaction = await connection.BeginTransactionAsync(stoppingToken);
+                if (_engine.IsCitus)
+                {
+                    // The one statement that spans projects, as the webhook sender's: allowed whatever the service's
+                    // connections say, for this transaction only.
+                    await connection.ExecuteAsync(new CommandDefinition(
+                        "SET LOCAL citus.multi_task_query_log_level = 'off'", transaction: transaction, cancellationToken: stoppingToken));
+                }
+
                 var behind = (await connection.QueryAsync<(long ProjectId, long Waiting, long Position)>(
-                    new CommandDefinition(BehindSql, cancellationToken: stoppingToken))).AsList();
+                    new CommandDefinition(BehindSql, transaction: transaction, cancellationToken: stoppingToken))).AsList();
+                await transaction.CommitAsync(stoppingToken);
                 var now = DateTime.UtcNow;
                 _behindSince = behind.ToDictionary(b => b.ProjectId, b =>
                     _behindSince.TryGetValue(b.ProjectId, out var before) && before.Position == b.Position ? before : (b.Position, now));
-                LastSeen = (behind.Sum(b => b.Waiting), _behindSince.Count == 0 ? null : _behindSince.Values.Min(b => b.Since));
-                LastDiscovery = now;
+                LastSeen = new Seen(behind.Sum(b => b.Waiting), _behindSince.Count == 0 ? null : _behindSince.Values.Min(b => b.Since));
                 _metrics.Waiting(LastSeen.Waiting);
                 foreach (var project in behind)
                 {
@@ -214,7 +226,7 @@ public static class ProjectionExtensions
 /// <summary>
 /// Unhealthy when a project's events have waited <see cref="ProjectionOptions.StalledAfterSeconds"/> with its position
 /// not moving, as this instance's last look found (a projection that has stopped: every instance's steps fail, or
-/// none runs them), or when this instance has not been able to look for that long.
+/// none runs them). A database that does not answer is the database check's to report.
 /// </summary>
 internal sealed class ProjectionHealthCheck(Projector projector, IOptions<ProjectionOptions> options) : Microsoft.Extensions.Diagnostics.HealthChecks.IHealthCheck
 {

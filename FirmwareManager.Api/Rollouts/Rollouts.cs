@@ -6,7 +6,7 @@ using Npgsql;
 
 namespace FirmwareManager.Api.Rollouts;
 
-/// <summary>A rollout as declared, with the counters ingest keeps (migration 0034).</summary>
+/// <summary>A rollout as declared, with the counters projected from the feed (migration 0034, RolloutsProjection).</summary>
 public sealed record Rollout
 {
     public long Id { get; init; }

@@ -68,7 +68,7 @@ public static class RolloutsApi
         group.MapPost("/", CreateAsync).RequireAuthorization(Policies.Admin).Accepts<CreateRolloutBody>("application/json")
             .ProducesProblem(StatusCodes.Status409Conflict)
             .WithSummary("Declare a rollout of a version to an audience, with a failure threshold (admin, audited); 409 past 100 open rollouts, or 10 of one version")
-            .WithDescription("Observation only: devices are not told to update. Ingest counts, from then on, the reports of the audience's devices on the version.");
+            .WithDescription("Observation only: devices are not told to update. The projection counts, from then on, the reports of the audience's devices on the version.");
         group.MapGet("/", ListAsync)
             .ReadsProjectedState()
             .WithSummary("The project's rollouts, newest first, with their progress and state (member keys)")

@@ -37,6 +37,18 @@ public sealed class ApiDocsTests(FirmwareManagerApp app) : ApiTest(app)
         paths.GetProperty("/health").GetProperty("get").TryGetProperty("security", out _).Should().BeFalse();
         paths.GetProperty("/firmware/{device_id}").GetProperty("get").GetProperty("parameters").EnumerateArray()
             .Select(p => p.GetProperty("name").GetString()).Should().Contain(["limit", "cursor", "since", "until", "status", "firmware"]);
+
+        // Reads of projected state: min_position and the position the answer includes; history is the record itself.
+        foreach (var path in new[] { "/devices", "/devices/{device_id}", "/firmware-versions", "/firmware-transitions", "/rollouts", "/rollouts/{rollout_id}" })
+        {
+            var read = paths.GetProperty(path).GetProperty("get");
+            read.GetProperty("parameters").EnumerateArray().Select(p => p.GetProperty("name").GetString()).Should().Contain("min_position", path);
+            read.GetProperty("responses").GetProperty("200").GetProperty("headers").TryGetProperty("X-Projected-Position", out _).Should().BeTrue(path);
+            read.GetProperty("responses").TryGetProperty("503", out _).Should().BeTrue(path);
+        }
+
+        paths.GetProperty("/firmware/{device_id}").GetProperty("get").GetProperty("parameters").EnumerateArray()
+            .Select(p => p.GetProperty("name").GetString()).Should().NotContain("min_position");
     }
 
     [Theory]

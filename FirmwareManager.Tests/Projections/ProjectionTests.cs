@@ -71,13 +71,20 @@ public sealed class ProjectionTests(ProjectionTests.AnsweredWhenStored service) 
     [Fact]
     public async Task Every_projected_read_says_how_far_its_state_goes_even_without_min_position()
     {
+        using var device = _app.ClientWithKey(FirmwareManagerApp.DeviceKey1);
         using var member = _app.ClientWithKey(FirmwareManagerApp.MemberKey1);
+        var position = FeedPosition(await device.PostEventAsync(1, Event("6.0.0", "updated", At)));
+        await WaitUntilProjectedAsync(1);
         foreach (var path in new[] { "/devices", "/devices/1", "/firmware-versions", "/firmware-transitions", "/rollouts" })
         {
             var response = await member.GetAsync(path);
             response.StatusCode.Should().Be(HttpStatusCode.OK, path);
-            ProjectedPosition(response).Should().BeGreaterThanOrEqualTo(0, path);
+            ProjectedPosition(response).Should().Be(position, "{0}'s state includes the project's feed up to its last report", path);
         }
+
+        // Another project's position is its own.
+        using var otherMember = _app.ClientWithKey(FirmwareManagerApp.MemberKey3);
+        ProjectedPosition(await otherMember.GetAsync("/devices")).Should().Be(0, "project 2 has had no report numbered in its feed");
 
         // History and the feed are the record itself, not projected: no such header.
         (await member.GetAsync("/firmware/1")).Headers.Contains(ProjectedReads.Header).Should().BeFalse();
