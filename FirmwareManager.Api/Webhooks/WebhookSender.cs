@@ -1,3 +1,4 @@
+using System.Collections.Concurrent;
 using System.Diagnostics;
 using System.Globalization;
 using System.Net.Http.Headers;
@@ -17,13 +18,16 @@ public sealed record WebhookPayload(string Type, string DeliveryId, long Project
 public sealed record RolloutWebhookPayload(string Type, string DeliveryId, long ProjectId, string Timestamp, Rollouts.RolloutResponse Data);
 
 /// <summary>
-/// Sends the deliveries that ingest records (the outbox, migration 0029), on every instance with
+/// Sends the deliveries that the projection records (the outbox, migration 0029), on every instance with
 /// <see cref="WebhookOptions.SendDeliveries"/>: instances share the work by claiming deliveries with
 /// <c>FOR UPDATE SKIP LOCKED</c>, and a claim lapses after twice the attempt timeout, so a delivery whose instance died
 /// mid-send is sent again (receivers de-duplicate by its id). Per webhook and device, a delivery is sent only once
 /// every older one is delivered or given up: in order. A failed attempt is retried after a wait that doubles, up to
 /// <see cref="WebhookOptions.MaxRetryDelaySeconds"/>, until <see cref="WebhookOptions.GiveUpAfterHours"/> after it was
-/// recorded. A slow receiver holds up only its own round's sends, for at most the attempt timeout; ingest never waits.
+/// recorded. Each webhook has a lane of its own: a wave of at most <see cref="WebhookOptions.BatchSize"/> deliveries at
+/// a time per instance, sent, recorded, then the next; the waves of different webhooks run side by side and nothing
+/// waits for another's, so a slow, failing or hanging receiver delays only its own webhook, by at most the attempt
+/// timeout a wave. Ingest and the projection never wait for any.
 /// </summary>
 public sealed partial class WebhookSender(
     NpgsqlDataSource dataSource,
@@ -37,17 +41,25 @@ public sealed partial class WebhookSender(
 {
     public const string HttpClientName = "webhooks";
 
-    // Every project with a delivery due: the only statement that spans projects (on Citus, every shard).
-    private const string ProjectsWithDueDeliveriesSql = """
-        SELECT DISTINCT d.project_id
-        FROM webhook_deliveries AS d
-        WHERE d.delivered_at IS NULL
-          AND d.given_up_at IS NULL
-          AND d.next_attempt_at <= @Now
-          AND (d.claimed_until IS NULL OR d.claimed_until < @Now)
+    // Every webhook with a delivery due (deleted ones too: theirs are given up), with its project: one probe of
+    // webhook_deliveries_due_idx (migration 0038) per webhook, so it costs what the number of webhooks does, not the
+    // number of deliveries pending. The only statement that spans projects (on Citus, every shard).
+    private const string WebhooksWithDueDeliveriesSql = """
+        SELECT w.project_id AS ProjectId,
+               w.id AS WebhookId
+        FROM webhooks AS w
+        WHERE EXISTS (
+            SELECT
+            FROM webhook_deliveries AS d
+            WHERE d.project_id = w.project_id
+              AND d.webhook_id = w.id
+              AND d.delivered_at IS NULL
+              AND d.given_up_at IS NULL
+              AND d.next_attempt_at <= @Now
+              AND (d.claimed_until IS NULL OR d.claimed_until < @Now))
         """;
 
-    // Claims the project's due deliveries whose device has no older one pending, oldest due first.
+    // Claims the webhook's due deliveries whose device has no older one pending, oldest due first.
     private const string ClaimSql = """
         UPDATE webhook_deliveries AS d
         SET claimed_until = @ClaimedUntil,
@@ -58,6 +70,7 @@ public sealed partial class WebhookSender(
                    c.event_id
             FROM webhook_deliveries AS c
             WHERE c.project_id = @ProjectId
+              AND c.webhook_id = @WebhookId
               AND c.delivered_at IS NULL
               AND c.given_up_at IS NULL
               AND c.next_attempt_at <= @Now
@@ -132,6 +145,10 @@ public sealed partial class WebhookSender(
     /// <summary>An attempt's result: delivered when <see cref="Error"/> is null; <see cref="Final"/> when no retry can help.</summary>
     private sealed record Outcome(Claimed Delivery, int? Status, string? Error, bool Final = false);
 
+    // The lanes with a wave in flight on this instance, by (project, webhook); the waves themselves, awaited on stop.
+    private readonly ConcurrentDictionary<(long ProjectId, long WebhookId), Task> _waves = new();
+    private readonly SemaphoreSlim _waveEnded = new(0);
+
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
         if (!options.Value.SendDeliveries)
@@ -141,89 +158,130 @@ public sealed partial class WebhookSender(
 
         while (!stoppingToken.IsCancellationRequested)
         {
-            var sent = 0;
+            var started = 0;
             try
             {
-                sent = await RoundAsync(stoppingToken);
+                started = await DispatchAsync(stoppingToken);
             }
             catch (Exception e) when (!stoppingToken.IsCancellationRequested)
             {
                 LogRoundFailed(logger, e);
             }
 
-            if (sent == 0)
+            if (started == 0)
             {
                 try
                 {
-                    await Task.Delay(TimeSpan.FromMilliseconds(options.Value.PollMilliseconds), stoppingToken);
+                    // Until the next look, or at once when a wave ends (its webhook may have more due).
+                    await _waveEnded.WaitAsync(TimeSpan.FromMilliseconds(options.Value.PollMilliseconds), stoppingToken);
                 }
                 catch (OperationCanceledException)
                 {
-                    return;
+                    break;
                 }
             }
         }
+
+        await Task.WhenAll(_waves.Values);
     }
 
-    /// <summary>One round: every project with deliveries due, one batch each. The number of attempts made.</summary>
-    public async Task<int> RoundAsync(CancellationToken cancellationToken)
+    /// <summary>
+    /// Starts a wave for each webhook with deliveries due whose lane is free on this instance; returns how many
+    /// started. Does not wait for them.
+    /// </summary>
+    private async Task<int> DispatchAsync(CancellationToken stoppingToken)
     {
-        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        List<long> projects;
-        if (engine.IsCitus)
+        await using var connection = await dataSource.OpenConnectionAsync(stoppingToken);
+        List<(long ProjectId, long WebhookId)> due;
+        await using (var transaction = await connection.BeginTransactionAsync(stoppingToken))
         {
-            // The one statement that spans projects: allowed here, whatever the service's connections say, for this
-            // transaction only (a pooled connection keeps its session's settings).
-            await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
-            await connection.ExecuteAsync(new CommandDefinition("SET LOCAL citus.multi_task_query_log_level = 'off'", transaction: transaction, cancellationToken: cancellationToken));
-            projects = (await connection.QueryAsync<long>(new CommandDefinition(
-                ProjectsWithDueDeliveriesSql, new { Now = Now() }, transaction, cancellationToken: cancellationToken))).AsList();
-            await transaction.CommitAsync(cancellationToken);
-        }
-        else
-        {
-            projects = (await connection.QueryAsync<long>(new CommandDefinition(
-                ProjectsWithDueDeliveriesSql, new { Now = Now() }, cancellationToken: cancellationToken))).AsList();
+            if (engine.IsCitus)
+            {
+                // The one statement that spans projects: allowed here, whatever the service's connections say, for this
+                // transaction only (a pooled connection keeps its session's settings).
+                await connection.ExecuteAsync(new CommandDefinition(
+                    "SET LOCAL citus.multi_task_query_log_level = 'off'", transaction: transaction, cancellationToken: stoppingToken));
+            }
+
+            due = (await connection.QueryAsync<(long, long)>(new CommandDefinition(
+                WebhooksWithDueDeliveriesSql, new { Now = Now() }, transaction, cancellationToken: stoppingToken))).AsList();
+            await transaction.CommitAsync(stoppingToken);
         }
 
-        var attempts = 0;
-        foreach (var projectId in projects)
+        var started = 0;
+        foreach (var lane in due.Where(lane => !_waves.ContainsKey(lane)))
         {
-            attempts += await SendProjectBatchAsync(connection, projectId, cancellationToken);
+            var claimed = await ClaimAsync(connection, lane.ProjectId, lane.WebhookId, stoppingToken);
+            if (claimed.Count == 0)
+            {
+                continue;
+            }
+
+            started++;
+            var wave = new TaskCompletionSource();
+            _waves[lane] = wave.Task;
+            _ = Task.Run(async () =>
+            {
+                try
+                {
+                    await SendWaveAsync(lane.ProjectId, claimed, stoppingToken);
+                }
+                catch (Exception e) when (!stoppingToken.IsCancellationRequested)
+                {
+                    // Its claims lapse: the deliveries are sent again (receivers de-duplicate by id).
+                    LogRoundFailed(logger, e);
+                }
+                catch (OperationCanceledException)
+                {
+                }
+                finally
+                {
+                    _waves.TryRemove(lane, out _);
+                    wave.SetResult();
+                    _waveEnded.Release();
+                }
+            }, CancellationToken.None);
         }
 
-        return attempts;
+        return started;
     }
 
-    private async Task<int> SendProjectBatchAsync(NpgsqlConnection connection, long projectId, CancellationToken cancellationToken)
+    private async Task<List<Claimed>> ClaimAsync(NpgsqlConnection connection, long projectId, long webhookId, CancellationToken cancellationToken)
     {
         var settings = options.Value;
         var now = Now();
-        var claimed = (await connection.QueryAsync<Claimed>(new CommandDefinition(ClaimSql, new
+        return (await connection.QueryAsync<Claimed>(new CommandDefinition(ClaimSql, new
         {
             ProjectId = projectId,
+            WebhookId = webhookId,
             Now = now,
             ClaimedUntil = now.AddSeconds(settings.TimeoutSeconds * 2),
             Limit = settings.BatchSize,
         }, cancellationToken: cancellationToken))).AsList();
-        if (claimed.Count == 0)
+    }
+
+    // One webhook's wave: what its deliveries report, the attempts side by side, and their outcomes in one batch.
+    private async Task SendWaveAsync(long projectId, List<Claimed> claimed, CancellationToken cancellationToken)
+    {
+        var settings = options.Value;
+        Dictionary<long, Target> targets;
+        Dictionary<long, FirmwareEvent> events;
+        await using (var connection = await dataSource.OpenConnectionAsync(cancellationToken))
         {
-            return 0;
+            targets = (await connection.QueryAsync<Target>(new CommandDefinition(TargetsSql, new
+            {
+                ProjectId = projectId,
+                WebhookIds = claimed.Select(c => c.WebhookId).Distinct().ToArray(),
+            }, cancellationToken: cancellationToken))).ToDictionary(t => t.Id);
+            // An event's delivery is keyed by its id; a halted rollout's by minus the rollout's id (migration 0034).
+            events = (await connection.QueryAsync<FirmwareEvent>(new CommandDefinition(EventsSql, new
+            {
+                ProjectId = projectId,
+                EventIds = claimed.Where(c => c.EventId > 0).Select(c => c.EventId).Distinct().ToArray(),
+            }, cancellationToken: cancellationToken))).ToDictionary(e => e.Id);
         }
 
-        var targets = (await connection.QueryAsync<Target>(new CommandDefinition(TargetsSql, new
-        {
-            ProjectId = projectId,
-            WebhookIds = claimed.Select(c => c.WebhookId).Distinct().ToArray(),
-        }, cancellationToken: cancellationToken))).ToDictionary(t => t.Id);
-        // An event's delivery is keyed by its id; a halted rollout's by minus the rollout's id (migration 0034).
-        var events = (await connection.QueryAsync<FirmwareEvent>(new CommandDefinition(EventsSql, new
-        {
-            ProjectId = projectId,
-            EventIds = claimed.Where(c => c.EventId > 0).Select(c => c.EventId).Distinct().ToArray(),
-        }, cancellationToken: cancellationToken))).ToDictionary(e => e.Id);
         var halted = await rollouts.FindAsync(projectId, claimed.Where(c => c.EventId < 0).Select(c => -c.EventId), cancellationToken);
-
         var outcomes = await Task.WhenAll(claimed.Select(delivery =>
         {
             var deliveryId = FormattableString.Invariant($"{delivery.WebhookId}-{delivery.EventId}");
@@ -249,7 +307,8 @@ public sealed partial class WebhookSender(
                     : SendAsync(delivery, deliveryId, sentAt, body, target, cancellationToken);
         }));
 
-        await using var batch = new NpgsqlBatch(connection);
+        await using var recording = await dataSource.OpenConnectionAsync(CancellationToken.None);
+        await using var batch = new NpgsqlBatch(recording);
         var recordedAt = Now();
         foreach (var outcome in outcomes)
         {
@@ -276,7 +335,6 @@ public sealed partial class WebhookSender(
         }
 
         await batch.ExecuteNonQueryAsync(CancellationToken.None);
-        return claimed.Count;
     }
 
     private async Task<Outcome> SendAsync(

@@ -16,9 +16,10 @@ namespace FirmwareManager.Tests.Infrastructure;
 /// </summary>
 internal sealed class ProjectedBeforeAnswered(string connectionString) : IStartupFilter
 {
+    // SELECT 1, not an empty select list: Citus plans this subquery apart, and refuses one without columns.
     private const string BehindSql = """
         SELECT EXISTS (
-            SELECT
+            SELECT 1
             FROM project_event_arrivals AS a
             LEFT JOIN project_projections AS p ON p.project_id = a.project_id
             WHERE a.last_arrival > COALESCE(p.position, 0))

@@ -45,7 +45,15 @@ public sealed class WebhookReceiver : IAsyncDisposable
             var (status, delay) = receiver.Answer(number);
             if (delay > TimeSpan.Zero)
             {
-                await Task.Delay(delay);
+                try
+                {
+                    // Until the sender gives up on it, at the latest: a receiver that hangs lets go when the client does.
+                    await Task.Delay(delay, http.RequestAborted);
+                }
+                catch (OperationCanceledException)
+                {
+                    return Results.Empty;
+                }
             }
 
             receiver.Requests.Enqueue(new Request(number, http.Request.Headers["webhook-id"].ToString(),

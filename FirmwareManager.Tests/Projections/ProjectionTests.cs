@@ -219,7 +219,7 @@ public sealed class ProjectionTests(ProjectionTests.AnsweredWhenStored service) 
         var deadline = DateTime.UtcNow.AddSeconds(20);
         while (await connection.ExecuteScalarAsync<bool>("""
                    SELECT EXISTS (
-                       SELECT
+                       SELECT 1
                        FROM project_event_arrivals AS a
                        LEFT JOIN project_projections AS p ON p.project_id = a.project_id
                        WHERE a.project_id = @ProjectId

@@ -80,6 +80,34 @@ public sealed class WebhookDeliveryTests(FirmwareManagerApp app) : ApiTest(app),
     }
 
     [Fact]
+    public async Task A_receiver_that_never_answers_delays_only_its_own_webhook()
+    {
+        await using var hanging = await WebhookReceiver.StartAsync();
+        hanging.Answer = _ => (200, TimeSpan.FromMinutes(5));
+        var (stuckId, _) = await SubscribeAsync(["event.failed"], url: hanging.Url);
+        var (healthyId, _) = await SubscribeAsync(["event.failed"]);
+        // An attempt may take a minute: longer than this test waits for anything.
+        await using var sender = StartSender(timeoutSeconds: 60);
+        using var device = App.ClientWithKey(FirmwareManagerApp.DeviceKey1);
+        for (var i = 0; i < 5; i++)
+        {
+            (await device.PostEventAsync(1, Report("2.0.0", "failed", Start.AddMinutes(i)))).EnsureSuccessStatusCode();
+        }
+
+        // One device's five deliveries go one after another (in order), each after the one before was recorded: the
+        // healthy webhook's all arrive while the other webhook's first attempt still hangs.
+        await using var connection = App.OpenConnection();
+        await EventuallyAsync(async () => await connection.ExecuteScalarAsync<long>(
+            "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = @Id AND delivered_at IS NOT NULL", new { Id = healthyId }) == 5,
+            "the healthy webhook's 5 deliveries, one after another");
+        _receiver.Accepted.Select(Parse).Select(r => r.EventId).Should().BeInAscendingOrder().And.HaveCount(5);
+        (await connection.QueryAsync<(long Attempts, bool Delivered)>(
+                "SELECT attempts, delivered_at IS NOT NULL FROM webhook_deliveries WHERE webhook_id = @Id ORDER BY event_id", new { Id = stuckId }))
+            .Should().Equal([(1L, false), (0L, false), (0L, false), (0L, false), (0L, false)],
+                "the hanging receiver holds its own webhook's first attempt, and its device's later deliveries wait behind it");
+    }
+
+    [Fact]
     public async Task Failed_and_timed_out_attempts_are_retried_until_every_delivery_arrives_in_order()
     {
         // Three 500s, then an answer slower than the attempt timeout (1 s), then success.
@@ -146,8 +174,10 @@ public sealed class WebhookDeliveryTests(FirmwareManagerApp app) : ApiTest(app),
             devices.Add((id, App.ClientWithKey(key)));
         }
 
-        await using var first = StartSender();
-        await using var second = StartSender();
+        // Claims last twice the attempt timeout: 10 s here, longer than a wave takes on a loaded Citus test cluster (with
+        // 1 s, a claim lapsed now and then while its wave was still recording, and the delivery was rightly sent again).
+        await using var first = StartSender(timeoutSeconds: 5);
+        await using var second = StartSender(timeoutSeconds: 5);
         await Task.WhenAll(devices.Select(async d =>
         {
             for (var i = 0; i < 10; i++)
@@ -218,23 +248,23 @@ public sealed class WebhookDeliveryTests(FirmwareManagerApp app) : ApiTest(app),
         (await (await admin.GetAsync("/webhooks")).JsonAsync()).GetArrayLength().Should().Be(0);
     }
 
-    private async Task<(long Id, string Secret)> SubscribeAsync(string[] events, string? firmware = null)
+    private async Task<(long Id, string Secret)> SubscribeAsync(string[] events, string? firmware = null, string? url = null)
     {
         using var admin = App.ClientWithKey(FirmwareManagerApp.MemberKey1);
-        var response = await admin.PostAsJsonAsync("/webhooks", new { url = _receiver.Url, events, filters = new { firmware } });
+        var response = await admin.PostAsJsonAsync("/webhooks", new { url = url ?? _receiver.Url, events, filters = new { firmware } });
         response.StatusCode.Should().Be(HttpStatusCode.Created, await response.Content.ReadAsStringAsync());
         var body = await response.JsonAsync();
         return (body.GetProperty("webhook").GetProperty("id").GetInt64(), body.GetProperty("secret").GetString()!);
     }
 
     // A sender of its own on the test database: an instance of the service whose only work here is sending.
-    private WebApplicationFactory<Program> StartSender(double giveUpAfterHours = 25)
+    private WebApplicationFactory<Program> StartSender(double giveUpAfterHours = 25, int timeoutSeconds = 1)
     {
         var sender = new ServiceOnDatabase(App.ConnectionString).WithWebHostBuilder(b => b
             .UseSetting("FirmwareManager:Webhooks:SendDeliveries", "true")
             .UseSetting("FirmwareManager:Webhooks:AllowPrivateTargets", "true")
             .UseSetting("FirmwareManager:Webhooks:PollMilliseconds", "50")
-            .UseSetting("FirmwareManager:Webhooks:TimeoutSeconds", "1")
+            .UseSetting("FirmwareManager:Webhooks:TimeoutSeconds", timeoutSeconds.ToString(System.Globalization.CultureInfo.InvariantCulture))
             .UseSetting("FirmwareManager:Webhooks:FirstRetryDelaySeconds", "0.1")
             .UseSetting("FirmwareManager:Webhooks:MaxRetryDelaySeconds", "0.3")
             .UseSetting("FirmwareManager:Webhooks:GiveUpAfterHours", giveUpAfterHours.ToString(System.Globalization.CultureInfo.InvariantCulture)));
