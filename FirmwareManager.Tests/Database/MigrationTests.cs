@@ -11,7 +11,7 @@ namespace FirmwareManager.Tests.Database;
 public sealed class MigrationTests
 {
     private static readonly string[] SchemaScripts = Directory
-        .GetFiles(Path.Combine(RepositoryRoot(), "migrations"), "*.sql")
+        .GetFiles(Path.Combine(Checkout.Root(), "migrations"), "*.sql")
         .Select(path => "migrations/" + Path.GetFileName(path))
         .Order(StringComparer.Ordinal)
         .ToArray();
@@ -101,16 +101,5 @@ public sealed class MigrationTests
                 (SELECT count(*) FROM projects), (SELECT count(*) FROM project_memberships),
                 (SELECT count(*) FROM devices), (SELECT count(*) FROM firmware_events))
             """) ?? "";
-    }
-
-    private static string RepositoryRoot()
-    {
-        var directory = new DirectoryInfo(AppContext.BaseDirectory);
-        while (directory is not null && !File.Exists(Path.Combine(directory.FullName, "FirmwareManager.sln")))
-        {
-            directory = directory.Parent;
-        }
-
-        return directory?.FullName ?? throw new InvalidOperationException("FirmwareManager.sln not found above the test binaries.");
     }
 }

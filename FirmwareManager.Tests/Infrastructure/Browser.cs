@@ -118,23 +118,12 @@ public sealed class Browser : IDisposable
     public string Screenshot(string name)
     {
         var directory = Environment.GetEnvironmentVariable(ScreenshotsVariable) is { Length: > 0 } configured
-            ? Path.GetFullPath(configured, CheckoutRoot())
+            ? Path.GetFullPath(configured, Checkout.Root())
             : Path.Combine(AppContext.BaseDirectory, "screenshots");
         Directory.CreateDirectory(directory);
         var path = Path.Combine(directory, name + ".png");
         Driver.GetScreenshot().SaveAsFile(path);
         return path;
-    }
-
-    private static string CheckoutRoot()
-    {
-        var directory = new DirectoryInfo(AppContext.BaseDirectory);
-        while (directory is not null && !File.Exists(Path.Combine(directory.FullName, "FirmwareManager.sln")))
-        {
-            directory = directory.Parent;
-        }
-
-        return directory?.FullName ?? Environment.CurrentDirectory;
     }
 
     public void Dispose()

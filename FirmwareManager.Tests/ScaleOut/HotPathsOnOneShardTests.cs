@@ -1,5 +1,6 @@
 using System.Net;
 using System.Net.Http.Json;
+using Dapper;
 using FirmwareManager.Tests.Infrastructure;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Mvc.Testing;
@@ -60,7 +61,36 @@ public sealed class HotPathsOnOneShardTests(HotPathsOnOneShardTests.OneTaskServi
             repeat.StatusCode.Should().Be(HttpStatusCode.OK, "an identical repeat is acknowledged, not stored twice");
             batch.StatusCode.Should().Be(HttpStatusCode.OK, await batch.Content.ReadAsStringAsync());
         }
+
+        // The projection steps ran on the same one-task connections: a statement that spanned shards would have failed
+        // its step, and the position would not have reached the feed. The rollout's counts, its halt and the deliveries
+        // are projected state.
+        await using var owner = new NpgsqlConnection(_service.OwnerConnectionString);
+        await owner.OpenAsync();
+        var deadline = DateTime.UtcNow.AddSeconds(20);
+        while (await owner.ExecuteScalarAsync<long>(BehindSql) > 0 && DateTime.UtcNow < deadline)
+        {
+            await Task.Delay(50);
+        }
+
+        (await owner.ExecuteScalarAsync<long>(BehindSql)).Should().Be(0, "every project's projection reaches its feed, one shard a statement");
+        var projected = await owner.QuerySingleAsync<(long Failed, bool Halted, long Deliveries)>("""
+            SELECT (SELECT sum(failed) FROM rollouts WHERE project_id = 1),
+                   (SELECT bool_or(halted_at IS NOT NULL) FROM rollouts WHERE project_id = 1),
+                   (SELECT count(*) FROM webhook_deliveries WHERE project_id = 1)
+            """);
+        projected.Failed.Should().Be(1, "device 1's failure on the rollout's version counts");
+        projected.Halted.Should().BeTrue("one failure over one device crosses a failure rate of 0");
+        projected.Deliveries.Should().BeGreaterThanOrEqualTo(2, "the install's delivery and the halt's");
     }
+
+    // Projects whose feed is ahead of their projected position.
+    private const string BehindSql = """
+        SELECT count(*)
+        FROM project_event_arrivals AS a
+        LEFT JOIN project_projections AS p ON p.project_id = a.project_id
+        WHERE a.last_arrival > COALESCE(p.position, 0)
+        """;
 
     [CitusFact]
     public async Task A_members_reads_each_run_on_its_projects_shard()
@@ -102,6 +132,9 @@ public sealed class HotPathsOnOneShardTests(HotPathsOnOneShardTests.OneTaskServi
     public sealed class OneTaskService : WebApplicationFactory<Program>, IAsyncLifetime
     {
         private string _owner = "";
+
+        /// <summary>The owner's connection string, without the guard: for the tests' own checks.</summary>
+        public string OwnerConnectionString => _owner;
 
         /// <summary>The API role's connection string, with <c>citus.multi_task_query_log_level = error</c>.</summary>
         public string ConnectionString { get; private set; } = "";
