@@ -11,7 +11,7 @@ using Npgsql;
 
 namespace FirmwareManager.Api.Webhooks;
 
-/// <summary>What a receiver gets: the kind of event, the delivery's id (the same on every attempt), when it was sent, and the event.</summary>
+/// <summary>What a receiver gets: the kind of event, the delivery's id (as the deliveries list shows it), when it was sent, and the event.</summary>
 public sealed record WebhookPayload(string Type, string DeliveryId, long ProjectId, string Timestamp, FirmwareEventResponse Data);
 
 /// <summary>What a receiver gets for a rollout that halted: the rollout as <c>GET /rollouts/{id}</c> shows it then.</summary>
@@ -95,6 +95,7 @@ public sealed partial class WebhookSender(
                   d.event_id AS EventId,
                   d.event_type AS EventType,
                   d.attempts AS Attempts,
+                  d.redeliveries AS Redeliveries,
                   COALESCE(d.redelivered_at, d.created_at) AS RetryFrom
         """;
 
@@ -115,9 +116,10 @@ public sealed partial class WebhookSender(
           AND e.id = ANY(@EventIds)
         """;
 
+    // An attempt's outcome. Only for the message it sent: a redelivery asked for meanwhile (migration 0039) stays due.
     private const string DeliveredSql = """
         UPDATE webhook_deliveries
-        SET delivered_at = @Now,
+        SET delivered_at = CASE WHEN redeliveries = @Redeliveries THEN @Now ELSE delivered_at END,
             last_status = @Status,
             last_error = NULL,
             claimed_until = NULL
@@ -131,14 +133,14 @@ public sealed partial class WebhookSender(
         SET last_status = @Status,
             last_error = @Error,
             claimed_until = NULL,
-            next_attempt_at = @NextAttemptAt,
-            given_up_at = @GivenUpAt
+            next_attempt_at = CASE WHEN redeliveries = @Redeliveries THEN @NextAttemptAt ELSE next_attempt_at END,
+            given_up_at = CASE WHEN redeliveries = @Redeliveries THEN @GivenUpAt ELSE given_up_at END
         WHERE project_id = @ProjectId
           AND webhook_id = @WebhookId
           AND event_id = @EventId
         """;
 
-    private sealed record Claimed(long WebhookId, long EventId, string EventType, long Attempts, DateTime RetryFrom);
+    private sealed record Claimed(long WebhookId, long EventId, string EventType, long Attempts, long Redeliveries, DateTime RetryFrom);
 
     private sealed record Target(long Id, string Url, byte[] SecretCiphertext, bool Deleted);
 
@@ -285,6 +287,7 @@ public sealed partial class WebhookSender(
         var outcomes = await Task.WhenAll(claimed.Select(delivery =>
         {
             var deliveryId = FormattableString.Invariant($"{delivery.WebhookId}-{delivery.EventId}");
+            var messageId = WebhookDelivery.MessageId(delivery.WebhookId, delivery.EventId, delivery.Redeliveries);
             var sentAt = clock.GetUtcNow();
             byte[]? body = null;
             if (events.TryGetValue(delivery.EventId, out var stored))
@@ -304,7 +307,7 @@ public sealed partial class WebhookSender(
                 ? Task.FromResult(new Outcome(delivery, null, "The webhook was deleted.", Final: true))
                 : body is null
                     ? Task.FromResult(new Outcome(delivery, null, "What it reports is no longer stored (retention).", Final: true))
-                    : SendAsync(delivery, deliveryId, sentAt, body, target, cancellationToken);
+                    : SendAsync(delivery, messageId, sentAt, body, target, cancellationToken);
         }));
 
         await using var recording = await dataSource.OpenConnectionAsync(CancellationToken.None);
@@ -315,7 +318,7 @@ public sealed partial class WebhookSender(
             var delivery = outcome.Delivery;
             if (outcome.Error is null)
             {
-                batch.BatchCommands.Add(Command(DeliveredSql, new() { ["ProjectId"] = projectId, ["WebhookId"] = delivery.WebhookId, ["EventId"] = delivery.EventId, ["Now"] = recordedAt, ["Status"] = (long?)outcome.Status }));
+                batch.BatchCommands.Add(Command(DeliveredSql, new() { ["ProjectId"] = projectId, ["WebhookId"] = delivery.WebhookId, ["EventId"] = delivery.EventId, ["Redeliveries"] = delivery.Redeliveries, ["Now"] = recordedAt, ["Status"] = (long?)outcome.Status }));
                 continue;
             }
 
@@ -326,26 +329,27 @@ public sealed partial class WebhookSender(
                 ["ProjectId"] = projectId,
                 ["WebhookId"] = delivery.WebhookId,
                 ["EventId"] = delivery.EventId,
+                ["Redeliveries"] = delivery.Redeliveries,
                 ["Status"] = (long?)outcome.Status,
                 ["Error"] = outcome.Error,
                 ["NextAttemptAt"] = next,
                 ["GivenUpAt"] = givenUp,
             }));
-            LogAttemptFailed(logger, delivery.WebhookId, $"{delivery.WebhookId}-{delivery.EventId}", delivery.Attempts, outcome.Status, outcome.Error, givenUp is not null);
+            LogAttemptFailed(logger, delivery.WebhookId, WebhookDelivery.MessageId(delivery.WebhookId, delivery.EventId, delivery.Redeliveries), delivery.Attempts, outcome.Status, outcome.Error, givenUp is not null);
         }
 
         await batch.ExecuteNonQueryAsync(CancellationToken.None);
     }
 
     private async Task<Outcome> SendAsync(
-        Claimed delivery, string deliveryId, DateTimeOffset sentAt, byte[] body, Target target, CancellationToken cancellationToken)
+        Claimed delivery, string messageId, DateTimeOffset sentAt, byte[] body, Target target, CancellationToken cancellationToken)
     {
         var timestamp = sentAt.ToUnixTimeSeconds();
         using var request = new HttpRequestMessage(HttpMethod.Post, target.Url) { Content = new ByteArrayContent(body) };
         request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
-        request.Headers.Add("webhook-id", deliveryId);
+        request.Headers.Add("webhook-id", messageId);
         request.Headers.Add("webhook-timestamp", timestamp.ToString(CultureInfo.InvariantCulture));
-        request.Headers.Add("webhook-signature", WebhookSecrets.Sign(await secrets.SigningKeyAsync(target.SecretCiphertext, cancellationToken), deliveryId, timestamp, body));
+        request.Headers.Add("webhook-signature", WebhookSecrets.Sign(await secrets.SigningKeyAsync(target.SecretCiphertext, cancellationToken), messageId, timestamp, body));
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(TimeSpan.FromSeconds(options.Value.TimeoutSeconds));
         try
@@ -398,6 +402,6 @@ public sealed partial class WebhookSender(
     [LoggerMessage(Level = LogLevel.Warning, Message = "A round of webhook deliveries failed; the next round tries again")]
     private static partial void LogRoundFailed(ILogger logger, Exception exception);
 
-    [LoggerMessage(Level = LogLevel.Information, Message = "Webhook {WebhookId} delivery {DeliveryId} attempt {Attempt} failed ({Status}: {Error}); given up: {GivenUp}")]
-    private static partial void LogAttemptFailed(ILogger logger, long webhookId, string deliveryId, long attempt, int? status, string? error, bool givenUp);
+    [LoggerMessage(Level = LogLevel.Information, Message = "Webhook {WebhookId} message {MessageId} attempt {Attempt} failed ({Status}: {Error}); given up: {GivenUp}")]
+    private static partial void LogAttemptFailed(ILogger logger, long webhookId, string messageId, long attempt, int? status, string? error, bool givenUp);
 }

@@ -32,9 +32,17 @@ public sealed record Webhook
 /// <summary>One delivery of an event to a webhook; its id, <c>{webhook_id}-{event_id}</c>, is what receivers de-duplicate by.</summary>
 public sealed record WebhookDelivery(
     long WebhookId, long EventId, long DeviceId, string EventType, DateTime CreatedAt, DateTime NextAttemptAt, long Attempts,
-    DateTime? LastAttemptAt, long? LastStatus, string? LastError, DateTime? DeliveredAt, DateTime? GivenUpAt)
+    DateTime? LastAttemptAt, long? LastStatus, string? LastError, DateTime? DeliveredAt, DateTime? GivenUpAt, long Redeliveries)
 {
     public string Id => FormattableString.Invariant($"{WebhookId}-{EventId}");
+
+    /// <summary>
+    /// The message a receiver gets (<c>webhook-id</c>): the delivery's id, the same on every attempt; the nth
+    /// redelivery an admin asks for is a new message, <c>{id}.{n}</c>, so a receiver that de-duplicates processes it.
+    /// </summary>
+    public static string MessageId(long webhookId, long eventId, long redeliveries) => redeliveries == 0
+        ? FormattableString.Invariant($"{webhookId}-{eventId}")
+        : FormattableString.Invariant($"{webhookId}-{eventId}.{redeliveries}");
 }
 
 /// <summary>The webhooks and webhook_deliveries tables (migration 0029), as admins manage them; each change audited in its transaction.</summary>
@@ -146,7 +154,8 @@ public sealed class Webhooks(NpgsqlDataSource dataSource, WebhookSecrets secrets
                d.last_status AS LastStatus,
                d.last_error AS LastError,
                d.delivered_at AS DeliveredAt,
-               d.given_up_at AS GivenUpAt
+               d.given_up_at AS GivenUpAt,
+               d.redeliveries AS Redeliveries
         """;
 
     // A webhook's deliveries, newest event first, from the cursor: its primary key read backwards.
@@ -173,14 +182,16 @@ public sealed class Webhooks(NpgsqlDataSource dataSource, WebhookSecrets secrets
         }, cancellationToken: cancellationToken))).AsList();
     }
 
-    // Due now, whatever it became; its attempts so far stay counted.
+    // Due now, whatever it became, as a new message (migration 0039); its attempts so far stay counted. An attempt in
+    // flight keeps its claim: the redelivery is sent once that attempt has ended, and that attempt's outcome cannot
+    // mark it delivered nor put it off (WebhookSender records an outcome only for the redelivery count it claimed).
     private const string RedeliverSql = $"""
         UPDATE webhook_deliveries AS d
         SET next_attempt_at = now(),
             delivered_at = NULL,
             given_up_at = NULL,
-            claimed_until = NULL,
-            redelivered_at = now()
+            redelivered_at = now(),
+            redeliveries = d.redeliveries + 1
         FROM webhooks AS w
         WHERE d.project_id = @ProjectId
           AND d.webhook_id = @WebhookId

@@ -38,14 +38,14 @@ public sealed record CreatedWebhookResponse(WebhookResponse Webhook, string Secr
 /// <summary>A delivery as admins see it: <c>state</c> is pending, delivered or given_up.</summary>
 public sealed record WebhookDeliveryResponse(
     string Id, long EventId, long DeviceId, string Type, string State, long Attempts, string CreatedAt, string? LastAttemptAt,
-    long? LastStatus, string? LastError, string? NextAttemptAt, string? DeliveredAt, string? GivenUpAt)
+    long? LastStatus, string? LastError, string? NextAttemptAt, string? DeliveredAt, string? GivenUpAt, long Redeliveries)
 {
     public static WebhookDeliveryResponse From(WebhookDelivery d) => new(
         d.Id, d.EventId, d.DeviceId, d.EventType,
         d.DeliveredAt is not null ? "delivered" : d.GivenUpAt is not null ? "given_up" : "pending",
         d.Attempts, Rfc3339.Format(d.CreatedAt), Format(d.LastAttemptAt), d.LastStatus, d.LastError,
         d.DeliveredAt is null && d.GivenUpAt is null ? Rfc3339.Format(d.NextAttemptAt) : null,
-        Format(d.DeliveredAt), Format(d.GivenUpAt));
+        Format(d.DeliveredAt), Format(d.GivenUpAt), d.Redeliveries);
 
     private static string? Format(DateTime? time) => time is { } t ? Rfc3339.Format(t) : null;
 }

@@ -17,7 +17,7 @@ public sealed class WebhookReceiver : IAsyncDisposable
 
     private WebhookReceiver(WebApplication app) => _app = app;
 
-    public sealed record Request(int Number, string Id, string Timestamp, string Signature, byte[] Body, int Status);
+    public sealed record Request(int Number, string Id, string Timestamp, string Signature, byte[] Body, int Status, DateTime ArrivedAt, DateTime AnsweredAt);
 
     public ConcurrentQueue<Request> Requests { get; } = new();
 
@@ -27,6 +27,9 @@ public sealed class WebhookReceiver : IAsyncDisposable
     public string Url { get; private set; } = "";
 
     /// <summary>The requests answered 2xx, in the order they were answered.</summary>
+    /// <summary>Requests that have arrived, answered or not.</summary>
+    public int Arrivals => Volatile.Read(ref _requests);
+
     public IReadOnlyList<Request> Accepted => Requests.Where(r => r.Status is >= 200 and < 300).ToList();
 
     public static async Task<WebhookReceiver> StartAsync()
@@ -39,6 +42,7 @@ public sealed class WebhookReceiver : IAsyncDisposable
         // Under /hook/... too: Slack-style URLs carry their secret in the path.
         app.MapPost("/hook/{**path}", async (HttpContext http) =>
         {
+            var arrivedAt = DateTime.UtcNow;
             var number = Interlocked.Increment(ref receiver._requests);
             using var body = new MemoryStream();
             await http.Request.Body.CopyToAsync(body);
@@ -57,7 +61,7 @@ public sealed class WebhookReceiver : IAsyncDisposable
             }
 
             receiver.Requests.Enqueue(new Request(number, http.Request.Headers["webhook-id"].ToString(),
-                http.Request.Headers["webhook-timestamp"].ToString(), http.Request.Headers["webhook-signature"].ToString(), body.ToArray(), status));
+                http.Request.Headers["webhook-timestamp"].ToString(), http.Request.Headers["webhook-signature"].ToString(), body.ToArray(), status, arrivedAt, DateTime.UtcNow));
             return Results.StatusCode(status);
         });
         await app.StartAsync();

@@ -227,6 +227,37 @@ public sealed class WebhookDeliveryTests(FirmwareManagerApp app) : ApiTest(app),
     }
 
     [Fact]
+    public async Task A_redelivery_asked_for_during_an_attempt_follows_it_as_a_new_message()
+    {
+        // The first attempt is held 1.5 s, then accepted; the next is accepted at once.
+        _receiver.Answer = n => (204, n == 1 ? TimeSpan.FromMilliseconds(1500) : TimeSpan.Zero);
+        var (webhookId, secret) = await SubscribeAsync(["event.failed"]);
+        using var device = App.ClientWithKey(FirmwareManagerApp.DeviceKey1);
+        var eventId = (await (await device.PostEventAsync(1, Report("2.0.0", "failed", Start))).JsonAsync()).GetProperty("id").GetInt64();
+        using var admin = App.ClientWithKey(FirmwareManagerApp.MemberKey1);
+        await using var sender = StartSender(timeoutSeconds: 5);
+        await EventuallyAsync(() => _receiver.Arrivals == 1, "the first attempt in flight");
+        // A second instance's sender, whose lane for the webhook is free: only the claim keeps it from the delivery.
+        await using var other = StartSender(timeoutSeconds: 5);
+
+        var redelivered = await admin.PostAsync($"/webhooks/{webhookId}/deliveries/{webhookId}-{eventId}/redeliver", null);
+
+        redelivered.StatusCode.Should().Be(HttpStatusCode.Accepted);
+        (await redelivered.JsonAsync()).GetProperty("redeliveries").GetInt64().Should().Be(1);
+        await EventuallyAsync(async () => (await (await admin.GetAsync($"/webhooks/{webhookId}/deliveries")).JsonAsync())[0]
+            .GetProperty("state").GetString() == "delivered" && _receiver.Accepted.Count == 2, "the attempt, then the redelivery");
+        var (first, second) = (_receiver.Accepted.Single(r => r.Number == 1), _receiver.Accepted.Single(r => r.Number == 2));
+        first.Id.Should().Be($"{webhookId}-{eventId}");
+        second.Id.Should().Be($"{webhookId}-{eventId}.1", "a redelivery is a new message, which a receiver de-duplicating by webhook-id still processes");
+        second.ArrivedAt.Should().BeOnOrAfter(first.AnsweredAt, "the redelivery waits for the attempt in flight");
+        Parse(second).DeliveryId.Should().Be($"{webhookId}-{eventId}", "the body names the delivery, as the deliveries list does");
+        VerifySignature(secret, second).Should().BeTrue("the signature covers the redelivery's own id");
+        var delivery = (await (await admin.GetAsync($"/webhooks/{webhookId}/deliveries")).JsonAsync())[0];
+        delivery.GetProperty("attempts").GetInt64().Should().Be(2);
+        _receiver.Arrivals.Should().Be(2, "the first attempt's success did not end the redelivery, nor did it start twice");
+    }
+
+    [Fact]
     public async Task A_deleted_webhook_gets_nothing_more()
     {
         var (webhookId, _) = await SubscribeAsync(["event.failed"]);

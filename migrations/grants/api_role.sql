@@ -71,7 +71,7 @@ BEGIN
     GRANT SELECT, INSERT ON webhooks, webhook_deliveries TO firmware_manager_api;
     GRANT UPDATE (deleted_at) ON webhooks TO firmware_manager_api;
     GRANT UPDATE (next_attempt_at, claimed_until, attempts, last_attempt_at, last_status, last_error, delivered_at,
-                  given_up_at, redelivered_at) ON webhook_deliveries TO firmware_manager_api;
+                  given_up_at, redelivered_at, redeliveries) ON webhook_deliveries TO firmware_manager_api;
 
     -- Rollouts are declared and ended by admins; ingest keeps their counters, their devices' states and the halt.
     GRANT SELECT, INSERT ON rollouts, rollout_devices TO firmware_manager_api;
