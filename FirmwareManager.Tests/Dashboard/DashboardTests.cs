@@ -17,6 +17,7 @@ namespace FirmwareManager.Tests.Dashboard;
 public sealed class DashboardTests(DashboardFixture fleet, ITestOutputHelper output)
 {
     private const string KeyItem = "firmwaremanager.dashboard.key";
+    private const string PositionItem = "firmwaremanager.dashboard.position";
 
     private Browser Browser => fleet.Browser;
 
@@ -99,6 +100,32 @@ public sealed class DashboardTests(DashboardFixture fleet, ITestOutputHelper out
         Browser.WaitFor(() => DeviceIds().SequenceEqual(expected) ? true : (bool?)null, "the filtered devices");
         Driver.Url.Should().Contain("hardware=rev-C").And.Contain("status_of_last_event=failed");
         Driver.FindElements(By.CssSelector("table tbody tr")).Should().OnlyContain(r => r.Text.Contains("rev-C") && r.Text.Contains("failed"));
+    }
+
+    [BrowserFact]
+    public void Each_view_reads_at_least_the_projected_position_the_tab_has_shown_and_never_shows_less()
+    {
+        SignIn(FirmwareManagerApp.MemberKey1);
+        Go("#/devices");
+        Browser.WaitFor(() => DeviceIds() is { Count: > 0 } ids ? ids : null, "the devices");
+        var shown = Browser.WaitFor(() => Browser.Script($"return sessionStorage.getItem('{PositionItem}');") as string, "the position shown");
+        long.Parse(shown, System.Globalization.CultureInfo.InvariantCulture).Should().BeGreaterThan(0, "the fleet's reports are projected");
+
+        Browser.Script("performance.clearResourceTimings();");
+        Go("#/");
+        AssertCleanPage("overview");
+
+        var fetched = ((IReadOnlyCollection<object>)Browser.Script("return performance.getEntriesByType('resource').map(e => e.name);")!).Cast<string>().ToList();
+        fetched.Where(u => u.Contains("/firmware-versions", StringComparison.Ordinal)).Should().NotBeEmpty()
+            .And.OnlyContain(u => u.Contains($"min_position={shown}", StringComparison.Ordinal), "a projected view asks for what the tab has shown");
+
+        // A position the projection has not reached (as a lagging standby's would be): the view is refused, not shown older.
+        var ahead = long.Parse(shown, System.Globalization.CultureInfo.InvariantCulture) + 1_000_000;
+        Browser.Script($"sessionStorage.setItem('{PositionItem}', '{ahead}');");
+        Go("#/rollouts");
+        Browser.WaitFor(() => Driver.FindElement(By.Id("message")).Text is { } m && m.Contains("not yet up to date", StringComparison.Ordinal) ? m : null,
+            "the view refused", seconds: 20).Should().Contain($"of {ahead}");
+        Browser.Script($"sessionStorage.setItem('{PositionItem}', '{shown}');");
     }
 
     [BrowserFact]

@@ -2,13 +2,41 @@
 // errors, and the next page's URL taken from the Link header.
 
 const keyItem = 'firmwaremanager.dashboard.key';
+const positionItem = 'firmwaremanager.dashboard.position';
 
 /** The key typed at sign-in, kept in this tab's session storage only (never a cookie, a URL or the console). */
 export const session = {
   get key() { return sessionStorage.getItem(keyItem); },
-  set key(value) { sessionStorage.setItem(keyItem, value); },
-  forget() { sessionStorage.removeItem(keyItem); },
+  set key(value) {
+    sessionStorage.setItem(keyItem, value);
+    sessionStorage.removeItem(positionItem);
+  },
+  forget() {
+    sessionStorage.removeItem(keyItem);
+    sessionStorage.removeItem(positionItem);
+  },
 };
+
+// The views built from projected state: their answers carry X-Projected-Position (how far the project's feed is
+// applied) and take min_position. The tab keeps the highest position it has shown and asks every later view for at
+// least that much, so what it shows never goes back (a read served by a standby that lags, or by an instance whose
+// projection is behind, waits for it: README, "Projected state").
+const projected = /^\/(devices|firmware-versions|firmware-transitions|rollouts)(\/|\?|$)/;
+
+function atLeastShown(path) {
+  const shown = Number(sessionStorage.getItem(positionItem) ?? 0);
+  if (!(shown > 0) || !projected.test(path)) return path;
+  const url = new URL(path, location.origin);
+  url.searchParams.set('min_position', String(shown));
+  return url.pathname + url.search;
+}
+
+function remember(header) {
+  const position = Number(header);
+  if (Number.isSafeInteger(position) && position > Number(sessionStorage.getItem(positionItem) ?? 0)) {
+    sessionStorage.setItem(positionItem, String(position));
+  }
+}
 
 export class ApiError extends Error {
   constructor(status, problem, retryAfter) {
@@ -29,6 +57,11 @@ export class ApiError extends Error {
       case 429:
         return `Too many requests with this key. Try again in ${this.retryAfter ?? 'a few'} seconds.`;
       case 503:
+        if (this.problem?.position_reached !== undefined) {
+          // What the tab has shown is newer than what this view could read: not shown, so nothing goes back.
+          return `This view is not yet up to date with what you have seen (${this.problem.position_reached} of `
+            + `${this.problem.min_position} reports applied). Try again in ${this.retryAfter ?? 'a few'} seconds.`;
+        }
         return 'The service is unavailable for a moment. Try again shortly.';
       default: {
         const fields = this.problem?.errors ? Object.values(this.problem.errors).flat().join(' ') : '';
@@ -50,7 +83,7 @@ export function nextLink(header) {
 
 /** GET a path of the API (with its query): { data, next } or an ApiError. */
 export async function get(path, { key = session.key, signal } = {}) {
-  const response = await fetch(path, {
+  const response = await fetch(atLeastShown(path), {
     headers: { 'X-Api-Key': key, Accept: 'application/json' },
     cache: 'no-store',
     credentials: 'omit',
@@ -61,7 +94,9 @@ export async function get(path, { key = session.key, signal } = {}) {
     try { problem = await response.json(); } catch { /* not a problem document */ }
     throw new ApiError(response.status, problem, response.headers.get('Retry-After'));
   }
-  return { data: await response.json(), next: nextLink(response.headers.get('Link')) };
+  const data = await response.json();
+  remember(response.headers.get('X-Projected-Position'));
+  return { data, next: nextLink(response.headers.get('Link')) };
 }
 
 /** A path with its query, from a plain object (arrays repeat the parameter; empty values are left out). */
