@@ -6,8 +6,9 @@
 # API, two API instances with one killed by SIGKILL, and one device flooding. wrk records the id of every event
 # acknowledged with a 2xx; the script checks each is in the table, counts every answer by status, and measures
 # how long the API took to answer 503 and to recover. Writes bench/out/faults.md (the full profile also the
-# results section of docs/reliability.md). Fails when an acknowledged event is missing, an event is stored twice,
-# the API answered 500, or it did not recover within 5 seconds. --quick: shorter phases, for CI.
+# results section of docs/reliability.md). After the restarts and the two instances, every projected figure is
+# recounted from the events (verify-projections). Fails when an acknowledged event is missing, an event is stored
+# twice, the API answered 500, it did not recover within 5 seconds, or a recount differs. --quick: shorter phases, for CI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -61,6 +62,8 @@ for mode in fast immediate; do
   wait "$load_pid"
   [ "$recovered" -ge 0 ] && [ "$recovered" -le 5000 ] || fail "pg-restart-$mode: no recovery within 5 s ($recovered ms)"
   check "pg-restart-$mode" "recovered $recovered ms after PostgreSQL was back"
+  # A restart kills every projection step in flight: the recount shows whether one was kept in part or twice.
+  verify_projections "pg-restart-$mode"
 done
 
 log "fault: every API connection killed (pg_terminate_backend) each 0.2 s for $((duration / 2)) s under load"
@@ -106,6 +109,8 @@ check sigkill-survivor "the other instance"
 [ "$(field sigkill-survivor non2xx)" = 0 ] && [ "$(field sigkill-survivor socket_errors)" = 0 ] ||
   fail "sigkill: the surviving instance answered errors: $(field sigkill-survivor errors)"
 api_url="http://127.0.0.1:$second_port"
+# Two instances projected the same projects, and one was killed mid-step.
+verify_projections sigkill
 
 log "abuse: one device floods (8 connections, one key) while the fleet reports"
 load flood-baseline "$api_url" 16

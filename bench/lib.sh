@@ -185,6 +185,25 @@ check() {
 }
 
 
+# verify_projections PHASE: waits until every project's projection has reached its feed (at most 10 s), then recounts
+# every projected figure from the events (the API's verify-projections command, on the owner's connection); a
+# difference, or a projection that does not catch up, fails the run. The provisioned fleet's derived state is made by
+# bench/provision.sql as the projection would have made it, so the recount starts clean.
+verify_projections() {
+  local phase=$1 deadline=$(( $(now_ms) + 10000 )) behind
+  while behind=$(psql_fm -tAc "SELECT count(*) FROM project_event_arrivals AS a LEFT JOIN project_projections AS p ON p.project_id = a.project_id WHERE a.last_arrival > COALESCE(p.position, 0)"); [ "$behind" != 0 ]; do
+    [ "$(now_ms)" -lt "$deadline" ] || { fail "$phase: the projection did not reach the feed within 10 s ($behind projects behind)"; return 0; }
+    sleep 0.1
+  done
+  if (cd "$root/FirmwareManager.Api/bin/Release/net10.0" &&
+      ConnectionStrings__FirmwareManager="Host=127.0.0.1;Port=$pg_port;Username=postgres;Database=fm" \
+        dotnet FirmwareManager.Api.dll verify-projections) > "$raw/verify-$phase.txt" 2>&1; then
+    log "$phase: $(tail -n 1 "$raw/verify-$phase.txt")"
+  else
+    fail "$phase: verify-projections: $(head -n 5 "$raw/verify-$phase.txt" | tr '\n' ' ')"
+  fi
+}
+
 # results_table: the phases' rows under their header.
 results_table() {
   echo "| phase | requests | acknowledged (2xx) | acknowledged but not stored | other answers | connection errors | slowest answer ms | notes |"

@@ -1,6 +1,7 @@
 -- The benchmark fleet, made in SQL (COPY-speed generate_series): :devices devices over 10 projects, project 1
 -- holding :big of them, each with a key 'fmd_b' || md5(id); :events_per_device historical events per device;
--- the derived state (current firmware, newest event, version counts) as ingest would have left it.
+-- the derived state (current firmware, newest event, version counts, silence) as the projection would have left it:
+-- verify-projections finds no difference in it.
 \set ON_ERROR_STOP on
 INSERT INTO projects (id, name) SELECT g, 'bench_' || g FROM generate_series(1, 10) AS g;
 INSERT INTO project_memberships (id, project_id, email, role) SELECT g, g, 'admin@bench-' || g || '.example', 'admin' FROM generate_series(1, 10) AS g;
@@ -53,6 +54,19 @@ FROM (
     SELECT project_id, firmware, 0, (status = 'failed')::int, (status = 'rolled_back')::int FROM device_firmware_status
 ) AS contributions
 GROUP BY project_id, firmware;
+
+-- Silence: the devices whose newest event is an install or an update, by version and the hour of their last report.
+INSERT INTO firmware_silence_counts (project_id, firmware, hardware, reported_hour, devices)
+SELECT project_id,
+       current_firmware,
+       COALESCE(hardware, ''),
+       date_trunc('hour', last_reported_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+       count(*)
+FROM devices
+WHERE last_event_status IN ('installed', 'updated')
+  AND current_firmware IS NOT NULL
+  AND last_reported_at IS NOT NULL
+GROUP BY 1, 2, 3, 4;
 
 -- pgbench's ceiling table: the events table's shape, its indexes, no foreign keys.
 CREATE TABLE bench_events (LIKE firmware_events INCLUDING DEFAULTS INCLUDING IDENTITY INCLUDING INDEXES INCLUDING CONSTRAINTS);

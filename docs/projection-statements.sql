@@ -753,7 +753,7 @@ FROM (SELECT d.id AS device_id,
           SELECT DISTINCT ON (device_id) device_id,
                  status,
                  reported_at,
-                 received_at
+                 max(received_at) OVER (PARTITION BY device_id) AS received_at
           FROM (SELECT e.id,
                        e.device_id,
                        e.project_id,
@@ -860,7 +860,7 @@ FROM (SELECT d.id AS device_id,
           SELECT DISTINCT ON (device_id) device_id,
                  status,
                  reported_at,
-                 received_at
+                 max(received_at) OVER (PARTITION BY device_id) AS received_at
           FROM (SELECT e.id,
                        e.device_id,
                        e.project_id,

@@ -186,7 +186,8 @@ public static class StepEvents
         """;
 
     // Each device's own state, before and after this step: its current firmware (as moved above), its newest
-    // event (status and time, by the device's clock) and its last report (server time).
+    // event (status and time, by the device's clock) and its last report (server time: the latest received of the
+    // step's, which need not be the newest by the device's clock).
     public const string DeviceStateChanges = $$"""
         (SELECT d.id AS device_id,
                 d.project_id,
@@ -210,7 +211,7 @@ public static class StepEvents
              SELECT DISTINCT ON (device_id) device_id,
                     status,
                     reported_at,
-                    received_at
+                    max(received_at) OVER (PARTITION BY device_id) AS received_at
              FROM {{StoredEvents}} AS stored
              ORDER BY device_id, reported_at DESC, id DESC
          ) AS newest

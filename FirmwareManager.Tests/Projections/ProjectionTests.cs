@@ -189,6 +189,37 @@ public sealed class ProjectionTests(ProjectionTests.AnsweredWhenStored service) 
     }
 
     [Fact]
+    public async Task A_devices_last_report_is_its_latest_received_when_one_step_applies_an_earlier_received_report_newer_by_its_clock()
+    {
+        using var device = _app.ClientWithKey(FirmwareManagerApp.DeviceKey1);
+        (await device.PostEventAsync(1, Event("8.0.0", "updated", At))).StatusCode.Should().Be(HttpStatusCode.Created);
+        await WaitUntilProjectedAsync(1);
+
+        // The project's position held, so that the background steps pass it by and the next one applies both reports.
+        await using (var holder = _app.OpenConnection())
+        {
+            await using var hold = await holder.BeginTransactionAsync();
+            await holder.ExecuteAsync("SELECT position FROM project_projections WHERE project_id = 1 FOR UPDATE", transaction: hold);
+            (await device.PostEventAsync(1, Event("8.1.0", "updated", At.AddHours(2)))).StatusCode.Should().Be(HttpStatusCode.Created);
+            await Task.Delay(50);
+            (await device.PostEventAsync(1, Event("8.1.0", "updated", At.AddHours(1)))).StatusCode.Should().Be(HttpStatusCode.Created);
+            await hold.RollbackAsync();
+        }
+
+        await WaitUntilProjectedAsync(1);
+        await using var connection = _app.OpenConnection();
+        var (stored, latest) = await connection.QuerySingleAsync<(DateTime Stored, DateTime Latest)>("""
+            SELECT d.last_reported_at,
+                   (SELECT max(e.received_at) FROM firmware_events AS e WHERE e.project_id = 1 AND e.device_id = 1)
+            FROM devices AS d
+            WHERE d.project_id = 1
+              AND d.id = 1
+            """);
+        stored.Should().Be(latest, "the device last reported when its latest report was received, whatever its clock said");
+        (await _app.Services.GetRequiredService<ProjectionRecount>().DifferencesAsync(1, CancellationToken.None)).Should().BeEmpty();
+    }
+
+    [Fact]
     public async Task The_recount_finds_a_figure_that_a_step_got_wrong()
     {
         using var device = _app.ClientWithKey(FirmwareManagerApp.DeviceKey1);
