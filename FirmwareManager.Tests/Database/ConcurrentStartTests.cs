@@ -15,9 +15,12 @@ namespace FirmwareManager.Tests.Database;
 public sealed class ConcurrentStartTests
 {
     [Fact]
-    public async Task Two_instances_starting_together_on_a_fresh_database_both_come_up_ten_times_in_a_row()
+    public async Task Two_instances_starting_together_on_a_fresh_database_both_come_up_every_time()
     {
-        for (var attempt = 1; attempt <= 10; attempt++)
+        // Ten rounds on PostgreSQL; four on Citus, where a fresh database's migrations take about 20 s a round (each
+        // table distributed over the workers) and the startup steps that can meet are the same code.
+        var rounds = PostgresServer.IsCitus ? 4 : 10;
+        for (var attempt = 1; attempt <= rounds; attempt++)
         {
             var connectionString = await (await PostgresServer.SharedAsync()).CreateDatabaseAsync();
 
