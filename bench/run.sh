@@ -9,8 +9,9 @@
 # (docs/scale-out.md reads them; docs/performance.md is left as it is). --replica: only members' history reads, on
 # the primary alone and then with a hot standby beside it (the API given both hosts), in bench/out/results-replica.md.
 # --webhook: only ingest, without a webhook and then with one subscribed to every event of every project (a local
-# receiver, bench/webhook-receiver.py), in bench/out/results-webhook.md; it checks that every event stored got its
-# delivery and that every delivery arrives.
+# receiver, bench/webhook-receiver.py), then again with a second webhook in every project whose receiver never
+# answers, in bench/out/results-webhook.md; it checks that every event stored got its delivery to the live receiver
+# and that every such delivery arrives, and reports their lag.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -218,42 +219,78 @@ if [ "$webhook" = 1 ]; then
     -d "{\"url\": \"http://127.0.0.1:$receiver_port/hook\", \"events\": [\"event.downloading\", \"event.downloaded\", \"event.installing\", \"event.installed\", \"event.updated\", \"event.failed\", \"event.rolled_back\"]}" >/dev/null
   psql_fm -c "INSERT INTO webhooks (project_id, url, event_types, secret_ciphertext)
               SELECT p.id, w.url, w.event_types, w.secret_ciphertext FROM projects AS p, webhooks AS w WHERE p.id <> 1 AND w.project_id = 1" >/dev/null
-  first_new=$(psql_fm -tAc "SELECT COALESCE(max(id), 0) FROM firmware_events")
-  warm ingest 64 ingest.lua "$out/sample.csv" "" RUN
-  psql_fm -c "ANALYZE"
-  wrk_phase ingest-webhook 64 ingest.lua "$out/sample.csv" >/dev/null
-  # Deliveries are projected from the feed after the reports are answered: wait until every project is projected.
-  project_start=$(date +%s)
-  until [ "$(psql_fm -tAc "SELECT count(*) FROM project_event_arrivals AS a LEFT JOIN project_projections AS p USING (project_id) WHERE a.last_arrival > COALESCE(p.position, 0)")" = 0 ]; do
-    [ $(( $(date +%s) - project_start )) -lt 120 ] || { echo "bench: the projection did not catch up within 120 s" >&2; exit 1; }
-    sleep 0.2
-  done
-  log "projected $(( $(date +%s) - project_start )) s after the load stopped"
-  stored=$(psql_fm -tAc "SELECT count(*) FROM firmware_events WHERE id > $first_new")
-  recorded=$(psql_fm -tAc "SELECT count(*) FROM webhook_deliveries WHERE event_id > $first_new")
-  log "waiting for $recorded deliveries to arrive"
-  drain_start=$(date +%s)
+  live_webhooks=$(psql_fm -tAc "SELECT string_agg(id::text, ',') FROM webhooks")
   drain_limit=1800
   [ "$profile" = quick ] && drain_limit=120
-  until [ "$(psql_fm -tAc "SELECT count(*) FROM webhook_deliveries WHERE delivered_at IS NULL")" = 0 ]; do
-    [ $(( $(date +%s) - drain_start )) -lt "$drain_limit" ] || break
-    sleep 1
-  done
-  drain_s=$(( $(date +%s) - drain_start ))
-  pending=$(psql_fm -tAc "SELECT count(*) FROM webhook_deliveries WHERE delivered_at IS NULL")
-  delivered=$(psql_fm -tAc "SELECT count(*) FROM webhook_deliveries WHERE delivered_at IS NOT NULL")
+  # webhook_phase NAME: ingest at 64 connections with the webhooks subscribed; then waits until every project is
+  # projected and every delivery to the live receiver has arrived, and reports the deliveries and their lag (from the
+  # event's receipt to its delivery's being recorded delivered).
+  webhook_phase() {
+    local name=$1 first_new project_start stored recorded drain_start drain_s pending delivered lag
+    first_new=$(psql_fm -tAc "SELECT COALESCE(max(id), 0) FROM firmware_events")
+    warm ingest 64 ingest.lua "$out/sample.csv" "" RUN
+    psql_fm -c "ANALYZE"
+    wrk_phase "$name" 64 ingest.lua "$out/sample.csv" >/dev/null
+    # Deliveries are projected from the feed after the reports are answered: wait until every project is projected.
+    project_start=$(date +%s)
+    until [ "$(psql_fm -tAc "SELECT count(*) FROM project_event_arrivals AS a LEFT JOIN project_projections AS p USING (project_id) WHERE a.last_arrival > COALESCE(p.position, 0)")" = 0 ]; do
+      [ $(( $(date +%s) - project_start )) -lt 120 ] || { echo "bench: the projection did not catch up within 120 s" >&2; exit 1; }
+      sleep 0.2
+    done
+    log "$name: projected $(( $(date +%s) - project_start )) s after the load stopped"
+    stored=$(psql_fm -tAc "SELECT count(*) FROM firmware_events WHERE id > $first_new")
+    recorded=$(psql_fm -tAc "SELECT count(*) FROM webhook_deliveries WHERE event_id > $first_new AND webhook_id IN ($live_webhooks)")
+    log "$name: waiting for $recorded deliveries to arrive"
+    drain_start=$(date +%s)
+    until [ "$(psql_fm -tAc "SELECT count(*) FROM webhook_deliveries WHERE delivered_at IS NULL AND webhook_id IN ($live_webhooks)")" = 0 ]; do
+      [ $(( $(date +%s) - drain_start )) -lt "$drain_limit" ] || break
+      sleep 1
+    done
+    drain_s=$(( $(date +%s) - drain_start ))
+    pending=$(psql_fm -tAc "SELECT count(*) FROM webhook_deliveries WHERE delivered_at IS NULL AND webhook_id IN ($live_webhooks)")
+    delivered=$(psql_fm -tAc "SELECT count(*) FROM webhook_deliveries WHERE delivered_at IS NOT NULL AND event_id > $first_new AND webhook_id IN ($live_webhooks)")
+    lag=$(psql_fm -tA -F ' ' -c "
+      SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM d.delivered_at - e.received_at))::numeric, 2),
+             round(percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM d.delivered_at - e.received_at))::numeric, 2)
+      FROM webhook_deliveries AS d
+      JOIN firmware_events AS e ON e.project_id = d.project_id AND e.id = d.event_id
+      WHERE d.event_id > $first_new AND d.webhook_id IN ($live_webhooks) AND d.delivered_at IS NOT NULL")
+    {
+      echo
+      echo "$name: events stored (warm-up included): $stored; deliveries to the live receiver recorded for them: $recorded;" \
+        "delivered: $delivered, still pending: $pending; the last arrived ${drain_s} s after the load stopped;" \
+        "lag from receipt to delivery p50 ${lag% *} s, p99 ${lag#* } s."
+    } >> "$results"
+    [ "$stored" = "$recorded" ] || { echo "bench: $name: $stored events stored but $recorded deliveries recorded" >&2; exit 1; }
+    [ "$pending" = 0 ] || { echo "bench: $name: $pending deliveries still pending" >&2; exit 1; }
+  }
+  webhook_phase ingest-webhook
+  # A second webhook in every project, to a receiver that accepts connections and never answers: the live
+  # receiver's deliveries must not wait for it (each webhook has a lane of its own).
+  hanging_port=$(free_port $((receiver_port + 1)))
+  python3 -c '
+import socket, sys, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("127.0.0.1", int(sys.argv[1]))); s.listen(4096)
+held = []
+while True:
+    held.append(s.accept()[0])
+' "$hanging_port" &
+hanging_pid=$!
+  trap 'kill "$receiver_pid" "$hanging_pid" 2>/dev/null || true; cleanup' EXIT
+  psql_fm -c "INSERT INTO webhooks (project_id, url, event_types, secret_ciphertext)
+              SELECT w.project_id, 'http://127.0.0.1:$hanging_port/hook', w.event_types, w.secret_ciphertext FROM webhooks AS w WHERE w.id IN ($live_webhooks)" >/dev/null
+  webhook_phase ingest-webhook-beside-hanging
   sleep 1
   arrived=$(cat "$raw/receiver-count.txt")
+  delivered=$(psql_fm -tAc "SELECT count(*) FROM webhook_deliveries WHERE delivered_at IS NOT NULL AND webhook_id IN ($live_webhooks)")
   {
     echo
-    echo "Events stored with the webhook subscribed (warm-up included): $stored; deliveries recorded for them: $recorded."
-    echo "Deliveries delivered: $delivered, still pending: $pending, requests the receiver got: $arrived; the sender finished ${drain_s} s after the load stopped."
+    echo "Requests the live receiver got: $arrived; deliveries to it marked delivered: $delivered."
     echo
-    echo "Fleet: $devices devices ($big in project 1) in 10 projects; a webhook in each, subscribed to every event; receiver: bench/webhook-receiver.py on loopback."
+    echo "Fleet: $devices devices ($big in project 1) in 10 projects; a webhook in each, subscribed to every event; receiver: bench/webhook-receiver.py on loopback; in the second phase, a second webhook in each project to a receiver that never answers."
   } >> "$results"
   cat "$results"
-  [ "$stored" = "$recorded" ] || { echo "bench: $stored events stored but $recorded deliveries recorded" >&2; exit 1; }
-  [ "$pending" = 0 ] || { echo "bench: $pending deliveries still pending" >&2; exit 1; }
   [ "$arrived" -ge "$delivered" ] || { echo "bench: $delivered deliveries marked delivered, $arrived arrived" >&2; exit 1; }
   log "done"
   exit 0
