@@ -70,18 +70,22 @@ public sealed class RateLimitTests
         using var member = Client(service, FirmwareManagerApp.MemberKey1);
         using var otherMember = Client(service, FirmwareManagerApp.MemberKey2);
 
-        var burst = new List<HttpStatusCode>();
-        for (var i = 0; i < 6; i++)
-        {
-            burst.Add((await member.GetAsync("/devices")).StatusCode);
-        }
+        // Six at once: one after another, a slow read (Citus, a busy machine) lets the budget refill between them.
+        var burst = (await Task.WhenAll(Enumerable.Range(0, 6).Select(_ => member.GetAsync("/devices")))).Select(r => r.StatusCode).ToList();
 
         var other = await otherMember.GetAsync("/devices");
+        // The next 429 (a refill since the burst may let one more through first).
         var limited = await member.GetAsync("/devices");
+        for (var tries = 0; limited.StatusCode != HttpStatusCode.TooManyRequests && tries < 20; tries++)
+        {
+            limited = await member.GetAsync("/devices");
+        }
+
+        limited.StatusCode.Should().Be(HttpStatusCode.TooManyRequests, "a member that keeps asking faster than 2 a second is limited");
         await Task.Delay(limited.Headers.RetryAfter!.Delta!.Value + TimeSpan.FromMilliseconds(200));
         var afterWaiting = await member.GetAsync("/devices");
 
-        burst.Take(3).Should().OnlyContain(s => s == HttpStatusCode.OK, "the burst is 3 for members here, not the devices' 1");
+        burst.Count(s => s == HttpStatusCode.OK).Should().BeGreaterThanOrEqualTo(3, "the burst is 3 for members here, not the devices' 1");
         burst.Should().Contain(HttpStatusCode.TooManyRequests);
         other.StatusCode.Should().Be(HttpStatusCode.OK);
         afterWaiting.StatusCode.Should().Be(HttpStatusCode.OK, "waiting as long as Retry-After says is enough");
