@@ -18,21 +18,14 @@ mkdir -p "$raw"
 rm -f "$raw"/*
 
 build_api
-log "building bench/naive (Release)"
-dotnet build "$root/bench/naive" -c Release -v quiet -nologo >/dev/null
+build_naive
 start_cluster -c shared_buffers=2GB -c max_wal_size=8GB
 api_port=$(free_port 18580)
 # As bench/run.sh: the request log at Warning (one line per request would measure the console); devices keep their
 # rate limit, which a device picked at random out of 100,000 never reaches.
 start_api "$api_port" "$raw/api.log" "Serilog__MinimumLevel__Override__Serilog.AspNetCore.RequestLoggingMiddleware=Warning"
 naive_port=$(free_port $((api_port + 1)))
-(
-  cd "$root/bench/naive/bin/Release/net10.0"
-  exec env ConnectionString="Host=127.0.0.1;Port=$pg_port;Username=postgres;Database=fm;Maximum Pool Size=128" \
-    ASPNETCORE_URLS="http://127.0.0.1:$naive_port" dotnet Naive.dll > "$raw/naive.log" 2>&1
-) &
-api_pids+=("$!")
-until curl -s -o /dev/null "http://127.0.0.1:$naive_port/"; do sleep 0.1; done
+start_naive "$naive_port" "$raw/naive.log"
 
 log "provisioning $devices devices in one project, each with its own key"
 psql_fm -v devices="$devices" -v big="$devices" -v events_per_device=1 -f bench/provision.sql > /dev/null

@@ -93,6 +93,23 @@ start_api() {
   done
 }
 
+# The baseline endpoints of issue 28 (bench/naive: outside the product): build_naive builds them in Release;
+# start_naive PORT LOGFILE starts them on the cluster and waits until they answer.
+build_naive() {
+  log "building bench/naive (Release)"
+  dotnet build "$root/bench/naive" -c Release -v quiet -nologo >/dev/null
+}
+start_naive() {
+  local port=$1 logfile=$2
+  (
+    cd "$root/bench/naive/bin/Release/net10.0"
+    exec env ConnectionString="Host=127.0.0.1;Port=$pg_port;Username=postgres;Database=fm;Maximum Pool Size=128" \
+      ASPNETCORE_URLS="http://127.0.0.1:$port" dotnet Naive.dll > "$logfile" 2>&1
+  ) &
+  api_pids+=("$!")
+  until curl -s -o /dev/null "http://127.0.0.1:$port/"; do sleep 0.1; done
+}
+
 cleanup() {
   # A load still running when a step failed.
   [ -n "${load_pid:-}" ] && kill "$load_pid" 2>/dev/null || true
