@@ -17,9 +17,11 @@ public sealed class ConnectionSettingsTests
     public async Task A_pooled_connection_keeps_its_session_unless_the_connection_string_asks_for_a_reset(string extra, bool reset)
     {
         var connectionString = await (await PostgresServer.SharedAsync()).CreateDatabaseAsync() + extra;
-        // The webhook sender looks for due deliveries every second on a pooled connection, and could take the idle one
-        // between the two opens below.
-        await using var service = new ServiceOnDatabase(connectionString).WithWebHostBuilder(b => b.UseSetting("FirmwareManager:Webhooks:SendDeliveries", "false"));
+        // The webhook sender looks for due deliveries every second, and the projector for projects to step every half
+        // second, each on a pooled connection: either could take the idle one between the two opens below (CI saw it).
+        await using var service = new ServiceOnDatabase(connectionString).WithWebHostBuilder(b => b
+            .UseSetting("FirmwareManager:Webhooks:SendDeliveries", "false")
+            .UseSetting("FirmwareManager:Projections:Enabled", "false"));
         var dataSource = service.Services.GetRequiredService<NpgsqlDataSource>();
 
         int firstBackend;
