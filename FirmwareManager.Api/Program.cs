@@ -52,6 +52,7 @@ try
     builder.Services.AddSingleton<FirmwareEvents>();
     builder.Services.AddSingleton<EventFeed>();
     builder.Services.AddSingleton<Cursors>();
+    builder.Services.AddExports(builder.Configuration);
     builder.Services.AddSingleton<DeviceSummaries>();
     builder.Services.AddSingleton<FirmwareVersions>();
     builder.Services.AddSingleton<ProjectKeys>();
@@ -87,6 +88,7 @@ try
     app.UseSecurityHeaders();
     // Outside the exception handler, so that the log line has the status the client got, not the exception's 500.
     app.UseRequestLogging();
+    app.UseResponseCompression();
     app.UseExceptionHandler();
     app.UseStatusCodePages();
     app.UseAuthentication();

@@ -14,14 +14,24 @@ public static class AuditApi
     {
         app.MapGroup("/audit").RequireAuthorization(Policies.Admin).WithTags("Audit").WithKeyProblems().ProducesValidationProblem()
             .MapGet("/", AuditPageAsync)
-            .WithSummary("Key, member and device changes: who, what, when, with which key prefix; newest first, paged (admin)");
+            .WithSummary("Key, member and device changes: who, what, when, with which key prefix; newest first, paged (admin)")
+            .WithDescription("With Accept: text/csv or application/x-ndjson, every entry, streamed in one snapshot.")
+            .Exports();
         return app;
     }
 
-    private static async Task<Results<Ok<List<AuditEntryResponse>>, ProblemHttpResult>> AuditPageAsync(
+    private static async Task<Results<Ok<List<AuditEntryResponse>>, ProblemHttpResult, ExportResult>> AuditPageAsync(
         [FromQuery] string? limit, [FromQuery] string? cursor, HttpContext http, AuditLog audit, Cursors cursors, ReadRouting reads,
-        CancellationToken cancellationToken)
+        Exports exports, CancellationToken cancellationToken)
     {
+        var caller = Caller.From(http.User);
+        var read = reads.For(caller);
+        if (ExportNegotiation.Requested(http.Request) is { } format)
+        {
+            return exports.Of<AuditEntry, AuditEntryResponse>(
+                format, "audit", caller.ProjectId, read, AuditLog.Export(caller.ProjectId), AuditEntryResponse.From);
+        }
+
         var errors = new Dictionary<string, string[]>();
         var page = PageRequest.Parse(limit, cursor, errors);
         if (page is null)
@@ -29,11 +39,13 @@ public static class AuditApi
             return Problems.Validation(errors, "Invalid query parameters.");
         }
 
-        var caller = Caller.From(http.User);
-        var read = reads.For(caller);
         var scope = string.Create(CultureInfo.InvariantCulture, $"audit|{caller.ProjectId}");
-        return await PageResults.NewestFirstAsync(http, cursors, scope, page, read,
+        return (await PageResults.NewestFirstAsync(http, cursors, scope, page, read,
             (beforeId, count) => audit.PageAsync(caller.ProjectId, beforeId, count, read, cancellationToken),
-            entry => entry.Id, AuditEntryResponse.From, cancellationToken);
+            entry => entry.Id, AuditEntryResponse.From, cancellationToken)).Result switch
+        {
+            Ok<List<AuditEntryResponse>> ok => ok,
+            var problem => (ProblemHttpResult)problem,
+        };
     }
 }

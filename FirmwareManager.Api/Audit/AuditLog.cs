@@ -2,6 +2,7 @@ using System.Text.Json;
 using Dapper;
 using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Database;
+using FirmwareManager.Api.Http;
 using Npgsql;
 
 namespace FirmwareManager.Api.Audit;
@@ -97,6 +98,9 @@ public sealed class AuditLog(ReadRouting reads)
         ORDER BY a.id DESC
         LIMIT @Limit
         """;
+
+    /// <summary>Every entry of the project, newest first as the pages are: their statement without its bound.</summary>
+    public static ExportQuery Export(long projectId) => new(PageSql, new { ProjectId = projectId, BeforeId = long.MaxValue, Limit = (int?)null });
 
     public Task<IReadOnlyList<AuditEntry>> PageAsync(long projectId, long beforeId, int limit, ReadContext read, CancellationToken cancellationToken) =>
         reads.RunAsync<IReadOnlyList<AuditEntry>>(read, async connection => (await connection.QueryAsync<AuditEntry>(new CommandDefinition(

@@ -1,4 +1,5 @@
 using System.Collections.Concurrent;
+using System.Globalization;
 using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Http;
@@ -199,6 +200,80 @@ public sealed class ReadRouting
         var answer = await read(primary);
         context.Seen = (await PositionAsync(primary, cancellationToken)).Position;
         return answer;
+    }
+
+    /// <summary>
+    /// For a read too long to run again (an export): a connection, in a <c>REPEATABLE READ READ ONLY</c> transaction
+    /// whose snapshot every statement on it reads, on a standby that has replayed <paramref name="context"/>'s floor
+    /// (and its projection minimum) or else on the primary. <see cref="ReadContext.Seen"/> is the node's position once
+    /// the snapshot was taken (at or past everything it sees), <see cref="ReadContext.Projected"/> the projection
+    /// position it includes. Nothing is retried once the caller reads: a failure then is the caller's to report.
+    /// </summary>
+    public async Task<(NpgsqlConnection Connection, NpgsqlTransaction Transaction)> BeginSnapshotAsync(
+        ReadContext context, int statementTimeoutMs, CancellationToken cancellationToken)
+    {
+        if (_preferStandby is not null && !context.PrimaryOnly)
+        {
+            NpgsqlConnection? standby = null;
+            try
+            {
+                standby = await _preferStandby.OpenConnectionAsync(cancellationToken);
+                var begun = await BeginSnapshotOnAsync(standby, context, statementTimeoutMs, onStandby: true, cancellationToken);
+                if (begun.Transaction is not null)
+                {
+                    _metrics.ReadServed(begun.InRecovery ? "standby" : "primary", begun.InRecovery ? "" : "no_standby");
+                    return (standby, begun.Transaction);
+                }
+
+                _metrics.ReadServed("primary", "standby_behind");
+            }
+            catch (Exception e) when (IsStandbyFailure(e) && !cancellationToken.IsCancellationRequested)
+            {
+                _logger.LogWarning("A read on a standby failed, reading on the primary instead: {Reason}", e.Message);
+                _metrics.ReadServed("primary", "standby_failed");
+            }
+
+            if (standby is not null)
+            {
+                await standby.DisposeAsync();
+            }
+        }
+
+        var primary = await _primary.OpenConnectionAsync(cancellationToken);
+        try
+        {
+            var begun = await BeginSnapshotOnAsync(primary, context, statementTimeoutMs, onStandby: false, cancellationToken);
+            return (primary, begun.Transaction!);
+        }
+        catch
+        {
+            await primary.DisposeAsync();
+            throw;
+        }
+    }
+
+    // The transaction, or null (rolled back) on a standby that has not replayed the floor or the projection minimum
+    // (the primary has: the request waited for its projection there).
+    private static async Task<(NpgsqlTransaction? Transaction, bool InRecovery)> BeginSnapshotOnAsync(
+        NpgsqlConnection connection, ReadContext context, int statementTimeoutMs, bool onStandby, CancellationToken cancellationToken)
+    {
+        var transaction = await connection.BeginTransactionAsync(System.Data.IsolationLevel.RepeatableRead, cancellationToken);
+        await using (var settings = new NpgsqlCommand(string.Create(CultureInfo.InvariantCulture,
+            $"SET TRANSACTION READ ONLY; SET LOCAL statement_timeout = {statementTimeoutMs}"), connection, transaction))
+        {
+            await settings.ExecuteNonQueryAsync(cancellationToken);
+        }
+
+        var (inRecovery, position) = await PositionAsync(connection, cancellationToken);
+        var reached = await ReadProjectedAsync(connection, context, cancellationToken);
+        if (onStandby && inRecovery && (position < context.Floor || !reached))
+        {
+            await transaction.RollbackAsync(cancellationToken);
+            return (null, inRecovery);
+        }
+
+        context.Seen = position;
+        return (transaction, inRecovery);
     }
 
     // For a read of projected state, the project's position on this node, before the read: false when the node has

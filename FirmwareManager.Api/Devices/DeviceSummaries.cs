@@ -1,5 +1,6 @@
 using Dapper;
 using FirmwareManager.Api.Database;
+using FirmwareManager.Api.Http;
 using Npgsql;
 
 namespace FirmwareManager.Api.Devices;
@@ -95,7 +96,7 @@ public sealed class DeviceSummaries(ReadRouting reads, DatabaseEngine engine, Ti
     // filters given, read in id order, whatever the values. PostgreSQL had planned the page afresh at every
     // request, planning costing nearly what executing did (docs/performance.md), and still did with the
     // statements split, a firmware run by most of a project skewing its estimates.
-    private readonly string[] _pageSql = Enumerable.Range(0, 128)
+    private static readonly string[] PageSql = Enumerable.Range(0, 128)
         .Select(filters => PageSelectSql
             + ((filters & 1) != 0 ? FirmwareFilterSql : "")
             + ((filters & 2) != 0 ? StatusFilterSql : "")
@@ -105,31 +106,37 @@ public sealed class DeviceSummaries(ReadRouting reads, DatabaseEngine engine, Ti
             + ((filters & 32) != 0 ? HardwareFilterSql : "")
             + ((filters & 64) != 0 ? TagsFilterSql : "")
             + PageOrderSql)
-        .Select(sql => GenericPlan.ReadOnly(sql, engine))
         .ToArray();
 
+    private readonly string[] _genericPageSql = PageSql.Select(sql => GenericPlan.ReadOnly(sql, engine)).ToArray();
+
     public async Task<IReadOnlyList<DeviceSummary>> PageAsync(
-        long projectId, DeviceFilters filter, long afterId, int limit, ReadContext read, CancellationToken cancellationToken)
-    {
-        var filters = (filter.Firmware is null ? 0 : 1) | (filter.StatusOfLastEvent.Length == 0 ? 0 : 2) | (filter.SilentSince is null ? 0 : 4)
-            | (filter.SilentAfterUpdate ? 8 : 0) | (filter.UnexplainedDowngrade ? 16 : 0) | (filter.Hardware is null ? 0 : 32)
-            | (filter.Tags is null or [] ? 0 : 64);
-        var parameters = new
-        {
-            ProjectId = projectId,
-            AfterId = afterId,
-            filter.Firmware,
-            Statuses = filter.StatusOfLastEvent,
-            filter.SilentSince,
-            filter.Hardware,
-            Tags = filter.Tags ?? [],
-            Now = clock.GetUtcNow().UtcDateTime,
-            Limit = limit,
-        };
-        return await reads.RunAsync<IReadOnlyList<DeviceSummary>>(read, async connection =>
-            (await connection.QueryAsync<DeviceSummary>(new CommandDefinition(_pageSql[filters], parameters, cancellationToken: cancellationToken))).AsList(),
+        long projectId, DeviceFilters filter, long afterId, int limit, ReadContext read, CancellationToken cancellationToken) =>
+        await reads.RunAsync<IReadOnlyList<DeviceSummary>>(read, async connection =>
+            (await connection.QueryAsync<DeviceSummary>(new CommandDefinition(
+                _genericPageSql[Statement(filter)], Parameters(projectId, filter, afterId, limit), cancellationToken: cancellationToken))).AsList(),
             cancellationToken);
-    }
+
+    /// <summary>Every device the filters select, in the pages' order: the page's statement without its bound (<c>LIMIT NULL</c>).</summary>
+    public ExportQuery Export(long projectId, DeviceFilters filter) => new(PageSql[Statement(filter)], Parameters(projectId, filter, 0, null));
+
+    private static int Statement(DeviceFilters filter) =>
+        (filter.Firmware is null ? 0 : 1) | (filter.StatusOfLastEvent.Length == 0 ? 0 : 2) | (filter.SilentSince is null ? 0 : 4)
+        | (filter.SilentAfterUpdate ? 8 : 0) | (filter.UnexplainedDowngrade ? 16 : 0) | (filter.Hardware is null ? 0 : 32)
+        | (filter.Tags is null or [] ? 0 : 64);
+
+    private object Parameters(long projectId, DeviceFilters filter, long afterId, int? limit) => new
+    {
+        ProjectId = projectId,
+        AfterId = afterId,
+        filter.Firmware,
+        Statuses = filter.StatusOfLastEvent,
+        filter.SilentSince,
+        filter.Hardware,
+        Tags = filter.Tags ?? [],
+        Now = clock.GetUtcNow().UtcDateTime,
+        Limit = limit,
+    };
 
     private const string FindSql = """
         SELECT d.id AS Id,

@@ -93,7 +93,7 @@ public static class DevicesApi
         return group;
     }
 
-    private static async Task<Results<Ok<List<DeviceResponse>>, ProblemHttpResult>> ListAsync(
+    private static async Task<Results<Ok<List<DeviceResponse>>, ProblemHttpResult, ExportResult>> ListAsync(
         [FromQuery] string? limit,
         [FromQuery] string? cursor,
         [FromQuery] string? firmware,
@@ -107,10 +107,13 @@ public static class DevicesApi
         DeviceSummaries devices,
         Cursors cursors,
         ReadRouting reads,
+        Exports exports,
         CancellationToken cancellationToken)
     {
         var errors = new Dictionary<string, string[]>();
-        var page = PageRequest.Parse(limit, cursor, errors);
+        var export = ExportNegotiation.Requested(http.Request);
+        // An export has every row the filters select: limit and cursor do not apply to it.
+        var page = export is null ? PageRequest.Parse(limit, cursor, errors) : PageRequest.Parse(null, null, errors);
         var events = EventFilters.Parse(silentSince, null, statusOfLastEvent, firmware, null, errors);
         var silentAfter = ParseFlag("silent_after_update", silentAfterUpdate, errors);
         var downgraded = ParseFlag("unexplained_downgrade", unexplainedDowngrade, errors);
@@ -129,6 +132,12 @@ public static class DevicesApi
 
         var caller = Caller.From(http.User);
         var read = reads.ForProjected(caller, http);
+        if (export is { } format)
+        {
+            return exports.Of<DeviceSummary, DeviceResponse>(
+                format, "devices", caller.ProjectId, read, devices.Export(caller.ProjectId, filters), DeviceResponse.From);
+        }
+
         var scope = string.Create(CultureInfo.InvariantCulture, $"devices|{caller.ProjectId}|{filters.Key}");
         long afterId = 0;
         if (page.Cursor is not null)

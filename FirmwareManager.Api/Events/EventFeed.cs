@@ -1,6 +1,7 @@
 using Dapper;
 using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Firmware;
+using FirmwareManager.Api.Http;
 using Npgsql;
 
 namespace FirmwareManager.Api.Events;
@@ -64,9 +65,18 @@ public sealed class EventFeed(ReadRouting reads)
     /// </summary>
     public async Task<IReadOnlyList<FeedEvent>> FeedPageAsync(
         long projectId, long? deviceId, EventFilters filters, ArrivalPosition? before, ArrivalPosition? after, int limit,
-        ReadContext read, CancellationToken cancellationToken)
-    {
-        var parameters = new
+        ReadContext read, CancellationToken cancellationToken) =>
+        await reads.RunAsync<IReadOnlyList<FeedEvent>>(read, async connection => (await connection.QueryAsync<FeedEvent>(new CommandDefinition(
+            after is null ? FeedNewestFirstSql : FeedAfterSql, Parameters(projectId, deviceId, filters, before, after, limit),
+            cancellationToken: cancellationToken))).AsList(),
+            cancellationToken);
+
+    /// <summary>Every event the filters select, newest arrival first as the pages are: their statement without its bound.</summary>
+    public static ExportQuery Export(long projectId, long? deviceId, EventFilters filters) =>
+        new(FeedNewestFirstSql, Parameters(projectId, deviceId, filters, null, null, null));
+
+    private static object Parameters(
+        long projectId, long? deviceId, EventFilters filters, ArrivalPosition? before, ArrivalPosition? after, int? limit) => new
         {
             ProjectId = projectId,
             DeviceId = deviceId,
@@ -81,8 +91,4 @@ public sealed class EventFeed(ReadRouting reads)
             filters.ErrorCode,
             Limit = limit,
         };
-        return await reads.RunAsync<IReadOnlyList<FeedEvent>>(read, async connection => (await connection.QueryAsync<FeedEvent>(
-            new CommandDefinition(after is null ? FeedNewestFirstSql : FeedAfterSql, parameters, cancellationToken: cancellationToken))).AsList(),
-            cancellationToken);
-    }
 }

@@ -31,11 +31,13 @@ public static class EventFeedApi
 
         group.MapGet("/", ListAsync)
             .WithSummary("Every event of the caller's project (member keys), newest arrival first, or in arrival order after a position")
-            .WithDescription("Filters as for a device's history, plus device_id. Page with cursor; or poll with after=beginning (or after=latest: only what arrives from now on) and then the Link rel=\"next\" URL, which every polling answer carries: an event that commits late is never skipped.");
+            .WithDescription("Filters as for a device's history, plus device_id. Page with cursor; or poll with after=beginning (or after=latest: only what arrives from now on) and then the Link rel=\"next\" URL, which every polling answer carries: an event that commits late is never skipped. " +
+                             "With Accept: text/csv or application/x-ndjson, every event the filters select in one snapshot, streamed, with X-Feed-Position and a Link rel=\"next\" to poll from after it.")
+            .Exports();
         return group;
     }
 
-    private static async Task<Results<Ok<List<FirmwareEventResponse>>, ProblemHttpResult>> ListAsync(
+    private static async Task<Results<Ok<List<FirmwareEventResponse>>, ProblemHttpResult, ExportResult>> ListAsync(
         [FromQuery] string? limit,
         [FromQuery] string? cursor,
         [FromQuery] string? after,
@@ -49,10 +51,13 @@ public static class EventFeedApi
         EventFeed events,
         Cursors cursors,
         ReadRouting reads,
+        Exports exports,
         CancellationToken cancellationToken)
     {
         var errors = new Dictionary<string, string[]>();
-        var page = PageRequest.Parse(limit, cursor, errors);
+        var export = ExportNegotiation.Requested(http.Request);
+        // An export has every row the filters select: limit and cursor do not apply to it.
+        var page = export is null ? PageRequest.Parse(limit, cursor, errors) : PageRequest.Parse(null, null, errors);
         var filters = EventFilters.Parse(since, until, status, firmware, errorCode, errors);
         long? deviceId = null;
         if (deviceIdText is not null)
@@ -67,7 +72,11 @@ public static class EventFeedApi
             }
         }
 
-        if (cursor is not null && after is not null)
+        if (export is not null && after is not null)
+        {
+            errors["after"] = ["An export has every event the filters select, and answers with the Link to poll from after it; it takes no after."];
+        }
+        else if (cursor is not null && after is not null)
         {
             errors["after"] = ["Use either cursor (newest first) or after (arrival order), not both."];
         }
@@ -79,9 +88,13 @@ public static class EventFeedApi
 
         var caller = Caller.From(http.User);
         var read = reads.For(caller);
+        if (export is { } format)
+        {
+            return ExportEvents(format, http, caller.ProjectId, deviceId, filters, read, cursors, exports);
+        }
+
         var polling = after is not null;
-        var scope = string.Create(CultureInfo.InvariantCulture,
-            $"events|{(polling ? "after" : "newest")}|arrival|{caller.ProjectId}|{deviceId}|{filters.Key}");
+        var scope = Scope(polling, caller.ProjectId, deviceId, filters);
         ArrivalPosition? position = null;
         var token = polling ? after : page.Cursor;
         if (polling && after == FromBeginning)
@@ -123,6 +136,32 @@ public static class EventFeedApi
         return PageResults.Page(
             http, served.Select(e => FirmwareEventResponse.From(e.Event)).ToList(), next, polling ? "after" : "cursor");
     }
+
+    private static string Scope(bool polling, long projectId, long? deviceId, EventFilters filters) =>
+        string.Create(CultureInfo.InvariantCulture, $"events|{(polling ? "after" : "newest")}|arrival|{projectId}|{deviceId}|{filters.Key}");
+
+    /// <summary>
+    /// Every event the filters select, newest arrival first, in one snapshot; answered with the project's feed position
+    /// in that snapshot (<c>X-Feed-Position</c>) and the <c>Link</c> to poll from there with the same filters
+    /// (<c>after</c>): exactly the events the export did not have, none twice (numbers are handed out in commit order).
+    /// </summary>
+    private static ExportResult ExportEvents(
+        ExportFormat format, HttpContext http, long projectId, long? deviceId, EventFilters filters, ReadContext read, Cursors cursors,
+        Exports exports) =>
+        exports.Of<EventFeed.FeedEvent, FirmwareEventResponse>(
+            format, "events", projectId, read, EventFeed.Export(projectId, deviceId, filters), e => FirmwareEventResponse.From(e.Event),
+            async snapshot =>
+            {
+                var position = await FirmwareEvents.LastFeedPositionAsync(snapshot.Connection, snapshot.Transaction, projectId, http.RequestAborted);
+                var after = await cursors.EncodeAsync(Scope(polling: true, projectId, deviceId, filters), snapshot.Read, writer =>
+                {
+                    writer.Write(position);
+                    writer.Write(long.MaxValue);
+                }, http.RequestAborted);
+                http.Response.Headers[FirmwareApi.FeedPositionHeader] = position.ToString(CultureInfo.InvariantCulture);
+                PageResults.SetNextLink(http, "after", after, "limit", "cursor");
+                return null;
+            });
 
     private static ArrivalPosition? ReadPosition(BinaryReader reader)
     {

@@ -60,7 +60,9 @@ public static class FirmwareApi
             .WithDescription("All events are validated first: one invalid event rejects the batch (errors keyed [index].field) and nothing is stored.");
         group.MapGet("/{device_id}", ListAsync)
             .WithSummary("A device's history in the caller's project, newest first by the device's clock, paged")
-            .WithDescription("For members of the device's project and for the device itself. Filters: since (inclusive), until (exclusive), status (repeat or comma-separate), firmware, error_code. limit 1-1000 (default 100); follow the Link rel=\"next\" header for more.");
+            .WithDescription("For members of the device's project and for the device itself. Filters: since (inclusive), until (exclusive), status (repeat or comma-separate), firmware, error_code. limit 1-1000 (default 100); follow the Link rel=\"next\" header for more. " +
+                             "Members may export the whole history the filters select with Accept: text/csv or application/x-ndjson.")
+            .Exports();
         group.MapGet("/{device_id}/events/{event_id}", GetAsync)
             .WithSummary("One event of a device (the Location of a report)");
         return group;
@@ -105,7 +107,7 @@ public static class FirmwareApi
         return TypedResults.Ok(response);
     }
 
-    private static async Task<Results<Ok<List<FirmwareEventResponse>>, ProblemHttpResult>> ListAsync(
+    private static async Task<Results<Ok<List<FirmwareEventResponse>>, ProblemHttpResult, ExportResult>> ListAsync(
         [FromRoute(Name = "device_id")] string deviceIdText,
         [FromQuery] string? limit,
         [FromQuery] string? cursor,
@@ -118,6 +120,7 @@ public static class FirmwareApi
         FirmwareEvents events,
         Cursors cursors,
         ReadRouting reads,
+        Exports exports,
         CancellationToken cancellationToken)
     {
         var errors = new Dictionary<string, string[]>();
@@ -126,7 +129,9 @@ public static class FirmwareApi
             return Problems.InvalidId("device_id", deviceIdText);
         }
 
-        var page = PageRequest.Parse(limit, cursor, errors);
+        var export = ExportNegotiation.Requested(http.Request);
+        // An export has every row the filters select: limit and cursor do not apply to it.
+        var page = export is null ? PageRequest.Parse(limit, cursor, errors) : PageRequest.Parse(null, null, errors);
         var filters = EventFilters.Parse(since, until, status, firmware, errorCode, errors);
         if (page is null || filters is null)
         {
@@ -140,6 +145,19 @@ public static class FirmwareApi
         }
 
         var read = reads.For(caller);
+        if (export is { } format)
+        {
+            if (caller.Kind == CallerKind.Device)
+            {
+                return Forbidden("Exports are for the project's members; a device reads its history by pages.");
+            }
+
+            return exports.Of<FirmwareEvent, FirmwareEventResponse>(
+                format, "history", caller.ProjectId, read, FirmwareEvents.ExportHistory(deviceId, caller.ProjectId, filters), FirmwareEventResponse.From,
+                async snapshot => await FirmwareEvents.DeviceKnownToProjectAsync(
+                    snapshot.Connection, snapshot.Transaction, deviceId, caller.ProjectId, http.RequestAborted) ? null : DeviceNotFound(deviceId));
+        }
+
         var scope = string.Create(CultureInfo.InvariantCulture, $"history|{caller.ProjectId}|{deviceId}|{filters.Key}");
         FirmwareEvents.HistoryPosition? after = null;
         if (page.Cursor is not null)

@@ -219,6 +219,11 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
         return await connection.ExecuteScalarAsync<long>(new CommandDefinition(LastFeedPositionSql, new { ProjectId = projectId }, cancellationToken: cancellationToken));
     }
 
+    /// <summary>The project's newest feed position in <paramref name="transaction"/>'s snapshot: every event it sees is at or before it.</summary>
+    public static Task<long> LastFeedPositionAsync(
+        NpgsqlConnection connection, NpgsqlTransaction transaction, long projectId, CancellationToken cancellationToken) =>
+        connection.ExecuteScalarAsync<long>(new CommandDefinition(LastFeedPositionSql, new { ProjectId = projectId }, transaction, cancellationToken: cancellationToken));
+
     /// <summary>The stored event identical to <paramref name="report"/>: what a repeat is answered with.</summary>
     public async Task<RecordedEvent?> FindRepeatAsync(long projectId, long deviceId, NewFirmwareEvent report, CancellationToken cancellationToken)
     {
@@ -442,20 +447,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
         long deviceId, long projectId, EventFilters filters, HistoryPosition? after, int limit, ReadContext read,
         CancellationToken cancellationToken)
     {
-        var parameters = new
-        {
-            DeviceId = deviceId,
-            ProjectId = projectId,
-            filters.Since,
-            filters.Until,
-            AfterOccurredAt = after?.OccurredAt,
-            AfterFirmware = after?.Firmware,
-            AfterStatus = after?.Status,
-            filters.Statuses,
-            filters.Firmware,
-            filters.ErrorCode,
-            Limit = limit,
-        };
+        var parameters = HistoryParameters(deviceId, projectId, filters, after, limit);
         return await reads.RunAsync<IReadOnlyList<FirmwareEvent>?>(read, async connection =>
         {
             var events = (await connection.QueryAsync<FirmwareEvent>(
@@ -471,6 +463,31 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
             return events;
         }, cancellationToken);
     }
+
+    /// <summary>The device's whole history the filters select, in the pages' order: their statement without its bound.</summary>
+    public static ExportQuery ExportHistory(long deviceId, long projectId, EventFilters filters) =>
+        new(HistoryPageSql, HistoryParameters(deviceId, projectId, filters, null, null));
+
+    /// <summary>Whether the device is the project's, or reported in it (else a history read is 404), in an export's snapshot.</summary>
+    public static Task<bool> DeviceKnownToProjectAsync(
+        NpgsqlConnection connection, NpgsqlTransaction transaction, long deviceId, long projectId, CancellationToken cancellationToken) =>
+        connection.ExecuteScalarAsync<bool>(new CommandDefinition(
+            DeviceKnownToProjectSql, new { DeviceId = deviceId, ProjectId = projectId }, transaction, cancellationToken: cancellationToken));
+
+    private static object HistoryParameters(long deviceId, long projectId, EventFilters filters, HistoryPosition? after, int? limit) => new
+    {
+        DeviceId = deviceId,
+        ProjectId = projectId,
+        filters.Since,
+        filters.Until,
+        AfterOccurredAt = after?.OccurredAt,
+        AfterFirmware = after?.Firmware,
+        AfterStatus = after?.Status,
+        filters.Statuses,
+        filters.Firmware,
+        filters.ErrorCode,
+        Limit = limit,
+    };
 
     private const string FindSql = $"""
         SELECT {EventColumns}

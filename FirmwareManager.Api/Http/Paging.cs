@@ -144,16 +144,25 @@ public static class PageResults
     {
         if (nextCursor is not null)
         {
-            var query = new QueryBuilder(http.Request.Query
-                .Where(p => p.Key != cursorParameter)
-                .SelectMany(p => p.Value.Select(v => new KeyValuePair<string, string>(p.Key, v ?? ""))))
-            {
-                { cursorParameter, nextCursor },
-            };
-            http.Response.Headers.Link = $"<{http.Request.PathBase}{http.Request.Path}{query}>; rel=\"next\"";
+            SetNextLink(http, cursorParameter, nextCursor);
         }
 
         return TypedResults.Ok(items);
+    }
+
+    /// <summary>
+    /// <c>Link: &lt;next&gt;; rel="next"</c>: this request's URL with <paramref name="parameter"/> set to
+    /// <paramref name="token"/>, and without the parameters <paramref name="dropped"/> names.
+    /// </summary>
+    public static void SetNextLink(HttpContext http, string parameter, string token, params string[] dropped)
+    {
+        var query = new QueryBuilder(http.Request.Query
+            .Where(p => p.Key != parameter && !dropped.Contains(p.Key))
+            .SelectMany(p => p.Value.Select(v => new KeyValuePair<string, string>(p.Key, v ?? ""))))
+        {
+            { parameter, token },
+        };
+        http.Response.Headers.Link = $"<{http.Request.PathBase}{http.Request.Path}{query}>; rel=\"next\"";
     }
 
     /// <summary>
