@@ -67,7 +67,9 @@ public static class DevicesApi
         group.MapGet("/", ListAsync)
             .ReadsProjectedState()
             .WithSummary("The project's devices in id order, paged (member keys)")
-            .WithDescription("Filters: firmware (the current version, exact), status_of_last_event (repeat or comma-separate), silent_since (devices with no report since then, or never), silent_after_update=true (newest event installed or updated, nothing reported for longer than the project's silent_after_hours), unexplained_downgrade=true (came down to a lower version without a rolled_back report), hardware (exact), tag (repeat for devices with every one).");
+            .WithDescription("Filters: firmware (the current version, exact), status_of_last_event (repeat or comma-separate), silent_since (devices with no report since then, or never), silent_after_update=true (newest event installed or updated, nothing reported for longer than the project's silent_after_hours), unexplained_downgrade=true (came down to a lower version without a rolled_back report), hardware (exact), tag (repeat for devices with every one). " +
+                             "With Accept: text/csv or application/x-ndjson, every device the filters select, streamed in one snapshot.")
+            .Exports();
         group.MapGet("/{device_id}", GetAsync)
             .ReadsProjectedState()
             .ProducesProblem(StatusCodes.Status404NotFound)

@@ -75,9 +75,31 @@ public static class ExportNegotiation
         return null;
     }
 
-    /// <summary>The endpoint answers exports too: OpenAPI lists CSV and NDJSON beside its JSON page.</summary>
+    /// <summary>
+    /// The endpoint answers exports too: OpenAPI lists CSV and NDJSON beside its JSON page (added to the 200 answer
+    /// the JSON page describes: a second produces-metadata for 200 would replace it).
+    /// </summary>
     public static RouteHandlerBuilder Exports(this RouteHandlerBuilder endpoint) => endpoint
-        .WithMetadata(new ProducesResponseTypeMetadata(StatusCodes.Status200OK, typeof(string), [CsvType, NdjsonType]))
+        .AddOpenApiOperationTransformer((operation, _, _) =>
+        {
+            if (operation.Responses?.TryGetValue("200", out var ok) == true && ok is Microsoft.OpenApi.OpenApiResponse response)
+            {
+                response.Content ??= new Dictionary<string, Microsoft.OpenApi.OpenApiMediaType>();
+                foreach (var (type, description) in new[]
+                         {
+                             (CsvType, "Every row the filters select: a header row of the JSON field names, then a row each (RFC 4180)."),
+                             (NdjsonType, "Every row the filters select: a line each, the JSON page's object."),
+                         })
+                {
+                    response.Content[type] = new Microsoft.OpenApi.OpenApiMediaType
+                    {
+                        Schema = new Microsoft.OpenApi.OpenApiSchema { Type = Microsoft.OpenApi.JsonSchemaType.String, Description = description },
+                    };
+                }
+            }
+
+            return Task.CompletedTask;
+        })
         .ProducesProblem(StatusCodes.Status429TooManyRequests);
 }
 

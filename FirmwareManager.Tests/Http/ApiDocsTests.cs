@@ -49,6 +49,15 @@ public sealed class ApiDocsTests(FirmwareManagerApp app) : ApiTest(app)
 
         paths.GetProperty("/firmware/{device_id}").GetProperty("get").GetProperty("parameters").EnumerateArray()
             .Select(p => p.GetProperty("name").GetString()).Should().NotContain("min_position");
+
+        // Exports: the lists answer CSV and NDJSON beside their JSON page, and 429 when too many run.
+        foreach (var path in new[] { "/devices", "/events", "/firmware/{device_id}", "/audit" })
+        {
+            var list = paths.GetProperty(path).GetProperty("get");
+            list.GetProperty("responses").GetProperty("200").GetProperty("content").EnumerateObject().Select(c => c.Name)
+                .Should().Contain(["application/json", "text/csv", "application/x-ndjson"], path);
+            list.GetProperty("responses").TryGetProperty("429", out _).Should().BeTrue(path);
+        }
     }
 
     [Theory]
