@@ -103,6 +103,52 @@ public sealed class DashboardTests(DashboardFixture fleet, ITestOutputHelper out
     }
 
     [BrowserFact]
+    public async Task Download_CSV_saves_every_device_the_filters_select_and_the_devices_history()
+    {
+        var folder = Directory.CreateTempSubdirectory("fm-downloads-").FullName;
+        try
+        {
+            Driver.ExecuteCdpCommand("Browser.setDownloadBehavior", new Dictionary<string, object?> { ["behavior"] = "allow", ["downloadPath"] = folder });
+            SignIn(FirmwareManagerApp.MemberKey1);
+            Go("#/devices?hardware=rev-C");
+            Browser.WaitFor(() => DeviceIds() is { Count: > 0 } ids ? ids : null, "the devices");
+            var expected = new List<long>();
+            for (string? next = "/devices?hardware=rev-C&limit=1000"; next is not null;)
+            {
+                var response = await fleet.Admin.GetAsync(next);
+                expected.AddRange((await response.Content.ReadFromJsonAsync<List<JsonElement>>())!.Select(d => d.GetProperty("id").GetInt64()));
+                next = Firmware.PagingHistoryTests.NextLink(response);
+            }
+
+            Driver.FindElement(By.XPath("//button[text()='Download CSV']")).Click();
+
+            var devices = Fleet.ExportTests.ParseCsv(WaitForDownload(folder, "devices.csv"));
+            devices[0].Should().StartWith(["id", "project_id", "name"]);
+            devices.Skip(1).Select(r => long.Parse(r[0], System.Globalization.CultureInfo.InvariantCulture))
+                .Should().Equal(expected, "every device the filters select, not only the page shown");
+            devices.Skip(1).Should().OnlyContain(r => r[Array.IndexOf(devices[0], "hardware")] == "rev-C");
+
+            Go($"#/devices/{fleet.RollbackDeviceId}");
+            Browser.WaitForElement(".timeline li");
+            Driver.FindElement(By.XPath("//button[text()='Download CSV']")).Click();
+            var history = Fleet.ExportTests.ParseCsv(WaitForDownload(folder, $"device-{fleet.RollbackDeviceId}-history.csv"));
+            history.Skip(1).Select(r => long.Parse(r[0], System.Globalization.CultureInfo.InvariantCulture)).Should().Equal(
+                (await GetAsync<List<JsonElement>>($"/firmware/{fleet.RollbackDeviceId}")).Select(e => e.GetProperty("id").GetInt64()));
+            AssertCleanPage("device");
+        }
+        finally
+        {
+            Directory.Delete(folder, recursive: true);
+        }
+    }
+
+    // The file once Chromium has finished writing it (it writes to a .crdownload first).
+    private string WaitForDownload(string folder, string name) => Browser.WaitFor(() =>
+        File.Exists(Path.Combine(folder, name)) && !Directory.EnumerateFiles(folder, "*.crdownload").Any()
+            ? File.ReadAllText(Path.Combine(folder, name))
+            : null, $"{name} downloaded");
+
+    [BrowserFact]
     public void Each_view_reads_at_least_the_projected_position_the_tab_has_shown_and_never_shows_less()
     {
         SignIn(FirmwareManagerApp.MemberKey1);

@@ -1,7 +1,7 @@
 // The devices table with the API's filters and keyset paging (the Link header's next page), and one device's page
 // with its history as a timeline.
-import { get, withQuery } from './api.js';
-import { el, fill, submitToAddress, count, heading, statusBadge, table, time } from './dom.js';
+import { downloadCsv, get, withQuery } from './api.js';
+import { el, fill, submitToAddress, count, downloadButton, heading, statusBadge, table, time } from './dom.js';
 
 const pageSize = 50;
 const statuses = ['downloading', 'downloaded', 'installing', 'installed', 'updated', 'failed', 'rolled_back'];
@@ -31,7 +31,7 @@ function apiQuery(query) {
   return withQuery('/devices', params);
 }
 
-function filterForm(query) {
+function filterForm(query, download) {
   const fields = filters.map(f => {
     const id = `filter-${f.name}`;
     const value = query.get(f.name) ?? '';
@@ -51,7 +51,8 @@ function filterForm(query) {
     fields,
     el('div', { class: 'actions' },
       el('button', { type: 'submit' }, 'Apply filters'),
-      el('a', { href: '#/devices', class: 'button secondary' }, 'Clear')));
+      el('a', { href: '#/devices', class: 'button secondary' }, 'Clear'),
+      download));
   return submitToAddress(form, '/devices');
 }
 
@@ -69,7 +70,9 @@ function deviceRow(d) {
 
 export async function renderDevices({ view, query, signal, announce, reportError }) {
   const results = el('div', { class: 'results' }, el('p', { class: 'loading' }, 'Loading devices…'));
-  fill(view, heading('Devices'), filterForm(query), results);
+  // The export of every device these filters select (the form's applied filters, not a page).
+  const download = downloadButton(() => downloadCsv(apiQuery(query), 'devices.csv', { signal }), { announce, reportError });
+  fill(view, heading('Devices'), filterForm(query, download), results);
 
   // Keyset paging: each page's URL comes from the previous page's Link header; going back replays the ones seen.
   const pages = [apiQuery(query)];
@@ -110,7 +113,7 @@ export async function renderDevices({ view, query, signal, announce, reportError
   await show(0);
 }
 
-export async function renderDevice({ view, params, signal, reportError }) {
+export async function renderDevice({ view, params, signal, announce, reportError }) {
   const id = params[0];
   fill(view, heading(`Device ${id}`), el('p', { class: 'loading' }, 'Loading the device…'));
   const [{ data: device }, history] = await Promise.all([
@@ -155,6 +158,7 @@ export async function renderDevice({ view, params, signal, reportError }) {
     details,
     el('section', { 'aria-labelledby': 'history-title' },
       el('h2', { id: 'history-title' }, 'History'),
+      downloadButton(() => downloadCsv(`/firmware/${device.id}`, `device-${device.id}-history.csv`, { signal }), { announce, reportError }),
       history.data.length ? timeline : el('p', {}, 'This device has reported nothing yet.'),
       more));
 }

@@ -80,3 +80,25 @@ export function fill(parent, ...children) {
 export function heading(text) {
   return el('h1', { tabindex: '-1' }, text);
 }
+
+/**
+ * A "Download CSV" button: runs download() (which saves the file), one at a time, saying what it is doing in its own
+ * label and in the live region; a failure goes to the page's error message.
+ */
+export function downloadButton(download, { announce, reportError }) {
+  const button = el('button', { type: 'button', class: 'secondary download' }, 'Download CSV');
+  button.addEventListener('click', async () => {
+    button.disabled = true;
+    button.textContent = 'Preparing CSV…';
+    try {
+      const bytes = await download();
+      announce?.(`CSV downloaded (${count(bytes)} bytes).`);
+    } catch (error) {
+      reportError(error);
+    } finally {
+      button.disabled = false;
+      button.textContent = 'Download CSV';
+    }
+  });
+  return button;
+}

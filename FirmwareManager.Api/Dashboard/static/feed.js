@@ -1,7 +1,7 @@
 // The live feed: the project's newest events, then every event that arrives, polled with after= (the position
 // the service hands back in Link), so that nothing arriving is missed and nothing is shown twice.
-import { get, withQuery } from './api.js';
-import { el, fill, heading, statusBadge, time } from './dom.js';
+import { downloadCsv, get, withQuery } from './api.js';
+import { downloadButton, el, fill, heading, statusBadge, time } from './dom.js';
 
 const pollMs = 2000;
 const shownAtMost = 200;
@@ -36,7 +36,9 @@ export async function renderFeed({ view, query, signal, announce, reportError })
   fill(view,
     heading('Live feed'),
     el('div', { class: 'toolbar' },
-      el('label', { for: 'feed-status' }, 'Show'), filter, pause),
+      el('label', { for: 'feed-status' }, 'Show'), filter, pause,
+      // Every event of the project with this status, as of now (the live table shows only the newest).
+      downloadButton(() => downloadCsv(withQuery('/events', { status: status || null }), 'events.csv', { signal }), { announce, reportError })),
     state,
     tableBox);
 
