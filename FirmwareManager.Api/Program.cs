@@ -50,6 +50,8 @@ try
     // The time "silent for longer than" is measured against (a test moves it).
     builder.Services.AddSingleton(TimeProvider.System);
     builder.Services.AddSingleton<FirmwareEvents>();
+    builder.Services.AddSingleton<EventPartitionSpan>();
+    builder.Services.AddSingleton<DeviceHistory>();
     builder.Services.AddSingleton<EventFeed>();
     builder.Services.AddSingleton<Cursors>();
     builder.Services.AddExports(builder.Configuration);

@@ -40,28 +40,4 @@ measure() {
   run_offset=$((run_offset + 1))
   wrk -t2 -c64 -d"${2}s" --latency -s bench/ingest.lua "${url[$1]}" -- "$raw/devices.csv" "" "$run_offset" "${prefix[$1]}" 2>&1 | grep '^RESULT'
 }
-field() { echo "$1" | sed -nE "s/.* $2=([^ ]*).*/\1/p"; }
-for target in service naive limit; do
-  log "warming $target for ${warmup} s"
-  measure "$target" "$warmup" > /dev/null
-done
-declare -A rps_sum p99_max
-for round in $(seq 1 "$rounds"); do
-  for target in service naive limit; do
-    line=$(measure "$target" "$duration")
-    log "round $round, $target: $line"
-    echo "$round $target $line" >> "$raw/rounds.txt"
-    [ "$(field "$line" non2xx)" = 0 ] || { echo "$target answered non-2xx: $line" >&2; exit 1; }
-    rps_sum[$target]=$(awk -v a="${rps_sum[$target]:-0}" -v b="$(field "$line" rps)" 'BEGIN { print a + b }')
-    p99_max[$target]=$(awk -v a="${p99_max[$target]:-0}" -v b="$(field "$line" p99_ms)" 'BEGIN { print (b > a ? b : a) }')
-  done
-done
-mean() { awk -v s="${rps_sum[$1]}" -v n="$rounds" 'BEGIN { printf "%.0f", s / n }'; }
-{
-  echo "| target | requests/s (mean of $rounds rounds of ${duration} s) | p99 ms (worst round) | service as a fraction of it |"
-  echo "|---|---|---|---|"
-  for target in service naive limit; do
-    echo "| $target | $(mean "$target") | ${p99_max[$target]} | $(awk -v a="$(mean service)" -v b="$(mean "$target")" 'BEGIN { printf "%.2fx", a / b }') |"
-  done
-} > "$out/results-baselines.md"
-cat "$out/results-baselines.md"
+alternate "$out/results-baselines.md" "$rounds" "$duration" "$warmup" service naive limit

@@ -94,20 +94,54 @@ start_api() {
 }
 
 # The baseline endpoints of issue 28 (bench/naive: outside the product): build_naive builds them in Release;
-# start_naive PORT LOGFILE starts them on the cluster and waits until they answer.
+# start_naive PORT LOGFILE [CONNECTION-STRING-OPTIONS] starts them on the cluster and waits until they answer.
 build_naive() {
   log "building bench/naive (Release)"
   dotnet build "$root/bench/naive" -c Release -v quiet -nologo >/dev/null
 }
 start_naive() {
-  local port=$1 logfile=$2
+  local port=$1 logfile=$2 options=${3:-}
   (
     cd "$root/bench/naive/bin/Release/net10.0"
-    exec env ConnectionString="Host=127.0.0.1;Port=$pg_port;Username=postgres;Database=fm;Maximum Pool Size=128" \
+    exec env ConnectionString="Host=127.0.0.1;Port=$pg_port;Username=postgres;Database=fm;Maximum Pool Size=128$options" \
       ASPNETCORE_URLS="http://127.0.0.1:$port" dotnet Naive.dll > "$logfile" 2>&1
   ) &
   api_pids+=("$!")
   until curl -s -o /dev/null "http://127.0.0.1:$port/"; do sleep 0.1; done
+}
+
+# alternate TABLE ROUNDS SECONDS WARMUP TARGET...: warms each target for WARMUP seconds, then measures them in ROUNDS
+# alternating rounds (the caller's `measure TARGET SECONDS` prints a wrk RESULT line), so that a shared machine's
+# drift falls on every target alike; writes TABLE: each target's mean requests/s, worst p99, and the first target
+# as a fraction of each. Every round's line goes to $raw/rounds.txt; a non-2xx answer fails the run.
+alternate() {
+  local table=$1 rounds=$2 seconds=$3 warmup=$4 target round line first; shift 4
+  first=$1
+  local -A rps_sum=() p99_max=()
+  for target in "$@"; do
+    log "warming $target for ${warmup} s"
+    measure "$target" "$warmup" > /dev/null
+  done
+  pick() { echo "$1" | sed -nE "s/.* $2=([^ ]*).*/\1/p"; }
+  for round in $(seq 1 "$rounds"); do
+    for target in "$@"; do
+      line=$(measure "$target" "$seconds")
+      log "round $round, $target: $line"
+      echo "$round $target $line" >> "$raw/rounds.txt"
+      [ "$(pick "$line" non2xx)" = 0 ] || { echo "$target answered non-2xx: $line" >&2; exit 1; }
+      rps_sum[$target]=$(awk -v a="${rps_sum[$target]:-0}" -v b="$(pick "$line" rps)" 'BEGIN { print a + b }')
+      p99_max[$target]=$(awk -v a="${p99_max[$target]:-0}" -v b="$(pick "$line" p99_ms)" 'BEGIN { print (b > a ? b : a) }')
+    done
+  done
+  mean() { awk -v s="${rps_sum[$1]}" -v n="$rounds" 'BEGIN { printf "%.0f", s / n }'; }
+  {
+    echo "| target | requests/s (mean of $rounds rounds of ${seconds} s) | p99 ms (worst round) | $first as a fraction of it |"
+    echo "|---|---|---|---|"
+    for target in "$@"; do
+      echo "| $target | $(mean "$target") | ${p99_max[$target]} | $(awk -v a="$(mean "$first")" -v b="$(mean "$target")" 'BEGIN { printf "%.2fx", a / b }') |"
+    done
+  } > "$table"
+  cat "$table"
 }
 
 cleanup() {

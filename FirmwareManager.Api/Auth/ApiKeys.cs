@@ -192,6 +192,9 @@ public sealed class ApiKeys : IAsyncDisposable
           AND m.removed_at IS NULL
         """;
 
+    // FindCallersInProjectSql for every project at once, on one PostgreSQL (LookUpAsync).
+    private static readonly string FindCallersSql = FindCallersInProjectSql.Replace("\n  AND k.project_id = $2", "", StringComparison.Ordinal);
+
     public async Task<Caller?> FindCallerAsync(byte[] keyHash, CancellationToken cancellationToken)
     {
         var digest = Convert.ToBase64String(keyHash);
@@ -288,21 +291,31 @@ public sealed class ApiKeys : IAsyncDisposable
         var keyHashes = group.DistinctBy(p => p.Digest).Select(p => p.KeyHash).ToArray();
         await using var connection = await _dataSource.OpenConnectionAsync();
         var found = new Dictionary<string, (Caller?, DateTime?)>(StringComparer.Ordinal);
-        var digests = (await connection.QueryAsync<(byte[] KeyHash, long ProjectId)>(
-            new CommandDefinition(FindProjectsSql, new { KeyHashes = keyHashes }))).AsList();
-        if (digests.Count == 0)
-        {
-            return found;
-        }
-
-        // One statement per project of the group, all in one round trip.
         await using var batch = new NpgsqlBatch(connection);
-        foreach (var project in digests.GroupBy(d => d.ProjectId))
+        if (_engine.IsCitus)
         {
-            batch.BatchCommands.Add(new NpgsqlBatchCommand(FindCallersInProjectSql)
+            // The digests' projects first (api_key_digests is distributed by digest), then one statement per project
+            // of the group, all in one round trip.
+            var digests = (await connection.QueryAsync<(byte[] KeyHash, long ProjectId)>(
+                new CommandDefinition(FindProjectsSql, new { KeyHashes = keyHashes }))).AsList();
+            if (digests.Count == 0)
             {
-                Parameters = { new() { Value = project.Select(d => d.KeyHash).ToArray() }, new() { Value = project.Key } },
-            });
+                return found;
+            }
+
+            foreach (var project in digests.GroupBy(d => d.ProjectId))
+            {
+                batch.BatchCommands.Add(new NpgsqlBatchCommand(FindCallersInProjectSql)
+                {
+                    Parameters = { new() { Value = project.Select(d => d.KeyHash).ToArray() }, new() { Value = project.Key } },
+                });
+            }
+        }
+        else
+        {
+            // On one PostgreSQL a digest is unique in each key table (UNIQUE (key_hash), 0001 and 0002): no routing,
+            // every digest of the group in one statement and one round trip.
+            batch.BatchCommands.Add(new NpgsqlBatchCommand(FindCallersSql) { Parameters = { new() { Value = keyHashes } } });
         }
 
         // On PostgreSQL, always the generic plan (each digest through the unique key_hash indexes, right for every

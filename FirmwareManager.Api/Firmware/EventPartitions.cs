@@ -9,6 +9,49 @@ namespace FirmwareManager.Api.Firmware;
 public sealed record EventPartition(string Name, DateTime? From, DateTime? To, bool IsDefault);
 
 /// <summary>
+/// The time that the range partitions of <c>firmware_events</c> cover without a gap, up to the newest one, as this
+/// instance last read the catalog (at startup and at each round of upkeep): what the history page statement
+/// (<see cref="DeviceHistory"/>) splits its reads at. Before the first read, the whole time line.
+/// </summary>
+public sealed class EventPartitionSpan
+{
+    /// <summary>From <see cref="From"/> (<see cref="DateTime.MinValue"/>: no lower bound) until <see cref="Until"/>.</summary>
+    public sealed record Span(DateTime From, DateTime Until);
+
+    private volatile Span _current = new(DateTime.MinValue, DateTime.MaxValue);
+
+    public Span Current => _current;
+
+    /// <summary>Reads the partitions' bounds again.</summary>
+    public async Task RefreshAsync(NpgsqlConnection connection, CancellationToken cancellationToken) =>
+        _current = Of(await EventPartitions.ListAsync(connection, cancellationToken));
+
+    /// <summary>The run of range partitions that ends with the newest one, each ending where the next begins.</summary>
+    public static Span Of(IReadOnlyList<EventPartition> partitions)
+    {
+        var ranges = partitions.Where(p => !p.IsDefault).OrderByDescending(p => p.To ?? DateTime.MaxValue).ToList();
+        if (ranges.Count == 0)
+        {
+            return new Span(DateTime.MinValue, DateTime.MaxValue);
+        }
+
+        var until = ranges[0].To ?? DateTime.MaxValue;
+        var from = ranges[0].From;
+        foreach (var older in ranges.Skip(1))
+        {
+            if (from is null || older.To != from)
+            {
+                break;
+            }
+
+            from = older.From;
+        }
+
+        return new Span(from ?? DateTime.MinValue, until);
+    }
+}
+
+/// <summary>
 /// The monthly partitions of <c>firmware_events</c> (migration 0023): made ahead of time, and dropped whole once
 /// every time they hold is older than the retention cutoff. DDL, so it runs as the schema's owner (the
 /// migrations' connection), never as the API role. Partitions are named <c>firmware_events_yYYYYmMM</c> and cover

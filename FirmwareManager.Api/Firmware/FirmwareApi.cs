@@ -117,7 +117,7 @@ public static class FirmwareApi
         [FromQuery] string? firmware,
         [FromQuery(Name = "error_code")] string? errorCode,
         HttpContext http,
-        FirmwareEvents events,
+        DeviceHistory history,
         Cursors cursors,
         ReadRouting reads,
         Exports exports,
@@ -153,13 +153,13 @@ public static class FirmwareApi
             }
 
             return exports.Of<FirmwareEvent, FirmwareEventResponse>(
-                format, "history", caller.ProjectId, read, FirmwareEvents.ExportHistory(deviceId, caller.ProjectId, filters), FirmwareEventResponse.From,
-                async snapshot => await FirmwareEvents.DeviceKnownToProjectAsync(
+                format, "history", caller.ProjectId, read, history.Export(deviceId, caller.ProjectId, filters), FirmwareEventResponse.From,
+                async snapshot => await DeviceHistory.DeviceKnownToProjectAsync(
                     snapshot.Connection, snapshot.Transaction, deviceId, caller.ProjectId, http.RequestAborted) ? null : DeviceNotFound(deviceId));
         }
 
         var scope = string.Create(CultureInfo.InvariantCulture, $"history|{caller.ProjectId}|{deviceId}|{filters.Key}");
-        FirmwareEvents.HistoryPosition? after = null;
+        DeviceHistory.Position? after = null;
         if (page.Cursor is not null)
         {
             after = await cursors.DecodeAsync(scope, page.Cursor, read, ReadHistoryPosition, cancellationToken);
@@ -169,16 +169,16 @@ public static class FirmwareApi
             }
         }
 
-        var history = await events.HistoryPageAsync(deviceId, caller.ProjectId, filters, after, page.Limit + 1, read, cancellationToken);
-        if (history is null)
+        var events = await history.PageAsync(deviceId, caller.ProjectId, filters, after, page.Limit + 1, read, cancellationToken);
+        if (events is null)
         {
             return DeviceNotFound(deviceId);
         }
 
         string? next = null;
-        if (history.Count > page.Limit)
+        if (events.Count > page.Limit)
         {
-            var last = history[page.Limit - 1];
+            var last = events[page.Limit - 1];
             next = await cursors.EncodeAsync(scope, read, writer =>
             {
                 writer.Write(last.OccurredAt.Ticks);
@@ -187,15 +187,15 @@ public static class FirmwareApi
             }, cancellationToken);
         }
 
-        return PageResults.Page(http, history.Take(page.Limit).Select(FirmwareEventResponse.From).ToList(), next);
+        return PageResults.Page(http, events.Take(page.Limit).Select(FirmwareEventResponse.From).ToList(), next);
     }
 
-    private static FirmwareEvents.HistoryPosition? ReadHistoryPosition(BinaryReader reader)
+    private static DeviceHistory.Position? ReadHistoryPosition(BinaryReader reader)
     {
         var ticks = reader.ReadInt64();
         return ticks is < 0 or > 3155378975999999999
             ? null
-            : new FirmwareEvents.HistoryPosition(new DateTime(ticks, DateTimeKind.Utc), reader.ReadString(), reader.ReadString());
+            : new DeviceHistory.Position(new DateTime(ticks, DateTimeKind.Utc), reader.ReadString(), reader.ReadString());
     }
 
     private static async Task<Results<Ok<BatchResult>, ProblemHttpResult>> RecordBatchAsync(

@@ -60,7 +60,8 @@ public sealed class RetentionOptions
 /// several instances, only the one holding the advisory lock works; the others skip that round.
 /// </summary>
 public sealed class RetentionService(
-    MaintenanceConnection maintenance, DatabaseEngine engine, IOptions<RetentionOptions> options, ILogger<RetentionService> logger)
+    MaintenanceConnection maintenance, DatabaseEngine engine, EventPartitionSpan partitionSpan, IOptions<RetentionOptions> options,
+    ILogger<RetentionService> logger)
     : BackgroundService
 {
     // "FMretain" in ASCII; distinct from the migration lock.
@@ -193,6 +194,7 @@ public sealed class RetentionService(
         try
         {
             await CreateAheadAsync(connection, DateTime.UtcNow, options.Value.PartitionMonthsAhead, cancellationToken);
+            await partitionSpan.RefreshAsync(connection, cancellationToken);
         }
         finally
         {
@@ -207,6 +209,7 @@ public sealed class RetentionService(
         if (!await connection.ExecuteScalarAsync<bool>(new CommandDefinition(TryLockSql, new { Key = RetentionLockKey }, cancellationToken: cancellationToken)))
         {
             logger.LogInformation("Retention: another instance is at work; skipping this round");
+            await partitionSpan.RefreshAsync(connection, cancellationToken);
             return false;
         }
 
@@ -250,6 +253,7 @@ public sealed class RetentionService(
             var deliveries = await DeleteInBatchesAsync(connection, DeleteFinishedDeliveriesSql, deliveriesCutoff, settings.BatchSize, cancellationToken);
             logger.LogInformation("Retention: {Count} webhook deliveries finished before {Cutoff:o} deleted", deliveries, deliveriesCutoff);
 
+            await partitionSpan.RefreshAsync(connection, cancellationToken);
             return true;
         }
         finally

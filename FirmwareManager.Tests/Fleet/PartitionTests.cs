@@ -4,6 +4,7 @@ using Dapper;
 using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Firmware;
 using FirmwareManager.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging.Abstractions;
 using Microsoft.Extensions.Options;
 using Npgsql;
@@ -67,6 +68,68 @@ public sealed class PartitionTests
         var history = await (await member.GetAsync("/firmware/1")).JsonAsync();
         history.EnumerateArray().Take(3).Select(e => e.GetProperty("timestamp").GetString()).Should().Equal(
             "2099-01-01T00:00:00.000000Z", Rfc3339(inFiveMonths), Rfc3339(inThreeMonths));
+    }
+
+    [Fact]
+    public async Task A_history_page_enters_the_months_it_lies_in_newest_first_and_no_older_one()
+    {
+        var connectionString = await (await PostgresServer.SharedAsync()).CreateDatabaseAsync();
+        await DatabaseMigrator.MigrateAsync(connectionString, applyDemoData: true, NullLogger.Instance);
+        await using var service = new ServiceOnDatabase(connectionString);
+        using var member = service.CreateClient();
+        member.DefaultRequestHeaders.Add("api_key", FirmwareManagerApp.MemberKey1);
+        _ = service.Server;
+
+        // Device 1: ten events in each of the two months made after the boundary, five before it, one in 2099.
+        var (older, newer) = (ThisMonth.AddMonths(2), ThisMonth.AddMonths(3));
+        await using var connection = new NpgsqlConnection(connectionString);
+        await connection.ExecuteAsync("""
+            INSERT INTO firmware_events (device_id, project_id, firmware, status, occurred_at)
+            SELECT 1, 1, '8.' || g, 'downloading', m + g * interval '1 hour'
+            FROM unnest(@Months) AS m, generate_series(1, 10) AS g
+            UNION ALL
+            SELECT 1, 1, '7.' || g, 'installed', now() - g * interval '1 day' FROM generate_series(1, 5) AS g
+            UNION ALL
+            SELECT 1, 1, '9.0', 'updated', '2099-01-01'
+            """, new { Months = new[] { older, newer } });
+
+        // The first page (the 2099 event and nine of the newest month) reads the newest month's index only: the
+        // older month and the partition before the boundary are never entered (an ordered Append, not a merge).
+        var sql = service.Services.GetRequiredService<DeviceHistory>().Statement();
+        var plan = string.Join('\n', await connection.QueryAsync<string>("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) " + sql, new
+        {
+            DeviceId = 1L,
+            ProjectId = 1L,
+            Since = (DateTime?)null,
+            Until = (DateTime?)null,
+            AfterOccurredAt = (DateTime?)null,
+            AfterFirmware = (string?)null,
+            AfterStatus = (string?)null,
+            Statuses = Array.Empty<string>(),
+            Firmware = (string?)null,
+            ErrorCode = (string?)null,
+            Limit = 10,
+        }));
+        string ScanOf(string partition) => plan.Split('\n').Single(line => line.Contains($" on {partition}", StringComparison.Ordinal) && line.Contains("Index Scan", StringComparison.Ordinal)
+            && !line.Contains("firmware_events_default", StringComparison.Ordinal));
+        ScanOf(EventPartitions.NameOf(newer)).Should().NotContain("never executed", plan);
+        ScanOf(EventPartitions.NameOf(older)).Should().Contain("never executed", plan);
+        ScanOf("firmware_events_before_partitioning").Should().Contain("never executed", plan);
+
+        // And the pages through the API: every event once, newest first, across the default partition, both months and the partition before.
+        var seen = new List<string>();
+        for (var next = "/firmware/1?limit=7"; next is not null;)
+        {
+            var response = await member.GetAsync(next);
+            response.StatusCode.Should().Be(HttpStatusCode.OK);
+            seen.AddRange((await response.JsonAsync()).EnumerateArray().Select(e => e.GetProperty("timestamp").GetString()!));
+            next = response.Headers.TryGetValues("Link", out var links) ? links.Single().Split('<', '>')[1] : null;
+        }
+
+        var stored = await connection.ExecuteScalarAsync<long>("SELECT count(*) FROM firmware_events WHERE device_id = 1 AND project_id = 1");
+        seen.Should().HaveCount((int)stored).And.HaveCountGreaterThan(26).And.OnlyHaveUniqueItems();
+        seen.Should().BeInDescendingOrder(StringComparer.Ordinal);
+        seen[0].Should().StartWith("2099-01-0");
     }
 
     [Fact]
@@ -241,19 +304,41 @@ public sealed class PartitionTests
 
         var partitions = await PartitionNamesAsync(connectionString);
         partitions.Should().NotContain("firmware_events_before_partitioning", "its every time is older than the cutoff");
+        await using (var owner = await EventPartitions.OpenAsync(connectionString, CancellationToken.None))
+        {
+            // What a history page then splits its reads at: the oldest month left, up to the newest made.
+            var span = EventPartitionSpan.Of(await EventPartitions.ListAsync(owner, CancellationToken.None));
+            var oldest = new DateTime(cutoff.Year, cutoff.Month, 1, 0, 0, 0, DateTimeKind.Utc);
+            span.Should().Be(new EventPartitionSpan.Span(oldest, new DateTime(later.Year, later.Month, 1, 0, 0, 0, DateTimeKind.Utc).AddMonths(7)));
+        }
+
         partitions.Should().Contain(EventPartitions.NameOf(new DateTime(cutoff.Year, cutoff.Month, 1, 0, 0, 0, DateTimeKind.Utc)));
         (await connection.ExecuteScalarAsync<long>("SELECT count(*) FROM firmware_events WHERE occurred_at < @Cutoff", new { Cutoff = cutoff }))
             .Should().Be(0);
         (await connection.ExecuteScalarAsync<long>("SELECT count(*) FROM firmware_events WHERE occurred_at >= @Cutoff", new { Cutoff = cutoff }))
             .Should().BeGreaterThan(40, "the events of the last 30 days and later stay");
         (await StateAsync(connection)).Should().Be(state, "current firmware, device summaries and counts are kept as they are");
+
+        // A clock from before the oldest month left is stored in the default partition, and a history page still has
+        // it, last, below the months (the third part of the page statement).
+        await connection.ExecuteAsync("INSERT INTO firmware_events (device_id, project_id, firmware, status, occurred_at) VALUES (1, 1, '0.1', 'installed', '2019-05-01Z')");
+        await using (var service = new ServiceOnDatabase(connectionString))
+        {
+            using var member = service.CreateClient();
+            member.DefaultRequestHeaders.Add("api_key", FirmwareManagerApp.MemberKey1);
+            var history = (await (await member.GetAsync("/firmware/1?limit=1000")).JsonAsync()).EnumerateArray()
+                .Select(e => e.GetProperty("timestamp").GetString()!).ToList();
+            history.Should().HaveCount((int)await connection.ExecuteScalarAsync<long>("SELECT count(*) FROM firmware_events WHERE device_id = 1 AND project_id = 1"));
+            history.Should().BeInDescendingOrder(StringComparer.Ordinal);
+            history[^1].Should().Be("2019-05-01T00:00:00.000000Z");
+        }
     }
 
     private static string Rfc3339(DateTime at) =>
         at.ToString("yyyy-MM-dd'T'HH:mm:ss.ffffff'Z'", System.Globalization.CultureInfo.InvariantCulture);
 
     internal static RetentionService Upkeep(string connectionString, RetentionOptions settings) =>
-        new(new MaintenanceConnection(connectionString), new DatabaseEngine(PostgresServer.IsCitus), Options.Create(settings),
+        new(new MaintenanceConnection(connectionString), new DatabaseEngine(PostgresServer.IsCitus), new EventPartitionSpan(), Options.Create(settings),
             NullLogger<RetentionService>.Instance);
 
     internal static async Task<string> StateAsync(NpgsqlConnection connection) => await connection.ExecuteScalarAsync<string>("""

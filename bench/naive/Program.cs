@@ -3,8 +3,13 @@
 //                            ASP.NET Core and Npgsql do with no key, no validation beyond parsing, nothing derived;
 //   POST /limit/{device_id}  the same rows through a group commit: requests queue on a channel that a few writers
 //                            drain, one multi-row INSERT per batch; the headroom a write path could reach here.
+// and the history baseline of bench/history-baselines.sh:
+//   GET /naive/{project_id}/{device_id}  the device's newest 100 events as a JSON array, one SELECT by the history
+//                            index (what the service's GET /firmware/{id} reads), no key, no cursor, no routing.
 // Settings: ConnectionString (required), Writers (4), MaxBatch (1000).
+using System.Globalization;
 using System.Text.Json;
+using System.Text.Json.Serialization;
 using System.Threading.Channels;
 using Npgsql;
 using NpgsqlTypes;
@@ -38,6 +43,25 @@ app.MapPost("/naive/{deviceId:long}", async (long deviceId, HttpRequest request)
     insert.Parameters.Add(new NpgsqlParameter<DateTime> { TypedValue = report.Timestamp, NpgsqlDbType = NpgsqlDbType.TimestampTz });
     var id = (long)(await insert.ExecuteScalarAsync())!;
     return Results.Created($"/naive/{deviceId}/{id}", new { id });
+});
+
+app.MapGet("/naive/{projectId:long}/{deviceId:long}", async (long projectId, long deviceId, HttpResponse response) =>
+{
+    await using var select = dataSource.CreateCommand(Sql.History);
+    select.Parameters.Add(new NpgsqlParameter<long> { TypedValue = deviceId });
+    select.Parameters.Add(new NpgsqlParameter<long> { TypedValue = projectId });
+    await using var reader = await select.ExecuteReaderAsync();
+    var events = new List<Event>();
+    while (await reader.ReadAsync())
+    {
+        events.Add(new Event(
+            reader.GetInt64(0), reader.GetInt64(1), reader.GetInt64(2), reader.GetString(3), reader.GetString(4),
+            reader.GetFieldValue<DateTime>(5).ToString("yyyy-MM-dd'T'HH:mm:ss.ffffff'Z'", CultureInfo.InvariantCulture),
+            reader.GetFieldValue<DateTime>(6).ToString("yyyy-MM-dd'T'HH:mm:ss.ffffff'Z'", CultureInfo.InvariantCulture),
+            reader.IsDBNull(7) ? null : reader.GetString(7), reader.IsDBNull(8) ? null : reader.GetString(8), reader.IsDBNull(9) ? null : reader.GetString(9)));
+    }
+
+    return Results.Json(events, Event.Options);
 });
 
 var queue = Channel.CreateUnbounded<Pending>();
@@ -115,6 +139,17 @@ internal sealed record Report(string Firmware, string Status, DateTime Timestamp
     }
 }
 
+internal sealed record Event(
+    long Id, long DeviceId, long ProjectId, string Firmware, string Status, string Timestamp, string ReceivedAt,
+    string? FromFirmware, string? ErrorCode, string? Detail)
+{
+    public static readonly JsonSerializerOptions Options = new(JsonSerializerDefaults.Web)
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.SnakeCaseLower,
+        DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingNull,
+    };
+}
+
 internal sealed record Pending(long DeviceId, Report Report)
 {
     public TaskCompletionSource<long> Stored { get; } = new(TaskCreationOptions.RunContinuationsAsynchronously);
@@ -143,6 +178,16 @@ internal static class Sql
         INSERT INTO naive_events (device_id, firmware, status, occurred_at)
         VALUES ($1, $2, $3, $4)
         RETURNING id
+        """;
+
+    // A device's newest events in its project, by the history index of firmware_events, as anyone would write it.
+    public const string History = """
+        SELECT id, device_id, project_id, firmware, status, occurred_at, received_at, from_firmware, error_code, detail
+        FROM firmware_events
+        WHERE device_id = $1
+          AND project_id = $2
+        ORDER BY occurred_at DESC, firmware DESC, status DESC
+        LIMIT 101
         """;
 
     // unnest keeps the arrays' order, and RETURNING follows the rows inserted.

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# A device's history against its baseline (issue 29), in one run on one database:
+# bench/history-baselines.sh [--quick] [--devices N] (default 100,000 devices in one project, 10 events each,
+# each device with its own key); 16 connections; each target warmed, then measured in alternating rounds:
+#   service  GET /firmware/{id} with the device's key: the product (key, rate limit, routing, cursor, the page)
+#   naive    GET /naive/{project}/{id}: bench/naive, ASP.NET Core + Npgsql, the same index scan, no key
+# Both use the same Npgsql settings (prepared statements, no session reset), so that the difference is what the
+# service does around the read. Results in bench/out/results-history-N.md, with the plans of both statements.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+devices=100000; duration=20; rounds=3; warmup=30
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --quick) devices=10000; duration=3; rounds=1; warmup=2 ;;
+    --devices) devices=${2:?--devices N}; shift ;;
+    *) echo "usage: bench/history-baselines.sh [--quick] [--devices N]" >&2; exit 2 ;;
+  esac
+  shift
+done
+source bench/lib.sh
+raw="$out/history-$devices"
+mkdir -p "$raw"
+rm -f "$raw"/*
+
+build_api
+build_naive
+start_cluster -c shared_buffers=2GB -c max_wal_size=8GB
+api_port=$(free_port 18680)
+# As bench/run.sh: the request log at Warning (one line per request would measure the console); devices keep their
+# rate limit, which a device picked at random never reaches.
+start_api "$api_port" "$raw/api.log" "Serilog__MinimumLevel__Override__Serilog.AspNetCore.RequestLoggingMiddleware=Warning"
+naive_port=$(free_port $((api_port + 1)))
+start_naive "$naive_port" "$raw/naive.log" ";Max Auto Prepare=64;Auto Prepare Min Usages=2;No Reset On Close=true"
+
+log "provisioning $devices devices in one project, 10 events each"
+psql_fm -v devices="$devices" -v big="$devices" -v events_per_device=10 -f bench/provision.sql > /dev/null
+# The keys as a fleet in steady state has them: each used within the hour. The service writes a key's last use at
+# most hourly (KeyUsage), so a run on keys never used before would measure that first write of 100,000 rows.
+psql_fm -c "UPDATE device_api_keys SET last_used_at = now()"
+psql_fm -c "VACUUM ANALYZE" -c "CHECKPOINT"
+psql_fm -c "\\copy (SELECT id, 'fmd_b' || md5(id::text) FROM devices ORDER BY id) TO '$raw/devices.csv' CSV"
+
+declare -A url=( [service]="http://127.0.0.1:$api_port" [naive]="http://127.0.0.1:$naive_port" )
+declare -A prefix=( [service]=/firmware/ [naive]=/naive/1/ )
+# measure TARGET SECONDS: a wrk run of 16 connections; prints its RESULT line.
+measure() {
+  wrk -t2 -c16 -d"${2}s" --latency -s bench/history.lua "${url[$1]}" -- "$raw/devices.csv" "${prefix[$1]}" 2>&1 | grep '^RESULT'
+}
+alternate "$out/results-history-$devices.md" "$rounds" "$duration" "$warmup" service naive
