@@ -9,10 +9,13 @@ namespace FirmwareManager.Api.Auth;
 
 /// <summary>Looks up the caller behind an API key digest, and notes that the key was used (<see cref="KeyUsage"/>).</summary>
 /// <remarks>
-/// Answers are cached for <see cref="CacheLifetime"/> (under the 5 seconds within which a revoked key must fail on
-/// every instance). A revocation made through this instance forgets everything at once (<see cref="ForgetAll"/>),
-/// and a lookup that read the database before it stores nothing (<see cref="_generation"/>); other instances'
-/// caches expire on their own.
+/// A revoked key must fail on every instance within 5 seconds. Every change that makes a cached answer wrong moves
+/// one number in its own transaction (<see cref="KeyChanges"/>, migration 0040); each instance reads it every
+/// <see cref="WatchInterval"/> and forgets every answer when it moved. So a valid key's answer is kept for
+/// <see cref="KeptWhileWatched"/>, provided the number was last read less than <see cref="CacheLifetime"/> ago
+/// (else, as when the database cannot be read, for <see cref="CacheLifetime"/> from the lookup, as before 0040).
+/// A revocation made through this instance forgets everything at once (<see cref="ForgetAll"/>),
+/// and a lookup that read the database before a forgetting stores nothing (<see cref="_generation"/>).
 /// In a large fleet most reports come from a key not seen for minutes, so most lookups miss: the misses of
 /// concurrent requests are looked up together, one query for all the digests waiting at that moment. Hand-written
 /// (not a caching library) for that grouping and for the revocation rules above (docs/performance.md, docs/reliability.md).
@@ -23,6 +26,12 @@ namespace FirmwareManager.Api.Auth;
 public sealed class ApiKeys : IAsyncDisposable
 {
     public static readonly TimeSpan CacheLifetime = TimeSpan.FromSeconds(4);
+
+    /// <summary>How long a valid key's answer is kept while the change number is watched (a bound on memory churn, not on safety).</summary>
+    public static readonly TimeSpan KeptWhileWatched = TimeSpan.FromMinutes(10);
+
+    /// <summary>How often the change number is read.</summary>
+    public static readonly TimeSpan WatchInterval = TimeSpan.FromSeconds(1);
     public const int MaxCached = 200_000;
 
     /// <summary>Lookups waiting for the database at most; past it a request is answered 503 (<see cref="KeyLookupsOverloadedException"/>).</summary>
@@ -36,22 +45,105 @@ public sealed class ApiKeys : IAsyncDisposable
     private readonly KeyUsage _usage;
     private readonly FirmwareMetrics _metrics;
     private readonly TimeSpan _cacheLifetime;
+    private readonly ILogger<ApiKeys> _logger;
     private readonly Channel<PendingLookup> _misses = Channel.CreateBounded<PendingLookup>(
         new BoundedChannelOptions(MaxWaitingLookups) { FullMode = BoundedChannelFullMode.Wait });
     private readonly Task[] _lookers;
+    private readonly Task _watcher;
+    private readonly CancellationTokenSource _stopping = new();
+
+    // When the last read of the change number that succeeded began (Environment.TickCount64): every change committed
+    // before it has been seen. Long before any tick at first, so that nothing is kept past CacheLifetime unwatched.
+    private long _watchedAt = long.MinValue / 2;
 
     /// <param name="cacheLifetime"><see cref="CacheLifetime"/>, but for a test that must know no answer expires during it.</param>
-    public ApiKeys(NpgsqlDataSource dataSource, KeyUsage usage, FirmwareMetrics metrics, DatabaseEngine engine, TimeSpan? cacheLifetime = null)
+    public ApiKeys(
+        NpgsqlDataSource dataSource, KeyUsage usage, FirmwareMetrics metrics, DatabaseEngine engine, ILogger<ApiKeys> logger, TimeSpan? cacheLifetime = null)
     {
+        _logger = logger;
         _cacheLifetime = cacheLifetime ?? CacheLifetime;
         _engine = engine;
         _dataSource = dataSource;
         _usage = usage;
         _metrics = metrics;
         _lookers = Enumerable.Range(0, Lookers).Select(_ => Task.Run(LookUpGroupsAsync)).ToArray();
+        _watcher = Task.Run(WatchChangesAsync);
     }
 
-    private sealed record Cached(Caller? Caller, DateTime? LastUsedAt, long ExpiresAt);
+    /// <param name="StoredAt">When the lookup was answered (Environment.TickCount64).</param>
+    /// <param name="ExpiresAt">When it goes whatever else: <see cref="KeptWhileWatched"/> after for a caller, <see cref="CacheLifetime"/> for an unknown key.</param>
+    private sealed record Cached(Caller? Caller, DateTime? LastUsedAt, long StoredAt, long ExpiresAt);
+
+    // The change number (migration 0040).
+    private const string ChangeNumberSql = "SELECT COALESCE(max(epoch), 0) FROM api_key_epoch";
+
+    // Its one row made again should it be gone (a table emptied by hand, a partial restore): the number still moves.
+    private const string MoveChangeNumberSql = """
+        INSERT INTO api_key_epoch AS a (singleton, epoch)
+        VALUES (true, 1)
+        ON CONFLICT (singleton) DO UPDATE
+        SET epoch = a.epoch + 1
+        """;
+
+    /// <summary>Whether <paramref name="entry"/> may answer at <paramref name="now"/>.</summary>
+    private bool Usable(Cached entry, long now) =>
+        entry.ExpiresAt > now
+        && (now - entry.StoredAt < (long)_cacheLifetime.TotalMilliseconds || now - Volatile.Read(ref _watchedAt) < (long)_cacheLifetime.TotalMilliseconds);
+
+    // Reads the change number every WatchInterval; forgets every answer when it moved.
+    private async Task WatchChangesAsync()
+    {
+        long? seen = null;
+        var failures = 0;
+        while (!_stopping.IsCancellationRequested)
+        {
+            var began = Environment.TickCount64;
+            try
+            {
+                await using var connection = await _dataSource.OpenConnectionAsync(_stopping.Token);
+                var number = await connection.ExecuteScalarAsync<long>(new CommandDefinition(ChangeNumberSql, cancellationToken: _stopping.Token));
+                if (seen is not null && number != seen)
+                {
+                    ForgetAll();
+                }
+
+                seen = number;
+                Volatile.Write(ref _watchedAt, began);
+                failures = 0;
+            }
+            catch (Exception e) when (!_stopping.IsCancellationRequested)
+            {
+                // Answers then go after CacheLifetime, as before 0040; the log says so once, not every second.
+                if (failures++ == 0)
+                {
+                    _logger.LogWarning("API keys: the change number cannot be read, cached lookups expire after {Seconds} s until it can: {Reason}",
+                        _cacheLifetime.TotalSeconds, e.Message);
+                }
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+
+            try
+            {
+                await Task.Delay(WatchInterval, _stopping.Token);
+            }
+            catch (OperationCanceledException)
+            {
+                return;
+            }
+        }
+    }
+
+    /// <summary>
+    /// For a change that makes a cached lookup wrong (a key revoked, a device decommissioned, a member removed or made
+    /// admin): moves the change number in the change's transaction, as its last statement, so that every instance
+    /// forgets its cached lookups within <see cref="WatchInterval"/> of the commit. Changes across all projects take
+    /// turns on this one row for as long as their commit takes.
+    /// </summary>
+    public static Task KeyChangesAsync(NpgsqlConnection connection, NpgsqlTransaction transaction, CancellationToken cancellationToken) =>
+        connection.ExecuteAsync(new CommandDefinition(MoveChangeNumberSql, transaction: transaction, cancellationToken: cancellationToken));
 
     /// <summary>A cache of digests, bounded: when full, its expired entries go; when none has expired, nothing new is kept.</summary>
     private sealed class BoundedCache
@@ -199,10 +291,10 @@ public sealed class ApiKeys : IAsyncDisposable
     {
         var digest = Convert.ToBase64String(keyHash);
         var now = Environment.TickCount64;
-        if ((_known.TryGet(digest, out var cached) || _unknown.TryGet(digest, out cached)) && cached!.ExpiresAt > now)
+        if ((_known.TryGet(digest, out var cached) || _unknown.TryGet(digest, out cached)) && Usable(cached!, now))
         {
             _metrics.KeyCache(hit: true);
-            if (cached.Caller is { } known)
+            if (cached!.Caller is { } known)
             {
                 _usage.Used(known.Kind, known.ProjectId, known.KeyId, cached.LastUsedAt);
             }
@@ -223,7 +315,8 @@ public sealed class ApiKeys : IAsyncDisposable
 
         // Only the wait is cancelled: the group's query is shared, and a read.
         var caller = await pending.Task.WaitAsync(cancellationToken);
-        var entry = new Cached(caller.Caller, caller.LastUsedAt, now + (long)_cacheLifetime.TotalMilliseconds);
+        var entry = new Cached(caller.Caller, caller.LastUsedAt, now,
+            now + (long)(caller.Caller is null ? _cacheLifetime : KeptWhileWatched).TotalMilliseconds);
         var cache = caller.Caller is null ? _unknown : _known;
         if (Interlocked.Read(ref _generation) == generation)
         {
@@ -346,7 +439,10 @@ public sealed class ApiKeys : IAsyncDisposable
     public async ValueTask DisposeAsync()
     {
         _misses.Writer.TryComplete();
+        await _stopping.CancelAsync();
         await Task.WhenAll(_lookers);
+        await _watcher;
+        _stopping.Dispose();
     }
 
     private sealed class PendingLookup(byte[] keyHash, string digest)

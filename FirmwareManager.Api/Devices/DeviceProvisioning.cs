@@ -207,6 +207,7 @@ public sealed class DeviceProvisioning(NpgsqlDataSource dataSource, ApiKeys? api
 
         var revoked = await connection.ExecuteAsync(new CommandDefinition(RevokeAllDeviceKeysSql, parameters, transaction, cancellationToken: cancellationToken));
         await AuditLog.RecordAsync(connection, transaction, projectId, actor, "device.decommissioned", "device", deviceId, new { keys_revoked = revoked });
+        await ApiKeys.KeyChangesAsync(connection, transaction, cancellationToken);
         await transaction.CommitAsync(cancellationToken);
         apiKeys?.ForgetAll();
         return true;

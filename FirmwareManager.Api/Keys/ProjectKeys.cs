@@ -310,6 +310,7 @@ public sealed class ProjectKeys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = 
 
         await AuditLog.RecordAsync(connection, transaction, projectId, actor, "key.revoked", owner.AuditTarget, keyId,
             new { owner = owner.OwnerKind, owner_id = owner.OwnerId, prefix });
+        await ApiKeys.KeyChangesAsync(connection, transaction, cancellationToken);
         await transaction.CommitAsync(cancellationToken);
         apiKeys?.ForgetAll();
         return true;

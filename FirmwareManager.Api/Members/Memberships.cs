@@ -98,6 +98,8 @@ public sealed class Memberships(NpgsqlDataSource dataSource, ApiKeys? apiKeys = 
             UpsertAdminSql, new { ProjectId = id, Email = email }, transaction, cancellationToken: cancellationToken));
         await AuditLog.RecordAsync(connection, transaction, id, Actor.Cli, "member.admin_recovered", "member", admin.Id, new { email });
         var key = await ProjectKeys.IssueInTransactionAsync(connection, transaction, id, KeyOwner.Member(admin.Id), Actor.Cli, cancellationToken);
+        // The member's keys may be cached with the role it had.
+        await ApiKeys.KeyChangesAsync(connection, transaction, cancellationToken);
         await transaction.CommitAsync(cancellationToken);
         return (admin, key);
     }
@@ -257,6 +259,7 @@ public sealed class Memberships(NpgsqlDataSource dataSource, ApiKeys? apiKeys = 
         }
 
         await AuditLog.RecordAsync(connection, transaction, projectId, actor, "member.removed", "member", memberId, new { email, keys_revoked = revoked });
+        await ApiKeys.KeyChangesAsync(connection, transaction, cancellationToken);
         await transaction.CommitAsync(cancellationToken);
         apiKeys?.ForgetAll();
         return true;

@@ -17,12 +17,15 @@ public sealed class KeyCacheTests(FirmwareManagerApp app) : ApiTest(app)
         (await device.GetAsync($"/firmware/{deviceId}")).StatusCode.Should().Be(HttpStatusCode.OK);
         (await device.GetAsync($"/firmware/{deviceId}")).StatusCode.Should().Be(HttpStatusCode.OK, "now answered from the cache");
 
-        // As another instance would: straight in the database, which this instance's cache does not see.
-        await using (var connection = App.OpenConnection())
-        {
-            await connection.ExecuteAsync("UPDATE device_api_keys SET revoked_at = now() WHERE key_hash = @Hash", new { Hash = ApiKeyHasher.Hash(key) });
-        }
+        // Revoked by hand, without moving the change number: the cache keeps the key, well past the 4 s a lookup was
+        // kept before migration 0040, because the number it watches says nothing changed.
+        await using var connection = App.OpenConnection();
+        await connection.ExecuteAsync("UPDATE device_api_keys SET revoked_at = now() WHERE key_hash = @Hash", new { Hash = ApiKeyHasher.Hash(key) });
+        await Task.Delay(ApiKeys.CacheLifetime + TimeSpan.FromSeconds(1));
+        (await device.GetAsync($"/firmware/{deviceId}")).StatusCode.Should().Be(HttpStatusCode.OK, "the change number did not move");
 
+        // As another instance revokes: with the change number, in the same transaction.
+        await connection.ExecuteAsync("INSERT INTO api_key_epoch AS a (singleton, epoch) VALUES (true, 1) ON CONFLICT (singleton) DO UPDATE SET epoch = a.epoch + 1");
         var clock = Stopwatch.StartNew();
         while ((await device.GetAsync($"/firmware/{deviceId}")).StatusCode != HttpStatusCode.Unauthorized)
         {
@@ -58,15 +61,25 @@ public sealed class KeyCacheTests(FirmwareManagerApp app) : ApiTest(app)
     }
 
     [Fact]
-    public async Task A_key_revoked_through_this_instance_fails_at_once()
+    public async Task A_key_revoked_through_this_instance_fails_at_once_and_every_change_of_a_caller_moves_the_number_others_watch()
     {
         using var admin = App.ClientWithKey(FirmwareManagerApp.MemberKey1);
         using var device = App.ClientWithKey(FirmwareManagerApp.DeviceKey2);
         (await device.GetAsync("/firmware/2")).StatusCode.Should().Be(HttpStatusCode.OK);
+        await using var connection = App.OpenConnection();
+        async Task<long> ChangeNumberAsync() => await connection.ExecuteScalarAsync<long>("SELECT COALESCE(max(epoch), 0) FROM api_key_epoch");
+        var before = await ChangeNumberAsync();
 
         (await admin.DeleteAsync("/devices/2/keys/2")).StatusCode.Should().Be(HttpStatusCode.NoContent);
 
         await (await device.GetAsync("/firmware/2")).ShouldBeProblemAsync(HttpStatusCode.Unauthorized);
+        (await ChangeNumberAsync()).Should().Be(before + 1, "a key revoked");
+
+        (await admin.DeleteAsync("/devices/1")).StatusCode.Should().Be(HttpStatusCode.NoContent);
+        (await ChangeNumberAsync()).Should().Be(before + 2, "a device decommissioned");
+
+        (await admin.DeleteAsync("/members/2")).StatusCode.Should().Be(HttpStatusCode.NoContent);
+        (await ChangeNumberAsync()).Should().Be(before + 3, "a member removed");
     }
 
     [Fact]
@@ -184,7 +197,7 @@ public sealed class KeyCacheTests(FirmwareManagerApp app) : ApiTest(app)
             Microsoft.Extensions.Logging.Abstractions.NullLogger<KeyUsage>.Instance);
         return new SlowLink(proxy, dataSource, new ApiKeys(dataSource, usage,
             App.Services.GetRequiredService<FirmwareManager.Api.Observability.FirmwareMetrics>(),
-            App.Services.GetRequiredService<FirmwareManager.Api.Database.DatabaseEngine>()));
+            App.Services.GetRequiredService<FirmwareManager.Api.Database.DatabaseEngine>(), Microsoft.Extensions.Logging.Abstractions.NullLogger<ApiKeys>.Instance));
     }
 
     [Fact]
@@ -224,7 +237,8 @@ public sealed class KeyCacheTests(FirmwareManagerApp app) : ApiTest(app)
         await using var apiKeys = new ApiKeys(
             App.Services.GetRequiredService<Npgsql.NpgsqlDataSource>(), App.Services.GetRequiredService<KeyUsage>(),
             App.Services.GetRequiredService<FirmwareManager.Api.Observability.FirmwareMetrics>(),
-            App.Services.GetRequiredService<FirmwareManager.Api.Database.DatabaseEngine>(), cacheLifetime: TimeSpan.FromMinutes(10));
+            App.Services.GetRequiredService<FirmwareManager.Api.Database.DatabaseEngine>(), Microsoft.Extensions.Logging.Abstractions.NullLogger<ApiKeys>.Instance,
+            cacheLifetime: TimeSpan.FromMinutes(10));
         var (_, key) = await App.AddDeviceAsync(projectId: 1);
         var hash = ApiKeyHasher.Hash(key);
         (await apiKeys.FindCallerAsync(hash, CancellationToken.None)).Should().NotBeNull();

@@ -38,6 +38,8 @@ BEGIN
     -- Keys are issued, noted as used and revoked; never un-revoked, never moved to another owner.
     GRANT SELECT, INSERT ON membership_api_keys, device_api_keys, api_key_digests TO firmware_manager_api;
     GRANT UPDATE (last_used_at, revoked_at) ON membership_api_keys, device_api_keys TO firmware_manager_api;
+    -- ... and each change that makes a cached key lookup wrong moves the number every instance watches (0040).
+    GRANT SELECT, INSERT, UPDATE (epoch) ON api_key_epoch TO firmware_manager_api;
 
     -- Devices are created and decommissioned, and ingest keeps their summary; project_id and serial stay.
     GRANT SELECT, INSERT ON devices TO firmware_manager_api;
