@@ -42,8 +42,15 @@ psql_fm -c "\\copy (SELECT id, 'fmd_b' || md5(id::text) FROM devices ORDER BY id
 
 declare -A url=( [service]="http://127.0.0.1:$api_port" [naive]="http://127.0.0.1:$naive_port" )
 declare -A prefix=( [service]=/firmware/ [naive]=/naive/1/ )
-# measure TARGET SECONDS: a wrk run of 16 connections; prints its RESULT line.
+# measure TARGET SECONDS [walk]: a wrk run of 16 connections; prints its RESULT line.
 measure() {
-  wrk -t2 -c16 -d"${2}s" --latency -s bench/history.lua "${url[$1]}" -- "$raw/devices.csv" "${prefix[$1]}" 2>&1 | grep '^RESULT'
+  wrk -t2 -c16 -d"${2}s" --latency -s bench/history.lua "${url[$1]}" -- "$raw/devices.csv" "${prefix[$1]}" "${3:-}" 2>&1 | grep '^RESULT'
 }
+# Every device reads once before the measured rounds, so that the service's key cache holds the fleet's keys, as it
+# does for a fleet that reads and reports steadily (Auth/ApiKeys.cs keeps a valid key's lookup up to 10 minutes);
+# wrk's two threads walk the sample between them, for at most a minute (a million keys are more than the cache holds:
+# ApiKeys.MaxCached).
+walk_s=$(( devices / 2000 + 1 )); [ "$walk_s" -le 60 ] || walk_s=60
+log "every device reads once (about ${walk_s} s)"
+measure service "$walk_s" walk > /dev/null
 alternate "$out/results-history-$devices.md" "$rounds" "$duration" "$warmup" service naive
