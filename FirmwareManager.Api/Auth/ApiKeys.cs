@@ -102,7 +102,9 @@ public sealed class ApiKeys : IAsyncDisposable
             {
                 await using var connection = await _dataSource.OpenConnectionAsync(_stopping.Token);
                 var number = await connection.ExecuteScalarAsync<long>(new CommandDefinition(ChangeNumberSql, cancellationToken: _stopping.Token));
-                if (seen is not null && number != seen)
+                // The first read forgets too: a lookup answered before it may predate a change it cannot tell from
+                // the number alone (read for the first time), and would otherwise be kept as if watched.
+                if (number != seen)
                 {
                     ForgetAll();
                 }

@@ -2,6 +2,7 @@ using System.Diagnostics;
 using System.Net;
 using Dapper;
 using FirmwareManager.Api.Auth;
+using FirmwareManager.Api.Members;
 using FirmwareManager.Tests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
 
@@ -80,6 +81,10 @@ public sealed class KeyCacheTests(FirmwareManagerApp app) : ApiTest(app)
 
         (await admin.DeleteAsync("/members/2")).StatusCode.Should().Be(HttpStatusCode.NoContent);
         (await ChangeNumberAsync()).Should().Be(before + 3, "a member removed");
+
+        (await App.Services.GetRequiredService<Memberships>().IssueAdminKeyAsync("project_1", "member_2@project-1.example", CancellationToken.None))
+            .Should().NotBeNull();
+        (await ChangeNumberAsync()).Should().Be(before + 4, "a member made admin again (issue-admin-key)");
     }
 
     [Fact]
