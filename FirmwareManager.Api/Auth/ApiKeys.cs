@@ -55,6 +55,10 @@ public sealed class ApiKeys : IAsyncDisposable
     // When the last read of the change number that succeeded began (Environment.TickCount64): every change committed
     // before it has been seen. Long before any tick at first, so that nothing is kept past CacheLifetime unwatched.
     private long _watchedAt = long.MinValue / 2;
+    private readonly TaskCompletionSource _firstWatched = new(TaskCreationOptions.RunContinuationsAsynchronously);
+
+    /// <summary>Completes once the change number has been read (and the cache forgotten) for the first time: for tests that need an answer to stay cached.</summary>
+    internal Task FirstWatched => _firstWatched.Task;
 
     /// <param name="cacheLifetime"><see cref="CacheLifetime"/>, but for a test that must know no answer expires during it.</param>
     public ApiKeys(
@@ -111,6 +115,7 @@ public sealed class ApiKeys : IAsyncDisposable
 
                 seen = number;
                 Volatile.Write(ref _watchedAt, began);
+                _firstWatched.TrySetResult();
                 failures = 0;
             }
             catch (Exception e) when (!_stopping.IsCancellationRequested)

@@ -15,6 +15,8 @@ public sealed class KeyCacheTests(FirmwareManagerApp app) : ApiTest(app)
     {
         var (deviceId, key) = await App.AddDeviceAsync(projectId: 1);
         using var device = App.ClientWithKey(key);
+        // The first read of the change number forgets whatever was cached before it (a service just started).
+        await App.Services.GetRequiredService<ApiKeys>().FirstWatched.WaitAsync(TimeSpan.FromSeconds(10));
         (await device.GetAsync($"/firmware/{deviceId}")).StatusCode.Should().Be(HttpStatusCode.OK);
         (await device.GetAsync($"/firmware/{deviceId}")).StatusCode.Should().Be(HttpStatusCode.OK, "now answered from the cache");
 
@@ -244,6 +246,8 @@ public sealed class KeyCacheTests(FirmwareManagerApp app) : ApiTest(app)
             App.Services.GetRequiredService<FirmwareManager.Api.Observability.FirmwareMetrics>(),
             App.Services.GetRequiredService<FirmwareManager.Api.Database.DatabaseEngine>(), Microsoft.Extensions.Logging.Abstractions.NullLogger<ApiKeys>.Instance,
             cacheLifetime: TimeSpan.FromMinutes(10));
+        // The first read of the change number forgets whatever was cached before it.
+        await apiKeys.FirstWatched.WaitAsync(TimeSpan.FromSeconds(10));
         var (_, key) = await App.AddDeviceAsync(projectId: 1);
         var hash = ApiKeyHasher.Hash(key);
         (await apiKeys.FindCallerAsync(hash, CancellationToken.None)).Should().NotBeNull();
