@@ -19,52 +19,75 @@ SELECT delta.project_id,
        sum(delta.downgrades)
 FROM (
     SELECT move.project_id, move.hardware, move.stripe, side.firmware, side.devices, 0 AS failed, 0 AS rolled_back, side.downgrades
-    FROM (SELECT d.id AS device_id,
-                 d.project_id,
-                 (d.id % 16)::smallint AS stripe,
-                 COALESCE(d.hardware, '') AS hardware,
-                 d.current_firmware AS from_firmware,
-                 newest.firmware AS to_firmware,
-                 newest.reported_at,
-                 newest.device_at,
-                 d.downgraded_from,
-                 (newest.status <> 'rolled_back'
-                  AND d.current_firmware IS NOT NULL
-                  AND split_part(newest.firmware, '+', 1) <> split_part(d.current_firmware, '+', 1)
-                  AND firmware_precedence_key(newest.firmware) < firmware_precedence_key(d.current_firmware)) AS downgrade
-          FROM (
-              SELECT DISTINCT ON (device_id) device_id,
-                     firmware,
-                     status,
-                     reported_at,
-                     device_at,
-                     occurred_at > received_at AS ahead,
-                     received_at
-              FROM (SELECT e.id,
-                           e.device_id,
-                           e.project_id,
-                           e.firmware,
-                           e.status,
-                           e.occurred_at,
-                           e.received_at,
-                           e.from_firmware,
-                           e.error_code,
-                           LEAST(e.occurred_at, e.received_at) AS reported_at,
-                           LEAST(e.occurred_at, e.received_at + interval '1 day') AS device_at
-                    FROM firmware_events AS e
-                    WHERE e.project_id = @ProjectId
-                      AND e.arrival BETWEEN @FirstArrival AND @LastArrival
-                      AND e.occurred_at BETWEEN @EarliestOccurredAt AND @LatestOccurredAt) AS stored
-              WHERE status IN ('installed', 'updated', 'rolled_back')
-              ORDER BY device_id, reported_at DESC, device_at DESC, id DESC
-          ) AS newest
-          JOIN devices AS d ON d.project_id = @ProjectId AND d.id = newest.device_id
-          WHERE d.current_firmware_at IS NULL
-             OR CASE
-                    WHEN newest.ahead AND COALESCE(d.current_firmware_device_at, d.current_firmware_at) > newest.received_at
-                    THEN COALESCE(d.current_firmware_device_at, d.current_firmware_at) <= newest.device_at
-                    ELSE d.current_firmware_at <= newest.reported_at
-                END) AS move
+    FROM (SELECT device.device_id,
+                 device.project_id,
+                 device.stripe,
+                 device.hardware,
+                 device.current_firmware AS from_firmware,
+                 device.move_firmware AS to_firmware,
+                 device.move_reported_at AS reported_at,
+                 device.move_device_at AS device_at,
+                 device.downgraded_from,
+                 device.downgrade
+          FROM (SELECT d.id AS device_id,
+                       d.project_id,
+                       (d.id % 16)::smallint AS stripe,
+                       COALESCE(d.hardware, '') AS hardware,
+                       d.current_firmware,
+                       d.downgraded_from,
+                       d.last_event_status,
+                       d.last_event_at,
+                       d.last_reported_at,
+                       step.status,
+                       step.reported_at,
+                       step.received_at,
+                       step.move_firmware,
+                       step.move_reported_at,
+                       step.move_device_at,
+                       step.move_firmware IS NOT NULL
+                       AND (d.current_firmware_at IS NULL
+                            OR CASE
+                                   WHEN step.move_ahead AND COALESCE(d.current_firmware_device_at, d.current_firmware_at) > step.move_received_at
+                                   THEN COALESCE(d.current_firmware_device_at, d.current_firmware_at) <= step.move_device_at
+                                   ELSE d.current_firmware_at <= step.move_reported_at
+                               END) AS moves,
+                       (step.move_status <> 'rolled_back'
+                        AND d.current_firmware IS NOT NULL
+                        AND split_part(step.move_firmware, '+', 1) <> split_part(d.current_firmware, '+', 1)
+                        AND firmware_precedence_key(step.move_firmware) < firmware_precedence_key(d.current_firmware)) AS downgrade
+                FROM (
+                    SELECT DISTINCT ON (device_id) device_id,
+                           status,
+                           reported_at,
+                           max(received_at) OVER by_device AS received_at,
+                           first_value(CASE WHEN status IN ('installed', 'updated', 'rolled_back') THEN firmware END) OVER moves_first AS move_firmware,
+                           first_value(status) OVER moves_first AS move_status,
+                           first_value(reported_at) OVER moves_first AS move_reported_at,
+                           first_value(device_at) OVER moves_first AS move_device_at,
+                           first_value(occurred_at > received_at) OVER moves_first AS move_ahead,
+                           first_value(received_at) OVER moves_first AS move_received_at
+                    FROM (SELECT e.id,
+                                 e.device_id,
+                                 e.project_id,
+                                 e.firmware,
+                                 e.status,
+                                 e.occurred_at,
+                                 e.received_at,
+                                 e.from_firmware,
+                                 e.error_code,
+                                 LEAST(e.occurred_at, e.received_at) AS reported_at,
+                                 LEAST(e.occurred_at, e.received_at + interval '1 day') AS device_at
+                          FROM firmware_events AS e
+                          WHERE e.project_id = @ProjectId
+                            AND e.arrival BETWEEN @FirstArrival AND @LastArrival
+                            AND e.occurred_at BETWEEN @EarliestOccurredAt AND @LatestOccurredAt) AS stored
+                    WINDOW by_device AS (PARTITION BY device_id),
+                           moves_first AS (PARTITION BY device_id
+                                           ORDER BY status IN ('installed', 'updated', 'rolled_back') DESC, reported_at DESC, device_at DESC, id DESC)
+                    ORDER BY device_id, reported_at DESC, id DESC
+                ) AS step
+                JOIN devices AS d ON d.project_id = @ProjectId AND d.id = step.device_id) AS device
+          WHERE device.moves) AS move
     CROSS JOIN LATERAL (VALUES (move.to_firmware, 1, move.downgrade::int),
                                (move.from_firmware, -1, -(move.downgraded_from IS NOT NULL)::int)) AS side(firmware, devices, downgrades)
     WHERE move.from_firmware IS DISTINCT FROM move.to_firmware
@@ -731,93 +754,81 @@ SELECT change.project_id,
        change.hardware,
        date_trunc('hour', side.reported_at AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
        sum(side.sign)
-FROM (SELECT d.id AS device_id,
-             d.project_id,
-             COALESCE(d.hardware, '') AS hardware,
-             move.device_id IS NOT NULL AS moved,
-             move.to_firmware,
-             move.reported_at AS moved_at,
-             move.device_at AS moved_device_at,
-             CASE WHEN move.device_id IS NULL OR move.from_firmware IS NOT DISTINCT FROM move.to_firmware THEN d.downgraded_from
-                  WHEN move.downgrade THEN move.from_firmware
+FROM (SELECT device.device_id,
+             device.project_id,
+             device.hardware,
+             device.moves AS moved,
+             device.move_reported_at AS moved_at,
+             device.move_device_at AS moved_device_at,
+             CASE WHEN NOT device.moves OR device.current_firmware IS NOT DISTINCT FROM device.move_firmware THEN device.downgraded_from
+                  WHEN device.downgrade THEN device.current_firmware
              END AS new_downgraded_from,
-             d.current_firmware AS old_firmware,
-             d.last_event_status AS old_status,
-             d.last_reported_at AS old_reported_at,
-             COALESCE(move.to_firmware, d.current_firmware) AS new_firmware,
-             CASE WHEN d.last_event_at IS NULL OR d.last_event_at <= newest.reported_at
-                  THEN newest.status ELSE d.last_event_status END AS new_status,
-             GREATEST(d.last_event_at, newest.reported_at) AS new_event_at,
-             GREATEST(d.last_reported_at, newest.received_at) AS new_reported_at
-      FROM (
-          SELECT DISTINCT ON (device_id) device_id,
-                 status,
-                 reported_at,
-                 max(received_at) OVER (PARTITION BY device_id) AS received_at
-          FROM (SELECT e.id,
-                       e.device_id,
-                       e.project_id,
-                       e.firmware,
-                       e.status,
-                       e.occurred_at,
-                       e.received_at,
-                       e.from_firmware,
-                       e.error_code,
-                       LEAST(e.occurred_at, e.received_at) AS reported_at,
-                       LEAST(e.occurred_at, e.received_at + interval '1 day') AS device_at
-                FROM firmware_events AS e
-                WHERE e.project_id = @ProjectId
-                  AND e.arrival BETWEEN @FirstArrival AND @LastArrival
-                  AND e.occurred_at BETWEEN @EarliestOccurredAt AND @LatestOccurredAt) AS stored
-          ORDER BY device_id, reported_at DESC, id DESC
-      ) AS newest
-      JOIN devices AS d ON d.project_id = @ProjectId AND d.id = newest.device_id
-      LEFT JOIN (SELECT d.id AS device_id,
-                        d.project_id,
-                        (d.id % 16)::smallint AS stripe,
-                        COALESCE(d.hardware, '') AS hardware,
-                        d.current_firmware AS from_firmware,
-                        newest.firmware AS to_firmware,
-                        newest.reported_at,
-                        newest.device_at,
-                        d.downgraded_from,
-                        (newest.status <> 'rolled_back'
-                         AND d.current_firmware IS NOT NULL
-                         AND split_part(newest.firmware, '+', 1) <> split_part(d.current_firmware, '+', 1)
-                         AND firmware_precedence_key(newest.firmware) < firmware_precedence_key(d.current_firmware)) AS downgrade
-                 FROM (
-                     SELECT DISTINCT ON (device_id) device_id,
-                            firmware,
-                            status,
-                            reported_at,
-                            device_at,
-                            occurred_at > received_at AS ahead,
-                            received_at
-                     FROM (SELECT e.id,
-                                  e.device_id,
-                                  e.project_id,
-                                  e.firmware,
-                                  e.status,
-                                  e.occurred_at,
-                                  e.received_at,
-                                  e.from_firmware,
-                                  e.error_code,
-                                  LEAST(e.occurred_at, e.received_at) AS reported_at,
-                                  LEAST(e.occurred_at, e.received_at + interval '1 day') AS device_at
-                           FROM firmware_events AS e
-                           WHERE e.project_id = @ProjectId
-                             AND e.arrival BETWEEN @FirstArrival AND @LastArrival
-                             AND e.occurred_at BETWEEN @EarliestOccurredAt AND @LatestOccurredAt) AS stored
-                     WHERE status IN ('installed', 'updated', 'rolled_back')
-                     ORDER BY device_id, reported_at DESC, device_at DESC, id DESC
-                 ) AS newest
-                 JOIN devices AS d ON d.project_id = @ProjectId AND d.id = newest.device_id
-                 WHERE d.current_firmware_at IS NULL
-                    OR CASE
-                           WHEN newest.ahead AND COALESCE(d.current_firmware_device_at, d.current_firmware_at) > newest.received_at
-                           THEN COALESCE(d.current_firmware_device_at, d.current_firmware_at) <= newest.device_at
-                           ELSE d.current_firmware_at <= newest.reported_at
-                       END) AS move ON move.device_id = newest.device_id) AS change
+             device.current_firmware AS old_firmware,
+             device.last_event_status AS old_status,
+             device.last_reported_at AS old_reported_at,
+             CASE WHEN device.moves THEN device.move_firmware ELSE device.current_firmware END AS new_firmware,
+             CASE WHEN device.last_event_at IS NULL OR device.last_event_at <= device.reported_at
+                  THEN device.status ELSE device.last_event_status END AS new_status,
+             GREATEST(device.last_event_at, device.reported_at) AS new_event_at,
+             GREATEST(device.last_reported_at, device.received_at) AS new_reported_at
+      FROM (SELECT d.id AS device_id,
+                   d.project_id,
+                   (d.id % 16)::smallint AS stripe,
+                   COALESCE(d.hardware, '') AS hardware,
+                   d.current_firmware,
+                   d.downgraded_from,
+                   d.last_event_status,
+                   d.last_event_at,
+                   d.last_reported_at,
+                   step.status,
+                   step.reported_at,
+                   step.received_at,
+                   step.move_firmware,
+                   step.move_reported_at,
+                   step.move_device_at,
+                   step.move_firmware IS NOT NULL
+                   AND (d.current_firmware_at IS NULL
+                        OR CASE
+                               WHEN step.move_ahead AND COALESCE(d.current_firmware_device_at, d.current_firmware_at) > step.move_received_at
+                               THEN COALESCE(d.current_firmware_device_at, d.current_firmware_at) <= step.move_device_at
+                               ELSE d.current_firmware_at <= step.move_reported_at
+                           END) AS moves,
+                   (step.move_status <> 'rolled_back'
+                    AND d.current_firmware IS NOT NULL
+                    AND split_part(step.move_firmware, '+', 1) <> split_part(d.current_firmware, '+', 1)
+                    AND firmware_precedence_key(step.move_firmware) < firmware_precedence_key(d.current_firmware)) AS downgrade
+            FROM (
+                SELECT DISTINCT ON (device_id) device_id,
+                       status,
+                       reported_at,
+                       max(received_at) OVER by_device AS received_at,
+                       first_value(CASE WHEN status IN ('installed', 'updated', 'rolled_back') THEN firmware END) OVER moves_first AS move_firmware,
+                       first_value(status) OVER moves_first AS move_status,
+                       first_value(reported_at) OVER moves_first AS move_reported_at,
+                       first_value(device_at) OVER moves_first AS move_device_at,
+                       first_value(occurred_at > received_at) OVER moves_first AS move_ahead,
+                       first_value(received_at) OVER moves_first AS move_received_at
+                FROM (SELECT e.id,
+                             e.device_id,
+                             e.project_id,
+                             e.firmware,
+                             e.status,
+                             e.occurred_at,
+                             e.received_at,
+                             e.from_firmware,
+                             e.error_code,
+                             LEAST(e.occurred_at, e.received_at) AS reported_at,
+                             LEAST(e.occurred_at, e.received_at + interval '1 day') AS device_at
+                      FROM firmware_events AS e
+                      WHERE e.project_id = @ProjectId
+                        AND e.arrival BETWEEN @FirstArrival AND @LastArrival
+                        AND e.occurred_at BETWEEN @EarliestOccurredAt AND @LatestOccurredAt) AS stored
+                WINDOW by_device AS (PARTITION BY device_id),
+                       moves_first AS (PARTITION BY device_id
+                                       ORDER BY status IN ('installed', 'updated', 'rolled_back') DESC, reported_at DESC, device_at DESC, id DESC)
+                ORDER BY device_id, reported_at DESC, id DESC
+            ) AS step
+            JOIN devices AS d ON d.project_id = @ProjectId AND d.id = step.device_id) AS device) AS change
 CROSS JOIN LATERAL (VALUES (change.new_firmware, change.new_status, change.new_reported_at, 1),
                            (change.old_firmware, change.old_status, change.old_reported_at, -1)) AS side(firmware, status, reported_at, sign)
 WHERE side.status IN ('installed', 'updated')
@@ -838,93 +849,81 @@ SET current_firmware = change.new_firmware,
     last_reported_at = change.new_reported_at,
     last_event_status = change.new_status,
     last_event_at = change.new_event_at
-FROM (SELECT d.id AS device_id,
-             d.project_id,
-             COALESCE(d.hardware, '') AS hardware,
-             move.device_id IS NOT NULL AS moved,
-             move.to_firmware,
-             move.reported_at AS moved_at,
-             move.device_at AS moved_device_at,
-             CASE WHEN move.device_id IS NULL OR move.from_firmware IS NOT DISTINCT FROM move.to_firmware THEN d.downgraded_from
-                  WHEN move.downgrade THEN move.from_firmware
+FROM (SELECT device.device_id,
+             device.project_id,
+             device.hardware,
+             device.moves AS moved,
+             device.move_reported_at AS moved_at,
+             device.move_device_at AS moved_device_at,
+             CASE WHEN NOT device.moves OR device.current_firmware IS NOT DISTINCT FROM device.move_firmware THEN device.downgraded_from
+                  WHEN device.downgrade THEN device.current_firmware
              END AS new_downgraded_from,
-             d.current_firmware AS old_firmware,
-             d.last_event_status AS old_status,
-             d.last_reported_at AS old_reported_at,
-             COALESCE(move.to_firmware, d.current_firmware) AS new_firmware,
-             CASE WHEN d.last_event_at IS NULL OR d.last_event_at <= newest.reported_at
-                  THEN newest.status ELSE d.last_event_status END AS new_status,
-             GREATEST(d.last_event_at, newest.reported_at) AS new_event_at,
-             GREATEST(d.last_reported_at, newest.received_at) AS new_reported_at
-      FROM (
-          SELECT DISTINCT ON (device_id) device_id,
-                 status,
-                 reported_at,
-                 max(received_at) OVER (PARTITION BY device_id) AS received_at
-          FROM (SELECT e.id,
-                       e.device_id,
-                       e.project_id,
-                       e.firmware,
-                       e.status,
-                       e.occurred_at,
-                       e.received_at,
-                       e.from_firmware,
-                       e.error_code,
-                       LEAST(e.occurred_at, e.received_at) AS reported_at,
-                       LEAST(e.occurred_at, e.received_at + interval '1 day') AS device_at
-                FROM firmware_events AS e
-                WHERE e.project_id = @ProjectId
-                  AND e.arrival BETWEEN @FirstArrival AND @LastArrival
-                  AND e.occurred_at BETWEEN @EarliestOccurredAt AND @LatestOccurredAt) AS stored
-          ORDER BY device_id, reported_at DESC, id DESC
-      ) AS newest
-      JOIN devices AS d ON d.project_id = @ProjectId AND d.id = newest.device_id
-      LEFT JOIN (SELECT d.id AS device_id,
-                        d.project_id,
-                        (d.id % 16)::smallint AS stripe,
-                        COALESCE(d.hardware, '') AS hardware,
-                        d.current_firmware AS from_firmware,
-                        newest.firmware AS to_firmware,
-                        newest.reported_at,
-                        newest.device_at,
-                        d.downgraded_from,
-                        (newest.status <> 'rolled_back'
-                         AND d.current_firmware IS NOT NULL
-                         AND split_part(newest.firmware, '+', 1) <> split_part(d.current_firmware, '+', 1)
-                         AND firmware_precedence_key(newest.firmware) < firmware_precedence_key(d.current_firmware)) AS downgrade
-                 FROM (
-                     SELECT DISTINCT ON (device_id) device_id,
-                            firmware,
-                            status,
-                            reported_at,
-                            device_at,
-                            occurred_at > received_at AS ahead,
-                            received_at
-                     FROM (SELECT e.id,
-                                  e.device_id,
-                                  e.project_id,
-                                  e.firmware,
-                                  e.status,
-                                  e.occurred_at,
-                                  e.received_at,
-                                  e.from_firmware,
-                                  e.error_code,
-                                  LEAST(e.occurred_at, e.received_at) AS reported_at,
-                                  LEAST(e.occurred_at, e.received_at + interval '1 day') AS device_at
-                           FROM firmware_events AS e
-                           WHERE e.project_id = @ProjectId
-                             AND e.arrival BETWEEN @FirstArrival AND @LastArrival
-                             AND e.occurred_at BETWEEN @EarliestOccurredAt AND @LatestOccurredAt) AS stored
-                     WHERE status IN ('installed', 'updated', 'rolled_back')
-                     ORDER BY device_id, reported_at DESC, device_at DESC, id DESC
-                 ) AS newest
-                 JOIN devices AS d ON d.project_id = @ProjectId AND d.id = newest.device_id
-                 WHERE d.current_firmware_at IS NULL
-                    OR CASE
-                           WHEN newest.ahead AND COALESCE(d.current_firmware_device_at, d.current_firmware_at) > newest.received_at
-                           THEN COALESCE(d.current_firmware_device_at, d.current_firmware_at) <= newest.device_at
-                           ELSE d.current_firmware_at <= newest.reported_at
-                       END) AS move ON move.device_id = newest.device_id) AS change
+             device.current_firmware AS old_firmware,
+             device.last_event_status AS old_status,
+             device.last_reported_at AS old_reported_at,
+             CASE WHEN device.moves THEN device.move_firmware ELSE device.current_firmware END AS new_firmware,
+             CASE WHEN device.last_event_at IS NULL OR device.last_event_at <= device.reported_at
+                  THEN device.status ELSE device.last_event_status END AS new_status,
+             GREATEST(device.last_event_at, device.reported_at) AS new_event_at,
+             GREATEST(device.last_reported_at, device.received_at) AS new_reported_at
+      FROM (SELECT d.id AS device_id,
+                   d.project_id,
+                   (d.id % 16)::smallint AS stripe,
+                   COALESCE(d.hardware, '') AS hardware,
+                   d.current_firmware,
+                   d.downgraded_from,
+                   d.last_event_status,
+                   d.last_event_at,
+                   d.last_reported_at,
+                   step.status,
+                   step.reported_at,
+                   step.received_at,
+                   step.move_firmware,
+                   step.move_reported_at,
+                   step.move_device_at,
+                   step.move_firmware IS NOT NULL
+                   AND (d.current_firmware_at IS NULL
+                        OR CASE
+                               WHEN step.move_ahead AND COALESCE(d.current_firmware_device_at, d.current_firmware_at) > step.move_received_at
+                               THEN COALESCE(d.current_firmware_device_at, d.current_firmware_at) <= step.move_device_at
+                               ELSE d.current_firmware_at <= step.move_reported_at
+                           END) AS moves,
+                   (step.move_status <> 'rolled_back'
+                    AND d.current_firmware IS NOT NULL
+                    AND split_part(step.move_firmware, '+', 1) <> split_part(d.current_firmware, '+', 1)
+                    AND firmware_precedence_key(step.move_firmware) < firmware_precedence_key(d.current_firmware)) AS downgrade
+            FROM (
+                SELECT DISTINCT ON (device_id) device_id,
+                       status,
+                       reported_at,
+                       max(received_at) OVER by_device AS received_at,
+                       first_value(CASE WHEN status IN ('installed', 'updated', 'rolled_back') THEN firmware END) OVER moves_first AS move_firmware,
+                       first_value(status) OVER moves_first AS move_status,
+                       first_value(reported_at) OVER moves_first AS move_reported_at,
+                       first_value(device_at) OVER moves_first AS move_device_at,
+                       first_value(occurred_at > received_at) OVER moves_first AS move_ahead,
+                       first_value(received_at) OVER moves_first AS move_received_at
+                FROM (SELECT e.id,
+                             e.device_id,
+                             e.project_id,
+                             e.firmware,
+                             e.status,
+                             e.occurred_at,
+                             e.received_at,
+                             e.from_firmware,
+                             e.error_code,
+                             LEAST(e.occurred_at, e.received_at) AS reported_at,
+                             LEAST(e.occurred_at, e.received_at + interval '1 day') AS device_at
+                      FROM firmware_events AS e
+                      WHERE e.project_id = @ProjectId
+                        AND e.arrival BETWEEN @FirstArrival AND @LastArrival
+                        AND e.occurred_at BETWEEN @EarliestOccurredAt AND @LatestOccurredAt) AS stored
+                WINDOW by_device AS (PARTITION BY device_id),
+                       moves_first AS (PARTITION BY device_id
+                                       ORDER BY status IN ('installed', 'updated', 'rolled_back') DESC, reported_at DESC, device_at DESC, id DESC)
+                ORDER BY device_id, reported_at DESC, id DESC
+            ) AS step
+            JOIN devices AS d ON d.project_id = @ProjectId AND d.id = step.device_id) AS device) AS change
 WHERE d.project_id = @ProjectId
   AND d.id = change.device_id;
 

@@ -30,16 +30,22 @@ public sealed class ProjectionStatementsDocTests
             $"{DocPath} shows the statements as they run; write it again with FIRMWAREMANAGER_WRITE_DOCS=1 dotnet test --filter {nameof(ProjectionStatementsDocTests)}");
     }
 
-    private static string Render()
+    /// <summary>Every projection statement, with the projection it belongs to, in the order a step runs them.</summary>
+    internal static List<(Type Type, ProjectionStatement Statement)> Statements()
     {
-        var projections = typeof(IProjection).Assembly.GetTypes()
+        var statements = typeof(IProjection).Assembly.GetTypes()
             .Where(t => t is { IsClass: true, IsAbstract: false } && typeof(IProjection).IsAssignableFrom(t))
-            .Select(t => (Type: t, Projection: (IProjection)Activator.CreateInstance(t)!));
-        var statements = projections
+            .Select(t => (Type: t, Projection: (IProjection)Activator.CreateInstance(t)!))
             .SelectMany(p => p.Projection.Statements.Select(s => (p.Type, Statement: s)))
             .OrderBy(s => s.Statement.Order)
             .ToList();
         statements.Should().NotBeEmpty();
+        return statements;
+    }
+
+    private static string Render()
+    {
+        var statements = Statements();
 
         var text = new StringBuilder();
         text.Append("""
