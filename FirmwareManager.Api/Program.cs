@@ -44,6 +44,7 @@ try
     builder.Services.AddDatabase(builder.Configuration);
     builder.Services.AddErrorHandling();
     builder.Services.AddApiKeyAuthentication();
+    builder.Services.AddKeyRateLimits(builder.Configuration);
     builder.Services.AddApiDocs();
 
     // Repositories
@@ -65,7 +66,7 @@ try
     builder.Services.AddSingleton<ProjectRetention>();
     builder.Services.AddSingleton<FleetHealthSettings>();
     builder.Services.AddSingleton<FirmwareTransitions>();
-    builder.Services.AddSingleton<Rollouts>();
+    builder.Services.AddSingleton<DeclaredRollouts>();
 
     // Reports of many devices committed together
     builder.Services.AddReportGroupCommit(builder.Configuration);
@@ -97,6 +98,7 @@ try
     app.UseAuthorization();
     app.UseReadYourWrites();
     app.UseRequestLimits();
+    app.UseKeyRateLimits();
 
     // Endpoints
     app.MapHealth();

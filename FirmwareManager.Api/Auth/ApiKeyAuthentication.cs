@@ -128,6 +128,7 @@ public static class AuthExtensions
     {
         services.AddSingleton<ApiKeys>();
         services.AddSingleton<KeyUsage>();
+        services.AddExceptionHandler<CallerRevokedHandler>();
         services.AddHostedService(sp => sp.GetRequiredService<KeyUsage>());
         services.AddAuthentication(ApiKeyAuthenticationHandler.SchemeName)
             .AddScheme<ApiKeyAuthenticationOptions, ApiKeyAuthenticationHandler>(ApiKeyAuthenticationHandler.SchemeName, null);

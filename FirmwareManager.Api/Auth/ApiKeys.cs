@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using System.Threading.Channels;
 using Dapper;
 using FirmwareManager.Api.Database;
+using FirmwareManager.Api.Http;
 using FirmwareManager.Api.Observability;
 using Npgsql;
 
@@ -463,4 +464,4 @@ public sealed class ApiKeys : IAsyncDisposable
 
 /// <summary>More key lookups wait for the database than <see cref="ApiKeys.MaxWaitingLookups"/>: answered 503 with Retry-After.</summary>
 public sealed class KeyLookupsOverloadedException()
-    : Exception("Too many API keys are being looked up at once; retry in a moment.");
+    : ServiceOverloadedException("Too many API keys are being looked up at once. Retry in 1 second; nothing was stored.", retryAfterSeconds: 1);

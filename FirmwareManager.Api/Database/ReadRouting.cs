@@ -1,8 +1,5 @@
 using System.Collections.Concurrent;
 using System.Globalization;
-using FirmwareManager.Api.Auth;
-using FirmwareManager.Api.Database;
-using FirmwareManager.Api.Http;
 using FirmwareManager.Api.Observability;
 using Npgsql;
 using NpgsqlTypes;
@@ -100,11 +97,14 @@ public sealed class ReadRouting
     /// <summary>Whether the connection string names more than one host, so that reads may go elsewhere.</summary>
     public bool HasStandby => _preferStandby is not null;
 
-    /// <summary>The read context of <paramref name="caller"/>: devices read on the primary, members from their last write on.</summary>
-    public ReadContext For(Caller caller)
+    /// <summary>The read context of a device: on the primary when there is a standby (what it reported must be there when it follows <c>Location</c>).</summary>
+    public ReadContext ForDevice() => new() { PrimaryOnly = HasStandby };
+
+    /// <summary>The read context of a member's key: from its last write through this instance on.</summary>
+    public ReadContext ForMemberKey(long keyId)
     {
-        var context = new ReadContext { PrimaryOnly = HasStandby && caller.Kind == CallerKind.Device };
-        if (caller.Kind == CallerKind.Member && _lastWrites.TryGetValue(caller.KeyId, out var written))
+        var context = new ReadContext();
+        if (_lastWrites.TryGetValue(keyId, out var written))
         {
             if (Environment.TickCount64 - written.At <= (long)FloorKeptFor.TotalMilliseconds)
             {
@@ -112,7 +112,7 @@ public sealed class ReadRouting
             }
             else
             {
-                _lastWrites.TryRemove(new KeyValuePair<long, (ulong, long)>(caller.KeyId, written));
+                _lastWrites.TryRemove(new KeyValuePair<long, (ulong, long)>(keyId, written));
             }
         }
 
@@ -317,54 +317,8 @@ public sealed class ReadRouting
     // A standby that went away (connection errors, shutdown) or cancelled the statement because replay needed what
     // it held: 40001 "canceling statement due to conflict with recovery", or 57P04 when its database was dropped.
     internal static bool IsStandbyFailure(Exception exception) =>
-        DatabaseUnavailableHandler.IsDatabaseUnavailable(exception) || exception is PostgresException { SqlState: "40001" or "57P04" };
+        DatabaseFailures.IsDatabaseUnavailable(exception) || exception is PostgresException { SqlState: "40001" or "57P04" };
 }
 
 /// <summary>The data source that prefers standbys, when the connection string names more than one host; null otherwise.</summary>
 public sealed record StandbyDataSource(NpgsqlDataSource? DataSource);
-
-public static class ReadYourWritesExtensions
-{
-    /// <summary>
-    /// With a standby: a member's successful write (any method but GET, HEAD and OPTIONS) records where the primary's
-    /// WAL stood before the answer goes out, so that the member's reads through this instance are served only by
-    /// a node that has it. After authentication; without a standby it adds nothing.
-    /// </summary>
-    public static IApplicationBuilder UseReadYourWrites(this IApplicationBuilder app)
-    {
-        var routing = app.ApplicationServices.GetRequiredService<ReadRouting>();
-        if (!routing.HasStandby)
-        {
-            return app;
-        }
-
-        var logger = app.ApplicationServices.GetRequiredService<ILogger<ReadRouting>>();
-        return app.Use(async (context, next) =>
-        {
-            var method = context.Request.Method;
-            if (context.User.Identity?.IsAuthenticated == true && !HttpMethods.IsGet(method) && !HttpMethods.IsHead(method) &&
-                !HttpMethods.IsOptions(method) && Caller.From(context.User) is { Kind: CallerKind.Member } caller)
-            {
-                context.Response.OnStarting(async () =>
-                {
-                    if (context.Response.StatusCode >= 400)
-                    {
-                        return;
-                    }
-
-                    try
-                    {
-                        await routing.RememberWriteAsync(caller.KeyId, context.RequestAborted);
-                    }
-                    catch (Exception e) when (e is NpgsqlException or TimeoutException or OperationCanceledException)
-                    {
-                        // The write is done; only its reads may now come from a standby that lacks it.
-                        logger.LogWarning("Could not read the primary's WAL position after a write: {Reason}", e.Message);
-                    }
-                });
-            }
-
-            await next();
-        });
-    }
-}

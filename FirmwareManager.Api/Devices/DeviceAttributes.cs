@@ -1,5 +1,6 @@
 using Dapper;
 using FirmwareManager.Api.Audit;
+using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Firmware;
 using Npgsql;
 
@@ -129,7 +130,7 @@ public sealed class DeviceAttributes(NpgsqlDataSource dataSource)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
-        await actor.LockActiveAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
+        await actor.ConfirmStillAuthorizedAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
         var parameters = new
         {
             ProjectId = projectId,

@@ -41,7 +41,7 @@ public sealed class DeviceProvisioning(NpgsqlDataSource dataSource, ApiKeys? api
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
-        await actor.LockActiveAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
+        await actor.ConfirmStillAuthorizedAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
         long deviceId;
         try
         {
@@ -110,7 +110,7 @@ public sealed class DeviceProvisioning(NpgsqlDataSource dataSource, ApiKeys? api
         var keys = IssuedDeviceKeys.Generate(serials.Count);
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
-        await actor.LockActiveAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
+        await actor.ConfirmStillAuthorizedAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
         for (var offset = 0; offset < serials.Count; offset += EnrollChunk)
         {
             var count = Math.Min(EnrollChunk, serials.Count - offset);
@@ -199,7 +199,7 @@ public sealed class DeviceProvisioning(NpgsqlDataSource dataSource, ApiKeys? api
         var parameters = new { ProjectId = projectId, DeviceId = deviceId };
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
-        await actor.LockActiveAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
+        await actor.ConfirmStillAuthorizedAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
         if (await connection.ExecuteScalarAsync<long?>(new CommandDefinition(DecommissionSql, parameters, transaction, cancellationToken: cancellationToken)) is null)
         {
             return false;

@@ -169,8 +169,8 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
         var reports = devices.SelectMany(d => d.Events.Select(e => (d.DeviceId, d.KeyId, Event: e))).ToList();
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         var (locked, active, created) = engine.IsCitus
-            ? await RecordInTwoRoundTripsAsync(connection, devices[0].ProjectId, reports, cancellationToken)
-            : await RecordInOneRoundTripAsync(connection, devices[0].ProjectId, reports, cancellationToken);
+            ? await RecordOnProjectShardAsync(connection, devices[0].ProjectId, reports, cancellationToken)
+            : await RecordOnOneServerAsync(connection, devices[0].ProjectId, reports, cancellationToken);
         var createdByDevice = created.OrderBy(e => e.Arrival).ToLookup(e => e.DeviceId);
         return devices.Select(d =>
             !locked.Contains(d.DeviceId) ? (ReportOutcome.NoDevice, new List<FirmwareEvent>())
@@ -241,7 +241,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
     // connection goes back to the pool. Plain readers, not Dapper's GridReader: when the connection breaks mid-read
     // (pg_terminate_backend, a restart), the grid's cleanup asks the closed reader for its next result and throws
     // "The reader is closed" (a 500) in place of the database's error.
-    private static async Task<(HashSet<long> Locked, HashSet<long> Active, List<FirmwareEvent> Created)> RecordInOneRoundTripAsync(
+    private static async Task<(HashSet<long> Locked, HashSet<long> Active, List<FirmwareEvent> Created)> RecordOnOneServerAsync(
         NpgsqlConnection connection, long projectId, List<(long DeviceId, long KeyId, NewFirmwareEvent Event)> reports,
         CancellationToken cancellationToken)
     {
@@ -295,7 +295,7 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
 
     // On Citus: the first round trip takes the locks, checks the keys and reads the last number; the second stores the
     // recordable events with the next numbers, the new last number, and commits.
-    private static async Task<(HashSet<long> Locked, HashSet<long> Active, List<FirmwareEvent> Created)> RecordInTwoRoundTripsAsync(
+    private static async Task<(HashSet<long> Locked, HashSet<long> Active, List<FirmwareEvent> Created)> RecordOnProjectShardAsync(
         NpgsqlConnection connection, long projectId, List<(long DeviceId, long KeyId, NewFirmwareEvent Event)> reports,
         CancellationToken cancellationToken)
     {

@@ -46,7 +46,7 @@ public sealed class ProjectRetention(NpgsqlDataSource dataSource, IOptions<Reten
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
-        await actor.LockActiveAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
+        await actor.ConfirmStillAuthorizedAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
         var before = await connection.ExecuteScalarAsync<int?>(new CommandDefinition(
             SetSql, new { ProjectId = projectId, MaxAgeDays = maxAgeDays }, transaction, cancellationToken: cancellationToken));
         await AuditLog.RecordAsync(connection, transaction, projectId, actor, "project.retention_changed", "project", projectId,

@@ -1,6 +1,7 @@
 using System.Globalization;
 using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Database;
+using FirmwareManager.Api.Firmware;
 using FirmwareManager.Api.Http;
 using FirmwareManager.Api.Projections;
 using FirmwareManager.Api.Versions;

@@ -43,7 +43,7 @@ public sealed class FleetHealthSettings(NpgsqlDataSource dataSource)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
-        await actor.LockActiveAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
+        await actor.ConfirmStillAuthorizedAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
         var before = await connection.ExecuteScalarAsync<int?>(new CommandDefinition(
             SetSql, new { ProjectId = projectId, SilentAfterHours = silentAfterHours }, transaction, cancellationToken: cancellationToken));
         await AuditLog.RecordAsync(connection, transaction, projectId, actor, "project.fleet_health_changed", "project", projectId,

@@ -1,4 +1,4 @@
-using FirmwareManager.Api.Auth;
+using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Observability;
 using Microsoft.AspNetCore.Diagnostics;
 using Npgsql;
@@ -58,24 +58,6 @@ internal sealed class ClientFaultHandler(IProblemDetailsService problems, ILogge
             return true;
         }
 
-        if (exception is CallerRevokedException revoked)
-        {
-            // The key's cached answer was out of date: the change's transaction found it revoked, and stored nothing.
-            logger.LogInformation("The caller's key or membership was revoked while its request ran");
-            httpContext.Response.StatusCode = StatusCodes.Status401Unauthorized;
-            httpContext.Response.Headers.WWWAuthenticate = "Bearer realm=\"FirmwareManager\", error=\"invalid_token\"";
-            return await problems.TryWriteAsync(new ProblemDetailsContext
-            {
-                HttpContext = httpContext,
-                ProblemDetails =
-                {
-                    Status = StatusCodes.Status401Unauthorized,
-                    Title = "API key required",
-                    Detail = $"{revoked.Message} Nothing was stored.",
-                },
-            });
-        }
-
         if (exception is LimitReachedException limit)
         {
             logger.LogInformation("A change would pass a limit: {Limit}", limit.Message);
@@ -120,12 +102,12 @@ internal sealed class DatabaseUnavailableHandler(IProblemDetailsService problems
     {
         var (retryAfter, detail) = exception switch
         {
-            KeyLookupsOverloadedException => (1, "Too many API keys are being looked up at once. Retry in 1 second; nothing was stored."),
-            _ when IsConflict(exception) => (1, "The change met a concurrent one and could not be ordered after retries. Retry in 1 second; nothing was stored."),
-            _ when IsCommitOutcomeUnknown(exception) => (RetryAfterSeconds,
+            ServiceOverloadedException overloaded => (overloaded.RetryAfterSeconds, overloaded.Message),
+            _ when DatabaseFailures.IsConflict(exception) => (1, "The change met a concurrent one and could not be ordered after retries. Retry in 1 second; nothing was stored."),
+            _ when DatabaseFailures.IsCommitOutcomeUnknown(exception) => (RetryAfterSeconds,
                 $"A database node went away while the change was committed, so it may or may not be stored. Retry in {RetryAfterSeconds} seconds: a repeated report is stored once."),
-            _ when IsDatabaseUnavailable(exception) => (RetryAfterSeconds, $"The database is not reachable. Retry in {RetryAfterSeconds} seconds; nothing was stored."),
-            _ when IsBeingPartitioned(exception) => (RetryAfterSeconds,
+            _ when DatabaseFailures.IsDatabaseUnavailable(exception) => (RetryAfterSeconds, $"The database is not reachable. Retry in {RetryAfterSeconds} seconds; nothing was stored."),
+            _ when DatabaseFailures.IsBeingPartitioned(exception) => (RetryAfterSeconds,
                 $"The events table is being partitioned (a migration is running), and this report's time is after the boundary. Retry in {RetryAfterSeconds} seconds; nothing was stored."),
             _ => (0, null),
         };
@@ -149,38 +131,10 @@ internal sealed class DatabaseUnavailableHandler(IProblemDetailsService problems
             },
         });
     }
+}
 
-    // A deadlock (40P01) or serialization failure (40001) that the transaction's retries did not get past.
-    internal static bool IsConflict(Exception exception) => exception switch
-    {
-        PostgresException e when Database.Conflicts.IsConflict(e) => true,
-        _ => exception.InnerException is not null && IsConflict(exception.InnerException),
-    };
-
-    // Citus, when a worker goes away while the coordinator commits the transaction there: XX000 (Citus' internal
-    // error class) with this message. The worker's outcome is unknown, and retrying is safe.
-    internal static bool IsCommitOutcomeUnknown(Exception exception) => exception switch
-    {
-        PostgresException { SqlState: "XX000" } e when e.MessageText.StartsWith("could not commit transaction", StringComparison.Ordinal) => true,
-        _ => exception.InnerException is not null && IsCommitOutcomeUnknown(exception.InnerException),
-    };
-
-    // Between migrations 0021 and 0023, a CHECK bounds the events table's times until it becomes a partition: a
-    // report dated after the boundary is refused for those seconds, and stored once 0023 has run.
-    internal static bool IsBeingPartitioned(Exception exception) => exception switch
-    {
-        PostgresException { SqlState: PostgresErrorCodes.CheckViolation, ConstraintName: "firmware_events_before_partitioning" } => true,
-        _ => exception.InnerException is not null && IsBeingPartitioned(exception.InnerException),
-    };
-
-    // Class 08 (connection exception) and 57P (the server shutting down or terminating the session, e.g.
-    // pg_terminate_backend) mean the database went away under the request, whatever the statement was.
-    internal static bool IsDatabaseUnavailable(Exception exception) => exception switch
-    {
-        NpgsqlException { IsTransient: true } => true,
-        PostgresException { SqlState: "53300" } => true,
-        PostgresException { SqlState: var state } when state.StartsWith("08", StringComparison.Ordinal) || state.StartsWith("57P", StringComparison.Ordinal) => true,
-        TimeoutException => true,
-        _ => exception.InnerException is not null && IsDatabaseUnavailable(exception.InnerException),
-    };
+/// <summary>More work of one kind waits than the service holds (key lookups, say): answered 503 with the message and <c>Retry-After</c>.</summary>
+public class ServiceOverloadedException(string message, int retryAfterSeconds) : Exception(message)
+{
+    public int RetryAfterSeconds { get; } = retryAfterSeconds;
 }

@@ -1,9 +1,6 @@
 using System.ComponentModel.DataAnnotations;
 using System.Globalization;
-using System.Threading.RateLimiting;
-using FirmwareManager.Api.Auth;
 using Microsoft.AspNetCore.Http.Timeouts;
-using Microsoft.AspNetCore.RateLimiting;
 
 namespace FirmwareManager.Api.Http;
 
@@ -27,31 +24,9 @@ public sealed class LimitsOptions
     public int ShutdownTimeoutSeconds { get; set; } = 15;
 }
 
-/// <summary>One token bucket per API key: <see cref="PermitsPerSecond"/> sustained, <see cref="Burst"/> at once. 0 switches it off.</summary>
-public sealed class KeyRateLimit
-{
-    [Range(0, 1_000_000)]
-    public int PermitsPerSecond { get; set; }
-
-    [Range(1, 1_000_000)]
-    public int Burst { get; set; } = 1;
-}
-
-/// <summary>The <c>FirmwareManager:RateLimits</c> section: separate budgets for device keys and member keys.</summary>
-public sealed class RateLimitOptions
-{
-    public const string Section = "FirmwareManager:RateLimits";
-
-    /// <summary>A device reports a few events an hour; a burst covers a backlog sent after a reconnect (batches are one request).</summary>
-    public KeyRateLimit Device { get; set; } = new() { PermitsPerSecond = 5, Burst = 50 };
-
-    /// <summary>An operator's tool paging through a large fleet.</summary>
-    public KeyRateLimit Member { get; set; } = new() { PermitsPerSecond = 100, Burst = 200 };
-}
-
 /// <summary>
-/// What one request may cost: body, header and time limits in Kestrel and the request-timeout middleware, the
-/// shutdown drain, and a per-key rate limit (429 with Retry-After) so that one flooding key cannot starve the rest.
+/// What one request may cost: body, header and time limits in Kestrel and the request-timeout middleware and the
+/// shutdown drain (the per-key rate limit is Auth's: <c>KeyRateLimits</c>).
 /// </summary>
 public static class Limits
 {
@@ -67,7 +42,6 @@ public static class Limits
     {
         // Read now: Kestrel, the shutdown and the timeout policies are configured from them before the host is built.
         var limits = Settings.Read<LimitsOptions>(builder.Configuration, LimitsOptions.Section);
-        builder.Services.AddSettings<RateLimitOptions>(builder.Configuration, RateLimitOptions.Section);
 
         builder.WebHost.ConfigureKestrel(kestrel =>
         {
@@ -85,20 +59,12 @@ public static class Limits
             // Enrolling 100,000 devices streams its answer for a few seconds after the commit.
             timeouts.AddPolicy(LongRunningPolicy, TimeoutPolicy(TimeSpan.FromSeconds(Math.Max(300, limits.RequestTimeoutSeconds))));
         });
-        builder.Services.AddSingleton<KeyRateLimiter>();
-        builder.Services.AddOptions<RateLimiterOptions>().Configure<KeyRateLimiter>((rateLimits, limiter) =>
-        {
-            rateLimits.GlobalLimiter = limiter;
-            rateLimits.OnRejected = RejectAsync;
-        });
-        builder.Services.AddRateLimiter(_ => { });
         return builder;
     }
 
     public static WebApplication UseRequestLimits(this WebApplication app)
     {
         app.UseRequestTimeouts();
-        app.UseRateLimiter();
         return app;
     }
 
@@ -109,15 +75,4 @@ public static class Limits
         WriteTimeoutResponse = context => Problems.WriteAsync(context, StatusCodes.Status503ServiceUnavailable,
             "Request timed out", $"The request took longer than {timeout.TotalSeconds:0} seconds and was cancelled; nothing was stored. Retry later.").AsTask(),
     };
-
-    private static async ValueTask RejectAsync(OnRejectedContext rejected, CancellationToken cancellationToken)
-    {
-        var seconds = rejected.Lease.TryGetMetadata(MetadataName.RetryAfter, out var retryAfter)
-            ? Math.Max(1, (int)Math.Ceiling(retryAfter.TotalSeconds))
-            : 1;
-        var context = rejected.HttpContext;
-        context.Response.Headers.RetryAfter = seconds.ToString(CultureInfo.InvariantCulture);
-        await Problems.WriteAsync(context, StatusCodes.Status429TooManyRequests, "Too many requests",
-            $"This API key sent more requests than its rate limit allows. Retry in {seconds} seconds; nothing was stored.");
-    }
 }

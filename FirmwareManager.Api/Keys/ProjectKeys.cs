@@ -101,7 +101,7 @@ public sealed class ProjectKeys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = 
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
-        await actor.LockActiveAsync(connection, transaction, projectId, requireAdmin: !owner.IsMember(actor), cancellationToken);
+        await actor.ConfirmStillAuthorizedAsync(connection, transaction, projectId, requireAdmin: !owner.IsMember(actor), cancellationToken);
         var parameters = new { ProjectId = projectId, owner.OwnerId };
         var found = await connection.ExecuteScalarAsync<long?>(new CommandDefinition(
             owner.IsDevice ? LockActiveDeviceSql : LockActiveMemberSql, parameters, transaction, cancellationToken: cancellationToken));
@@ -286,14 +286,14 @@ public sealed class ProjectKeys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = 
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
         if (owner.IsDevice)
         {
-            await actor.LockActiveAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
+            await actor.ConfirmStillAuthorizedAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
             await connection.ExecuteAsync(new CommandDefinition(LockDeviceSql, parameters, transaction, cancellationToken: cancellationToken));
         }
         else
         {
             // The admins first (as a removal does), so that two revocations cannot each leave the other the last key.
             await LockActiveAdminsAsync(connection, transaction, projectId, cancellationToken);
-            await actor.LockActiveAsync(connection, transaction, projectId, requireAdmin: !owner.IsMember(actor), cancellationToken);
+            await actor.ConfirmStillAuthorizedAsync(connection, transaction, projectId, requireAdmin: !owner.IsMember(actor), cancellationToken);
         }
 
         var prefix = await connection.ExecuteScalarAsync<string?>(new CommandDefinition(

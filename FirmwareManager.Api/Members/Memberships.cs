@@ -128,7 +128,7 @@ public sealed class Memberships(NpgsqlDataSource dataSource, ApiKeys? apiKeys = 
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
-        await actor.LockActiveAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
+        await actor.ConfirmStillAuthorizedAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
         if (await connection.ExecuteScalarAsync<long>(new CommandDefinition(
                 CountActiveMembersSql, new { ProjectId = projectId }, transaction, cancellationToken: cancellationToken)) >= MaxActiveMembersPerProject)
         {
@@ -245,7 +245,7 @@ public sealed class Memberships(NpgsqlDataSource dataSource, ApiKeys? apiKeys = 
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
         await ProjectKeys.LockActiveAdminsAsync(connection, transaction, projectId, cancellationToken);
-        await actor.LockActiveAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
+        await actor.ConfirmStillAuthorizedAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
         var email = await connection.ExecuteScalarAsync<string?>(new CommandDefinition(RemoveSql, parameters, transaction, cancellationToken: cancellationToken));
         if (email is null)
         {

@@ -4,6 +4,7 @@ using FirmwareManager.Api.Audit;
 using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Devices;
+using FirmwareManager.Api.Firmware;
 using FirmwareManager.Api.Http;
 using FirmwareManager.Api.Projections;
 using FirmwareManager.Api.Versions;
@@ -80,7 +81,7 @@ public static class RolloutsApi
     }
 
     private static async Task<Results<Created<RolloutResponse>, ProblemHttpResult>> CreateAsync(
-        HttpContext http, Rollouts rollouts, CancellationToken cancellationToken)
+        HttpContext http, DeclaredRollouts rollouts, CancellationToken cancellationToken)
     {
         var (body, problem) = await JsonBody.ReadAsync(http, RequestLimits.MaxBodyBytes, RequestJsonContext.Default.CreateRolloutBody, cancellationToken);
         if (body is null)
@@ -126,7 +127,7 @@ public static class RolloutsApi
     }
 
     private static async Task<Results<Ok<List<RolloutResponse>>, ProblemHttpResult>> ListAsync(
-        [FromQuery] string? limit, [FromQuery] string? cursor, HttpContext http, Rollouts rollouts, Cursors cursors, ReadRouting reads,
+        [FromQuery] string? limit, [FromQuery] string? cursor, HttpContext http, DeclaredRollouts rollouts, Cursors cursors, ReadRouting reads,
         CancellationToken cancellationToken)
     {
         var errors = new Dictionary<string, string[]>();
@@ -145,7 +146,7 @@ public static class RolloutsApi
     }
 
     private static async Task<Results<Ok<RolloutResponse>, ProblemHttpResult>> GetAsync(
-        [FromRoute(Name = "rollout_id")] string rolloutIdText, HttpContext http, Rollouts rollouts, ReadRouting reads, CancellationToken cancellationToken)
+        [FromRoute(Name = "rollout_id")] string rolloutIdText, HttpContext http, DeclaredRollouts rollouts, ReadRouting reads, CancellationToken cancellationToken)
     {
         if (!Problems.TryParseId(rolloutIdText, out var rolloutId))
         {
@@ -158,7 +159,7 @@ public static class RolloutsApi
     }
 
     private static async Task<Results<Ok<RolloutResponse>, ProblemHttpResult>> EndAsync(
-        [FromRoute(Name = "rollout_id")] string rolloutIdText, HttpContext http, Rollouts rollouts, CancellationToken cancellationToken)
+        [FromRoute(Name = "rollout_id")] string rolloutIdText, HttpContext http, DeclaredRollouts rollouts, CancellationToken cancellationToken)
     {
         if (!Problems.TryParseId(rolloutIdText, out var rolloutId))
         {

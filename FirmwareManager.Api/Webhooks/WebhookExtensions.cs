@@ -8,7 +8,7 @@ public static class WebhookExtensions
         services.AddSettings<WebhookOptions>(configuration, WebhookOptions.Section);
         services.AddSingleton<WebhookSecrets>();
         services.AddSingleton<WebhookTargets>();
-        services.AddSingleton<Webhooks>();
+        services.AddSingleton<WebhookSubscriptions>();
         services.AddHttpClient(WebhookSender.HttpClientName, client =>
             {
                 client.Timeout = Timeout.InfiniteTimeSpan;

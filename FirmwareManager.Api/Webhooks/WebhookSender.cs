@@ -33,7 +33,7 @@ public sealed partial class WebhookSender(
     NpgsqlDataSource dataSource,
     DatabaseEngine engine,
     WebhookSecrets secrets,
-    Rollouts.Rollouts rollouts,
+    Rollouts.DeclaredRollouts rollouts,
     IHttpClientFactory httpClients,
     IOptions<WebhookOptions> options,
     TimeProvider clock,

@@ -2,6 +2,7 @@ using System.ComponentModel.DataAnnotations;
 using System.Globalization;
 using FirmwareManager.Api.Audit;
 using FirmwareManager.Api.Auth;
+using FirmwareManager.Api.Firmware;
 using FirmwareManager.Api.Http;
 using FirmwareManager.Api.Versions;
 using Microsoft.AspNetCore.Http.HttpResults;
@@ -80,7 +81,7 @@ public static class WebhooksApi
     }
 
     private static async Task<Results<Created<CreatedWebhookResponse>, ProblemHttpResult>> CreateAsync(
-        HttpContext http, Webhooks webhooks, WebhookTargets targets, CancellationToken cancellationToken)
+        HttpContext http, WebhookSubscriptions webhooks, WebhookTargets targets, CancellationToken cancellationToken)
     {
         var (body, problem) = await JsonBody.ReadAsync(http, RequestLimits.MaxBodyBytes, RequestJsonContext.Default.CreateWebhookBody, cancellationToken);
         if (body is null)
@@ -134,11 +135,11 @@ public static class WebhooksApi
             string.Create(CultureInfo.InvariantCulture, $"/webhooks/{webhook.Id}"), new CreatedWebhookResponse(WebhookResponse.From(webhook), secret));
     }
 
-    private static async Task<Ok<List<WebhookResponse>>> ListAsync(HttpContext http, Webhooks webhooks, CancellationToken cancellationToken) =>
+    private static async Task<Ok<List<WebhookResponse>>> ListAsync(HttpContext http, WebhookSubscriptions webhooks, CancellationToken cancellationToken) =>
         TypedResults.Ok((await webhooks.ListAsync(Caller.From(http.User).ProjectId, null, cancellationToken)).Select(WebhookResponse.From).ToList());
 
     private static async Task<Results<Ok<WebhookResponse>, ProblemHttpResult>> GetAsync(
-        [FromRoute(Name = "webhook_id")] string webhookIdText, HttpContext http, Webhooks webhooks, CancellationToken cancellationToken)
+        [FromRoute(Name = "webhook_id")] string webhookIdText, HttpContext http, WebhookSubscriptions webhooks, CancellationToken cancellationToken)
     {
         if (!Problems.TryParseId(webhookIdText, out var webhookId))
         {
@@ -150,7 +151,7 @@ public static class WebhooksApi
     }
 
     private static async Task<Results<NoContent, ProblemHttpResult>> DeleteAsync(
-        [FromRoute(Name = "webhook_id")] string webhookIdText, HttpContext http, Webhooks webhooks, CancellationToken cancellationToken)
+        [FromRoute(Name = "webhook_id")] string webhookIdText, HttpContext http, WebhookSubscriptions webhooks, CancellationToken cancellationToken)
     {
         if (!Problems.TryParseId(webhookIdText, out var webhookId))
         {
@@ -166,7 +167,7 @@ public static class WebhooksApi
         [FromQuery] string? limit,
         [FromQuery] string? cursor,
         HttpContext http,
-        Webhooks webhooks,
+        WebhookSubscriptions webhooks,
         Cursors cursors,
         CancellationToken cancellationToken)
     {
@@ -199,7 +200,7 @@ public static class WebhooksApi
         [FromRoute(Name = "webhook_id")] string webhookIdText,
         [FromRoute(Name = "delivery_id")] string deliveryId,
         HttpContext http,
-        Webhooks webhooks,
+        WebhookSubscriptions webhooks,
         CancellationToken cancellationToken)
     {
         if (!Problems.TryParseId(webhookIdText, out var webhookId))

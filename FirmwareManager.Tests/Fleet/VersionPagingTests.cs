@@ -2,6 +2,7 @@ using System.Net;
 using System.Net.Http.Json;
 using CsCheck;
 using Dapper;
+using FirmwareManager.Api.Firmware;
 using FirmwareManager.Api.Versions;
 using FirmwareManager.Tests.Infrastructure;
 using FirmwareManager.Tests.Versions;

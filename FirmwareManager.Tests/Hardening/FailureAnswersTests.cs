@@ -22,8 +22,8 @@ public sealed class FailureAnswersTests
     public void A_database_that_went_away_is_503_and_a_failing_statement_is_not(string sqlState, bool unavailable)
     {
         var failure = new Npgsql.PostgresException("failure", "ERROR", "ERROR", sqlState);
-        FirmwareManager.Api.Http.DatabaseUnavailableHandler.IsDatabaseUnavailable(failure).Should().Be(unavailable);
-        FirmwareManager.Api.Http.DatabaseUnavailableHandler.IsDatabaseUnavailable(new InvalidOperationException("wrapped", failure))
+        FirmwareManager.Api.Database.DatabaseFailures.IsDatabaseUnavailable(failure).Should().Be(unavailable);
+        FirmwareManager.Api.Database.DatabaseFailures.IsDatabaseUnavailable(new InvalidOperationException("wrapped", failure))
             .Should().Be(unavailable);
     }
 

@@ -1,6 +1,6 @@
 using Semver;
 
-namespace FirmwareManager.Api.Versions;
+namespace FirmwareManager.Api.Firmware;
 
 /// <summary>SemVer 2.0.0 syntax (https://semver.org), as a firmware version must be written: the Semver package, strict.</summary>
 /// <remarks>

@@ -1,5 +1,6 @@
 using Dapper;
 using FirmwareManager.Api.Audit;
+using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Http;
 using Npgsql;
@@ -47,7 +48,7 @@ public sealed record RolloutStatus(Rollout Rollout, long Eligible, long Silent);
 public sealed record NewRollout(string Firmware, string? FromFirmware, string? Hardware, string[] Tags, decimal MaxFailureRate, long MinDevices);
 
 /// <summary>The rollouts and rollout_devices tables (migration 0034).</summary>
-public sealed class Rollouts(NpgsqlDataSource dataSource, ReadRouting reads, TimeProvider clock)
+public sealed class DeclaredRollouts(NpgsqlDataSource dataSource, ReadRouting reads, TimeProvider clock)
 {
     private const string Columns = """
         r.id AS Id,
@@ -96,7 +97,7 @@ public sealed class Rollouts(NpgsqlDataSource dataSource, ReadRouting reads, Tim
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
-        await actor.LockActiveAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
+        await actor.ConfirmStillAuthorizedAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
         var open = await connection.QuerySingleAsync<OpenRollouts>(new CommandDefinition(
             CountOpenSql, new { ProjectId = projectId, rollout.Firmware }, transaction, cancellationToken: cancellationToken));
         if (open.InProject >= MaxOpenRolloutsPerProject)
@@ -147,7 +148,7 @@ public sealed class Rollouts(NpgsqlDataSource dataSource, ReadRouting reads, Tim
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
-        await actor.LockActiveAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
+        await actor.ConfirmStillAuthorizedAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
         var ended = await connection.QuerySingleOrDefaultAsync<Rollout>(new CommandDefinition(
             EndSql, new { ProjectId = projectId, RolloutId = rolloutId, Now = clock.GetUtcNow().UtcDateTime }, transaction, cancellationToken: cancellationToken));
         if (ended is null)

@@ -1,10 +1,65 @@
 using System.Collections.Concurrent;
+using System.ComponentModel.DataAnnotations;
 using System.Diagnostics;
+using System.Globalization;
 using System.Threading.RateLimiting;
-using FirmwareManager.Api.Auth;
+using FirmwareManager.Api.Http;
+using Microsoft.AspNetCore.RateLimiting;
 using Microsoft.Extensions.Options;
 
-namespace FirmwareManager.Api.Http;
+namespace FirmwareManager.Api.Auth;
+
+/// <summary>One token bucket per API key: <see cref="PermitsPerSecond"/> sustained, <see cref="Burst"/> at once. 0 switches it off.</summary>
+public sealed class KeyRateLimit
+{
+    [Range(0, 1_000_000)]
+    public int PermitsPerSecond { get; set; }
+
+    [Range(1, 1_000_000)]
+    public int Burst { get; set; } = 1;
+}
+
+/// <summary>The <c>FirmwareManager:RateLimits</c> section: separate budgets for device keys and member keys.</summary>
+public sealed class RateLimitOptions
+{
+    public const string Section = "FirmwareManager:RateLimits";
+
+    /// <summary>A device reports a few events an hour; a burst covers a backlog sent after a reconnect (batches are one request).</summary>
+    public KeyRateLimit Device { get; set; } = new() { PermitsPerSecond = 5, Burst = 50 };
+
+    /// <summary>An operator's tool paging through a large fleet.</summary>
+    public KeyRateLimit Member { get; set; } = new() { PermitsPerSecond = 100, Burst = 200 };
+}
+
+/// <summary>A per-key rate limit (429 with Retry-After), so that one flooding key cannot starve the rest.</summary>
+public static class KeyRateLimits
+{
+    public static IServiceCollection AddKeyRateLimits(this IServiceCollection services, IConfiguration configuration)
+    {
+        services.AddSettings<RateLimitOptions>(configuration, RateLimitOptions.Section);
+        services.AddSingleton<KeyRateLimiter>();
+        services.AddOptions<RateLimiterOptions>().Configure<KeyRateLimiter>((rateLimits, limiter) =>
+        {
+            rateLimits.GlobalLimiter = limiter;
+            rateLimits.OnRejected = RejectAsync;
+        });
+        return services.AddRateLimiter(_ => { });
+    }
+
+    /// <summary>After authentication: the limit is the caller's key's.</summary>
+    public static IApplicationBuilder UseKeyRateLimits(this IApplicationBuilder app) => app.UseRateLimiter();
+
+    private static async ValueTask RejectAsync(OnRejectedContext rejected, CancellationToken cancellationToken)
+    {
+        var seconds = rejected.Lease.TryGetMetadata(MetadataName.RetryAfter, out var retryAfter)
+            ? Math.Max(1, (int)Math.Ceiling(retryAfter.TotalSeconds))
+            : 1;
+        var context = rejected.HttpContext;
+        context.Response.Headers.RetryAfter = seconds.ToString(CultureInfo.InvariantCulture);
+        await Problems.WriteAsync(context, StatusCodes.Status429TooManyRequests, "Too many requests",
+            $"This API key sent more requests than its rate limit allows. Retry in {seconds} seconds; nothing was stored.");
+    }
+}
 
 /// <summary>
 /// The rate limiter's global limiter: one token bucket per API key, refilled lazily from the clock when the key

@@ -1,5 +1,6 @@
 using Dapper;
 using FirmwareManager.Api.Audit;
+using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Firmware;
 using Npgsql;
 
@@ -46,7 +47,7 @@ public sealed record WebhookDelivery(
 }
 
 /// <summary>The webhooks and webhook_deliveries tables (migration 0029), as admins manage them; each change audited in its transaction.</summary>
-public sealed class Webhooks(NpgsqlDataSource dataSource, WebhookSecrets secrets)
+public sealed class WebhookSubscriptions(NpgsqlDataSource dataSource, WebhookSecrets secrets)
 {
     private const string Columns = """
         w.id AS Id,
@@ -70,7 +71,7 @@ public sealed class Webhooks(NpgsqlDataSource dataSource, WebhookSecrets secrets
         var (secret, ciphertext) = await secrets.NewAsync(cancellationToken);
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
-        await actor.LockActiveAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
+        await actor.ConfirmStillAuthorizedAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
         var webhook = await connection.QuerySingleAsync<Webhook>(new CommandDefinition(CreateSql, new
         {
             ProjectId = projectId,
@@ -129,7 +130,7 @@ public sealed class Webhooks(NpgsqlDataSource dataSource, WebhookSecrets secrets
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
-        await actor.LockActiveAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
+        await actor.ConfirmStillAuthorizedAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
         var deleted = await connection.ExecuteAsync(new CommandDefinition(
             DeleteSql, new { ProjectId = projectId, WebhookId = webhookId }, transaction, cancellationToken: cancellationToken));
         if (deleted == 0)
@@ -207,7 +208,7 @@ public sealed class Webhooks(NpgsqlDataSource dataSource, WebhookSecrets secrets
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
-        await actor.LockActiveAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
+        await actor.ConfirmStillAuthorizedAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
         var delivery = await connection.QuerySingleOrDefaultAsync<WebhookDelivery>(new CommandDefinition(
             RedeliverSql, new { ProjectId = projectId, WebhookId = webhookId, EventId = eventId }, transaction, cancellationToken: cancellationToken));
         if (delivery is null)
