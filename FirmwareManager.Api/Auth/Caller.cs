@@ -1,5 +1,6 @@
 using System.Globalization;
 using System.Security.Claims;
+using FirmwareManager.Api.Http;
 using Microsoft.AspNetCore.Diagnostics;
 
 namespace FirmwareManager.Api.Auth;
@@ -66,7 +67,7 @@ public sealed class CallerRevokedException()
     : Exception("The API key is unknown or has been revoked.");
 
 /// <summary>A <see cref="CallerRevokedException"/> is answered 401, as the key would be now.</summary>
-internal sealed class CallerRevokedHandler(IProblemDetailsService problems, ILogger<CallerRevokedHandler> logger) : IExceptionHandler
+internal sealed class CallerRevokedHandler(ILogger<CallerRevokedHandler> logger) : IExceptionHandler
 {
     public async ValueTask<bool> TryHandleAsync(HttpContext httpContext, Exception exception, CancellationToken cancellationToken)
     {
@@ -77,17 +78,8 @@ internal sealed class CallerRevokedHandler(IProblemDetailsService problems, ILog
 
         // The key's cached answer was out of date: the change's transaction found it revoked, and stored nothing.
         logger.LogInformation("The caller's key or membership was revoked while its request ran");
-        httpContext.Response.StatusCode = StatusCodes.Status401Unauthorized;
         httpContext.Response.Headers.WWWAuthenticate = "Bearer realm=\"FirmwareManager\", error=\"invalid_token\"";
-        return await problems.TryWriteAsync(new ProblemDetailsContext
-        {
-            HttpContext = httpContext,
-            ProblemDetails =
-            {
-                Status = StatusCodes.Status401Unauthorized,
-                Title = "API key required",
-                Detail = $"{revoked.Message} Nothing was stored.",
-            },
-        });
+        await Problems.WriteAsync(httpContext, StatusCodes.Status401Unauthorized, "API key required", $"{revoked.Message} Nothing was stored.");
+        return true;
     }
 }
