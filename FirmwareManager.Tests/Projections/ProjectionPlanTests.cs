@@ -8,7 +8,7 @@ using Npgsql;
 namespace FirmwareManager.Tests.Projections;
 
 /// <summary>
-/// A projection step reads its events once per statement, whatever the planner expects of them. The step's range of
+/// A projection step handles each of its events a bounded number of times per statement, whatever the planner expects of them. The step's range of
 /// the feed lies above the statistics (the feed numbers grow past the histogram between two ANALYZEs), so PostgreSQL
 /// expects about one event; two subqueries of the step's events joined to each other were then planned as a nested
 /// loop that read the step again for every row of the other: quadratic in the step's size (17 s for a step of 2,000
@@ -20,7 +20,7 @@ public sealed partial class ProjectionPlanTests
     private const int StepEvents = 300;
 
     [Fact]
-    public async Task Every_statement_of_a_step_reads_the_steps_events_once_when_the_planner_expects_one()
+    public async Task Every_statement_of_a_step_handles_each_event_a_bounded_number_of_times_when_the_planner_expects_one()
     {
         var connectionString = await (await PostgresServer.SharedAsync()).CreateDatabaseAsync();
         await DatabaseMigrator.MigrateAsync(connectionString, applyDemoData: true, NullLogger.Instance);
