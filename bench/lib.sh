@@ -163,6 +163,15 @@ trap cleanup EXIT
 # CPU seconds (user+system) of processes, from /proc, in clock ticks.
 cpu_of() { local total=0 t; for p in "$@"; do t=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0); total=$((total + t)); done; echo "$total"; }
 pg_pids() { echo "$postmaster" $(pgrep -P "$postmaster" || true); }
+
+# sample_waits FILE: what each busy PostgreSQL backend is doing (running, or the event it waits for), five times a
+# second, one line per backend and sample, until killed.
+sample_waits() {
+  while sleep 0.2; do
+    psql_fm -Atc "SELECT COALESCE(wait_event_type || ':' || wait_event, 'running') FROM pg_stat_activity
+                  WHERE datname = 'fm' AND state = 'active' AND pid <> pg_backend_pid()" || true
+  done > "$1"
+}
 clk=$(getconf CLK_TCK)
 
 # Load and its check, for bench/faults.sh and bench/citus-ops.sh. They need raw (the run's folder, with fleet.csv:

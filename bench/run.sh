@@ -88,15 +88,6 @@ results="$out/results.md"
 # metric PHASE KEY: a figure from the phase's RESULT line (wrk_phase runs in a subshell, so it leaves them in files).
 metric() { sed -nE "s/^RESULT.* $2=([^ ]*).*/\1/p" "$raw/$1.txt"; }
 
-# sample_waits FILE: what each busy PostgreSQL backend is doing (running, or the event it waits for), five times a
-# second, one line per backend and sample, until killed.
-sample_waits() {
-  while sleep 0.2; do
-    psql_fm -Atc "SELECT COALESCE(wait_event_type || ':' || wait_event, 'running') FROM pg_stat_activity
-                  WHERE datname = 'fm' AND state = 'active' AND pid <> pg_backend_pid()" || true
-  done > "$1"
-}
-
 # wrk_phase NAME CONNECTIONS SCRIPT ARGS...: runs wrk for the phase's duration and adds a row; the backends' waits
 # go to raw/NAME-waits.txt (counts of samples).
 # warm PHASE CONNECTIONS SCRIPT ARGS...: the phase's own requests, not measured, in rounds of $warmup seconds until the
