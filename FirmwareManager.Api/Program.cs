@@ -43,7 +43,7 @@ try
     // Database, errors, API keys
     builder.Services.AddDatabase(builder.Configuration);
     builder.Services.AddErrorHandling();
-    builder.Services.AddApiKeyAuthentication();
+    builder.Services.AddApiKeyAuthentication(builder.Configuration);
     builder.Services.AddKeyRateLimits(builder.Configuration);
     builder.Services.AddApiDocs();
 

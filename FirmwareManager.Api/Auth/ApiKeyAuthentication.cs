@@ -124,8 +124,11 @@ public static class Policies
 
 public static class AuthExtensions
 {
-    public static IServiceCollection AddApiKeyAuthentication(this IServiceCollection services)
+    public static IServiceCollection AddApiKeyAuthentication(this IServiceCollection services, IConfiguration configuration)
     {
+        services.AddSettings<KeyCacheOptions>(configuration, KeyCacheOptions.Section);
+        services.AddSingleton<KeyCache>();
+        services.AddSingleton<KeyLookups>();
         services.AddSingleton<ApiKeys>();
         services.AddSingleton<KeyUsage>();
         services.AddExceptionHandler<CallerRevokedHandler>();

@@ -98,8 +98,8 @@ public sealed class KeyUsage(NpgsqlDataSource dataSource, IOptions<FirmwareManag
     {
         try
         {
-            await FlushAsync(_deviceKeys, TouchDeviceKeysSql, ExistingDeviceKeysSql, cancellationToken);
-            await FlushAsync(_memberKeys, TouchMemberKeysSql, ExistingMemberKeysSql, cancellationToken);
+            await FlushAsync(_deviceKeys, DeviceKeys, cancellationToken);
+            await FlushAsync(_memberKeys, MemberKeys, cancellationToken);
         }
         catch (Exception e) when (e is NpgsqlException or TimeoutException)
         {
@@ -107,8 +107,14 @@ public sealed class KeyUsage(NpgsqlDataSource dataSource, IOptions<FirmwareManag
         }
     }
 
+    /// <summary>The same two statements on each kind's table (device_api_keys, membership_api_keys).</summary>
+    private sealed record KeyTable(string Touch, string Existing);
+
+    private static readonly KeyTable DeviceKeys = new(TouchDeviceKeysSql, ExistingDeviceKeysSql);
+    private static readonly KeyTable MemberKeys = new(TouchMemberKeysSql, ExistingMemberKeysSql);
+
     private async Task FlushAsync(
-        ConcurrentDictionary<(long ProjectId, long KeyId), byte> pending, string touchSql, string existingSql, CancellationToken cancellationToken)
+        ConcurrentDictionary<(long ProjectId, long KeyId), byte> pending, KeyTable table, CancellationToken cancellationToken)
     {
         if (pending.IsEmpty)
         {
@@ -120,7 +126,7 @@ public sealed class KeyUsage(NpgsqlDataSource dataSource, IOptions<FirmwareManag
         {
             var keyIds = project.ToArray();
             var parameters = new { ProjectId = project.Key, KeyIds = keyIds };
-            var written = await connection.QueryAsync<long>(new CommandDefinition(touchSql, parameters, cancellationToken: cancellationToken));
+            var written = await connection.QueryAsync<long>(new CommandDefinition(table.Touch, parameters, cancellationToken: cancellationToken));
             var missing = keyIds.ToHashSet();
             foreach (var id in written)
             {
@@ -132,7 +138,7 @@ public sealed class KeyUsage(NpgsqlDataSource dataSource, IOptions<FirmwareManag
             if (missing.Count > 0)
             {
                 var existing = await connection.QueryAsync<long>(new CommandDefinition(
-                    existingSql, new { ProjectId = project.Key, KeyIds = missing.ToArray() }, cancellationToken: cancellationToken));
+                    table.Existing, new { ProjectId = project.Key, KeyIds = missing.ToArray() }, cancellationToken: cancellationToken));
                 missing.ExceptWith(existing);
                 foreach (var id in missing)
                 {

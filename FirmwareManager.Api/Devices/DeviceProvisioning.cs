@@ -23,7 +23,7 @@ public sealed record DeviceLabels(string? Hardware, string[] Tags)
     public static readonly DeviceLabels None = new(null, []);
 }
 
-public sealed class DeviceProvisioning(NpgsqlDataSource dataSource, ApiKeys? apiKeys = null)
+public sealed class DeviceProvisioning(NpgsqlDataSource dataSource, KeyCache? keyCache = null)
 {
     private const string InsertDeviceSql = """
         INSERT INTO devices (project_id, name, serial, hardware, tags)
@@ -207,9 +207,9 @@ public sealed class DeviceProvisioning(NpgsqlDataSource dataSource, ApiKeys? api
 
         var revoked = await connection.ExecuteAsync(new CommandDefinition(RevokeAllDeviceKeysSql, parameters, transaction, cancellationToken: cancellationToken));
         await AuditLog.RecordAsync(connection, transaction, projectId, actor, "device.decommissioned", "device", deviceId, new { keys_revoked = revoked });
-        await ApiKeys.KeyChangesAsync(connection, transaction, cancellationToken);
+        await KeyCache.InvalidateEverywhereAsync(connection, transaction, cancellationToken);
         await transaction.CommitAsync(cancellationToken);
-        apiKeys?.ForgetAll();
+        keyCache?.ForgetAll();
         return true;
     }
 }

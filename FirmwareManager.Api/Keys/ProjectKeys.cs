@@ -36,7 +36,7 @@ public sealed record KeyOwner(string OwnerKind, long OwnerId)
 }
 
 /// <summary>Issuing, listing and revoking device and member keys, each change audited in its transaction.</summary>
-public sealed class ProjectKeys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = null)
+public sealed class ProjectKeys(NpgsqlDataSource dataSource, KeyCache? keyCache = null)
 {
     // The owner must be in the project and active (not decommissioned, not removed); it is locked so a
     // decommission or removal cannot slip in between. FOR SHARE: two keys issued at once do not wait on each other.
@@ -92,6 +92,14 @@ public sealed class ProjectKeys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = 
           AND revoked_at IS NULL
         """;
 
+    /// <summary>The same operations on each kind's table (device_api_keys, membership_api_keys): one statement each, per table.</summary>
+    private sealed record KeyTable(string LockActiveOwner, string Insert, string CountActive, string List, string Revoke);
+
+    private static readonly KeyTable DeviceKeys = new(LockActiveDeviceSql, InsertDeviceKeySql, CountActiveDeviceKeysSql, ListDeviceKeysSql, RevokeDeviceKeySql);
+    private static readonly KeyTable MemberKeys = new(LockActiveMemberSql, InsertMemberKeySql, CountActiveMemberKeysSql, ListMemberKeysSql, RevokeMemberKeySql);
+
+    private static KeyTable TableOf(KeyOwner owner) => owner.IsDevice ? DeviceKeys : MemberKeys;
+
     /// <summary>A new key for an active owner in the project; null when there is none.</summary>
     /// <exception cref="LimitReachedException">The owner holds <see cref="MaxActiveKeysPerOwner"/> active keys.</exception>
     public Task<NewKeyResponse?> IssueAsync(long projectId, KeyOwner owner, Actor actor, CancellationToken cancellationToken) =>
@@ -104,7 +112,7 @@ public sealed class ProjectKeys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = 
         await actor.ConfirmStillAuthorizedAsync(connection, transaction, projectId, requireAdmin: !owner.IsMember(actor), cancellationToken);
         var parameters = new { ProjectId = projectId, owner.OwnerId };
         var found = await connection.ExecuteScalarAsync<long?>(new CommandDefinition(
-            owner.IsDevice ? LockActiveDeviceSql : LockActiveMemberSql, parameters, transaction, cancellationToken: cancellationToken));
+            TableOf(owner).LockActiveOwner, parameters, transaction, cancellationToken: cancellationToken));
         if (found is null)
         {
             return null;
@@ -112,7 +120,7 @@ public sealed class ProjectKeys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = 
 
         // Counted under the owner's lock (taken above), so two requests at once cannot both pass it.
         var active = await connection.ExecuteScalarAsync<long>(new CommandDefinition(
-            owner.IsDevice ? CountActiveDeviceKeysSql : CountActiveMemberKeysSql, parameters, transaction, cancellationToken: cancellationToken));
+            TableOf(owner).CountActive, parameters, transaction, cancellationToken: cancellationToken));
         if (active >= MaxActiveKeysPerOwner)
         {
             throw new LimitReachedException($"A {owner.OwnerKind} holds at most {MaxActiveKeysPerOwner} active keys: revoke one first.");
@@ -129,7 +137,7 @@ public sealed class ProjectKeys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = 
     {
         var issued = owner.IsDevice ? IssuedKey.ForDevice() : IssuedKey.ForMember();
         var info = await connection.QuerySingleAsync<KeyInfo>(new CommandDefinition(
-            owner.IsDevice ? InsertDeviceKeySql : InsertMemberKeySql,
+            TableOf(owner).Insert,
             new { ProjectId = projectId, owner.OwnerId, KeyPrefix = issued.Prefix, KeyHash = issued.Hash },
             transaction,
             cancellationToken: cancellationToken));
@@ -235,7 +243,7 @@ public sealed class ProjectKeys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = 
         }
 
         return (await connection.QueryAsync<KeyInfo>(new CommandDefinition(
-            owner.IsDevice ? ListDeviceKeysSql : ListMemberKeysSql, parameters, cancellationToken: cancellationToken))).AsList();
+            TableOf(owner).List, parameters, cancellationToken: cancellationToken))).AsList();
     }
 
     // A device key is revoked under its device's lock, which ingest takes too: a report that waited for it sees
@@ -297,7 +305,7 @@ public sealed class ProjectKeys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = 
         }
 
         var prefix = await connection.ExecuteScalarAsync<string?>(new CommandDefinition(
-            owner.IsDevice ? RevokeDeviceKeySql : RevokeMemberKeySql, parameters, transaction, cancellationToken: cancellationToken));
+            TableOf(owner).Revoke, parameters, transaction, cancellationToken: cancellationToken));
         if (prefix is null)
         {
             return false;
@@ -310,9 +318,9 @@ public sealed class ProjectKeys(NpgsqlDataSource dataSource, ApiKeys? apiKeys = 
 
         await AuditLog.RecordAsync(connection, transaction, projectId, actor, "key.revoked", owner.AuditTarget, keyId,
             new { owner = owner.OwnerKind, owner_id = owner.OwnerId, prefix });
-        await ApiKeys.KeyChangesAsync(connection, transaction, cancellationToken);
+        await KeyCache.InvalidateEverywhereAsync(connection, transaction, cancellationToken);
         await transaction.CommitAsync(cancellationToken);
-        apiKeys?.ForgetAll();
+        keyCache?.ForgetAll();
         return true;
     }
 }

@@ -21,7 +21,7 @@ public sealed class LastAdminException()
     : Exception("A project keeps at least one admin with a working key: add another admin (or issue one a key) first.");
 
 /// <summary>Projects and their members, each change audited in its transaction.</summary>
-public sealed class Memberships(NpgsqlDataSource dataSource, ApiKeys? apiKeys = null)
+public sealed class Memberships(NpgsqlDataSource dataSource, KeyCache? keyCache = null)
 {
     public const string Admin = "admin";
     public const string Viewer = "viewer";
@@ -99,7 +99,7 @@ public sealed class Memberships(NpgsqlDataSource dataSource, ApiKeys? apiKeys = 
         await AuditLog.RecordAsync(connection, transaction, id, Actor.Cli, "member.admin_recovered", "member", admin.Id, new { email });
         var key = await ProjectKeys.IssueInTransactionAsync(connection, transaction, id, KeyOwner.Member(admin.Id), Actor.Cli, cancellationToken);
         // The member's keys may be cached with the role it had.
-        await ApiKeys.KeyChangesAsync(connection, transaction, cancellationToken);
+        await KeyCache.InvalidateEverywhereAsync(connection, transaction, cancellationToken);
         await transaction.CommitAsync(cancellationToken);
         return (admin, key);
     }
@@ -259,9 +259,9 @@ public sealed class Memberships(NpgsqlDataSource dataSource, ApiKeys? apiKeys = 
         }
 
         await AuditLog.RecordAsync(connection, transaction, projectId, actor, "member.removed", "member", memberId, new { email, keys_revoked = revoked });
-        await ApiKeys.KeyChangesAsync(connection, transaction, cancellationToken);
+        await KeyCache.InvalidateEverywhereAsync(connection, transaction, cancellationToken);
         await transaction.CommitAsync(cancellationToken);
-        apiKeys?.ForgetAll();
+        keyCache?.ForgetAll();
         return true;
     }
 }

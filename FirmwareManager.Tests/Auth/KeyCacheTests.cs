@@ -16,7 +16,7 @@ public sealed class KeyCacheTests(FirmwareManagerApp app) : ApiTest(app)
         var (deviceId, key) = await App.AddDeviceAsync(projectId: 1);
         using var device = App.ClientWithKey(key);
         // The first read of the change number forgets whatever was cached before it (a service just started).
-        await App.Services.GetRequiredService<ApiKeys>().FirstWatched.WaitAsync(TimeSpan.FromSeconds(10));
+        await App.Services.GetRequiredService<KeyCache>().FirstWatched.WaitAsync(TimeSpan.FromSeconds(10));
         (await device.GetAsync($"/firmware/{deviceId}")).StatusCode.Should().Be(HttpStatusCode.OK);
         (await device.GetAsync($"/firmware/{deviceId}")).StatusCode.Should().Be(HttpStatusCode.OK, "now answered from the cache");
 
@@ -24,7 +24,7 @@ public sealed class KeyCacheTests(FirmwareManagerApp app) : ApiTest(app)
         // kept before migration 0040, because the number it watches says nothing changed.
         await using var connection = App.OpenConnection();
         await connection.ExecuteAsync("UPDATE device_api_keys SET revoked_at = now() WHERE key_hash = @Hash", new { Hash = ApiKeyHasher.Hash(key) });
-        await Task.Delay(ApiKeys.CacheLifetime + TimeSpan.FromSeconds(1));
+        await Task.Delay(KeyCache.CacheLifetime + TimeSpan.FromSeconds(1));
         (await device.GetAsync($"/firmware/{deviceId}")).StatusCode.Should().Be(HttpStatusCode.OK, "the change number did not move");
 
         // As another instance revokes: with the change number, in the same transaction.
@@ -35,6 +35,15 @@ public sealed class KeyCacheTests(FirmwareManagerApp app) : ApiTest(app)
             clock.Elapsed.Should().BeLessThan(TimeSpan.FromSeconds(5), "a revoked key must fail on every instance within 5 seconds");
             await Task.Delay(100);
         }
+    }
+
+    [Fact]
+    public void The_lookup_on_one_server_is_the_per_project_lookup_without_its_two_project_conditions()
+    {
+        // Derived by removing text: should the per-project statement's layout change, the removal must still happen,
+        // or every lookup on one PostgreSQL would ask for a parameter it is not given.
+        KeyLookups.FindKeysSql.Should().NotContain("@ProjectId");
+        KeyLookups.FindKeysSql.Split('\n').Length.Should().Be(KeyLookups.FindKeysInProjectSql.Split('\n').Length - 2);
     }
 
     [Fact]
@@ -102,7 +111,7 @@ public sealed class KeyCacheTests(FirmwareManagerApp app) : ApiTest(app)
         {
             await connection.ExecuteAsync("UPDATE device_api_keys SET revoked_at = now() WHERE key_hash = @Hash", new { Hash = ApiKeyHasher.Hash(revoked.Key) });
         }
-        App.Services.GetRequiredService<ApiKeys>().ForgetAll();
+        App.Services.GetRequiredService<KeyCache>().ForgetAll();
 
         // Every key unseen, all at once: the misses are looked up in groups, and each answer must reach its own request.
         // A device may read only its own history: a 200 shows that the key was taken for its own device.
@@ -127,7 +136,7 @@ public sealed class KeyCacheTests(FirmwareManagerApp app) : ApiTest(app)
         // Lookups through a link that holds the database's answers: the database reads the key as valid, the
         // revocation commits and this instance forgets its cache, and only then does the lookup's answer arrive.
         await using var slow = await SlowLinkKeysAsync();
-        var (proxy, apiKeys) = (slow.Proxy, slow.ApiKeys);
+        var (proxy, apiKeys, cache) = (slow.Proxy, slow.ApiKeys, slow.Cache);
         var (deviceId, firstKey) = await App.AddDeviceAsync(projectId: 1);
         (await apiKeys.FindCallerAsync(ApiKeyHasher.Hash(firstKey), CancellationToken.None)).Should().NotBeNull("the connection is open and the key valid");
 
@@ -152,7 +161,7 @@ public sealed class KeyCacheTests(FirmwareManagerApp app) : ApiTest(app)
                 await connection.ExecuteAsync("UPDATE device_api_keys SET revoked_at = now() WHERE key_hash = @Hash", new { Hash = hash });
             }
 
-            apiKeys.ForgetAll();
+            cache.ForgetAll();
             proxy.ReleaseAnswers();
             if (held && await racing is not null)
             {
@@ -176,21 +185,31 @@ public sealed class KeyCacheTests(FirmwareManagerApp app) : ApiTest(app)
         }
     }
 
-    /// <summary>An <see cref="ApiKeys"/> of its own, reaching the database through a proxy that can slow its answers.</summary>
-    private sealed class SlowLink(TcpProxy proxy, Npgsql.NpgsqlDataSource dataSource, ApiKeys apiKeys) : IAsyncDisposable
+    /// <summary>An <see cref="ApiKeys"/> of its own (its own cache and lookups), reaching the database through a proxy that can slow its answers.</summary>
+    private sealed class SlowLink(TcpProxy proxy, Npgsql.NpgsqlDataSource dataSource, KeyCache cache, KeyLookups lookups, ApiKeys apiKeys) : IAsyncDisposable
     {
         public TcpProxy Proxy => proxy;
+
+        public KeyCache Cache => cache;
 
         public ApiKeys ApiKeys => apiKeys;
 
         public async ValueTask DisposeAsync()
         {
             proxy.ReleaseAnswers();
-            await apiKeys.DisposeAsync();
+            await lookups.DisposeAsync();
+            await cache.DisposeAsync();
             await dataSource.DisposeAsync();
             await proxy.DisposeAsync();
         }
     }
+
+    private static KeyCache OwnCache(Npgsql.NpgsqlDataSource dataSource, int maxEntries = 200_000, TimeSpan? cacheLifetime = null) =>
+        new(dataSource, Microsoft.Extensions.Options.Options.Create(new KeyCacheOptions { MaxEntries = maxEntries }),
+            Microsoft.Extensions.Logging.Abstractions.NullLogger<KeyCache>.Instance, cacheLifetime);
+
+    private ApiKeys OwnApiKeys(KeyCache cache, KeyLookups lookups, KeyUsage usage) =>
+        new(cache, lookups, usage, App.Services.GetRequiredService<FirmwareManager.Api.Observability.FirmwareMetrics>());
 
     private async Task<SlowLink> SlowLinkKeysAsync()
     {
@@ -202,9 +221,9 @@ public sealed class KeyCacheTests(FirmwareManagerApp app) : ApiTest(app)
         var dataSource = Npgsql.NpgsqlDataSource.Create(builder.ConnectionString);
         var usage = new KeyUsage(dataSource, Microsoft.Extensions.Options.Options.Create(new FirmwareManager.Api.FirmwareManagerOptions()),
             Microsoft.Extensions.Logging.Abstractions.NullLogger<KeyUsage>.Instance);
-        return new SlowLink(proxy, dataSource, new ApiKeys(dataSource, usage,
-            App.Services.GetRequiredService<FirmwareManager.Api.Observability.FirmwareMetrics>(),
-            App.Services.GetRequiredService<FirmwareManager.Api.Database.DatabaseEngine>(), Microsoft.Extensions.Logging.Abstractions.NullLogger<ApiKeys>.Instance));
+        var cache = OwnCache(dataSource);
+        var lookups = new KeyLookups(dataSource, App.Services.GetRequiredService<FirmwareManager.Api.Database.DatabaseEngine>());
+        return new SlowLink(proxy, dataSource, cache, lookups, OwnApiKeys(cache, lookups, usage));
     }
 
     [Fact]
@@ -215,7 +234,7 @@ public sealed class KeyCacheTests(FirmwareManagerApp app) : ApiTest(app)
         // The database's answers held: the lookups in flight wait, and every other one queues.
         slow.Proxy.HoldAnswers();
 
-        var lookups = Enumerable.Range(0, ApiKeys.MaxWaitingLookups + 3_000)
+        var lookups = Enumerable.Range(0, KeyLookups.MaxWaiting + 3_000)
             .Select(i => Task.Run(() => slow.ApiKeys.FindCallerAsync(ApiKeyHasher.Hash($"fmd_bound_{i}"), CancellationToken.None)))
             .ToArray();
         await EventuallyAsync(() => lookups.Count(l => l.IsFaulted) >= 1_000, "past the bound, lookups are refused at once");
@@ -234,35 +253,36 @@ public sealed class KeyCacheTests(FirmwareManagerApp app) : ApiTest(app)
 
         outcomes.Should().Contain("refused", "more lookups than the bound were waiting at once");
         outcomes.Should().NotContain("known");
-        outcomes.Count(o => o == "unknown").Should().BeGreaterThanOrEqualTo(ApiKeys.MaxWaitingLookups);
+        outcomes.Count(o => o == "unknown").Should().BeGreaterThanOrEqualTo(KeyLookups.MaxWaiting);
     }
 
     [Fact]
     public async Task A_flood_of_made_up_keys_does_not_evict_the_valid_keys_of_the_fleet()
     {
         // Answers that outlive the flood, however slow the engine: the bound is what this is about, not expiry.
-        await using var apiKeys = new ApiKeys(
-            App.Services.GetRequiredService<Npgsql.NpgsqlDataSource>(), App.Services.GetRequiredService<KeyUsage>(),
-            App.Services.GetRequiredService<FirmwareManager.Api.Observability.FirmwareMetrics>(),
-            App.Services.GetRequiredService<FirmwareManager.Api.Database.DatabaseEngine>(), Microsoft.Extensions.Logging.Abstractions.NullLogger<ApiKeys>.Instance,
-            cacheLifetime: TimeSpan.FromMinutes(10));
+        // A cache of its own, smaller than the service's, with the same rules.
+        const int maxEntries = 5_000;
+        var dataSource = App.Services.GetRequiredService<Npgsql.NpgsqlDataSource>();
+        await using var cache = OwnCache(dataSource, maxEntries, cacheLifetime: TimeSpan.FromMinutes(10));
+        await using var lookups = new KeyLookups(dataSource, App.Services.GetRequiredService<FirmwareManager.Api.Database.DatabaseEngine>());
+        var apiKeys = OwnApiKeys(cache, lookups, App.Services.GetRequiredService<KeyUsage>());
         // The first read of the change number forgets whatever was cached before it.
-        await apiKeys.FirstWatched.WaitAsync(TimeSpan.FromSeconds(10));
+        await cache.FirstWatched.WaitAsync(TimeSpan.FromSeconds(10));
         var (_, key) = await App.AddDeviceAsync(projectId: 1);
         var hash = ApiKeyHasher.Hash(key);
         (await apiKeys.FindCallerAsync(hash, CancellationToken.None)).Should().NotBeNull();
-        apiKeys.HoldsAnswerFor(hash).Should().BeTrue();
+        cache.HoldsAnswerFor(hash).Should().BeTrue();
 
         // More made-up keys than the cache holds, in groups as concurrent requests would send them.
-        var madeUp = Enumerable.Range(0, ApiKeys.MaxCached + 5_000).Select(i => ApiKeyHasher.Hash($"fmd_flood_{i}")).ToArray();
+        var madeUp = Enumerable.Range(0, maxEntries + 5_000).Select(i => ApiKeyHasher.Hash($"fmd_flood_{i}")).ToArray();
         foreach (var chunk in madeUp.Chunk(5_000))
         {
             var answers = await Task.WhenAll(chunk.Select(h => apiKeys.FindCallerAsync(h, CancellationToken.None)));
             answers.Should().OnlyContain(c => c == null);
         }
 
-        apiKeys.HoldsAnswerFor(hash).Should().BeTrue("a flood of unknown keys never evicts a valid key's answer");
-        apiKeys.HoldsAnswerFor(madeUp[^1]).Should().BeFalse("past the bound, no more unknown keys are kept while none has expired");
+        cache.HoldsAnswerFor(hash).Should().BeTrue("a flood of unknown keys never evicts a valid key's answer");
+        cache.HoldsAnswerFor(madeUp[^1]).Should().BeFalse("past the bound, no more unknown keys are kept while none has expired");
     }
 }
 

@@ -154,7 +154,7 @@ public sealed class FirmwareManagerApp : WebApplicationFactory<Program>, IAsyncL
         await DatabaseMigrator.MigrateAsync(ConnectionString, applyDemoData: true, NullLogger.Instance);
 
         // The data changed underneath the service, as another instance would change it.
-        Services.GetRequiredService<ApiKeys>().ForgetAll();
+        Services.GetRequiredService<KeyCache>().ForgetAll();
     }
 
     /// <summary>A client that sends <paramref name="apiKey"/> in the reference API's <c>api_key</c> header.</summary>

@@ -63,7 +63,7 @@ public sealed class RecheckAndLockoutTests(FirmwareManagerApp app) : ApiTest(app
     {
         // Keys revoked behind the service's back (as by hand in the database): the API cannot issue an admin key now.
         await ExecuteAsync("UPDATE membership_api_keys SET revoked_at = now() WHERE membership_id = 3");
-        App.Services.GetRequiredService<FirmwareManager.Api.Auth.ApiKeys>().ForgetAll();
+        App.Services.GetRequiredService<FirmwareManager.Api.Auth.KeyCache>().ForgetAll();
 
         var issued = await IssueAdminKey.IssueAsync(App.ConnectionString, "project_2", "Ops@Project-2.example", CancellationToken.None);
 
