@@ -13,13 +13,17 @@ public sealed class IngestOptions
     public const string Section = "FirmwareManager:Ingest";
 
     /// <summary>
-    /// Reports of different devices that wait at the same moment are stored in one transaction per project, up to this many
-    /// events (a batch counts its events; a larger batch goes alone). 1 = one transaction per report or batch.
+    /// Reports of different devices that wait at the same moment are stored in one transaction (on Citus, one per
+    /// project), up to this many events (a batch counts its events; a larger batch goes alone). 1 = one transaction per
+    /// report or batch.
     /// </summary>
     [Range(1, 10000)]
     public int MaxGroupSize { get; set; } = 1000;
 
-    /// <summary>Transactions recording groups at the same time (each on its own pooled connection).</summary>
+    /// <summary>
+    /// Groups recorded at the same time, each by its own writer (on its own pooled connection, on Citus one per project
+    /// of the group). A project is in one writer's group at a time.
+    /// </summary>
     [Range(1, 64)]
     public int Writers { get; set; } = 2;
 }
@@ -36,12 +40,14 @@ public static class ReportGroupCommitExtensions
 /// <summary>
 /// Group commit for device reports and batches. A request waits while a writer stores its report (or batch)
 /// together with every other waiting at that moment (one per device, up to
-/// <see cref="IngestOptions.MaxGroupSize"/> events) in one transaction per project, and is answered only after that
-/// transaction has committed: what is acknowledged is as durable as with one transaction per report, but
-/// PostgreSQL runs one transaction of a few statements, and flushes its log once, per project of a group.
+/// <see cref="IngestOptions.MaxGroupSize"/> events) in one transaction (on Citus, one per project), and is answered
+/// only after that transaction has committed: what is acknowledged is as durable as with one transaction per report,
+/// but PostgreSQL runs one transaction of a few statements per project, and flushes its log once, per group.
 /// Under light load a group is one report and nothing waits; under heavy load groups grow by themselves.
 /// A report whose device already has one in the group waits for the next group, so that each device's reports
-/// are still recorded one transaction at a time, each with its own receive time.
+/// are still recorded one transaction at a time, each with its own receive time. A project is in one writer's
+/// group at a time: a project flooding batches keeps one writer busy, never all of them, and the others' groups
+/// never wait for its feed number.
 /// Hand-written: no library batches requests into one PostgreSQL transaction with per-request answers, and it
 /// about tripled ingest on the benchmark fleet (docs/performance.md, "Group commit").
 /// </summary>
@@ -55,6 +61,10 @@ public sealed class ReportGroupCommit : IAsyncDisposable
     private readonly int _maxGroupSize;
     private readonly Task[] _writers;
 
+    // Which writer's group holds each project now: a project is in one writer's group at a time (its transactions
+    // commit one after another anyway, on its feed number), so the other writers stay free for other projects.
+    private readonly Dictionary<long, Writer> _owners = [];
+
     public ReportGroupCommit(
         FirmwareEvents events, FirmwareMetrics metrics, Projector projector, IOptions<IngestOptions> options, ILogger<ReportGroupCommit> logger)
     {
@@ -65,7 +75,7 @@ public sealed class ReportGroupCommit : IAsyncDisposable
         _maxGroupSize = options.Value.MaxGroupSize;
         // Not SingleReader even with one writer: only the multi-reader queue can count what waits.
         _queue = Channel.CreateUnbounded<PendingReport>();
-        _writers = Enumerable.Range(0, options.Value.Writers).Select(_ => Task.Run(WriteGroupsAsync)).ToArray();
+        _writers = Enumerable.Range(0, options.Value.Writers).Select(_ => Task.Run(() => WriteGroupsAsync(new Writer()))).ToArray();
         metrics.ObserveWaitingReports(() => Waiting);
     }
 
@@ -116,11 +126,12 @@ public sealed class ReportGroupCommit : IAsyncDisposable
         }
     }
 
-    private async Task WriteGroupsAsync()
+    private async Task WriteGroupsAsync(Writer self)
     {
         var group = new List<PendingReport>();
         var events = 0;
         var devices = new HashSet<long>();
+        var projects = new HashSet<long>();
         var waiting = new List<PendingReport>();
         var nextWaiting = new List<PendingReport>();
         while (waiting.Count > 0 || await _queue.Reader.WaitToReadAsync())
@@ -138,9 +149,23 @@ public sealed class ReportGroupCommit : IAsyncDisposable
             {
                 await CommitAsync(group);
             }
+
+            // The group's projects are free again; what other writers handed over meanwhile is this writer's to take next.
+            lock (_owners)
+            {
+                foreach (var project in projects)
+                {
+                    _owners.Remove(project);
+                }
+
+                nextWaiting.AddRange(self.HandedOver);
+                self.HandedOver.Clear();
+            }
+
             group.Clear();
             events = 0;
             devices.Clear();
+            projects.Clear();
             waiting.Clear();
             (waiting, nextWaiting) = (nextWaiting, waiting);
         }
@@ -148,31 +173,57 @@ public sealed class ReportGroupCommit : IAsyncDisposable
         void Take(PendingReport pending)
         {
             var size = pending.Reports.Events.Count;
-            if (devices.Contains(pending.Reports.DeviceId) || (group.Count > 0 && events + size > _maxGroupSize))
+            var projectId = pending.Reports.ProjectId;
+            lock (_owners)
             {
-                nextWaiting.Add(pending);
+                if (_owners.TryGetValue(projectId, out var owner) && owner != self)
+                {
+                    // Another writer's group holds the project: its transactions would only wait for that one's
+                    // commit (the feed number), so the report goes to that writer's next group instead.
+                    owner.HandedOver.Add(pending);
+                    return;
+                }
+
+                if (devices.Contains(pending.Reports.DeviceId) || (group.Count > 0 && events + size > _maxGroupSize))
+                {
+                    nextWaiting.Add(pending);
+                    return;
+                }
+
+                if (pending.CancellationToken.IsCancellationRequested || !pending.TryTake())
+                {
+                    // Its request is gone (the client hung up, or it reached its time limit and is answered 503): not stored.
+                    pending.TryWithdraw();
+                    pending.TrySetCanceled(pending.CancellationToken);
+                    return;
+                }
+
+                _owners[projectId] = self;
             }
-            else if (pending.CancellationToken.IsCancellationRequested || !pending.TryTake())
-            {
-                // Its request is gone (the client hung up, or it reached its time limit and is answered 503): not stored.
-                pending.TryWithdraw();
-                pending.TrySetCanceled(pending.CancellationToken);
-            }
-            else
-            {
-                devices.Add(pending.Reports.DeviceId);
-                group.Add(pending);
-                events += size;
-            }
+
+            projects.Add(projectId);
+            devices.Add(pending.Reports.DeviceId);
+            group.Add(pending);
+            events += size;
         }
     }
 
-    // One transaction per project of the group, at the same time: on a database distributed by project each runs
-    // on the project's node alone (no two-phase commit); on one server they commit together all the same.
-    private Task CommitAsync(List<PendingReport> group) =>
-        Task.WhenAll(group.GroupBy(p => p.Reports.ProjectId).Select(project => CommitProjectAsync(project.ToList())));
+    /// <summary>A writer, and the reports other writers handed it because its group held their project.</summary>
+    private sealed class Writer
+    {
+        public List<PendingReport> HandedOver { get; } = [];
+    }
 
-    private async Task CommitProjectAsync(List<PendingReport> group)
+    // On one PostgreSQL, the whole group in one transaction: one commit, one flush of the log, whatever the number of
+    // projects (ten projects' reports used to make ten transactions of a few reports each). On a database distributed
+    // by project, one transaction per project of the group, at the same time, each on the project's node alone (no
+    // two-phase commit).
+    private Task CommitAsync(List<PendingReport> group) =>
+        _events.OneTransactionSpansProjects
+            ? CommitTogetherAsync(group)
+            : Task.WhenAll(group.GroupBy(p => p.Reports.ProjectId).Select(project => CommitTogetherAsync(project.ToList())));
+
+    private async Task CommitTogetherAsync(List<PendingReport> group)
     {
         // The group's transaction is cancelled (rolled back) only once every request in it has reached its time
         // limit: until then some request still waits for it, and one request's limit may only fail that request.
@@ -189,7 +240,11 @@ public sealed class ReportGroupCommit : IAsyncDisposable
         {
             var results = await _events.RecordAsync(group.ConvertAll(p => p.Reports), deadline.Token);
             _metrics.GroupCommitted(group.Sum(p => p.Reports.Events.Count));
-            _projector.Notify(group[0].Reports.ProjectId);
+            foreach (var projectId in group.Select(p => p.Reports.ProjectId).Distinct())
+            {
+                _projector.Notify(projectId);
+            }
+
             for (var i = 0; i < group.Count; i++)
             {
                 Answer(group[i], results[i]);

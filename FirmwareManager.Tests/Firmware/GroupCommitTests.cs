@@ -86,6 +86,74 @@ public sealed class GroupCommitTests : IAsyncLifetime
     }
 
     [Fact]
+    public async Task Reports_of_two_projects_waiting_together_share_one_transaction_on_one_server_each_numbered_in_its_own_feed()
+    {
+        var first = await AddDevicesAsync(3, projectId: 1);
+        var second = await AddDevicesAsync(3, projectId: 2);
+        var devices = first.Concat(second).ToList();
+
+        var responses = await QueuedBehindALockAsync(devices.Select((d, i) =>
+            (d, (object)new { firmware = "9.0.0", status = "installed", timestamp = $"2025-06-0{i + 1}T00:00:00Z" })).ToList());
+
+        responses.Select(r => r.StatusCode).Should().AllBeEquivalentTo(HttpStatusCode.Created);
+        await using var check = new NpgsqlConnection(_connectionString);
+        var ids = devices.Select(d => d.DeviceId).ToArray();
+        (await check.ExecuteScalarAsync<int>("SELECT count(DISTINCT xmin::text) FROM firmware_events WHERE device_id = ANY(@ids)", new { ids }))
+            .Should().Be(PostgresServer.IsCitus ? 2 : 1,
+                PostgresServer.IsCitus ? "on Citus each project's transaction runs on its own node" : "one group, one transaction, whatever its projects");
+        foreach (var (project, projectId) in new[] { (first, 1L), (second, 2L) })
+        {
+            // Each project's numbers follow on from its own feed, one per report, none shared with the other project.
+            var positions = responses.Where((_, i) => project.Contains(devices[i]))
+                .Select(r => long.Parse(r.Headers.GetValues("X-Feed-Position").Single(), System.Globalization.CultureInfo.InvariantCulture)).Order().ToList();
+            var last = await check.ExecuteScalarAsync<long>("SELECT last_arrival FROM project_event_arrivals WHERE project_id = @projectId", new { projectId });
+            positions.Should().Equal(last - 2, last - 1, last);
+            (await check.QueryAsync<long>("SELECT arrival FROM firmware_events WHERE project_id = @projectId AND device_id = ANY(@ids) ORDER BY arrival",
+                new { projectId, ids = project.Select(d => d.DeviceId).ToArray() })).Should().Equal(positions);
+        }
+    }
+
+    [Fact]
+    public async Task A_project_whose_group_waits_holds_one_writer_and_another_projects_report_is_stored_meanwhile()
+    {
+        await using var service = _service.WithWebHostBuilder(b => b.UseSetting("FirmwareManager:Ingest:Writers", "2"));
+        HttpClient ClientOf(string key)
+        {
+            var client = service.CreateClient();
+            client.DefaultRequestHeaders.Add("api_key", key);
+            return client;
+        }
+
+        var first = await AddDevicesAsync(2, projectId: 1);
+        var (other, otherKey) = (await AddDevicesAsync(1, projectId: 2))[0];
+        using var firstA = ClientOf(first[0].Key);
+        using var firstB = ClientOf(first[1].Key);
+        using var otherClient = ClientOf(otherKey);
+        await firstA.PostEventAsync(first[0].DeviceId, new { firmware = "1.0.0", status = "installed" });
+        await otherClient.PostEventAsync(other, new { firmware = "1.0.0", status = "installed" });
+
+        // Project 1's feed number held by another session: a group of project 1 waits for it in one writer.
+        await using var blocker = new NpgsqlConnection(_connectionString);
+        await blocker.OpenAsync();
+        await using var transaction = await blocker.BeginTransactionAsync();
+        await blocker.ExecuteAsync("SELECT last_arrival FROM project_event_arrivals WHERE project_id = 1 FOR UPDATE", transaction: transaction);
+        var held = firstA.PostEventAsync(first[0].DeviceId, new { firmware = "2.0.0", status = "installed" });
+        await WriterWaitsForALockAsync();
+        // A second report of project 1, from another device: it waits for the first writer's group, not in the second writer.
+        var heldToo = firstB.PostEventAsync(first[1].DeviceId, new { firmware = "2.0.0", status = "installed" });
+        await Task.Delay(300);
+
+        var meanwhile = await otherClient.PostEventAsync(other, new { firmware = "2.0.0", status = "installed" }).WaitAsync(TimeSpan.FromSeconds(20));
+
+        meanwhile.StatusCode.Should().Be(HttpStatusCode.Created, "project 2's report had a writer of its own while project 1's group waited");
+        held.IsCompleted.Should().BeFalse();
+        heldToo.IsCompleted.Should().BeFalse();
+        await transaction.CommitAsync();
+        (await held).StatusCode.Should().Be(HttpStatusCode.Created);
+        (await heldToo).StatusCode.Should().Be(HttpStatusCode.Created);
+    }
+
+    [Fact]
     public async Task A_repeat_in_a_group_is_answered_200_with_the_stored_event_and_the_others_201()
     {
         var devices = await AddDevicesAsync(5);
@@ -272,22 +340,22 @@ public sealed class GroupCommitTests : IAsyncLifetime
         return client;
     }
 
-    private async Task<List<(long DeviceId, string Key)>> AddDevicesAsync(int count)
+    private async Task<List<(long DeviceId, string Key)>> AddDevicesAsync(int count, long projectId = 1)
     {
         await using var connection = new NpgsqlConnection(_connectionString);
         var ids = (await connection.QueryAsync<long>(
-            "INSERT INTO devices (project_id, name) SELECT 1, 'group ' || g FROM generate_series(1, @count) AS g RETURNING id",
-            new { count })).Order().ToList();
+            "INSERT INTO devices (project_id, name) SELECT @projectId, 'group ' || g FROM generate_series(1, @count) AS g RETURNING id",
+            new { count, projectId })).Order().ToList();
         var devices = ids.Select(id => (DeviceId: id, Key: $"group_test_key_{id}_{Guid.NewGuid():N}")).ToList();
         await connection.ExecuteAsync(
             """
             WITH k AS (
-                INSERT INTO device_api_keys (project_id, device_id, key_prefix, key_hash) VALUES (1, @DeviceId, 'test', @KeyHash)
+                INSERT INTO device_api_keys (project_id, device_id, key_prefix, key_hash) VALUES (@ProjectId, @DeviceId, 'test', @KeyHash)
                 RETURNING key_hash
             )
-            INSERT INTO api_key_digests (key_hash, project_id) SELECT key_hash, 1 FROM k
+            INSERT INTO api_key_digests (key_hash, project_id) SELECT key_hash, @ProjectId FROM k
             """,
-            devices.Select(d => new { d.DeviceId, KeyHash = ApiKeyHasher.Hash(d.Key) }));
+            devices.Select(d => new { ProjectId = projectId, d.DeviceId, KeyHash = ApiKeyHasher.Hash(d.Key) }));
         return devices;
     }
 
