@@ -41,7 +41,7 @@ public sealed class KeyCacheOptions
     public const string Section = "FirmwareManager:KeyCache";
 
     /// <summary>
-    /// Answers kept at most, for valid keys and for unknown keys each (about 220 bytes of memory per valid key). A fleet
+    /// Answers kept at most, for valid keys and for unknown keys each (about 230 bytes of memory per valid key). A fleet
     /// whose devices all report within <see cref="KeyCache.KeptWhileWatched"/> is served from memory when it fits.
     /// </summary>
     [Range(1_000, 10_000_000)]
