@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# The projection under load (issue 28): bench/projections.sh [--quick]   (docs/performance.md explains the figures)
+# The projection under load (issue 28): bench/projections.sh [--quick] [--lag-seconds N]   (docs/performance.md explains the figures)
 # One fresh cluster, the API in Release and bench/naive beside it; 10 projects of 100,000 devices each (quick: 2,000),
 # each device with its own key. Phases:
 #   ten-projects  single reports from random devices of all 10 projects, 64 connections, for 10 minutes (quick:
-#                 10 s), the naive endpoint measured just before for the ratio; the projection lag sampled every
+#                 10 s; --lag-seconds: that many), the naive endpoint measured just before for the ratio; the projection lag sampled every
 #                 second meanwhile (events waiting, and the age of the oldest event waiting, over every project);
 #                 then the time from the load's end until nothing waits.
 #   flood         project 2's devices reporting singly on 16 connections, alone and then while project 1's devices
@@ -12,7 +12,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 per_project=100000; duration=60; lag_duration=600; warmup=30
-[ "${1:-}" = --quick ] && { per_project=2000; duration=5; lag_duration=10; warmup=2; }
+while [ $# -gt 0 ]; do
+  case $1 in
+    --quick) per_project=2000; duration=5; lag_duration=10; warmup=2 ;;
+    --lag-seconds) lag_duration=$2; shift ;;
+    *) echo "usage: bench/projections.sh [--quick] [--lag-seconds N]" >&2; exit 2 ;;
+  esac
+  shift
+done
 source bench/lib.sh
 raw="$out/projections"
 mkdir -p "$raw"
