@@ -40,12 +40,8 @@ public static class AuditApi
         }
 
         var scope = string.Create(CultureInfo.InvariantCulture, $"audit|{caller.ProjectId}");
-        return (await PageResults.NewestFirstAsync(http, cursors, scope, page, read,
-            (beforeId, count) => audit.PageAsync(caller.ProjectId, beforeId, count, read, cancellationToken),
-            entry => entry.Id, AuditEntryResponse.From, cancellationToken)).Result switch
-        {
-            Ok<List<AuditEntryResponse>> ok => ok,
-            var problem => (ProblemHttpResult)problem,
-        };
+        return (await KeysetPage.ServeAsync(http, cursors, scope, page, read,
+            (IdPosition? before, int count) => audit.PageAsync(caller.ProjectId, before?.Id ?? long.MaxValue, count, read, cancellationToken),
+            entry => new IdPosition(entry.Id), AuditEntryResponse.From, cancellationToken)).OrExport();
     }
 }

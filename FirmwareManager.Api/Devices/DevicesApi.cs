@@ -141,27 +141,9 @@ public static class DevicesApi
         }
 
         var scope = string.Create(CultureInfo.InvariantCulture, $"devices|{caller.ProjectId}|{filters.Key}");
-        long afterId = 0;
-        if (page.Cursor is not null)
-        {
-            var after = await cursors.DecodeAsync(scope, page.Cursor, read, reader => new IdPosition(reader.ReadInt64()), cancellationToken);
-            if (after is null)
-            {
-                return PageResults.InvalidCursor();
-            }
-
-            afterId = after.Id;
-        }
-
-        var found = await devices.PageAsync(caller.ProjectId, filters, afterId, page.Limit + 1, read, cancellationToken);
-        string? next = null;
-        if (found.Count > page.Limit)
-        {
-            var lastId = found[page.Limit - 1].Id;
-            next = await cursors.EncodeAsync(scope, read, writer => writer.Write(lastId), cancellationToken);
-        }
-
-        return PageResults.Page(http, found.Take(page.Limit).Select(DeviceResponse.From).ToList(), next);
+        return (await KeysetPage.ServeAsync(http, cursors, scope, page, read,
+            (IdPosition? after, int count) => devices.PageAsync(caller.ProjectId, filters, after?.Id ?? 0, count, read, cancellationToken),
+            device => new IdPosition(device.Id), DeviceResponse.From, cancellationToken)).OrExport();
     }
 
     private static async Task<Results<Ok<DeviceResponse>, ProblemHttpResult>> GetAsync(

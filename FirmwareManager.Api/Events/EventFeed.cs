@@ -7,7 +7,21 @@ using Npgsql;
 namespace FirmwareManager.Api.Events;
 
 /// <summary>A position in a project's arrival order: the event's feed number (0 before migration 0012), then its id.</summary>
-public sealed record ArrivalPosition(long Arrival, long Id);
+public sealed record ArrivalPosition(long Arrival, long Id) : IPagePosition<ArrivalPosition>
+{
+    public void WriteTo(BinaryWriter writer)
+    {
+        writer.Write(Arrival);
+        writer.Write(Id);
+    }
+
+    public static ArrivalPosition? ReadFrom(BinaryReader reader)
+    {
+        var arrival = reader.ReadInt64();
+        var id = reader.ReadInt64();
+        return arrival < 0 ? null : new ArrivalPosition(arrival, id);
+    }
+}
 
 /// <summary>The project-wide feed of events (<c>/events</c>): newest arrival first, or in arrival order for polling.</summary>
 public sealed class EventFeed(ReadRouting reads)

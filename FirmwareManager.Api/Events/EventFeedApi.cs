@@ -108,7 +108,7 @@ public static class EventFeedApi
         }
         else if (token is not null)
         {
-            position = await cursors.DecodeAsync(scope, token, read, ReadPosition, cancellationToken);
+            position = await cursors.DecodeAsync<ArrivalPosition>(scope, token, read, cancellationToken);
             if (position is null)
             {
                 return PageResults.InvalidCursor(polling ? "after" : "cursor");
@@ -123,15 +123,7 @@ public static class EventFeedApi
         var nextPosition = polling
             ? served.Count > 0 ? served[^1].Position : position
             : found.Count > page.Limit ? served[^1].Position : null;
-        string? next = null;
-        if (nextPosition is not null)
-        {
-            next = await cursors.EncodeAsync(scope, read, writer =>
-            {
-                writer.Write(nextPosition.Arrival);
-                writer.Write(nextPosition.Id);
-            }, cancellationToken);
-        }
+        var next = nextPosition is null ? null : await cursors.EncodeAsync(scope, read, nextPosition, cancellationToken);
 
         return PageResults.Page(
             http, served.Select(e => FirmwareEventResponse.From(e.Event)).ToList(), next, polling ? "after" : "cursor");
@@ -153,20 +145,11 @@ public static class EventFeedApi
             async snapshot =>
             {
                 var position = await FirmwareEvents.LastFeedPositionAsync(snapshot.Connection, snapshot.Transaction, projectId, http.RequestAborted);
-                var after = await cursors.EncodeAsync(Scope(polling: true, projectId, deviceId, filters), snapshot.Read, writer =>
-                {
-                    writer.Write(position);
-                    writer.Write(long.MaxValue);
-                }, http.RequestAborted);
+                var after = await cursors.EncodeAsync(
+                    Scope(polling: true, projectId, deviceId, filters), snapshot.Read, new ArrivalPosition(position, long.MaxValue), http.RequestAborted);
                 http.Response.Headers[FirmwareApi.FeedPositionHeader] = position.ToString(CultureInfo.InvariantCulture);
                 PageResults.SetNextLink(http, "after", after, "limit", "cursor");
                 return null;
             });
 
-    private static ArrivalPosition? ReadPosition(BinaryReader reader)
-    {
-        var arrival = reader.ReadInt64();
-        var id = reader.ReadInt64();
-        return arrival < 0 ? null : new ArrivalPosition(arrival, id);
-    }
 }

@@ -89,7 +89,25 @@ public sealed class DeviceHistory(ReadRouting reads, EventPartitionSpan partitio
         """;
 
     /// <summary>Where a history page ends: the sort key of its last event.</summary>
-    public sealed record Position(DateTime OccurredAt, string Firmware, string Status);
+    public sealed record Position(DateTime OccurredAt, string Firmware, string Status) : IPagePosition<Position>
+    {
+        public static Position Of(FirmwareEvent e) => new(e.OccurredAt, e.Firmware, e.Status);
+
+        public void WriteTo(BinaryWriter writer)
+        {
+            writer.Write(OccurredAt.Ticks);
+            writer.Write(Firmware);
+            writer.Write(Status);
+        }
+
+        public static Position? ReadFrom(BinaryReader reader)
+        {
+            var ticks = reader.ReadInt64();
+            return ticks is < 0 or > 3155378975999999999
+                ? null
+                : new Position(new DateTime(ticks, DateTimeKind.Utc), reader.ReadString(), reader.ReadString());
+        }
+    }
 
     private sealed record Made(EventPartitionSpan.Span Span, string Sql);
 

@@ -159,43 +159,9 @@ public static class FirmwareApi
         }
 
         var scope = string.Create(CultureInfo.InvariantCulture, $"history|{caller.ProjectId}|{deviceId}|{filters.Key}");
-        DeviceHistory.Position? after = null;
-        if (page.Cursor is not null)
-        {
-            after = await cursors.DecodeAsync(scope, page.Cursor, read, ReadHistoryPosition, cancellationToken);
-            if (after is null)
-            {
-                return PageResults.InvalidCursor();
-            }
-        }
-
-        var events = await history.PageAsync(deviceId, caller.ProjectId, filters, after, page.Limit + 1, read, cancellationToken);
-        if (events is null)
-        {
-            return DeviceNotFound(deviceId);
-        }
-
-        string? next = null;
-        if (events.Count > page.Limit)
-        {
-            var last = events[page.Limit - 1];
-            next = await cursors.EncodeAsync(scope, read, writer =>
-            {
-                writer.Write(last.OccurredAt.Ticks);
-                writer.Write(last.Firmware);
-                writer.Write(last.Status);
-            }, cancellationToken);
-        }
-
-        return PageResults.Page(http, events.Take(page.Limit).Select(FirmwareEventResponse.From).ToList(), next);
-    }
-
-    private static DeviceHistory.Position? ReadHistoryPosition(BinaryReader reader)
-    {
-        var ticks = reader.ReadInt64();
-        return ticks is < 0 or > 3155378975999999999
-            ? null
-            : new DeviceHistory.Position(new DateTime(ticks, DateTimeKind.Utc), reader.ReadString(), reader.ReadString());
+        return (await KeysetPage.ServeAsync(http, cursors, scope, page, read,
+            (DeviceHistory.Position? after, int count) => history.PageAsync(deviceId, caller.ProjectId, filters, after, count, read, cancellationToken),
+            DeviceHistory.Position.Of, FirmwareEventResponse.From, () => DeviceNotFound(deviceId), cancellationToken)).OrExport();
     }
 
     private static async Task<Results<Ok<BatchResult>, ProblemHttpResult>> RecordBatchAsync(

@@ -1,5 +1,6 @@
 using Dapper;
 using FirmwareManager.Api.Database;
+using FirmwareManager.Api.Http;
 
 namespace FirmwareManager.Api.FleetHealth;
 
@@ -127,7 +128,16 @@ public sealed class FirmwareTransitions(ReadRouting reads)
         """;
 
     /// <summary>A position in the transitions' order: the last pair served.</summary>
-    public sealed record Position(string To, string From);
+    public sealed record Position(string To, string From) : IPagePosition<Position>
+    {
+        public void WriteTo(BinaryWriter writer)
+        {
+            writer.Write(To);
+            writer.Write(From);
+        }
+
+        public static Position ReadFrom(BinaryReader reader) => new(reader.ReadString(), reader.ReadString());
+    }
 
     /// <summary>Transitions of the devices of a hardware revision and with every one of some tags, when given.</summary>
     public sealed record DeviceFilter(string? Hardware, string[] Tags)
@@ -135,7 +145,7 @@ public sealed class FirmwareTransitions(ReadRouting reads)
         public bool IsNone => Hardware is null && Tags.Length == 0;
     }
 
-    public async Task<(IReadOnlyList<FirmwareTransition> Page, Position? Last)> PageAsync(
+    public async Task<KeysetRows<FirmwareTransition, Position>> PageAsync(
         long projectId, string? to, string? from, DeviceFilter devices, Position? after, int limit, ReadContext read,
         CancellationToken cancellationToken)
     {
@@ -166,7 +176,8 @@ public sealed class FirmwareTransitions(ReadRouting reads)
                 r.FromFirmware.Length == 0 ? null : r.FromFirmware, r.ToFirmware, r.Attempted, r.Succeeded, r.Failed, r.RolledBack,
                 r.Attempted - r.Succeeded - r.Failed - r.RolledBack,
                 byPair[(r.ToFirmware, r.FromFirmware)].Select(e => new ErrorCodeCount(e.ErrorCode, e.Devices)).ToList())).ToList();
-            return (transitions, rows.Count > limit ? new Position(page[^1].ToFirmware, page[^1].FromFirmware) : null);
+            return new KeysetRows<FirmwareTransition, Position>(
+                transitions, rows.Count > limit ? new Position(page[^1].ToFirmware, page[^1].FromFirmware) : null);
         }, cancellationToken);
     }
 }

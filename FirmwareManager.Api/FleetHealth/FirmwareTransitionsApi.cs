@@ -65,27 +65,8 @@ public static class FirmwareTransitionsApi
         var caller = Caller.From(http.User);
         var read = reads.ForProjected(caller, http);
         var scope = string.Create(CultureInfo.InvariantCulture, $"transitions|{caller.ProjectId}|{to}|{from}|{hardware}|{string.Join(',', devices.Tags)}");
-        FirmwareTransitions.Position? after = null;
-        if (page.Cursor is not null)
-        {
-            after = await cursors.DecodeAsync(scope, page.Cursor, read, reader => new FirmwareTransitions.Position(reader.ReadString(), reader.ReadString()), cancellationToken);
-            if (after is null)
-            {
-                return PageResults.InvalidCursor();
-            }
-        }
-
-        var (found, last) = await transitions.PageAsync(caller.ProjectId, to, from, devices, after, page.Limit, read, cancellationToken);
-        string? next = null;
-        if (last is not null)
-        {
-            next = await cursors.EncodeAsync(scope, read, writer =>
-            {
-                writer.Write(last.To);
-                writer.Write(last.From);
-            }, cancellationToken);
-        }
-
-        return PageResults.Page(http, found.ToList(), next);
+        return await KeysetPage.ServeAsync(http, cursors, scope, page, read,
+            (FirmwareTransitions.Position? after, int limit) => transitions.PageAsync(caller.ProjectId, to, from, devices, after, limit, read, cancellationToken),
+            transition => transition, cancellationToken);
     }
 }

@@ -1,4 +1,5 @@
 using System.Buffers.Text;
+using System.Diagnostics;
 using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
@@ -38,8 +39,45 @@ public sealed record PageRequest(int Limit, string? Cursor)
     }
 }
 
-/// <summary>Where a page of rows in id order ends (devices, audit entries): the last row's id.</summary>
-public sealed record IdPosition(long Id);
+/// <summary>
+/// Where a keyset page ends: the sort key of its last row, which the cursor carries to the next request. Each list
+/// defines its position beside the repository whose <c>ORDER BY</c> it follows, and with it the position's bytes;
+/// <see cref="Cursors"/> wraps them (format, read position, MAC) the same way for every list.
+/// </summary>
+public interface IPagePosition<TSelf>
+    where TSelf : class, IPagePosition<TSelf>
+{
+    /// <summary>The position's fields, in the order <see cref="ReadFrom"/> reads them.</summary>
+    void WriteTo(BinaryWriter writer);
+
+    /// <summary>The position <see cref="WriteTo"/> wrote, or null when the bytes are not one.</summary>
+    static abstract TSelf? ReadFrom(BinaryReader reader);
+}
+
+/// <summary>Where a page of rows in id order ends (devices; newest first: audit entries, rollouts, deliveries): the last row's id.</summary>
+public sealed record IdPosition(long Id) : IPagePosition<IdPosition>
+{
+    public void WriteTo(BinaryWriter writer) => writer.Write(Id);
+
+    public static IdPosition ReadFrom(BinaryReader reader) => new(reader.ReadInt64());
+}
+
+/// <summary>A page of rows as a repository found it, and the position the next page starts after (null: none follows).</summary>
+public sealed record KeysetRows<TRow, TPosition>(IReadOnlyList<TRow> Rows, TPosition? Next)
+    where TPosition : class;
+
+public static class KeysetRows
+{
+    /// <summary>
+    /// From rows fetched with one more than the page holds (<paramref name="limit"/> + 1): the extra row says that
+    /// another page follows, after the last row served.
+    /// </summary>
+    public static KeysetRows<TRow, TPosition> FromOneMore<TRow, TPosition>(IReadOnlyList<TRow> fetched, int limit, Func<TRow, TPosition> positionOf)
+        where TPosition : class =>
+        fetched.Count > limit
+            ? new(fetched.Take(limit).ToList(), positionOf(fetched[limit - 1]))
+            : new(fetched, null);
+}
 
 /// <summary>
 /// Opaque, signed paging cursors: the position of the last row served, bound by an HMAC to the query that
@@ -64,14 +102,16 @@ public sealed class Cursors(NpgsqlDataSource dataSource)
     private const byte WithoutReadPosition = 1;
     private const byte WithReadPosition = 2;
 
-    public async Task<string> EncodeAsync(string scope, ReadContext read, Action<BinaryWriter> writePosition, CancellationToken cancellationToken)
+    /// <summary>A cursor for the rows after <paramref name="position"/> in the query <paramref name="scope"/> names.</summary>
+    public async Task<string> EncodeAsync<TPosition>(string scope, ReadContext read, TPosition position, CancellationToken cancellationToken)
+        where TPosition : class, IPagePosition<TPosition>
     {
         using var payload = new MemoryStream();
         using (var writer = new BinaryWriter(payload, Encoding.UTF8, leaveOpen: true))
         {
             writer.Write(WithReadPosition);
             writer.Write(read.Seen);
-            writePosition(writer);
+            position.WriteTo(writer);
         }
 
         var body = payload.ToArray();
@@ -83,9 +123,8 @@ public sealed class Cursors(NpgsqlDataSource dataSource)
     /// The position in <paramref name="cursor"/>, or default when it is not a cursor of this query; raises
     /// <paramref name="read"/>'s floor to the WAL position the cursor's page was read at.
     /// </summary>
-    public async Task<T?> DecodeAsync<T>(
-        string scope, string cursor, ReadContext read, Func<BinaryReader, T?> readPosition, CancellationToken cancellationToken)
-        where T : class
+    public async Task<TPosition?> DecodeAsync<TPosition>(string scope, string cursor, ReadContext read, CancellationToken cancellationToken)
+        where TPosition : class, IPagePosition<TPosition>
     {
         byte[] bytes;
         try
@@ -114,7 +153,7 @@ public sealed class Cursors(NpgsqlDataSource dataSource)
         try
         {
             var seen = body[0] == WithReadPosition ? reader.ReadUInt64() : 0;
-            var position = readPosition(reader);
+            var position = TPosition.ReadFrom(reader);
             read.AtLeast(seen);
             return position;
         }
@@ -165,39 +204,79 @@ public static class PageResults
         http.Response.Headers.Link = $"<{http.Request.PathBase}{http.Request.Path}{query}>; rel=\"next\"";
     }
 
-    /// <summary>
-    /// A page of rows newest first by id (audit entries, rollouts, webhook deliveries): the cursor decoded into the id
-    /// the page starts below, one row more fetched than the page holds to know whether another follows, and the
-    /// <c>Link</c> to it.
-    /// </summary>
-    public static async Task<Results<Ok<List<TOut>>, ProblemHttpResult>> NewestFirstAsync<TRow, TOut>(
-        HttpContext http, Cursors cursors, string scope, PageRequest page, ReadContext read,
-        Func<long, int, Task<IReadOnlyList<TRow>>> fetchBelow, Func<TRow, long> idOf, Func<TRow, TOut> map, CancellationToken cancellationToken)
-    {
-        var beforeId = long.MaxValue;
-        if (page.Cursor is not null)
-        {
-            var position = await cursors.DecodeAsync(scope, page.Cursor, read, reader => new IdPosition(reader.ReadInt64()), cancellationToken);
-            if (position is null)
-            {
-                return InvalidCursor();
-            }
-
-            beforeId = position.Id;
-        }
-
-        var rows = await fetchBelow(beforeId, page.Limit + 1);
-        string? next = null;
-        if (rows.Count > page.Limit)
-        {
-            var lastId = idOf(rows[page.Limit - 1]);
-            next = await cursors.EncodeAsync(scope, read, writer => writer.Write(lastId), cancellationToken);
-        }
-
-        return Page(http, rows.Take(page.Limit).Select(map).ToList(), next);
-    }
-
     public static ProblemHttpResult InvalidCursor(string parameter = "cursor") => Problems.Validation(
         new Dictionary<string, string[]> { [parameter] = ["Not a cursor of this query: use the Link header of the previous page, unchanged and with the same filters."] },
         "Invalid cursor.");
+}
+
+/// <summary>
+/// The keyset page every list serves: the cursor decoded into the position the page starts after, the rows after it,
+/// the next page's cursor when more follow, and the <c>Link</c> to it.
+/// </summary>
+public static class KeysetPage
+{
+    /// <summary>
+    /// A page from a repository that fetches the rows after a position (null: from the first), asked for one more
+    /// than the page holds.
+    /// </summary>
+    public static Task<Results<Ok<List<TOut>>, ProblemHttpResult>> ServeAsync<TRow, TPosition, TOut>(
+        HttpContext http, Cursors cursors, string scope, PageRequest page, ReadContext read,
+        Func<TPosition?, int, Task<IReadOnlyList<TRow>>> fetchOneMore, Func<TRow, TPosition> positionOf, Func<TRow, TOut> map,
+        CancellationToken cancellationToken)
+        where TPosition : class, IPagePosition<TPosition> =>
+        ServeOrNotFoundAsync<TRow, TPosition, TOut>(http, cursors, scope, page, read,
+            async (after, limit) => KeysetRows.FromOneMore(await fetchOneMore(after, limit + 1), limit, positionOf), map, Unreachable, cancellationToken);
+
+    /// <summary>As above, for a list of something that may not exist: the repository answers null then, and the page <paramref name="notFound"/>.</summary>
+    public static Task<Results<Ok<List<TOut>>, ProblemHttpResult>> ServeAsync<TRow, TPosition, TOut>(
+        HttpContext http, Cursors cursors, string scope, PageRequest page, ReadContext read,
+        Func<TPosition?, int, Task<IReadOnlyList<TRow>?>> fetchOneMore, Func<TRow, TPosition> positionOf, Func<TRow, TOut> map,
+        Func<ProblemHttpResult> notFound, CancellationToken cancellationToken)
+        where TPosition : class, IPagePosition<TPosition> =>
+        ServeOrNotFoundAsync<TRow, TPosition, TOut>(http, cursors, scope, page, read,
+            async (after, limit) => await fetchOneMore(after, limit + 1) is { } rows ? KeysetRows.FromOneMore(rows, limit, positionOf) : null,
+            map, notFound, cancellationToken);
+
+    /// <summary>A page from a repository that finds its rows and the next position itself (given the page's size).</summary>
+    public static Task<Results<Ok<List<TOut>>, ProblemHttpResult>> ServeAsync<TRow, TPosition, TOut>(
+        HttpContext http, Cursors cursors, string scope, PageRequest page, ReadContext read,
+        Func<TPosition?, int, Task<KeysetRows<TRow, TPosition>>> fetch, Func<TRow, TOut> map, CancellationToken cancellationToken)
+        where TPosition : class, IPagePosition<TPosition> =>
+        ServeOrNotFoundAsync<TRow, TPosition, TOut>(http, cursors, scope, page, read, async (after, limit) => await fetch(after, limit), map, Unreachable, cancellationToken);
+
+    private static ProblemHttpResult Unreachable() => throw new UnreachableException("The repository answers a page for every position.");
+
+    private static async Task<Results<Ok<List<TOut>>, ProblemHttpResult>> ServeOrNotFoundAsync<TRow, TPosition, TOut>(
+        HttpContext http, Cursors cursors, string scope, PageRequest page, ReadContext read,
+        Func<TPosition?, int, Task<KeysetRows<TRow, TPosition>?>> fetch, Func<TRow, TOut> map, Func<ProblemHttpResult> notFound,
+        CancellationToken cancellationToken)
+        where TPosition : class, IPagePosition<TPosition>
+    {
+        TPosition? after = null;
+        if (page.Cursor is not null)
+        {
+            after = await cursors.DecodeAsync<TPosition>(scope, page.Cursor, read, cancellationToken);
+            if (after is null)
+            {
+                return PageResults.InvalidCursor();
+            }
+        }
+
+        var found = await fetch(after, page.Limit);
+        if (found is null)
+        {
+            return notFound();
+        }
+
+        var next = found.Next is null ? null : await cursors.EncodeAsync(scope, read, found.Next, cancellationToken);
+        return PageResults.Page(http, found.Rows.Select(map).ToList(), next);
+    }
+
+    /// <summary>The page as the answer of a list that also exports (<see cref="ExportResult"/>).</summary>
+    public static Results<Ok<List<TOut>>, ProblemHttpResult, ExportResult> OrExport<TOut>(this Results<Ok<List<TOut>>, ProblemHttpResult> page) =>
+        page.Result switch
+        {
+            Ok<List<TOut>> ok => ok,
+            var problem => (ProblemHttpResult)problem,
+        };
 }

@@ -140,9 +140,9 @@ public static class RolloutsApi
         var caller = Caller.From(http.User);
         var read = reads.ForProjected(caller, http);
         var scope = string.Create(CultureInfo.InvariantCulture, $"rollouts|{caller.ProjectId}");
-        return await PageResults.NewestFirstAsync(http, cursors, scope, page, read,
-            (beforeId, count) => rollouts.PageAsync(caller.ProjectId, null, beforeId, count, read, cancellationToken),
-            status => status.Rollout.Id, RolloutResponse.From, cancellationToken);
+        return await KeysetPage.ServeAsync(http, cursors, scope, page, read,
+            (IdPosition? before, int count) => rollouts.PageAsync(caller.ProjectId, null, before?.Id ?? long.MaxValue, count, read, cancellationToken),
+            status => new IdPosition(status.Rollout.Id), RolloutResponse.From, cancellationToken);
     }
 
     private static async Task<Results<Ok<RolloutResponse>, ProblemHttpResult>> GetAsync(

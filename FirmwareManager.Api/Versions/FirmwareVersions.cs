@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using Dapper;
 using FirmwareManager.Api.Database;
+using FirmwareManager.Api.Http;
 using Npgsql;
 
 namespace FirmwareManager.Api.Versions;
@@ -31,7 +32,23 @@ public sealed record VersionFilters(string? Hardware, string[] Tags, bool ByHard
 }
 
 /// <summary>A page of versions, and the precedence key of its last one (where the next page starts).</summary>
-public sealed record FirmwareVersionPage(IReadOnlyList<FirmwareVersionCount> Versions, byte[]? LastKey);
+/// <summary>Where a page of versions ends: the last version's precedence key (its SemVer order as bytes).</summary>
+public sealed record FirmwareVersionPosition(byte[] Key) : IPagePosition<FirmwareVersionPosition>
+{
+    public static readonly FirmwareVersionPosition First = new([]);
+
+    public void WriteTo(BinaryWriter writer)
+    {
+        writer.Write(Key.Length);
+        writer.Write(Key);
+    }
+
+    public static FirmwareVersionPosition? ReadFrom(BinaryReader reader)
+    {
+        var length = reader.ReadInt32();
+        return length is < 1 or > 1024 ? null : reader.ReadBytes(length) is { } key && key.Length == length ? new(key) : null;
+    }
+}
 
 /// <summary>The firmware_version_counts table, kept up to date by ingest.</summary>
 /// <remarks>
@@ -41,7 +58,7 @@ public sealed record FirmwareVersionPage(IReadOnlyList<FirmwareVersionCount> Ver
 /// </remarks>
 public sealed class FirmwareVersions(ReadRouting reads, TimeProvider clock)
 {
-    private readonly SharedReads<(long ProjectId, string Filters, string After, int Limit, bool PrimaryOnly, ulong Floor, long? ProjectionOf, long MinProjected), (FirmwareVersionPage Page, ulong Seen, long? Projected)> _shared = new();
+    private readonly SharedReads<(long ProjectId, string Filters, string After, int Limit, bool PrimaryOnly, ulong Floor, long? ProjectionOf, long MinProjected), (KeysetRows<FirmwareVersionCount, FirmwareVersionPosition> Page, ulong Seen, long? Projected)> _shared = new();
 
     private sealed record Row(
         string Firmware, long Devices, long Failed, long RolledBack, long SilentAfterUpdate, long UnexplainedDowngrades, byte[] PrecedenceKey);
@@ -200,14 +217,14 @@ public sealed class FirmwareVersions(ReadRouting reads, TimeProvider clock)
 
     /// <summary>
     /// Up to <paramref name="limit"/> of the project's versions in SemVer precedence order, lowest first, after
-    /// the version whose key is <paramref name="after"/> (empty: from the first); <see cref="FirmwareVersionPage.LastKey"/>
-    /// is set when more may follow.
+    /// the version at <paramref name="after"/> (<see cref="FirmwareVersionPosition.First"/>: from the first), and where the
+    /// next page starts when more may follow.
     /// </summary>
-    public async Task<FirmwareVersionPage> PageAsync(
-        long projectId, VersionFilters filters, byte[] after, int limit, ReadContext read, CancellationToken cancellationToken)
+    public async Task<KeysetRows<FirmwareVersionCount, FirmwareVersionPosition>> PageAsync(
+        long projectId, VersionFilters filters, FirmwareVersionPosition after, int limit, ReadContext read, CancellationToken cancellationToken)
     {
         // Requests share a query only when any node that may serve one may serve the other.
-        var key = (projectId, filters.Key, Convert.ToHexString(after), limit, read.PrimaryOnly, read.Floor, read.ProjectionOf, read.MinProjected);
+        var key = (projectId, filters.Key, Convert.ToHexString(after.Key), limit, read.PrimaryOnly, read.Floor, read.ProjectionOf, read.MinProjected);
         var (primaryOnly, floor, projectionOf, minProjected) = (read.PrimaryOnly, read.Floor, read.ProjectionOf, read.MinProjected);
         var (page, seen, projected) = await _shared.RunAsync(
             key, token => QueryPageAsync(projectId, filters, after, limit, primaryOnly, floor, projectionOf, minProjected, token), cancellationToken);
@@ -216,8 +233,8 @@ public sealed class FirmwareVersions(ReadRouting reads, TimeProvider clock)
         return page;
     }
 
-    private async Task<(FirmwareVersionPage, ulong, long?)> QueryPageAsync(
-        long projectId, VersionFilters filters, byte[] after, int limit, bool primaryOnly, ulong floor, long? projectionOf, long minProjected,
+    private async Task<(KeysetRows<FirmwareVersionCount, FirmwareVersionPosition>, ulong, long?)> QueryPageAsync(
+        long projectId, VersionFilters filters, FirmwareVersionPosition after, int limit, bool primaryOnly, ulong floor, long? projectionOf, long minProjected,
         CancellationToken cancellationToken)
     {
         var read = new ReadContext { PrimaryOnly = primaryOnly, ProjectionOf = projectionOf, MinProjected = minProjected };
@@ -225,7 +242,7 @@ public sealed class FirmwareVersions(ReadRouting reads, TimeProvider clock)
         var parameters = new
         {
             ProjectId = projectId,
-            After = after,
+            After = after.Key,
             Limit = limit + 1,
             Now = clock.GetUtcNow().UtcDateTime,
             filters.Hardware,
@@ -247,6 +264,7 @@ public sealed class FirmwareVersions(ReadRouting reads, TimeProvider clock)
                     ? breakdown[r.Firmware].Select(h => new HardwareCount(h.Hardware.Length == 0 ? null : h.Hardware, h.Devices, h.Failed, h.RolledBack, h.SilentAfterUpdate, h.UnexplainedDowngrades)).ToList()
                     : null))
             .ToList();
-        return (new FirmwareVersionPage(page, rows.Count > limit ? rows[limit - 1].PrecedenceKey : null), read.Seen, read.Projected);
+        var next = rows.Count > limit ? new FirmwareVersionPosition(rows[limit - 1].PrecedenceKey) : null;
+        return (new KeysetRows<FirmwareVersionCount, FirmwareVersionPosition>(page, next), read.Seen, read.Projected);
     }
 }

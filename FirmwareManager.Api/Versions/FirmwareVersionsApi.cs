@@ -58,35 +58,8 @@ public static class FirmwareVersionsApi
         var scope = filters.IsNone
             ? string.Create(CultureInfo.InvariantCulture, $"versions|{projectId}")
             : string.Create(CultureInfo.InvariantCulture, $"versions|{projectId}|{filters.Key}");
-        var after = Array.Empty<byte>();
-        if (page.Cursor is not null)
-        {
-            var position = await cursors.DecodeAsync(scope, page.Cursor, read, ReadKey, cancellationToken);
-            if (position is null)
-            {
-                return PageResults.InvalidCursor();
-            }
-
-            after = position;
-        }
-
-        var found = await versions.PageAsync(projectId, filters, after, page.Limit, read, cancellationToken);
-        string? next = null;
-        if (found.LastKey is { } lastKey)
-        {
-            next = await cursors.EncodeAsync(scope, read, writer =>
-            {
-                writer.Write(lastKey.Length);
-                writer.Write(lastKey);
-            }, cancellationToken);
-        }
-
-        return PageResults.Page(http, found.Versions.ToList(), next);
-    }
-
-    private static byte[]? ReadKey(BinaryReader reader)
-    {
-        var length = reader.ReadInt32();
-        return length is < 1 or > 1024 ? null : reader.ReadBytes(length) is { } key && key.Length == length ? key : null;
+        return await KeysetPage.ServeAsync(http, cursors, scope, page, read,
+            (FirmwareVersionPosition? after, int limit) => versions.PageAsync(projectId, filters, after ?? FirmwareVersionPosition.First, limit, read, cancellationToken),
+            version => version, cancellationToken);
     }
 }

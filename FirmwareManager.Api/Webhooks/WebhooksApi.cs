@@ -191,9 +191,9 @@ public static class WebhooksApi
 
         var read = Database.ReadContext.OnPrimary();
         var scope = string.Create(CultureInfo.InvariantCulture, $"deliveries|{caller.ProjectId}|{webhookId}");
-        return await PageResults.NewestFirstAsync(http, cursors, scope, page, read,
-            (beforeId, count) => webhooks.DeliveriesPageAsync(caller.ProjectId, webhookId, beforeId, count, cancellationToken),
-            delivery => delivery.EventId, WebhookDeliveryResponse.From, cancellationToken);
+        return await KeysetPage.ServeAsync(http, cursors, scope, page, read,
+            (IdPosition? before, int count) => webhooks.DeliveriesPageAsync(caller.ProjectId, webhookId, before?.Id ?? long.MaxValue, count, cancellationToken),
+            delivery => new IdPosition(delivery.EventId), WebhookDeliveryResponse.From, cancellationToken);
     }
 
     private static async Task<Results<Accepted<WebhookDeliveryResponse>, ProblemHttpResult>> RedeliverAsync(
