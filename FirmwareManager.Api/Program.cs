@@ -14,6 +14,7 @@ using FirmwareManager.Api.Members;
 using FirmwareManager.Api.Observability;
 using FirmwareManager.Api.Projections;
 using FirmwareManager.Api.Rollouts;
+using FirmwareManager.Api.Upkeep;
 using FirmwareManager.Api.Versions;
 using FirmwareManager.Api.Webhooks;
 using Microsoft.Extensions.Options;
@@ -79,11 +80,16 @@ try
     builder.Services.AddSingleton<IProjection, DeviceStateProjection>();
     builder.Services.AddSingleton<IProjection, DeliveriesProjection>();
 
-    // Background work
+    // Upkeep as the schema's owner (partitions, retention), each feature its own step, run in this order
     builder.Services.AddSettings<RetentionOptions>(builder.Configuration, RetentionOptions.Section);
     builder.Services.AddSingleton(_ => new MaintenanceConnection(builder.Configuration.GetMigrationsConnectionString()));
-    builder.Services.AddSingleton<RetentionService>();
-    builder.Services.AddHostedService(sp => sp.GetRequiredService<RetentionService>());
+    builder.Services.AddSingleton<IUpkeepStep, EventUpkeep>();
+    builder.Services.AddSingleton<IUpkeepStep, AuditRetention>();
+    builder.Services.AddSingleton<IUpkeepStep, DeliveryRetention>();
+    builder.Services.AddSingleton<UpkeepService>();
+    builder.Services.AddHostedService(sp => sp.GetRequiredService<UpkeepService>());
+
+    // Background work
     builder.Services.AddWebhooks(builder.Configuration);
 
     var app = builder.Build();
@@ -134,7 +140,7 @@ try
         {
             // The engine (PostgreSQL or Citus), read once now that the database answers and has its schema.
             _ = app.Services.GetRequiredService<DatabaseEngine>();
-            await app.Services.GetRequiredService<RetentionService>().MakePartitionsAheadAsync(CancellationToken.None);
+            await app.Services.GetRequiredService<UpkeepService>().AtStartupAsync(CancellationToken.None);
         })));
 
     await StartupSteps.RunAsync("Checking the login's privileges", () => LoginPrivileges.WarnWhenPrivilegedAsync(

@@ -60,7 +60,7 @@ public sealed class EventPartitionSpan
 public static partial class EventPartitions
 {
     // The partitions and their bounds as PostgreSQL prints them: FOR VALUES FROM ('...') TO ('...'), or DEFAULT.
-    // The connection's TimeZone is UTC (OpenAsync), so that the bounds print in UTC.
+    // The connection's TimeZone is UTC (MaintenanceConnection.OpenAsync), so that the bounds print in UTC.
     private const string ListSql = """
         SELECT c.relname AS Name, pg_get_expr(c.relpartbound, c.oid) AS Bound
         FROM pg_inherits AS i
@@ -72,15 +72,6 @@ public static partial class EventPartitions
     private static partial Regex RangeBound();
 
     private sealed record Row(string Name, string Bound);
-
-    /// <summary>A connection for partition work: as <paramref name="connectionString"/>'s login (the schema's owner), in UTC.</summary>
-    public static async Task<NpgsqlConnection> OpenAsync(string connectionString, CancellationToken cancellationToken)
-    {
-        var connection = new NpgsqlConnection(connectionString);
-        await connection.OpenAsync(cancellationToken);
-        await connection.ExecuteAsync(new CommandDefinition("SET TimeZone = 'UTC'", cancellationToken: cancellationToken));
-        return connection;
-    }
 
     public static async Task<IReadOnlyList<EventPartition>> ListAsync(NpgsqlConnection connection, CancellationToken cancellationToken)
     {

@@ -1,9 +1,7 @@
 using System.ComponentModel.DataAnnotations;
-using Dapper;
-using FirmwareManager.Api.Audit;
-using FirmwareManager.Api.Auth;
-using FirmwareManager.Api.Http;
-using Microsoft.AspNetCore.Http.HttpResults;
+using System.Text.Json.Serialization.Metadata;
+using FirmwareManager.Api.ProjectSettings;
+using FirmwareManager.Api.Upkeep;
 using Microsoft.Extensions.Options;
 using Npgsql;
 
@@ -20,42 +18,36 @@ public sealed record ProjectRetentionResponse(int? MaxAgeDays, int? ServiceMaxAg
 
 /// <summary>
 /// A project's own event retention, kept in <c>projects.event_max_age_days</c> (migration 0024) and applied by the
-/// upkeep job (<see cref="RetentionService"/>). Changed by admins, in the transaction that audits it.
+/// upkeep (<see cref="EventUpkeep"/>).
 /// </summary>
 public sealed class ProjectRetention(NpgsqlDataSource dataSource, IOptions<RetentionOptions> options)
+    : ProjectSetting<ProjectRetentionBody, ProjectRetentionResponse>(dataSource)
 {
-    private const string ReadSql = "SELECT event_max_age_days FROM projects WHERE id = @ProjectId";
+    public override JsonTypeInfo<ProjectRetentionBody> BodyType => RequestJsonContext.Default.ProjectRetentionBody;
 
-    // Locks the project's row until commit, so that two admins' changes are audited in the order they are made.
-    private const string SetSql = """
+    public override int? ValueOf(ProjectRetentionBody body) => body.MaxAgeDays;
+
+    public override string Field => "max_age_days";
+
+    public override (int Min, int Max, string Unit) Bounds => (1, 36500, "days");
+
+    protected override string AuditAction => "project.retention_changed";
+
+    protected override string ReadSql => """
+        SELECT event_max_age_days
+        FROM projects
+        WHERE id = @ProjectId
+        """;
+
+    protected override string SetSql => """
         UPDATE projects AS p
-        SET event_max_age_days = @MaxAgeDays
+        SET event_max_age_days = @Value
         FROM (SELECT id, event_max_age_days FROM projects WHERE id = @ProjectId FOR UPDATE) AS before
         WHERE p.id = before.id
         RETURNING before.event_max_age_days
         """;
 
-    public async Task<ProjectRetentionResponse> GetAsync(long projectId, CancellationToken cancellationToken)
-    {
-        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        var own = await connection.ExecuteScalarAsync<int?>(new CommandDefinition(ReadSql, new { ProjectId = projectId }, cancellationToken: cancellationToken));
-        return Describe(own);
-    }
-
-    public async Task<ProjectRetentionResponse> SetAsync(long projectId, int? maxAgeDays, Actor actor, CancellationToken cancellationToken)
-    {
-        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
-        await actor.ConfirmStillAuthorizedAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);
-        var before = await connection.ExecuteScalarAsync<int?>(new CommandDefinition(
-            SetSql, new { ProjectId = projectId, MaxAgeDays = maxAgeDays }, transaction, cancellationToken: cancellationToken));
-        await AuditLog.RecordAsync(connection, transaction, projectId, actor, "project.retention_changed", "project", projectId,
-            new { max_age_days_before = before, max_age_days = maxAgeDays });
-        await transaction.CommitAsync(cancellationToken);
-        return Describe(maxAgeDays);
-    }
-
-    private ProjectRetentionResponse Describe(int? own)
+    public override ProjectRetentionResponse Describe(int? own)
     {
         var service = options.Value.MaxAgeDays;
         int? effective = (own, service) switch
@@ -73,43 +65,11 @@ public static class RetentionApi
 {
     public static IEndpointRouteBuilder MapRetentionApi(this IEndpointRouteBuilder app)
     {
-        var group = app.MapGroup("/project/retention").WithTags("Retention").WithKeyProblems();
-        group.MapGet("/", GetAsync).RequireAuthorization(Policies.Member)
-            .WithSummary("The project's event retention: its own, the service's, the one that applies (the shorter), and the audit log's");
-        group.MapPut("/", SetAsync).RequireAuthorization(Policies.Admin).Accepts<ProjectRetentionBody>("application/json")
-            .ProducesValidationProblem()
-            .WithSummary("Set the project's own event retention in days, 1-36500 (admin, audited)");
-        group.MapDelete("/", ClearAsync).RequireAuthorization(Policies.Admin)
-            .WithSummary("Clear the project's own event retention: only the service's applies (admin, audited)");
+        app.MapProjectSetting<ProjectRetention, ProjectRetentionBody, ProjectRetentionResponse>(
+            "/project/retention", "Retention", new(
+                Get: "The project's event retention: its own, the service's, the one that applies (the shorter), and the audit log's",
+                Set: "Set the project's own event retention in days, 1-36500 (admin, audited)",
+                Clear: "Clear the project's own event retention: only the service's applies (admin, audited)"));
         return app;
-    }
-
-    private static async Task<Ok<ProjectRetentionResponse>> GetAsync(HttpContext http, ProjectRetention retention, CancellationToken cancellationToken) =>
-        TypedResults.Ok(await retention.GetAsync(Caller.From(http.User).ProjectId, cancellationToken));
-
-    private static async Task<Results<Ok<ProjectRetentionResponse>, ProblemHttpResult>> SetAsync(
-        HttpContext http, ProjectRetention retention, CancellationToken cancellationToken)
-    {
-        var (body, problem) = await JsonBody.ReadAsync(http, RequestLimits.MaxBodyBytes, RequestJsonContext.Default.ProjectRetentionBody, cancellationToken);
-        if (body is null)
-        {
-            return problem!;
-        }
-
-        if (body.MaxAgeDays is not (>= 1 and <= 36500))
-        {
-            return Problems.Validation(
-                new Dictionary<string, string[]> { ["max_age_days"] = ["Must be a whole number of days from 1 to 36500 (DELETE clears it)."] },
-                "Invalid retention.");
-        }
-
-        var caller = Caller.From(http.User);
-        return TypedResults.Ok(await retention.SetAsync(caller.ProjectId, body.MaxAgeDays, Actor.From(caller), cancellationToken));
-    }
-
-    private static async Task<Ok<ProjectRetentionResponse>> ClearAsync(HttpContext http, ProjectRetention retention, CancellationToken cancellationToken)
-    {
-        var caller = Caller.From(http.User);
-        return TypedResults.Ok(await retention.SetAsync(caller.ProjectId, null, Actor.From(caller), cancellationToken));
     }
 }

@@ -1,8 +1,11 @@
 using System.Net;
 using System.Text.Json;
 using Dapper;
+using FirmwareManager.Api.Audit;
 using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Firmware;
+using FirmwareManager.Api.Upkeep;
+using FirmwareManager.Api.Webhooks;
 using FirmwareManager.Tests.Infrastructure;
 using Microsoft.Extensions.DependencyInjection;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -14,7 +17,7 @@ namespace FirmwareManager.Tests.Fleet;
 
 /// <summary>
 /// firmware_events partitioned by month (migrations 0020-0023): on a fresh install, on a database that already
-/// holds events, and kept by the upkeep job (<see cref="RetentionService"/>), which makes partitions ahead and
+/// holds events, and kept by the upkeep job (<see cref="UpkeepService"/>), which makes partitions ahead and
 /// drops whole months.
 /// </summary>
 public sealed class PartitionTests
@@ -204,7 +207,7 @@ public sealed class PartitionTests
         // be), while a report of that month is routed to the default partition and waits for the lock.
         var month = ThisMonth.AddMonths(8);
         var name = EventPartitions.NameOf(month);
-        await using var upkeep = await EventPartitions.OpenAsync(connectionString, CancellationToken.None);
+        await using var upkeep = await new MaintenanceConnection(connectionString).OpenAsync(CancellationToken.None);
         await using var transaction = await upkeep.BeginTransactionAsync();
         await upkeep.ExecuteAsync($"CREATE TABLE {name} (LIKE firmware_events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)", transaction: transaction);
         if (PostgresServer.IsCitus)
@@ -304,7 +307,7 @@ public sealed class PartitionTests
 
         var partitions = await PartitionNamesAsync(connectionString);
         partitions.Should().NotContain("firmware_events_before_partitioning", "its every time is older than the cutoff");
-        await using (var owner = await EventPartitions.OpenAsync(connectionString, CancellationToken.None))
+        await using (var owner = await new MaintenanceConnection(connectionString).OpenAsync(CancellationToken.None))
         {
             // What a history page then splits its reads at: the oldest month left, up to the newest made.
             var span = EventPartitionSpan.Of(await EventPartitions.ListAsync(owner, CancellationToken.None));
@@ -337,9 +340,17 @@ public sealed class PartitionTests
     private static string Rfc3339(DateTime at) =>
         at.ToString("yyyy-MM-dd'T'HH:mm:ss.ffffff'Z'", System.Globalization.CultureInfo.InvariantCulture);
 
-    internal static RetentionService Upkeep(string connectionString, RetentionOptions settings) =>
-        new(new MaintenanceConnection(connectionString), new DatabaseEngine(PostgresServer.IsCitus), new EventPartitionSpan(), Options.Create(settings),
-            NullLogger<RetentionService>.Instance);
+    internal static UpkeepService Upkeep(string connectionString, RetentionOptions settings)
+    {
+        var engine = new DatabaseEngine(PostgresServer.IsCitus);
+        IUpkeepStep[] steps =
+        [
+            new EventUpkeep(engine, new EventPartitionSpan(), NullLogger<EventUpkeep>.Instance),
+            new AuditRetention(NullLogger<AuditRetention>.Instance),
+            new DeliveryRetention(NullLogger<DeliveryRetention>.Instance),
+        ];
+        return new UpkeepService(new MaintenanceConnection(connectionString), engine, steps, Options.Create(settings), NullLogger<UpkeepService>.Instance);
+    }
 
     internal static async Task<string> StateAsync(NpgsqlConnection connection) => await connection.ExecuteScalarAsync<string>("""
         SELECT (SELECT string_agg(concat_ws(':', id, current_firmware, last_event_status, last_event_at), ',' ORDER BY id) FROM devices)

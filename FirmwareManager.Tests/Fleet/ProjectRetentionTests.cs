@@ -3,6 +3,7 @@ using System.Net.Http.Json;
 using System.Text;
 using Dapper;
 using FirmwareManager.Api.Firmware;
+using FirmwareManager.Api.Upkeep;
 using FirmwareManager.Tests.Infrastructure;
 
 namespace FirmwareManager.Tests.Fleet;

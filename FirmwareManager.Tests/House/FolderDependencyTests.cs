@@ -33,7 +33,7 @@ public sealed class FolderDependencyTests
     public void The_shared_folders_use_no_feature()
     {
         var uses = NamespaceUses();
-        foreach (var (shared, allowed) in new[] { ("Observability", Array.Empty<string>()), ("Database", ["Observability"]), ("Http", ["Database", "Observability"]) })
+        foreach (var (shared, allowed) in new[] { ("Observability", Array.Empty<string>()), ("Database", ["Observability"]), ("Http", ["Database", "Observability"]), ("Upkeep", ["Database"]) })
         {
             uses[$"{Root}.{shared}"].Where(use => !allowed.Contains(Short(use.Key))).Select(use => $"{Short(use.Key)}: {use.Value}")
                 .Should().BeEmpty($"{shared} is shared: the features use it, it uses {(allowed.Length == 0 ? "no other folder" : string.Join(" and ", allowed) + " only")}");
