@@ -55,6 +55,7 @@ try
     builder.Services.AddSingleton<EventPartitionSpan>();
     builder.Services.AddSingleton<DeviceHistory>();
     builder.Services.AddSingleton<EventFeed>();
+    builder.Services.AddDataProtectionInDatabase();
     builder.Services.AddSingleton<Cursors>();
     builder.Services.AddExports(builder.Configuration);
     builder.Services.AddSingleton<DeviceSummaries>();
@@ -131,16 +132,18 @@ try
     // step is named in a failure, and tried again when it meets another instance's startup (StartupSteps).
     // The events' monthly partitions are made ahead before the first request (DDL takes locks ingest would wait
     // for), under the migrations' lock: DDL on every node on Citus, it must not run beside another instance's grants.
+    // Data Protection's first key is made there too, so that instances starting together share it.
     await StartupSteps.RunAsync("Migrations", () => DatabaseMigrator.MigrateAsync(
         builder.Configuration.GetMigrationsConnectionString(),
         app.Services.GetRequiredService<IOptions<FirmwareManagerOptions>>().Value.DemoData,
         app.Services.GetRequiredService<ILoggerFactory>().CreateLogger("FirmwareManager.Migrations"),
         throughScript: null,
-        thenUnderTheLock: () => StartupSteps.RunAsync("Making the events' partitions ahead", async () =>
+        thenUnderTheLock: () => StartupSteps.RunAsync("Making the events' partitions ahead and the first protection key", async () =>
         {
             // The engine (PostgreSQL or Citus), read once now that the database answers and has its schema.
             _ = app.Services.GetRequiredService<DatabaseEngine>();
             await app.Services.GetRequiredService<UpkeepService>().AtStartupAsync(CancellationToken.None);
+            DataProtectionExtensions.EnsureKey(app.Services);
         })));
 
     await StartupSteps.RunAsync("Checking the login's privileges", () => LoginPrivileges.WarnWhenPrivilegedAsync(

@@ -123,7 +123,7 @@ public static class EventFeedApi
         var nextPosition = polling
             ? served.Count > 0 ? served[^1].Position : position
             : found.Count > page.Limit ? served[^1].Position : null;
-        var next = nextPosition is null ? null : await cursors.EncodeAsync(scope, read, nextPosition, cancellationToken);
+        var next = nextPosition is null ? null : cursors.Encode(scope, read, nextPosition);
 
         return PageResults.Page(
             http, served.Select(e => FirmwareEventResponse.From(e.Event)).ToList(), next, polling ? "after" : "cursor");
@@ -145,8 +145,7 @@ public static class EventFeedApi
             async snapshot =>
             {
                 var position = await FirmwareEvents.LastFeedPositionAsync(snapshot.Connection, snapshot.Transaction, projectId, http.RequestAborted);
-                var after = await cursors.EncodeAsync(
-                    Scope(polling: true, projectId, deviceId, filters), snapshot.Read, new ArrivalPosition(position, long.MaxValue), http.RequestAborted);
+                var after = cursors.Encode(Scope(polling: true, projectId, deviceId, filters), snapshot.Read, new ArrivalPosition(position, long.MaxValue));
                 http.Response.Headers[FirmwareApi.FeedPositionHeader] = position.ToString(CultureInfo.InvariantCulture);
                 PageResults.SetNextLink(http, "after", after, "limit", "cursor");
                 return null;

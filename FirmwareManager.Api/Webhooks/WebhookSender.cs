@@ -349,7 +349,7 @@ public sealed partial class WebhookSender(
         request.Content.Headers.ContentType = new MediaTypeHeaderValue("application/json");
         request.Headers.Add("webhook-id", messageId);
         request.Headers.Add("webhook-timestamp", timestamp.ToString(CultureInfo.InvariantCulture));
-        request.Headers.Add("webhook-signature", WebhookSecrets.Sign(await secrets.SigningKeyAsync(target.SecretCiphertext, cancellationToken), messageId, timestamp, body));
+        request.Headers.Add("webhook-signature", WebhookSecrets.Sign(await secrets.SigningKeyAsync(target.SecretCiphertext, cancellationToken), messageId, sentAt, body));
         using var timeout = CancellationTokenSource.CreateLinkedTokenSource(cancellationToken);
         timeout.CancelAfter(TimeSpan.FromSeconds(options.Value.TimeoutSeconds));
         try

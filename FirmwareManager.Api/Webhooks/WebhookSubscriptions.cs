@@ -68,7 +68,7 @@ public sealed class WebhookSubscriptions(NpgsqlDataSource dataSource, WebhookSec
     public async Task<(Webhook Webhook, string Secret)> CreateAsync(
         long projectId, string url, string[] eventTypes, string? firmware, Actor actor, CancellationToken cancellationToken)
     {
-        var (secret, ciphertext) = await secrets.NewAsync(cancellationToken);
+        var (secret, ciphertext) = secrets.New();
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
         await using var transaction = await connection.BeginTransactionAsync(cancellationToken);
         await actor.ConfirmStillAuthorizedAsync(connection, transaction, projectId, requireAdmin: true, cancellationToken);

@@ -29,12 +29,13 @@ public sealed class FirmwareManagerApp : WebApplicationFactory<Program>, IAsyncL
     public const string MemberKey3 = "super_secret_member_key_3";
 
     // Every table of the schema emptied and its identities restarted, whatever a migration adds: all but the
-    // migration journal and the cursor key, which the service needs as they are.
+    // migration journal, the keys of migrations 0005 and 0029 and Data Protection's key ring, which the running service
+    // needs as they are (what it protected stays readable only with the keys it protected it with).
     private static readonly RespawnerOptions EmptyAllTables = new()
     {
         DbAdapter = DbAdapter.Postgres,
         SchemasToInclude = ["public"],
-        TablesToIgnore = [new Table("public", "schemaversions"), new Table("public", "service_secrets")],
+        TablesToIgnore = [new Table("public", "schemaversions"), new Table("public", "service_secrets"), new Table("public", "data_protection_keys")],
         // Sequences are reset below with setval: Citus refuses ALTER SEQUENCE ... RESTART on a distributed table's.
         WithReseed = false,
     };

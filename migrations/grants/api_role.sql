@@ -40,6 +40,8 @@ BEGIN
     GRANT UPDATE (last_used_at, revoked_at) ON membership_api_keys, device_api_keys TO firmware_manager_api;
     -- ... and each change that makes a cached key lookup wrong moves the number every instance watches (0040).
     GRANT SELECT, INSERT, UPDATE (epoch) ON api_key_epoch TO firmware_manager_api;
+    -- Data Protection's key ring: read, and a new key added ahead of the current one's expiry; never changed (0041).
+    GRANT SELECT, INSERT ON data_protection_keys TO firmware_manager_api;
 
     -- Devices are created and decommissioned, and ingest keeps their summary; project_id and serial stay.
     GRANT SELECT, INSERT ON devices TO firmware_manager_api;
