@@ -101,6 +101,8 @@ try
     app.UseResponseCompression();
     app.UseExceptionHandler();
     app.UseStatusCodePages();
+    // The dashboard's files, before any key is asked for: they hold no data.
+    app.UseDashboard();
     app.UseAuthentication();
     app.UseAuthorization();
     app.UseReadYourWrites();
@@ -111,7 +113,6 @@ try
     app.MapHealth();
     app.MapMetrics();
     app.MapApiDocs();
-    app.MapDashboard();
     app.MapFirmwareApi();
     app.MapEventFeedApi();
     app.MapDevicesApi();

@@ -1,44 +1,61 @@
-using FirmwareManager.Api.Observability;
+using System.CommandLine;
 
 namespace FirmwareManager.Api.Commands;
 
 /// <summary>
-/// The operator commands (<c>dotnet FirmwareManager.Api.dll COMMAND ...</c>), run instead of the web service. A
-/// first argument that is neither an option (<c>--urls=...</c>) nor a setting (<c>Key=value</c>) names a command:
-/// an unknown one is an error listing the commands, never a silent start of the service.
+/// The operator commands (<c>dotnet FirmwareManager.Api.dll COMMAND ...</c>), run instead of the web service, each with
+/// <c>--help</c> (System.CommandLine). A first argument that is neither an option (<c>--urls=...</c>) nor a setting
+/// (<c>Key=value</c>) names a command: an unknown one is an error listing the commands, never a silent start of the
+/// service. <c>--help</c> alone lists them.
 /// </summary>
 public static class CommandLine
 {
-    private sealed record Command(string Name, string Usage, Func<string[], Task<int>> RunAsync);
+    /// <summary>Exit code of a command given wrong arguments (its usage is printed).</summary>
+    public const int Usage = 2;
 
-    private static readonly Command[] Commands =
-    [
-        new(CreateProject.Command, $"{CreateProject.Command} <project-name> --admin <email>   create a project and its first admin; prints the admin's key once", CreateProject.RunAsync),
-        new(IssueAdminKey.Command, $"{IssueAdminKey.Command} <project-name> --admin <email>   make the email an admin of the project with a new key, printed once (recovery)", IssueAdminKey.RunAsync),
-        new(GrantApiRole.Command, $"{GrantApiRole.Command} <login>   (DBA) create the firmware_manager_api role if needed, apply its grants, make the login a member", GrantApiRole.RunAsync),
-        new(VerifyProjections.Command, $"{VerifyProjections.Command} [project-id]   recount every projected figure from the events; print each difference, exit 0 only when there is none", VerifyProjections.RunAsync),
-        new(HealthCheck.Command, $"{HealthCheck.Command} [url]   exit 0 when the running service's /health answers 200", HealthCheck.RunAsync),
-    ];
+    private static RootCommand Commands() =>
+        new("FirmwareManager. Without a command the web service starts; its settings go as --Key=value.")
+        {
+            CreateProject.Definition(),
+            IssueAdminKey.Definition(),
+            GrantApiRole.Definition(),
+            VerifyProjections.Definition(),
+            HealthCheck.Definition(),
+        };
 
-    /// <summary>Whether the arguments name a command rather than settings for the web service.</summary>
+    /// <summary>Whether the arguments name a command (or ask for the list) rather than settings for the web service.</summary>
     public static bool IsCommand(string[] args) =>
-        args is [var first, ..] && first.Length > 0 && !first.StartsWith('-') && !first.StartsWith('/') && !first.Contains('=', StringComparison.Ordinal);
+        args is ["--help" or "-h" or "-?", ..] ||
+        (args is [var first, ..] && first.Length > 0 && !first.StartsWith('-') && !first.StartsWith('/') && !first.Contains('=', StringComparison.Ordinal));
 
-    public static async Task<int> RunAsync(string[] args)
+    /// <summary>Runs the command; its exit code (<see cref="Usage"/> for wrong arguments, with the reasons and the usage).</summary>
+    public static async Task<int> RunAsync(string[] args, TextWriter? output = null, TextWriter? error = null)
     {
-        var command = Commands.FirstOrDefault(c => c.Name == args[0]);
-        if (command is not null)
+        var configuration = new InvocationConfiguration { Output = output ?? Console.Out, Error = error ?? Console.Error };
+        var parsed = Commands().Parse(args);
+        if (parsed.Errors.Count == 0)
         {
-            return await command.RunAsync(args);
+            return await parsed.InvokeAsync(configuration);
         }
 
-        await Console.Error.WriteLineAsync($"Unknown command '{args[0]}'. The commands are:");
-        foreach (var known in Commands)
+        if (parsed.CommandResult.Command is RootCommand)
         {
-            await Console.Error.WriteLineAsync($"  {known.Usage}");
+            await configuration.Error.WriteLineAsync($"Unknown command '{args[0]}'.");
+        }
+        else
+        {
+            foreach (var reason in parsed.Errors)
+            {
+                await configuration.Error.WriteLineAsync(reason.Message);
+            }
         }
 
-        await Console.Error.WriteLineAsync("Without a command the web service starts; settings go as --Key=value.");
-        return 2;
+        await configuration.Error.WriteLineAsync();
+        await Commands().Parse([.. CommandPath(parsed), "--help"]).InvokeAsync(new InvocationConfiguration { Output = configuration.Error });
+        return Usage;
     }
+
+    // The command the arguments reached (none: the list of commands), to show its usage.
+    private static string[] CommandPath(ParseResult parsed) =>
+        parsed.CommandResult.Command is RootCommand ? [] : [parsed.CommandResult.Command.Name];
 }

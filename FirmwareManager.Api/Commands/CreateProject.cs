@@ -1,3 +1,4 @@
+using System.CommandLine;
 using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Keys;
 using FirmwareManager.Api.Members;
@@ -14,19 +15,28 @@ namespace FirmwareManager.Api.Commands;
 /// </summary>
 public static class CreateProject
 {
-    public const string Command = "create-project";
+    public const string Name = "create-project";
 
-    public static async Task<int> RunAsync(string[] args)
+    public static Command Definition()
     {
-        if (args is not [Command, var name, "--admin", var email] || string.IsNullOrWhiteSpace(name) || !email.Contains('@', StringComparison.Ordinal))
+        var project = new Argument<string>("project-name") { Description = "The project's name (unique)." };
+        project.Validators.Add(r => NotBlank(r, "project-name"));
+        var admin = new Option<string>("--admin") { Description = "The first admin's email.", Required = true };
+        admin.Validators.Add(Email);
+        var command = new Command(Name, "Create a project and its first admin; prints the admin's key once. Applies the migrations first, as the schema's owner.")
         {
-            await Console.Error.WriteLineAsync($"usage: {Command} <project-name> --admin <email>");
-            return 2;
-        }
+            project,
+            admin,
+        };
+        command.SetAction((parsed, cancellationToken) => RunAsync(parsed.GetRequiredValue(project), parsed.GetRequiredValue(admin), cancellationToken));
+        return command;
+    }
 
+    private static async Task<int> RunAsync(string name, string email, CancellationToken cancellationToken)
+    {
         try
         {
-            var created = await CreateProjectAsync(ReadConfiguration().GetMigrationsConnectionString(), name, email, CancellationToken.None);
+            var created = await CreateProjectAsync(ReadConfiguration().GetMigrationsConnectionString(), name, email, cancellationToken);
             if (created is null)
             {
                 await Console.Error.WriteLineAsync($"A project named '{name}' already exists; nothing was changed.");
@@ -41,8 +51,26 @@ public static class CreateProject
         }
         catch (Exception e) when (StartupFailure.Explain(e) is { } reason)
         {
-            await Console.Error.WriteLineAsync($"{Command} failed: {reason}");
+            await Console.Error.WriteLineAsync($"{Name} failed: {reason}");
             return 1;
+        }
+    }
+
+    /// <summary>A value that is not empty or blank.</summary>
+    internal static void NotBlank(System.CommandLine.Parsing.ArgumentResult result, string what)
+    {
+        if (string.IsNullOrWhiteSpace(result.GetValueOrDefault<string>()))
+        {
+            result.AddError($"{what} must not be empty.");
+        }
+    }
+
+    /// <summary>An email address, as far as a command can tell: something with an @.</summary>
+    internal static void Email(System.CommandLine.Parsing.OptionResult result)
+    {
+        if (result.GetValueOrDefault<string>() is not { } email || !email.Contains('@', StringComparison.Ordinal))
+        {
+            result.AddError("--admin must be an email address.");
         }
     }
 

@@ -1,3 +1,4 @@
+using System.CommandLine;
 using FirmwareManager.Api.Database;
 
 namespace FirmwareManager.Api.Commands;
@@ -11,32 +12,35 @@ namespace FirmwareManager.Api.Commands;
 /// </summary>
 public static class GrantApiRole
 {
-    public const string Command = "grant-api-role";
+    public const string Name = "grant-api-role";
 
-    public static async Task<int> RunAsync(string[] args)
+    public static Command Definition()
     {
-        if (args is not [Command, var login] || string.IsNullOrWhiteSpace(login) || login.StartsWith('-'))
-        {
-            await Console.Error.WriteLineAsync($"usage: {Command} <login>");
-            return 2;
-        }
+        var login = new Argument<string>("login") { Description = "The login the service runs as (it must exist)." };
+        login.Validators.Add(r => CreateProject.NotBlank(r, "login"));
+        var command = new Command(Name, "(DBA) Create the firmware_manager_api role if needed, apply its grants, and make the login a member.") { login };
+        command.SetAction((parsed, cancellationToken) => RunAsync(parsed.GetRequiredValue(login), cancellationToken));
+        return command;
+    }
 
+    private static async Task<int> RunAsync(string login, CancellationToken cancellationToken)
+    {
         try
         {
             var connectionString = CreateProject.ReadConfiguration().GetMigrationsConnectionString();
-            await DatabaseMigrator.GrantApiRoleAsync(connectionString, login, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance);
+            await DatabaseMigrator.GrantApiRoleAsync(connectionString, login, Microsoft.Extensions.Logging.Abstractions.NullLogger.Instance, cancellationToken);
             Console.WriteLine($"{login} is a member of firmware_manager_api, whose grants are in place. Run the service as {login} " +
                               "(ConnectionStrings__FirmwareManager) and the migrations as the schema's owner (ConnectionStrings__FirmwareManagerMigrations).");
             return 0;
         }
         catch (Exception e) when (StartupFailure.Explain(e) is { } reason)
         {
-            await Console.Error.WriteLineAsync($"{Command} failed: {reason}");
+            await Console.Error.WriteLineAsync($"{Name} failed: {reason}");
             return 1;
         }
         catch (Exception e) when (e is InvalidOperationException or Npgsql.PostgresException)
         {
-            await Console.Error.WriteLineAsync($"{Command} failed: {e.Message}");
+            await Console.Error.WriteLineAsync($"{Name} failed: {e.Message}");
             return 1;
         }
     }

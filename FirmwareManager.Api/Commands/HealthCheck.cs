@@ -1,3 +1,4 @@
+using System.CommandLine;
 namespace FirmwareManager.Api.Commands;
 
 /// <summary>
@@ -6,15 +7,22 @@ namespace FirmwareManager.Api.Commands;
 /// </summary>
 public static class HealthCheck
 {
-    public const string Command = "healthcheck";
+    public const string Name = "healthcheck";
 
-    public static async Task<int> RunAsync(string[] args)
+    public static Command Definition()
     {
-        var url = args.Length > 1 ? args[1] : LocalHealthUrl();
+        var url = new Argument<Uri?>("url") { Description = "The /health URL (default: the loopback address at the port the service listens on).", Arity = ArgumentArity.ZeroOrOne };
+        var command = new Command(Name, "Exit 0 when the running service's /health answers 200.") { url };
+        command.SetAction((parsed, cancellationToken) => RunAsync(parsed.GetValue(url) ?? new Uri(LocalHealthUrl()), cancellationToken));
+        return command;
+    }
+
+    private static async Task<int> RunAsync(Uri url, CancellationToken cancellationToken)
+    {
         using var client = new HttpClient { Timeout = TimeSpan.FromSeconds(5) };
         try
         {
-            using var response = await client.GetAsync(new Uri(url));
+            using var response = await client.GetAsync(url, cancellationToken);
             Console.WriteLine($"{url}: {(int)response.StatusCode}");
             return response.IsSuccessStatusCode ? 0 : 1;
         }

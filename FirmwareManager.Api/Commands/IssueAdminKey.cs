@@ -1,3 +1,4 @@
+using System.CommandLine;
 using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Keys;
 using FirmwareManager.Api.Members;
@@ -13,19 +14,28 @@ namespace FirmwareManager.Api.Commands;
 /// </summary>
 public static class IssueAdminKey
 {
-    public const string Command = "issue-admin-key";
+    public const string Name = "issue-admin-key";
 
-    public static async Task<int> RunAsync(string[] args)
+    public static Command Definition()
     {
-        if (args is not [Command, var project, "--admin", var email] || string.IsNullOrWhiteSpace(project) || !email.Contains('@', StringComparison.Ordinal))
+        var project = new Argument<string>("project-name") { Description = "The project's name." };
+        project.Validators.Add(r => CreateProject.NotBlank(r, "project-name"));
+        var admin = new Option<string>("--admin") { Description = "The email to make an admin, with a new key.", Required = true };
+        admin.Validators.Add(CreateProject.Email);
+        var command = new Command(Name, "Make the email an admin of the project with a new key, printed once (recovery, audited as the command's).")
         {
-            await Console.Error.WriteLineAsync($"usage: {Command} <project-name> --admin <email>");
-            return 2;
-        }
+            project,
+            admin,
+        };
+        command.SetAction((parsed, cancellationToken) => RunAsync(parsed.GetRequiredValue(project), parsed.GetRequiredValue(admin), cancellationToken));
+        return command;
+    }
 
+    private static async Task<int> RunAsync(string project, string email, CancellationToken cancellationToken)
+    {
         try
         {
-            var issued = await IssueAsync(CreateProject.ReadConfiguration().GetMigrationsConnectionString(), project, email, CancellationToken.None);
+            var issued = await IssueAsync(CreateProject.ReadConfiguration().GetMigrationsConnectionString(), project, email, cancellationToken);
             if (issued is null)
             {
                 await Console.Error.WriteLineAsync($"There is no project named '{project}'; nothing was changed.");
@@ -40,7 +50,7 @@ public static class IssueAdminKey
         }
         catch (Exception e) when (StartupFailure.Explain(e) is { } reason)
         {
-            await Console.Error.WriteLineAsync($"{Command} failed: {reason}");
+            await Console.Error.WriteLineAsync($"{Name} failed: {reason}");
             return 1;
         }
     }

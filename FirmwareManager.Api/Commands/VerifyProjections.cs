@@ -1,3 +1,4 @@
+using System.CommandLine;
 using System.Globalization;
 using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Projections;
@@ -12,31 +13,29 @@ namespace FirmwareManager.Api.Commands;
 /// </summary>
 public static class VerifyProjections
 {
-    public const string Command = "verify-projections";
+    public const string Name = "verify-projections";
 
-    public static async Task<int> RunAsync(string[] args)
+    public static Command Definition()
     {
-        long? projectId = null;
-        if (args is [Command, var id])
+        var project = new Argument<long?>("project-id") { Description = "The project to verify (every project when left out).", Arity = ArgumentArity.ZeroOrOne };
+        project.Validators.Add(r =>
         {
-            if (!long.TryParse(id, NumberStyles.None, CultureInfo.InvariantCulture, out var parsed) || parsed < 1)
+            if (r.GetValueOrDefault<long?>() is < 1)
             {
-                await Console.Error.WriteLineAsync($"usage: {Command} [project-id]");
-                return 2;
+                r.AddError("project-id must be a whole number from 1.");
             }
+        });
+        var command = new Command(Name, "Recount every projected figure from the events; print each difference, exit 0 only when there is none.") { project };
+        command.SetAction((parsed, cancellationToken) => RunAsync(parsed.GetValue(project), cancellationToken));
+        return command;
+    }
 
-            projectId = parsed;
-        }
-        else if (args is not [Command])
-        {
-            await Console.Error.WriteLineAsync($"usage: {Command} [project-id]");
-            return 2;
-        }
-
+    private static async Task<int> RunAsync(long? projectId, CancellationToken cancellationToken)
+    {
         try
         {
             await using var dataSource = Npgsql.NpgsqlDataSource.Create(CreateProject.ReadConfiguration().GetMigrationsConnectionString());
-            var differences = await new ProjectionRecount(dataSource).DifferencesAsync(projectId, CancellationToken.None);
+            var differences = await new ProjectionRecount(dataSource).DifferencesAsync(projectId, cancellationToken);
             foreach (var d in differences)
             {
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
@@ -48,7 +47,7 @@ public static class VerifyProjections
         }
         catch (Exception e) when (StartupFailure.Explain(e) is { } reason)
         {
-            await Console.Error.WriteLineAsync($"{Command} failed: {reason}");
+            await Console.Error.WriteLineAsync($"{Name} failed: {reason}");
             return 1;
         }
     }

@@ -125,8 +125,27 @@ public sealed class ProvisioningFlowTests
     [Fact]
     public async Task The_bootstrap_command_refuses_wrong_arguments_with_exit_code_2()
     {
-        (await CreateProject.RunAsync(["create-project"])).Should().Be(2);
-        (await CreateProject.RunAsync(["create-project", "acme", "--owner", "x@y"])).Should().Be(2);
+        (await CommandLine.RunAsync(["create-project"], TextWriter.Null, TextWriter.Null)).Should().Be(CommandLine.Usage);
+        (await CommandLine.RunAsync(["create-project", "acme", "--owner", "x@y"], TextWriter.Null, TextWriter.Null)).Should().Be(CommandLine.Usage);
+    }
+
+    [Theory]
+    [InlineData("create-project", "project-name")]
+    [InlineData("issue-admin-key", "--admin")]
+    [InlineData("grant-api-role", "login")]
+    [InlineData("verify-projections", "project-id")]
+    [InlineData("healthcheck", "url")]
+    public async Task Each_command_says_how_it_is_used_with_help_and_an_unknown_one_lists_them_all(string command, string argument)
+    {
+        using var output = new StringWriter();
+        (await CommandLine.RunAsync([command, "--help"], output, TextWriter.Null)).Should().Be(0);
+        output.ToString().Should().Contain("Usage:").And.Contain(command).And.Contain(argument);
+
+        using var error = new StringWriter();
+        (await CommandLine.RunAsync(["no-such-command"], TextWriter.Null, error)).Should().Be(CommandLine.Usage);
+        error.ToString().Should().Contain("no-such-command").And.Contain(command, "the usage lists every command");
+        CommandLine.IsCommand(["--help"]).Should().BeTrue("--help alone lists the commands");
+        CommandLine.IsCommand(["--urls=http://127.0.0.1:0"]).Should().BeFalse("settings start the web service");
     }
 
     private static HttpClient Client(Microsoft.AspNetCore.Mvc.Testing.WebApplicationFactory<Program> service, string key)

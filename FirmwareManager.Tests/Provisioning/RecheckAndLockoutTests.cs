@@ -75,7 +75,7 @@ public sealed class RecheckAndLockoutTests(FirmwareManagerApp app) : ApiTest(app
         audit.EnumerateArray().Select(e => (e.GetProperty("action").GetString(), e.GetProperty("actor_kind").GetString()))
             .Should().Equal(("key.created", "cli"), ("member.admin_recovered", "cli"));
         (await IssueAdminKey.IssueAsync(App.ConnectionString, "no_such_project", "x@y.example", CancellationToken.None)).Should().BeNull();
-        (await IssueAdminKey.RunAsync(["issue-admin-key", "project_2"])).Should().Be(2, "wrong arguments print the usage");
+        (await CommandLine.RunAsync(["issue-admin-key", "project_2"], TextWriter.Null, TextWriter.Null)).Should().Be(CommandLine.Usage, "wrong arguments print the usage");
     }
 
     [Fact]
