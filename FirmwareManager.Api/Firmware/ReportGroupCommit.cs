@@ -64,6 +64,11 @@ public sealed class ReportGroupCommit : IAsyncDisposable
     // Which writer's group holds each project now: a project is in one writer's group at a time (its transactions
     // commit one after another anyway, on its feed number), so the other writers stay free for other projects.
     private readonly Dictionary<long, Writer> _owners = [];
+    private readonly Lock _ownersLock = new();
+
+    // Reports received and not yet in a group's transaction: in the queue, set aside for a writer's next group (a
+    // device's second report), or handed to the writer whose group holds their project.
+    private int _waiting;
 
     public ReportGroupCommit(
         FirmwareEvents events, FirmwareMetrics metrics, Projector projector, IOptions<IngestOptions> options, ILogger<ReportGroupCommit> logger)
@@ -73,14 +78,13 @@ public sealed class ReportGroupCommit : IAsyncDisposable
         _metrics = metrics;
         _logger = logger;
         _maxGroupSize = options.Value.MaxGroupSize;
-        // Not SingleReader even with one writer: only the multi-reader queue can count what waits.
-        _queue = Channel.CreateUnbounded<PendingReport>();
+        _queue = Channel.CreateUnbounded<PendingReport>(new UnboundedChannelOptions { SingleReader = options.Value.Writers == 1 });
         _writers = Enumerable.Range(0, options.Value.Writers).Select(_ => Task.Run(() => WriteGroupsAsync(new Writer()))).ToArray();
         metrics.ObserveWaitingReports(() => Waiting);
     }
 
-    /// <summary>Reports queued and not yet taken into a group.</summary>
-    public int Waiting => _queue.Reader.Count;
+    /// <summary>Reports received and not yet taken into a group's transaction (or dropped, their request gone).</summary>
+    public int Waiting => Volatile.Read(ref _waiting);
 
     /// <summary>
     /// Stores the report, or finds the identical one already stored; null when the device does not exist. Returns
@@ -109,8 +113,10 @@ public sealed class ReportGroupCommit : IAsyncDisposable
         DeviceReports reports, CancellationToken timeout, CancellationToken cancellationToken)
     {
         var pending = new PendingReport(reports, timeout, cancellationToken);
+        Interlocked.Increment(ref _waiting);
         if (!_queue.Writer.TryWrite(pending))
         {
+            Interlocked.Decrement(ref _waiting);
             throw new ObjectDisposedException(nameof(ReportGroupCommit), "The service is stopping.");
         }
 
@@ -151,7 +157,7 @@ public sealed class ReportGroupCommit : IAsyncDisposable
             }
 
             // The group's projects are free again; what other writers handed over meanwhile is this writer's to take next.
-            lock (_owners)
+            lock (_ownersLock)
             {
                 foreach (var project in projects)
                 {
@@ -174,7 +180,7 @@ public sealed class ReportGroupCommit : IAsyncDisposable
         {
             var size = pending.Reports.Events.Count;
             var projectId = pending.Reports.ProjectId;
-            lock (_owners)
+            lock (_ownersLock)
             {
                 if (_owners.TryGetValue(projectId, out var owner) && owner != self)
                 {
@@ -195,11 +201,14 @@ public sealed class ReportGroupCommit : IAsyncDisposable
                     // Its request is gone (the client hung up, or it reached its time limit and is answered 503): not stored.
                     pending.TryWithdraw();
                     pending.TrySetCanceled(pending.CancellationToken);
+                    Interlocked.Decrement(ref _waiting);
                     return;
                 }
 
                 _owners[projectId] = self;
             }
+
+            Interlocked.Decrement(ref _waiting);
 
             projects.Add(projectId);
             devices.Add(pending.Reports.DeviceId);

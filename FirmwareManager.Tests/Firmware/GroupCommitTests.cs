@@ -146,6 +146,8 @@ public sealed class GroupCommitTests : IAsyncLifetime
         var meanwhile = await otherClient.PostEventAsync(other, new { firmware = "2.0.0", status = "installed" }).WaitAsync(TimeSpan.FromSeconds(20));
 
         meanwhile.StatusCode.Should().Be(HttpStatusCode.Created, "project 2's report had a writer of its own while project 1's group waited");
+        service.Services.GetRequiredService<ReportGroupCommit>().Waiting.Should().Be(1,
+            "project 1's second report waits, handed to the writer whose group holds project 1 (no longer in the queue)");
         held.IsCompleted.Should().BeFalse();
         heldToo.IsCompleted.Should().BeFalse();
         await transaction.CommitAsync();
