@@ -1,5 +1,6 @@
 using System.Buffers;
 using System.ComponentModel.DataAnnotations;
+using System.Diagnostics;
 using System.Globalization;
 using System.IO.Pipelines;
 using System.Text.Json;
@@ -12,7 +13,7 @@ using Npgsql;
 
 namespace FirmwareManager.Api.Http;
 
-/// <summary>The <c>FirmwareManager:Exports</c> section: how many exports run at once, and for how long at most.</summary>
+/// <summary>The <c>FirmwareManager:Exports</c> section: how many exports run at once, how fast, and for how long at most.</summary>
 public sealed class ExportOptions
 {
     public const string Section = "FirmwareManager:Exports";
@@ -24,6 +25,13 @@ public sealed class ExportOptions
     /// <summary>Exports of all projects this instance runs at once: each holds a pooled connection for its whole length.</summary>
     [Range(1, 1000)]
     public int MaxPerInstance { get; set; } = 8;
+
+    /// <summary>
+    /// Rows one export streams per second at most: it waits whenever it is ahead, so that exports leave the cores to
+    /// the reports (two unbounded exports took about one of two cores and doubled ingest's p99; docs/performance.md).
+    /// </summary>
+    [Range(1_000, 100_000_000)]
+    public int MaxRowsPerSecond { get; set; } = 250_000;
 
     /// <summary>The export's statement ends after this long (PostgreSQL's statement_timeout), and the stream with it, unfinished.</summary>
     [Range(1, 86_400)]
@@ -188,13 +196,14 @@ public sealed class Exports(ReadRouting reads, IOptions<ExportOptions> options, 
             http.Response.Headers.ContentDisposition = $"attachment; filename=\"{name}.{(format == ExportFormat.Csv ? "csv" : "ndjson")}\"";
             http.Response.Headers.CacheControl = "no-store";
             var pipe = http.Response.BodyWriter;
+            var pace = new Pace(options.Value.MaxRowsPerSecond);
             if (format == ExportFormat.Csv)
             {
-                rows = await WriteCsvAsync(pipe, reader, parse, map, json, cancellationToken);
+                rows = await WriteCsvAsync(pipe, reader, parse, map, json, pace, cancellationToken);
             }
             else
             {
-                rows = await WriteNdjsonAsync(pipe, reader, parse, map, json, cancellationToken);
+                rows = await WriteNdjsonAsync(pipe, reader, parse, map, json, pace, cancellationToken);
             }
 
             logger.LogInformation("Exported {Rows} {Export} of project {ProjectId} as {Format}", rows, name, projectId, format);
@@ -218,7 +227,7 @@ public sealed class Exports(ReadRouting reads, IOptions<ExportOptions> options, 
 
     private static async Task<long> WriteCsvAsync<TRow, TOut>(
         PipeWriter pipe, System.Data.Common.DbDataReader reader, Func<System.Data.Common.DbDataReader, TRow> parse, Func<TRow, TOut> map,
-        JsonTypeInfo<TOut> json, CancellationToken cancellationToken)
+        JsonTypeInfo<TOut> json, Pace pace, CancellationToken cancellationToken)
     {
         var fields = json.Properties.Where(p => p.Get is not null).ToArray();
         var rows = 0L;
@@ -242,6 +251,7 @@ public sealed class Exports(ReadRouting reads, IOptions<ExportOptions> options, 
 
             await csv.EndRecordAsync(cancellationToken);
             rows++;
+            await pace.KeepAsync(rows, cancellationToken);
         }
 
         await csv.FlushAsync(cancellationToken);
@@ -262,7 +272,7 @@ public sealed class Exports(ReadRouting reads, IOptions<ExportOptions> options, 
 
     private static async Task<long> WriteNdjsonAsync<TRow, TOut>(
         PipeWriter pipe, System.Data.Common.DbDataReader reader, Func<System.Data.Common.DbDataReader, TRow> parse, Func<TRow, TOut> map,
-        JsonTypeInfo<TOut> json, CancellationToken cancellationToken)
+        JsonTypeInfo<TOut> json, Pace pace, CancellationToken cancellationToken)
     {
         var rows = 0L;
         var pending = 0L;
@@ -281,10 +291,36 @@ public sealed class Exports(ReadRouting reads, IOptions<ExportOptions> options, 
                 await pipe.FlushAsync(cancellationToken);
                 pending = 0;
             }
+
+            await pace.KeepAsync(rows, cancellationToken);
         }
 
         await pipe.FlushAsync(cancellationToken);
         return rows;
+    }
+
+    /// <summary>
+    /// An export's rate (<see cref="ExportOptions.MaxRowsPerSecond"/>): every 1024 rows it compares the rows sent with
+    /// the time since the first, and waits while it is ahead by more than a couple of milliseconds (a wait any
+    /// shorter would be the timer's resolution). The rows wait in the database's socket meanwhile, as when a client
+    /// reads slowly.
+    /// </summary>
+    private sealed class Pace(int rowsPerSecond)
+    {
+        private const int Every = 1024;
+        private static readonly TimeSpan Shortest = TimeSpan.FromMilliseconds(2);
+        private readonly long _start = Stopwatch.GetTimestamp();
+
+        public Task KeepAsync(long rows, CancellationToken cancellationToken)
+        {
+            if (rows % Every != 0)
+            {
+                return Task.CompletedTask;
+            }
+
+            var ahead = TimeSpan.FromSeconds((double)rows / rowsPerSecond) - Stopwatch.GetElapsedTime(_start);
+            return ahead >= Shortest ? Task.Delay(ahead, cancellationToken) : Task.CompletedTask;
+        }
     }
 
     private bool TryEnter(long projectId)

@@ -7,6 +7,7 @@ using System.Text.Json;
 using Dapper;
 using FirmwareManager.Tests.Infrastructure;
 using Microsoft.AspNetCore.Hosting;
+using Microsoft.AspNetCore.Mvc.Testing;
 using static FirmwareManager.Tests.Firmware.PagingHistoryTests;
 
 namespace FirmwareManager.Tests.Fleet;
@@ -379,5 +380,46 @@ public sealed class ExportStreamTests : IAsyncLifetime
         }
 
         again.Should().Be(HttpStatusCode.OK, "the export whose client left gave its place back");
+    }
+}
+
+/// <summary>An export holds itself to <c>FirmwareManager:Exports:MaxRowsPerSecond</c> (here the lowest allowed, 1000).</summary>
+public sealed class ExportRateTests : IAsyncLifetime
+{
+    private const int Devices = 3_000;
+    private string _connectionString = "";
+    private WebApplicationFactory<Program> _service = null!;
+
+    public async Task InitializeAsync()
+    {
+        _connectionString = await PostgresServer.CreateDemoDatabaseAsync();
+        _service = new ServiceOnDatabase(_connectionString).WithWebHostBuilder(b => b
+            .UseSetting("FirmwareManager:Exports:MaxRowsPerSecond", "1000"));
+        await using var connection = new Npgsql.NpgsqlConnection(_connectionString);
+        await connection.ExecuteAsync(
+            "INSERT INTO devices (project_id, name) SELECT 1, 'paced ' || g FROM generate_series(1, @Devices) AS g", new { Devices });
+    }
+
+    public async Task DisposeAsync() => await _service.DisposeAsync();
+
+    [Fact]
+    public async Task An_export_streams_every_row_no_faster_than_its_rate()
+    {
+        using var member = _service.CreateClient();
+        member.DefaultRequestHeaders.Add("api_key", FirmwareManagerApp.MemberKey1);
+        await using var connection = new Npgsql.NpgsqlConnection(_connectionString);
+        var rows = await connection.ExecuteScalarAsync<int>("SELECT count(*) FROM devices WHERE project_id = 1");
+        rows.Should().BeGreaterThan(Devices);
+
+        var clock = System.Diagnostics.Stopwatch.StartNew();
+        using var response = await member.SendAsync(ExportTests.Get("/devices", "application/x-ndjson"));
+        var lines = (await response.Content.ReadAsStringAsync()).Split('\n', StringSplitOptions.RemoveEmptyEntries);
+        clock.Stop();
+
+        response.StatusCode.Should().Be(HttpStatusCode.OK);
+        lines.Should().HaveCount(rows);
+        // A lower bound only: a slow machine makes the export longer, never shorter. At 1000 rows/s it waits at
+        // 1024 and 2048 rows until 1.024 s and 2.048 s have passed; unpaced, 3,000 rows take milliseconds.
+        clock.Elapsed.Should().BeGreaterThanOrEqualTo(TimeSpan.FromSeconds(2), "3,000 rows at 1,000 a second");
     }
 }
