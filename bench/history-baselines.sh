@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
 # A device's history against its baseline (issue 29), in one run on one database:
-# bench/history-baselines.sh [--quick] [--devices N] (default 100,000 devices in one project, 10 events each,
-# each device with its own key); 16 connections; each target warmed, then measured in alternating rounds:
+# bench/history-baselines.sh [--quick] [--devices N] [--key-cache N] (default 100,000 devices in one project, 10
+# events each, each device with its own key; --key-cache sets the service's FirmwareManager:KeyCache:MaxEntries, so
+# that a fleet larger than its default 200,000 keeps every key cached); 16 connections; each target warmed, then
+# measured in alternating rounds:
 #   service  GET /firmware/{id} with the device's key: the product (key, rate limit, routing, cursor, the page)
 #   naive    GET /naive/{project}/{id}: bench/naive, ASP.NET Core + Npgsql, the same index scan, no key
 # Both use the same Npgsql settings (prepared statements, no session reset), so that the difference is what the
 # service does around the read. Results in bench/out/results-history-N.md, with the plans of both statements.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-devices=100000; duration=20; rounds=3; warmup=30
+devices=100000; duration=20; rounds=3; warmup=30; key_cache=
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) devices=10000; duration=3; rounds=1; warmup=2 ;;
     --devices) devices=${2:?--devices N}; shift ;;
-    *) echo "usage: bench/history-baselines.sh [--quick] [--devices N]" >&2; exit 2 ;;
+    --key-cache) key_cache=${2:?--key-cache N}; shift ;;
+    *) echo "usage: bench/history-baselines.sh [--quick] [--devices N] [--key-cache N]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -28,7 +31,8 @@ start_cluster -c shared_buffers=2GB -c max_wal_size=8GB
 api_port=$(free_port 18680)
 # As bench/run.sh: the request log at Warning (one line per request would measure the console); devices keep their
 # rate limit, which a device picked at random never reaches.
-start_api "$api_port" "$raw/api.log" "Serilog__MinimumLevel__Override__Serilog.AspNetCore.RequestLoggingMiddleware=Warning"
+start_api "$api_port" "$raw/api.log" "Serilog__MinimumLevel__Override__Serilog.AspNetCore.RequestLoggingMiddleware=Warning" \
+  ${key_cache:+"FirmwareManager__KeyCache__MaxEntries=$key_cache"}
 naive_port=$(free_port $((api_port + 1)))
 start_naive "$naive_port" "$raw/naive.log" ";Max Auto Prepare=64;Auto Prepare Min Usages=2;No Reset On Close=true"
 
@@ -48,9 +52,10 @@ measure() {
 }
 # Every device reads once before the measured rounds, so that the service's key cache holds the fleet's keys, as it
 # does for a fleet that reads and reports steadily (Auth/ApiKeys.cs keeps a valid key's lookup up to 10 minutes);
-# wrk's two threads walk the sample between them, for at most a minute (a million keys are more than the cache holds:
-# ApiKeys.MaxCached).
-walk_s=$(( devices / 2000 + 1 )); [ "$walk_s" -le 60 ] || walk_s=60
+# wrk's two threads walk the sample between them, for at most a minute (a million keys are more than the cache holds,
+# FirmwareManager:KeyCache:MaxEntries, unless --key-cache makes room: then the walk may take up to 10 minutes).
+walk_s=$(( devices / 2000 + 1 )); walk_max=60; [ -z "$key_cache" ] || walk_max=600
+[ "$walk_s" -le "$walk_max" ] || walk_s=$walk_max
 log "every device reads once (about ${walk_s} s)"
 measure service "$walk_s" walk > /dev/null
 alternate "$out/results-history-$devices.md" "$rounds" "$duration" "$warmup" service naive
