@@ -175,6 +175,9 @@ public sealed class Exports(ReadRouting reads, IOptions<ExportOptions> options, 
             return;
         }
 
+        // An export is bounded by its statement's time (TimeoutSeconds), not by a request's (Limits:RequestTimeoutSeconds,
+        // 30 s): that limit cancelled an export of ten million events part way, and the stream then ended as if whole.
+        http.Features.Get<Microsoft.AspNetCore.Http.Timeouts.IHttpRequestTimeoutFeature>()?.DisableTimeout();
         var rows = 0L;
         var cancellationToken = http.RequestAborted;
         try
@@ -211,6 +214,8 @@ public sealed class Exports(ReadRouting reads, IOptions<ExportOptions> options, 
         catch (OperationCanceledException) when (cancellationToken.IsCancellationRequested)
         {
             logger.LogInformation("The client left the export of {Export} of project {ProjectId}", name, projectId);
+            // Whatever cancelled it, a stream cut short never gets its proper end.
+            http.Abort();
         }
         catch (Exception e) when (http.Response.HasStarted)
         {
