@@ -8,7 +8,8 @@
 #   events.ndjson    GET /events, Accept: application/x-ndjson; then with gzip
 #   beside ingest    single reports at 64 connections for 30 s (quick: 5 s) alone, then while two exports run
 #                    back to back on two connections: ingest's p99 both times.
-# Checks (any failure exits 1): every export has exactly its rows (lines counted), no 5xx during ingest.
+# Checks (any failure exits 1): every export has exactly its rows (lines counted) and the service logged none as
+# ended early, no 5xx during ingest.
 # Writes bench/out/exports.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,6 +72,10 @@ curl -sS -o /dev/null -H "api_key: $key" -H 'Accept: application/x-ndjson' "$bas
   export_run events.ndjson.gz /events application/x-ndjson "$event_rows" gzip
 } > "$raw/exports.md"
 cat "$raw/exports.md"
+# The client above reads every export to its end: the service must not have ended one early (a limit cut exports
+# longer than 30 s once, and the line count alone cannot tell a cut that the service ended properly).
+cut=$(grep -c -e "The client left the export" -e "failed after it began" "$raw/api.log" || true)
+[ "$cut" = 0 ] || fail "$cut exports ended before their last row (see $raw/api.log)"
 
 wrk_p99() { sed -nE 's/^RESULT.* p99_ms=([^ ]*).*/\1/p' "$1"; }
 wrk_field() { sed -nE "s/^RESULT.* $2=([^ ]*).*/\1/p" "$1"; }
