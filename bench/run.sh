@@ -246,11 +246,27 @@ if [ "$webhook" = 1 ]; then
       FROM webhook_deliveries AS d
       JOIN firmware_events AS e ON e.project_id = d.project_id AND e.id = d.event_id
       WHERE d.event_id > $first_new AND d.webhook_id IN ($live_webhooks) AND d.delivered_at IS NOT NULL")
+    # Where the lag goes, p50 and p99 of each part: from the receipt to the step that recorded the delivery (the
+    # projection), from there to the attempt that delivered it (the sender's claim), and the attempt with its recording
+    # (the receiver and the sender's round trip); the two last over the deliveries delivered at their first attempt.
+    parts=$(psql_fm -tA -F ' ' -c "
+      SELECT round(percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM d.created_at - e.received_at))::numeric, 2),
+             round(percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM d.created_at - e.received_at))::numeric, 2),
+             round((percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM d.last_attempt_at - d.created_at)) FILTER (WHERE d.attempts = 1))::numeric, 2),
+             round((percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM d.last_attempt_at - d.created_at)) FILTER (WHERE d.attempts = 1))::numeric, 2),
+             round((percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM d.delivered_at - d.last_attempt_at)) FILTER (WHERE d.attempts = 1))::numeric, 2),
+             round((percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM d.delivered_at - d.last_attempt_at)) FILTER (WHERE d.attempts = 1))::numeric, 2),
+             count(*) FILTER (WHERE d.attempts > 1)
+      FROM webhook_deliveries AS d
+      JOIN firmware_events AS e ON e.project_id = d.project_id AND e.id = d.event_id
+      WHERE d.event_id > $first_new AND d.webhook_id IN ($live_webhooks) AND d.delivered_at IS NOT NULL")
+    read -r proj50 proj99 claim50 claim99 send50 send99 retried <<< "$parts"
     {
       echo
       echo "$name: events stored (warm-up included): $stored; deliveries to the live receiver recorded for them: $recorded;" \
         "delivered: $delivered, still pending: $pending; the last arrived ${drain_s} s after the load stopped;" \
-        "lag from receipt to delivery p50 ${lag% *} s, p99 ${lag#* } s."
+        "lag from receipt to delivery p50 ${lag% *} s, p99 ${lag#* } s (p50 / p99 of its parts: projection $proj50 / $proj99 s," \
+        "to the delivering attempt $claim50 / $claim99 s, the attempt $send50 / $send99 s; delivered after more than one attempt: $retried)."
     } >> "$results"
     [ "$stored" = "$recorded" ] || { echo "bench: $name: $stored events stored but $recorded deliveries recorded" >&2; exit 1; }
     [ "$pending" = 0 ] || { echo "bench: $name: $pending deliveries still pending" >&2; exit 1; }
@@ -273,11 +289,11 @@ hanging_pid=$!
               SELECT w.project_id, 'http://127.0.0.1:$hanging_port/hook', w.event_types, w.secret_ciphertext FROM webhooks AS w WHERE w.id IN ($live_webhooks)" >/dev/null
   webhook_phase ingest-webhook-beside-hanging
   sleep 1
-  arrived=$(cat "$raw/receiver-count.txt")
+  read -r arrived distinct repeated < "$raw/receiver-count.txt"
   delivered=$(psql_fm -tAc "SELECT count(*) FROM webhook_deliveries WHERE delivered_at IS NOT NULL AND webhook_id IN ($live_webhooks)")
   {
     echo
-    echo "Requests the live receiver got: $arrived; deliveries to it marked delivered: $delivered."
+    echo "Requests the live receiver got: $arrived, of $distinct distinct messages (webhook-id), $repeated received more than once; deliveries to it marked delivered: $delivered."
     echo
     echo "Fleet: $devices devices ($big in project 1) in 10 projects; a webhook in each, subscribed to every event; receiver: bench/webhook-receiver.py on loopback; in the second phase, a second webhook in each project to a receiver that never answers."
   } >> "$results"

@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
 """A webhook receiver for bench/run.sh --webhook: answers every POST 204 at once and counts them.
 
-Usage: webhook-receiver.py PORT COUNTFILE. The count of requests received is written to COUNTFILE every second.
+Usage: webhook-receiver.py PORT COUNTFILE. Every second, COUNTFILE gets one line: the requests received, the distinct
+webhook-id headers among them, and the webhook-ids received more than once (a message sent twice).
 """
+import os
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 received = 0
+seen = set()
+repeated = 0
 lock = threading.Lock()
 
 
@@ -16,10 +20,15 @@ class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_POST(self):
-        global received
+        global received, repeated
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        message = self.headers.get("webhook-id")
         with lock:
             received += 1
+            if message in seen:
+                repeated += 1
+            else:
+                seen.add(message)
         self.send_response(204)
         self.send_header("Content-Length", "0")
         self.end_headers()
@@ -30,8 +39,11 @@ class Handler(BaseHTTPRequestHandler):
 
 def write_count(path):
     while True:
-        with open(path, "w") as f:
-            f.write(f"{received}\n")
+        with lock:
+            line = f"{received} {len(seen)} {repeated}\n"
+        with open(path + ".tmp", "w") as f:
+            f.write(line)
+        os.replace(path + ".tmp", path)
         time.sleep(1)
 
 

@@ -934,7 +934,7 @@ SELECT stored.project_id,
        stored.id,
        stored.device_id,
        'event.' || stored.status,
-       stored.received_at,
+       @StepTime,
        stored.received_at
 FROM (SELECT e.id,
              e.device_id,

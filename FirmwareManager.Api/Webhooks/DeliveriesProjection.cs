@@ -7,7 +7,8 @@ public sealed class DeliveriesProjection : IProjection
 {
     // The webhook outbox (migration 0029): a delivery per event and webhook that subscribes to it, in the step that
     // projects the event (in feed order, exactly once), so that nothing stored is missing from the push stream. Keyed by the
-    // event's id (no sequence: the INSERT ... SELECT stays on the project's shard); WebhookSender sends them.
+    // event's id (no sequence: the INSERT ... SELECT stays on the project's shard); WebhookSender sends them. Recorded at
+    // the step's time (as a halted rollout's), due since the event's receipt.
     private const string RecordDeliveriesSql = $$"""
         INSERT INTO webhook_deliveries (project_id, webhook_id, event_id, device_id, event_type, created_at, next_attempt_at)
         SELECT stored.project_id,
@@ -15,7 +16,7 @@ public sealed class DeliveriesProjection : IProjection
                stored.id,
                stored.device_id,
                'event.' || stored.status,
-               stored.received_at,
+               @StepTime,
                stored.received_at
         FROM {{StepEvents.StoredEvents}} AS stored
         JOIN webhooks AS w ON w.project_id = stored.project_id
