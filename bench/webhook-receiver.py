@@ -51,4 +51,9 @@ if __name__ == "__main__":
     port, path = int(sys.argv[1]), sys.argv[2]
     threading.Thread(target=write_count, args=(path,), daemon=True).start()
     ThreadingHTTPServer.daemon_threads = True
+    # socketserver listens with a backlog of 5: under the sender's bursts (up to BatchSize connections per webhook)
+    # the kernel drops the SYNs beyond it and the client retries after 1, 3, 7 s, which the first runs measured as
+    # the sender's lag and, past its 10-s timeout, as messages sent twice. A real receiver's server listens with
+    # hundreds (nginx 511, Kestrel 512).
+    ThreadingHTTPServer.request_queue_size = 1024
     ThreadingHTTPServer(("127.0.0.1", port), Handler).serve_forever()
