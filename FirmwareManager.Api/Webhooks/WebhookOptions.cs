@@ -37,10 +37,7 @@ public sealed class WebhookOptions
     [Range(0.001, 720)]
     public double GiveUpAfterHours { get; set; } = 25;
 
-    /// <summary>
-    /// Attempts one instance has in flight at a time, per webhook (each webhook has a lane of its own): as they end, it
-    /// claims more, once a quarter of them is free.
-    /// </summary>
+    /// <summary>Deliveries one instance claims and sends at a time, per webhook (a wave; each webhook has a lane of its own).</summary>
     [Range(1, 1000)]
     public int BatchSize { get; set; } = 100;
 }

@@ -24,10 +24,10 @@ public sealed record RolloutWebhookPayload(string Type, string DeliveryId, long 
 /// mid-send is sent again (receivers de-duplicate by its id). Per webhook and device, a delivery is sent only once
 /// every older one is delivered or given up: in order. A failed attempt is retried after a wait that doubles, up to
 /// <see cref="WebhookOptions.MaxRetryDelaySeconds"/>, until <see cref="WebhookOptions.GiveUpAfterHours"/> after it was
-/// recorded. Each webhook has a lane of its own: at most <see cref="WebhookOptions.BatchSize"/> attempts in flight per
-/// instance, more claimed as they end; the lanes of different webhooks run side by side and nothing waits for
-/// another's, so a slow, failing or hanging receiver delays only its own webhook, and within it a slow answer holds
-/// only its own slot. Ingest and the projection never wait for any.
+/// recorded. Each webhook has a lane of its own: a wave of at most <see cref="WebhookOptions.BatchSize"/> deliveries at
+/// a time per instance, sent, recorded, then the next; the waves of different webhooks run side by side and nothing
+/// waits for another's, so a slow, failing or hanging receiver delays only its own webhook, by at most the attempt
+/// timeout a wave. Ingest and the projection never wait for any.
 /// </summary>
 public sealed partial class WebhookSender(
     NpgsqlDataSource dataSource,
@@ -147,9 +147,9 @@ public sealed partial class WebhookSender(
     /// <summary>An attempt's result: delivered when <see cref="Error"/> is null; <see cref="Final"/> when no retry can help.</summary>
     private sealed record Outcome(Claimed Delivery, int? Status, string? Error, bool Final = false);
 
-    // The lanes running on this instance, by (project, webhook), awaited on stop; and a signal when one ends.
-    private readonly ConcurrentDictionary<(long ProjectId, long WebhookId), Task> _lanes = new();
-    private readonly SemaphoreSlim _laneEnded = new(0);
+    // The lanes with a wave in flight on this instance, by (project, webhook); the waves themselves, awaited on stop.
+    private readonly ConcurrentDictionary<(long ProjectId, long WebhookId), Task> _waves = new();
+    private readonly SemaphoreSlim _waveEnded = new(0);
 
     protected override async Task ExecuteAsync(CancellationToken stoppingToken)
     {
@@ -174,8 +174,8 @@ public sealed partial class WebhookSender(
             {
                 try
                 {
-                    // Until the next look, or at once when a lane ends (its webhook may have more due).
-                    await _laneEnded.WaitAsync(TimeSpan.FromMilliseconds(options.Value.PollMilliseconds), stoppingToken);
+                    // Until the next look, or at once when a wave ends (its webhook may have more due).
+                    await _waveEnded.WaitAsync(TimeSpan.FromMilliseconds(options.Value.PollMilliseconds), stoppingToken);
                 }
                 catch (OperationCanceledException)
                 {
@@ -184,13 +184,12 @@ public sealed partial class WebhookSender(
             }
         }
 
-        await Task.WhenAll(_lanes.Values);
+        await Task.WhenAll(_waves.Values);
     }
 
     /// <summary>
-    /// Starts a lane for each webhook with deliveries due that has none running on this instance and whose first
-    /// claim finds some (a delivery due behind an older one of its device is not claimable: no lane for it, or the
-    /// look would spin); returns how many started. Does not wait for them.
+    /// Starts a wave for each webhook with deliveries due whose lane is free on this instance; returns how many
+    /// started. Does not wait for them.
     /// </summary>
     private async Task<int> DispatchAsync(CancellationToken stoppingToken)
     {
@@ -212,27 +211,26 @@ public sealed partial class WebhookSender(
         }
 
         var started = 0;
-        foreach (var lane in due.Where(lane => !_lanes.ContainsKey(lane)))
+        foreach (var lane in due.Where(lane => !_waves.ContainsKey(lane)))
         {
-            var claimed = await ClaimAsync(connection, lane.ProjectId, lane.WebhookId, options.Value.BatchSize, stoppingToken);
+            var claimed = await ClaimAsync(connection, lane.ProjectId, lane.WebhookId, stoppingToken);
             if (claimed.Count == 0)
             {
                 continue;
             }
 
             started++;
-            var running = new TaskCompletionSource();
-            _lanes[lane] = running.Task;
+            var wave = new TaskCompletionSource();
+            _waves[lane] = wave.Task;
             _ = Task.Run(async () =>
             {
                 try
                 {
-                    await RunLaneAsync(lane.ProjectId, lane.WebhookId, claimed, stoppingToken);
+                    await SendWaveAsync(lane.ProjectId, claimed, stoppingToken);
                 }
                 catch (Exception e) when (!stoppingToken.IsCancellationRequested)
                 {
-                    // The claims of what it had in flight lapse: those deliveries are sent again (receivers
-                    // de-duplicate by id).
+                    // Its claims lapse: the deliveries are sent again (receivers de-duplicate by id).
                     LogRoundFailed(logger, e);
                 }
                 catch (OperationCanceledException)
@@ -240,9 +238,9 @@ public sealed partial class WebhookSender(
                 }
                 finally
                 {
-                    _lanes.TryRemove(lane, out _);
-                    running.SetResult();
-                    _laneEnded.Release();
+                    _waves.TryRemove(lane, out _);
+                    wave.SetResult();
+                    _waveEnded.Release();
                 }
             }, CancellationToken.None);
         }
@@ -250,7 +248,7 @@ public sealed partial class WebhookSender(
         return started;
     }
 
-    private async Task<List<Claimed>> ClaimAsync(NpgsqlConnection connection, long projectId, long webhookId, int limit, CancellationToken cancellationToken)
+    private async Task<List<Claimed>> ClaimAsync(NpgsqlConnection connection, long projectId, long webhookId, CancellationToken cancellationToken)
     {
         var settings = options.Value;
         var now = Now();
@@ -260,63 +258,14 @@ public sealed partial class WebhookSender(
             WebhookId = webhookId,
             Now = now,
             ClaimedUntil = now.AddSeconds(settings.TimeoutSeconds * 2),
-            Limit = limit,
+            Limit = settings.BatchSize,
         }, cancellationToken: cancellationToken))).AsList();
     }
 
-    /// <summary>
-    /// One webhook's lane: a window of at most <see cref="WebhookOptions.BatchSize"/> attempts in flight. As attempts
-    /// end, their outcomes are recorded in one batch, and once a quarter of the window is free (or none is in flight)
-    /// it claims that many more, then again every poll interval while there is room, so one slow answer holds one
-    /// slot, not the rest. It ends when nothing is in flight and nothing more is claimable.
-    /// </summary>
-    private async Task RunLaneAsync(long projectId, long webhookId, List<Claimed> firstClaimed, CancellationToken cancellationToken)
+    // One webhook's wave: what its deliveries report, the attempts side by side, and their outcomes in one batch.
+    private async Task SendWaveAsync(long projectId, List<Claimed> claimed, CancellationToken cancellationToken)
     {
-        var window = options.Value.BatchSize;
-        var claimAt = Math.Max(1, window / 4);
-        var inFlight = new List<Task<Outcome>>(window);
-        inFlight.AddRange(await StartAttemptsAsync(projectId, firstClaimed, cancellationToken));
-        while (inFlight.Count > 0)
-        {
-            // With room to claim, it looks again after the poll interval even while every attempt hangs: the
-            // deliveries recorded meanwhile need not wait for a slow answer.
-            Task attemptEnded = Task.WhenAny(inFlight);
-            await (window - inFlight.Count >= claimAt
-                ? Task.WhenAny(attemptEnded, Task.Delay(options.Value.PollMilliseconds, cancellationToken))
-                : attemptEnded);
-            var ended = inFlight.Where(attempt => attempt.IsCompleted).ToList();
-            inFlight.RemoveAll(attempt => attempt.IsCompleted);
-            var outcomes = ended.Where(attempt => attempt.IsCompletedSuccessfully).Select(attempt => attempt.Result).ToList();
-            if (outcomes.Count > 0)
-            {
-                await RecordAsync(projectId, outcomes);
-            }
-
-            // An attempt cancelled (the instance stopping) or failed ends the lane here: the claims of those left lapse.
-            await Task.WhenAll(ended);
-
-            var free = window - inFlight.Count;
-            if (free >= claimAt || inFlight.Count == 0)
-            {
-                List<Claimed> claimed;
-                await using (var connection = await dataSource.OpenConnectionAsync(cancellationToken))
-                {
-                    claimed = await ClaimAsync(connection, projectId, webhookId, free, cancellationToken);
-                }
-
-                inFlight.AddRange(await StartAttemptsAsync(projectId, claimed, cancellationToken));
-            }
-        }
-    }
-
-    // Reads what the claimed deliveries report and starts their attempts; does not wait for them.
-    private async Task<List<Task<Outcome>>> StartAttemptsAsync(long projectId, List<Claimed> claimed, CancellationToken cancellationToken)
-    {
-        if (claimed.Count == 0)
-        {
-            return [];
-        }
-
+        var settings = options.Value;
         Dictionary<long, Target> targets;
         Dictionary<long, FirmwareEvent> events;
         await using (var connection = await dataSource.OpenConnectionAsync(cancellationToken))
@@ -335,7 +284,7 @@ public sealed partial class WebhookSender(
         }
 
         var halted = await rollouts.FindAsync(projectId, claimed.Where(c => c.EventId < 0).Select(c => -c.EventId), cancellationToken);
-        return claimed.Select(delivery =>
+        var outcomes = await Task.WhenAll(claimed.Select(delivery =>
         {
             var deliveryId = FormattableString.Invariant($"{delivery.WebhookId}-{delivery.EventId}");
             var messageId = WebhookDelivery.MessageId(delivery.WebhookId, delivery.EventId, delivery.Redeliveries);
@@ -359,13 +308,8 @@ public sealed partial class WebhookSender(
                 : body is null
                     ? Task.FromResult(new Outcome(delivery, null, "What it reports is no longer stored (retention).", Final: true))
                     : SendAsync(delivery, messageId, sentAt, body, target, cancellationToken);
-        }).ToList();
-    }
+        }));
 
-    // The attempts' outcomes, in one batch: recorded even while the instance stops (they were sent).
-    private async Task RecordAsync(long projectId, List<Outcome> outcomes)
-    {
-        var settings = options.Value;
         await using var recording = await dataSource.OpenConnectionAsync(CancellationToken.None);
         await using var batch = new NpgsqlBatch(recording);
         var recordedAt = Now();

@@ -112,36 +112,6 @@ public sealed class WebhookDeliveryTests(FirmwareManagerApp app) : ApiTest(app),
     }
 
     [Fact]
-    public async Task A_slow_answer_holds_only_its_own_delivery_and_the_webhooks_other_devices_are_delivered_meanwhile()
-    {
-        // The first request waits a minute for its answer (the attempt timeout); every other is answered at once.
-        _receiver.Answer = n => n == 1 ? (200, TimeSpan.FromMinutes(1)) : (200, TimeSpan.Zero);
-        var (webhookId, _) = await SubscribeAsync(["event.failed"]);
-        await using var sender = StartSender(timeoutSeconds: 60);
-        using var device1 = App.ClientWithKey(FirmwareManagerApp.DeviceKey1);
-        using var device2 = App.ClientWithKey(FirmwareManagerApp.DeviceKey2);
-        (await device1.PostEventAsync(1, Report("2.0.0", "failed", Start))).EnsureSuccessStatusCode();
-        await EventuallyAsync(() => _receiver.Arrivals == 1, "device 1's delivery, in flight");
-
-        // Reported while device 1's attempt hangs: device 2's five go one after another (in order), each claimed once
-        // the one before it was recorded, beside the attempt in flight.
-        for (var i = 0; i < 5; i++)
-        {
-            (await device2.PostEventAsync(2, Report("2.0.0", "failed", Start.AddMinutes(i)))).EnsureSuccessStatusCode();
-        }
-
-        await using var connection = App.OpenConnection();
-        await EventuallyAsync(async () => await connection.ExecuteScalarAsync<long>(
-            "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = @Id AND device_id = 2 AND delivered_at IS NOT NULL", new { Id = webhookId }) == 5,
-            "device 2's 5 deliveries while device 1's attempt hangs");
-        _receiver.Accepted.Select(Parse).Should().OnlyContain(r => r.DeviceId == 2).And.HaveCount(5)
-            .And.Subject.Select(r => r.EventId).Should().BeInAscendingOrder();
-        (await connection.QueryAsync<(long Attempts, bool Delivered)>(
-                "SELECT attempts, delivered_at IS NOT NULL FROM webhook_deliveries WHERE webhook_id = @Id AND device_id = 1", new { Id = webhookId }))
-            .Should().Equal([(1L, false)], "device 1's one attempt is still waiting for its answer");
-    }
-
-    [Fact]
     public async Task Failed_and_timed_out_attempts_are_retried_until_every_delivery_arrives_in_order()
     {
         // Three 500s, then an answer slower than the attempt timeout (1 s), then success.
