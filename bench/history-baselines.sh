@@ -27,28 +27,48 @@ rm -f "$raw"/*
 
 build_api
 build_naive
-start_cluster -c shared_buffers=2GB -c max_wal_size=8GB
+start_cluster -c shared_buffers=2GB -c max_wal_size=8GB -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on
 api_port=$(free_port 18680)
 # As bench/run.sh: the request log at Warning (one line per request would measure the console); devices keep their
 # rate limit, which a device picked at random never reaches.
 start_api "$api_port" "$raw/api.log" "Serilog__MinimumLevel__Override__Serilog.AspNetCore.RequestLoggingMiddleware=Warning" \
   ${key_cache:+"FirmwareManager__KeyCache__MaxEntries=$key_cache"}
+service_pid=$api_pid
 naive_port=$(free_port $((api_port + 1)))
 start_naive "$naive_port" "$raw/naive.log" ";Max Auto Prepare=64;Auto Prepare Min Usages=2;No Reset On Close=true"
+naive_pid=${api_pids[-1]}
 
 log "provisioning $devices devices in one project, 10 events each"
 psql_fm -v devices="$devices" -v big="$devices" -v events_per_device=10 -f bench/provision.sql > /dev/null
 # The keys as a fleet in steady state has them: each used within the hour. The service writes a key's last use at
 # most hourly (KeyUsage), so a run on keys never used before would measure that first write of 100,000 rows.
 psql_fm -c "UPDATE device_api_keys SET last_used_at = now()"
-psql_fm -c "VACUUM ANALYZE" -c "CHECKPOINT"
+psql_fm -c "VACUUM ANALYZE" -c "CHECKPOINT" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"
 psql_fm -c "\\copy (SELECT id, 'fmd_b' || md5(id::text) FROM devices ORDER BY id) TO '$raw/devices.csv' CSV"
 
 declare -A url=( [service]="http://127.0.0.1:$api_port" [naive]="http://127.0.0.1:$naive_port" )
-declare -A prefix=( [service]=/firmware/ [naive]=/naive/1/ )
-# measure TARGET SECONDS [walk]: a wrk run of 16 connections; prints its RESULT line.
+declare -A prefix=( [service]=/firmware/ [naive]=/naive/1/ ) target_pid=( [service]=$service_pid [naive]=$naive_pid )
+# measure TARGET SECONDS [walk]: a wrk run of 16 connections; prints its RESULT line, with the CPU time per request
+# of the target's process (app_us) and of PostgreSQL's (pg_us), from /proc: where a difference between targets goes.
+# A measured round's statements (pg_stat_statements: calls, planning and execution) go to raw/statements.txt.
 measure() {
-  wrk -t2 -c16 -d"${2}s" --latency -s bench/history.lua "${url[$1]}" -- "$raw/devices.csv" "${prefix[$1]}" "${3:-}" 2>&1 | grep '^RESULT'
+  local app0 pg0 line requests
+  [ "$2" != "$duration" ] || psql_fm -Atc "SELECT pg_stat_statements_reset()" > /dev/null
+  app0=$(cpu_of "${target_pid[$1]}"); pg0=$(cpu_of $(pg_pids))
+  line=$(wrk -t2 -c16 -d"${2}s" --latency -s bench/history.lua "${url[$1]}" -- "$raw/devices.csv" "${prefix[$1]}" "${3:-}" 2>&1 | grep '^RESULT')
+  requests=$(echo "$line" | sed -nE 's/.* requests=([^ ]*) .*/\1/p')
+  line="$line $(awk -v a="$(( $(cpu_of "${target_pid[$1]}") - app0 ))" -v p="$(( $(cpu_of $(pg_pids)) - pg0 ))" \
+    -v n="$requests" -v c="$clk" 'BEGIN { printf "app_us=%.0f pg_us=%.0f", a / c * 1e6 / n, p / c * 1e6 / n }')"
+  if [ "$2" = "$duration" ]; then
+    { echo "== $1: $line"
+      psql_fm -c "
+        SELECT calls, plans, round(total_plan_time::numeric) AS plan_ms, round(total_exec_time::numeric) AS exec_ms,
+               round(((total_plan_time + total_exec_time) / calls * 1000)::numeric) AS us_per_call,
+               left(regexp_replace(query, '\s+', ' ', 'g'), 100) AS statement
+        FROM pg_stat_statements WHERE calls > 0 ORDER BY total_plan_time + total_exec_time DESC LIMIT 12"
+    } >> "$raw/statements.txt"
+  fi
+  echo "$line"
 }
 # Every device reads once before the measured rounds, so that the service's key cache holds the fleet's keys, as it
 # does for a fleet that reads and reports steadily (Auth/ApiKeys.cs keeps a valid key's lookup up to 10 minutes);

@@ -15,6 +15,9 @@ public sealed record EventFilters(DateTime? Since, DateTime? Until, string[] Sta
         Since?.Ticks.ToString(CultureInfo.InvariantCulture), Until?.Ticks.ToString(CultureInfo.InvariantCulture),
         string.Join(',', Statuses.Order(StringComparer.Ordinal)), Firmware) + (ErrorCode is null ? "" : "|error_code=" + ErrorCode);
 
+    /// <summary>No filter given: every event of the history or feed.</summary>
+    public bool IsEmpty => Since is null && Until is null && Statuses.Length == 0 && Firmware is null && ErrorCode is null;
+
     /// <summary>Parses <c>since</c>, <c>until</c>, <c>status</c> (repeated or comma-separated), <c>firmware</c> and <c>error_code</c>; null when any is bad.</summary>
     public static EventFilters? Parse(
         string? since, string? until, string[]? status, string? firmware, string? errorCode, Dictionary<string, string[]> errors)

@@ -98,26 +98,40 @@ public sealed class PartitionTests
 
         // The first page (the 2099 event and nine of the newest month) reads the newest month's index only: the
         // older month and the partition before the boundary are never entered (an ordered Append, not a merge).
-        var sql = service.Services.GetRequiredService<DeviceHistory>().Statement();
-        var plan = string.Join('\n', await connection.QueryAsync<string>("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) " + sql, new
+        // So does the statement with the filters' conditions, with a filter that selects every event.
+        var unfiltered = new EventFilters(null, null, [], null);
+        var filtered = new EventFilters(new DateTime(2000, 1, 1, 0, 0, 0, DateTimeKind.Utc), null, [], null);
+        foreach (var filters in new[] { unfiltered, filtered })
         {
-            DeviceId = 1L,
-            ProjectId = 1L,
-            Since = (DateTime?)null,
-            Until = (DateTime?)null,
-            AfterOccurredAt = (DateTime?)null,
-            AfterFirmware = (string?)null,
-            AfterStatus = (string?)null,
-            Statuses = Array.Empty<string>(),
-            Firmware = (string?)null,
-            ErrorCode = (string?)null,
-            Limit = 10,
-        }));
-        string ScanOf(string partition) => plan.Split('\n').Single(line => line.Contains($" on {partition}", StringComparison.Ordinal) && line.Contains("Index Scan", StringComparison.Ordinal)
-            && !line.Contains("firmware_events_default", StringComparison.Ordinal));
-        ScanOf(EventPartitions.NameOf(newer)).Should().NotContain("never executed", plan);
-        ScanOf(EventPartitions.NameOf(older)).Should().Contain("never executed", plan);
-        ScanOf("firmware_events_before_partitioning").Should().Contain("never executed", plan);
+            var sql = service.Services.GetRequiredService<DeviceHistory>().Statement(filters);
+            var plan = string.Join('\n', await connection.QueryAsync<string>("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) " + sql, new
+            {
+                DeviceId = 1L,
+                ProjectId = 1L,
+                filters.Since,
+                filters.Until,
+                AfterOccurredAt = (DateTime?)null,
+                AfterFirmware = (string?)null,
+                AfterStatus = (string?)null,
+                filters.Statuses,
+                filters.Firmware,
+                filters.ErrorCode,
+                Limit = 10,
+            }));
+            string ScanOf(string partition) => plan.Split('\n').Single(line => line.Contains($" on {partition}", StringComparison.Ordinal) && line.Contains("Index Scan", StringComparison.Ordinal)
+                && !line.Contains("firmware_events_default", StringComparison.Ordinal));
+            ScanOf(EventPartitions.NameOf(newer)).Should().NotContain("never executed", plan);
+            ScanOf(EventPartitions.NameOf(older)).Should().Contain("never executed", plan);
+            ScanOf("firmware_events_before_partitioning").Should().Contain("never executed", plan);
+            if (filters.IsEmpty)
+            {
+                sql.Should().NotContain("@Since").And.NotContain("@Statuses", "a page without filters carries no filter's condition");
+            }
+            else
+            {
+                sql.Should().Contain("@Since").And.Contain("@Statuses").And.Contain("@ErrorCode");
+            }
+        }
 
         // And the pages through the API: every event once, newest first, across the default partition, both months and the partition before.
         var seen = new List<string>();
