@@ -212,6 +212,19 @@ public sealed class GeneratedInputTests(FirmwareManagerApp app) : ApiTest(app)
             }, iter: ParserIterations);
     }
 
+    [Fact]
+    public void The_timestamp_writer_writes_what_the_custom_format_wrote_for_every_generated_instant_and_reads_back_to_the_microsecond()
+    {
+        Gen.Long[DateTime.MinValue.Ticks, DateTime.MaxValue.Ticks].Sample(ticks =>
+        {
+            var at = new DateTime(ticks, DateTimeKind.Utc);
+            var text = Rfc3339.Format(at);
+            text.Should().Be(at.ToString("yyyy-MM-dd'T'HH:mm:ss.ffffff'Z'", CultureInfo.InvariantCulture));
+            Rfc3339.TryParse(text, out var back).Should().BeTrue(text);
+            back.Should().Be(new DateTime(ticks - ticks % 10, DateTimeKind.Utc), text);
+        }, iter: ParserIterations);
+    }
+
     // The grammar semver.org gives for SemVer 2.0.0, with [0-9] for \d (which also matches non-ASCII digits).
     private static readonly System.Text.RegularExpressions.Regex SemVerGrammar = new(
         @"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)" +
