@@ -159,7 +159,6 @@ public sealed class DeviceHistory(ReadRouting reads, EventPartitionSpan partitio
         long deviceId, long projectId, EventFilters filters, Position? after, int limit, ReadContext read,
         CancellationToken cancellationToken)
     {
-        var parameters = Parameters(deviceId, projectId, filters, after, limit);
         var made = Statements();
         var page = filters.IsEmpty ? made.UnfilteredPage : made.FilteredPage;
         return await reads.RunAsync<IReadOnlyList<FirmwareEvent>?>(read, async connection =>
@@ -168,7 +167,8 @@ public sealed class DeviceHistory(ReadRouting reads, EventPartitionSpan partitio
 
             // An empty page may also mean the device is unknown to the project: only then is that asked.
             if (events.Count == 0 &&
-                !await connection.ExecuteScalarAsync<bool>(new CommandDefinition(DeviceKnownToProjectSql, parameters, cancellationToken: cancellationToken)))
+                !await connection.ExecuteScalarAsync<bool>(new CommandDefinition(
+                    DeviceKnownToProjectSql, new { DeviceId = deviceId, ProjectId = projectId }, cancellationToken: cancellationToken)))
             {
                 return null;
             }
