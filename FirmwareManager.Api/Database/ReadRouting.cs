@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Globalization;
 using FirmwareManager.Api.Observability;
+using FirmwareManager.Api.Projections;
 using Npgsql;
 using NpgsqlTypes;
 
@@ -74,6 +75,7 @@ public sealed class ReadRouting
     private readonly NpgsqlDataSource _primary;
     private readonly NpgsqlDataSource? _preferStandby;
     private readonly FirmwareMetrics _metrics;
+    private readonly ProjectedPositions _positions;
     private readonly ILogger<ReadRouting> _logger;
 
     /// <summary>
@@ -86,11 +88,13 @@ public sealed class ReadRouting
     // Member keys' last writes through this instance (WAL position, when), for FloorKeptFor.
     private readonly ConcurrentDictionary<long, (ulong Position, long At)> _lastWrites = new();
 
-    public ReadRouting(NpgsqlDataSource primary, StandbyDataSource standby, FirmwareMetrics metrics, ILogger<ReadRouting> logger)
+    public ReadRouting(
+        NpgsqlDataSource primary, StandbyDataSource standby, FirmwareMetrics metrics, ProjectedPositions positions, ILogger<ReadRouting> logger)
     {
         _primary = primary;
         _preferStandby = standby.DataSource;
         _metrics = metrics;
+        _positions = positions;
         _logger = logger;
     }
 
@@ -147,7 +151,20 @@ public sealed class ReadRouting
         if (_preferStandby is null)
         {
             await using var only = await _primary.OpenConnectionAsync(cancellationToken);
-            await ReadProjectedAsync(only, context, cancellationToken);
+            // One host: the position this instance saw last, when recent, is one the read includes (ProjectedPositions).
+            if (context.ProjectionOf is { } projectId && _positions.TryGet(projectId, context.MinProjected, out var known))
+            {
+                context.Projected = known;
+            }
+            else
+            {
+                await ReadProjectedAsync(only, context, cancellationToken);
+                if (context is { ProjectionOf: { } project, Projected: { } position })
+                {
+                    _positions.Observe(project, position);
+                }
+            }
+
             return await read(only);
         }
 

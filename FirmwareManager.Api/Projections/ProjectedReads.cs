@@ -9,7 +9,8 @@ namespace FirmwareManager.Api.Projections;
 /// <summary>
 /// Reads of projected state (devices, versions, transitions, rollouts): freshness visible and waitable. The answer
 /// carries <c>X-Projected-Position</c>, the project's feed position the state includes (read on the node that served
-/// it, before the read); <c>min_position=N</c> makes the request wait until the projection has reached N (a report's
+/// it, before the read; with one database host, what this instance knew of it within
+/// <see cref="ProjectionOptions.PositionRefreshMs"/>, <see cref="ProjectedPositions"/>); <c>min_position=N</c> makes the request wait until the projection has reached N (a report's
 /// <c>X-Feed-Position</c>), at most <see cref="ProjectionOptions.MaxWaitMs"/>, then answer 503 with <c>Retry-After</c>.
 /// </summary>
 public static class ProjectedReads

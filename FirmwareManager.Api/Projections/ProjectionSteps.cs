@@ -22,7 +22,8 @@ public sealed record StepOutcome(bool Claimed, long From, long To, int Events, l
 /// state as they were; after it, both moved: each event is applied exactly once. Three round trips, each statement
 /// filtered by the project (one shard on Citus).
 /// </summary>
-public sealed class ProjectionSteps(NpgsqlDataSource dataSource, DatabaseEngine engine, IEnumerable<IProjection> projections)
+public sealed class ProjectionSteps(
+    NpgsqlDataSource dataSource, DatabaseEngine engine, IEnumerable<IProjection> projections, ProjectedPositions positions)
 {
     private readonly ProjectionStatement[] _statements = projections.SelectMany(p => p.Statements).OrderBy(s => s.Order).ToArray();
 
@@ -109,7 +110,9 @@ public sealed class ProjectionSteps(NpgsqlDataSource dataSource, DatabaseEngine 
     public async Task<long> PositionAsync(long projectId, CancellationToken cancellationToken)
     {
         await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
-        return await connection.ExecuteScalarAsync<long>(new CommandDefinition(PositionSql, new { ProjectId = projectId }, cancellationToken: cancellationToken));
+        var position = await connection.ExecuteScalarAsync<long>(new CommandDefinition(PositionSql, new { ProjectId = projectId }, cancellationToken: cancellationToken));
+        positions.Observe(projectId, position);
+        return position;
     }
 
     /// <summary>Projects up to <paramref name="stepSize"/> of the project's events after its position, in one transaction.</summary>
@@ -148,6 +151,11 @@ public sealed class ProjectionSteps(NpgsqlDataSource dataSource, DatabaseEngine 
         if (position is not { } from || from >= lastArrival)
         {
             await connection.ExecuteAsync(new CommandDefinition("ROLLBACK", cancellationToken: cancellationToken));
+            if (position is { } reached)
+            {
+                positions.Observe(projectId, reached);
+            }
+
             return position is null ? StepOutcome.Skipped : new StepOutcome(true, position.Value, position.Value, 0, lastArrival, null);
         }
 
@@ -201,6 +209,7 @@ public sealed class ProjectionSteps(NpgsqlDataSource dataSource, DatabaseEngine 
             }
         }
 
+        positions.Observe(projectId, to);
         return new StepOutcome(true, from, to, range.Count, lastArrival, range.Count == 0 ? null : range.Min(e => e.ReceivedAt));
     }
 }

@@ -38,6 +38,13 @@ public sealed class ProjectionOptions
     /// <summary>/health reports a projection whose events have waited this many seconds without it moving.</summary>
     [Range(1, 3600)]
     public int StalledAfterSeconds { get; set; } = 30;
+
+    /// <summary>
+    /// With one database host, how old this instance's knowledge of a project's position may be before a read of
+    /// projected state reads it again, in milliseconds (<see cref="ProjectedPositions"/>); 0: every read reads it.
+    /// </summary>
+    [Range(0, 60_000)]
+    public int PositionRefreshMs { get; set; } = 1000;
 }
 
 /// <summary>
@@ -214,6 +221,7 @@ public static class ProjectionExtensions
     {
         services.AddSettings<ProjectionOptions>(configuration, ProjectionOptions.Section);
         services.AddSingleton<ProjectionSteps>();
+        services.AddSingleton<ProjectedPositions>();
         services.AddSingleton<ProjectionMetrics>();
         services.AddSingleton<ProjectionRecount>();
         services.AddSingleton<Projector>();

@@ -2,6 +2,7 @@ using System.Collections.Concurrent;
 using Dapper;
 using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Database;
+using FirmwareManager.Api.Projections;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Mvc.Testing;
 using Microsoft.Extensions.DependencyInjection;
@@ -156,6 +157,7 @@ public sealed class FirmwareManagerApp : WebApplicationFactory<Program>, IAsyncL
 
         // The data changed underneath the service, as another instance would change it.
         Services.GetRequiredService<KeyCache>().ForgetAll();
+        Services.GetRequiredService<ProjectedPositions>().ForgetAll();
     }
 
     /// <summary>A client that sends <paramref name="apiKey"/> in the reference API's <c>api_key</c> header.</summary>
