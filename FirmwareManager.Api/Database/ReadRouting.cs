@@ -1,7 +1,6 @@
 using System.Collections.Concurrent;
 using System.Globalization;
 using FirmwareManager.Api.Observability;
-using FirmwareManager.Api.Projections;
 using Npgsql;
 using NpgsqlTypes;
 

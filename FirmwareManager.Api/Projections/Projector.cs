@@ -221,7 +221,7 @@ public static class ProjectionExtensions
     {
         services.AddSettings<ProjectionOptions>(configuration, ProjectionOptions.Section);
         services.AddSingleton<ProjectionSteps>();
-        services.AddSingleton<ProjectedPositions>();
+        services.AddSingleton(sp => new ProjectedPositions(sp.GetRequiredService<IOptions<ProjectionOptions>>().Value.PositionRefreshMs));
         services.AddSingleton<ProjectionMetrics>();
         services.AddSingleton<ProjectionRecount>();
         services.AddSingleton<Projector>();

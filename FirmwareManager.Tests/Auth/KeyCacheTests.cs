@@ -145,7 +145,7 @@ public sealed class KeyCacheTests(FirmwareManagerApp app) : ApiTest(app)
         // answer instead, and the key is then read after the revocation: the property is checked every time, and
         // the race it is about must have happened three times.
         var raced = 0;
-        for (var attempt = 0; attempt < 45 && raced < 3; attempt++)
+        for (var attempt = 0; attempt < 90 && raced < 3; attempt++)
         {
             // A new key each attempt: a revoked key stays revoked (migration 0011).
             var hash = ApiKeyHasher.Hash(await App.AddDeviceKeyAsync(deviceId));

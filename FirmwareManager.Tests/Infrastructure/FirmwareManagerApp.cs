@@ -2,7 +2,6 @@ using System.Collections.Concurrent;
 using Dapper;
 using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Database;
-using FirmwareManager.Api.Projections;
 using Microsoft.AspNetCore.Hosting;
 using Microsoft.AspNetCore.Mvc.Testing;
 using Microsoft.Extensions.DependencyInjection;

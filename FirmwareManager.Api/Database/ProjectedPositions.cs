@@ -1,7 +1,6 @@
 using System.Collections.Concurrent;
-using Microsoft.Extensions.Options;
 
-namespace FirmwareManager.Api.Projections;
+namespace FirmwareManager.Api.Database;
 
 /// <summary>
 /// What this instance knows of each project's projection position: a lower bound, for the <c>X-Projected-Position</c>
@@ -12,17 +11,18 @@ namespace FirmwareManager.Api.Projections;
 /// that the database had reached, seen by a committed step of this instance (<see cref="ProjectionSteps"/>), a wait
 /// for <c>min_position</c> or a read of it, is included by every read that starts later. It is kept current by this
 /// instance's own steps; projects another instance projects are read again once the last look is older than
-/// <see cref="ProjectionOptions.PositionRefreshMs"/>, so the header trails the state by at most that (0: every read
-/// reads the position, as with standbys, where the node that serves the read may be behind the primary).
+/// <paramref name="refreshMs"/> (<c>FirmwareManager:Projections:PositionRefreshMs</c>), so the header trails the state
+/// by at most that (0: every read reads the position, as with standbys, where the node that serves the read may be
+/// behind the primary).
 /// </para>
 /// </summary>
-public sealed class ProjectedPositions(IOptions<ProjectionOptions> options)
+public sealed class ProjectedPositions(int refreshMs)
 {
     // Beyond this many projects the map starts again: each entry is only a shortcut.
     private const int MaxProjects = 100_000;
 
     private readonly ConcurrentDictionary<long, (long Position, long At)> _known = new();
-    private readonly long _refreshMs = options.Value.PositionRefreshMs;
+    private readonly long _refreshMs = refreshMs;
 
     /// <summary>
     /// The position a read of <paramref name="projectId"/> starting now includes at least, when this instance looked

@@ -1,13 +1,11 @@
-using FirmwareManager.Api.Projections;
-using Microsoft.Extensions.Options;
+using FirmwareManager.Api.Database;
 
-namespace FirmwareManager.Tests.Projections;
+namespace FirmwareManager.Tests.Database;
 
 /// <summary>What an instance knows of projects' positions: a lower bound, kept for the refresh interval.</summary>
 public sealed class ProjectedPositionsTests
 {
-    private static ProjectedPositions With(int refreshMs) =>
-        new(Options.Create(new ProjectionOptions { PositionRefreshMs = refreshMs }));
+    private static ProjectedPositions With(int refreshMs) => new(refreshMs);
 
     [Fact]
     public void A_project_never_looked_at_is_read_from_the_database()
