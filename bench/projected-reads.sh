@@ -33,9 +33,10 @@ else
   start_cluster -c shared_buffers=1GB
 fi
 member_key=fmm_bench_admin_1
-declare -A port target_pid
+declare -A port=() target_pid=()
+next_port=18780
 for target in statement known; do
-  port[$target]=$(free_port $(( ${#port[@]} == 0 ? 18780 : 18781 )))
+  port[$target]=$(free_port "$next_port"); next_port=$((port[$target] + 1))
   # The request log at Warning and no member rate limit, as bench/run.sh's fleet phases (one member key reads).
   start_api "${port[$target]}" "$raw/api-$target.log" "Serilog__MinimumLevel__Override__Serilog.AspNetCore.RequestLoggingMiddleware=Warning" \
     FirmwareManager__RateLimits__Member__PermitsPerSecond=0 \
