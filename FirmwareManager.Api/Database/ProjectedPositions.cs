@@ -8,8 +8,8 @@ namespace FirmwareManager.Api.Database;
 /// the position (on Citus a statement routed to the project's node, as long as a devices page: docs/scale-out.md).
 /// <para>
 /// It is valid because a position only grows and moves in the transaction that applies the state up to it: a position
-/// that the database had reached, seen by a committed step of this instance (<see cref="ProjectionSteps"/>), a wait
-/// for <c>min_position</c> or a read of it, is included by every read that starts later. It is kept current by this
+/// that the database had reached, seen by a committed projection step of this instance, a wait for
+/// <c>min_position</c> or a read of it, is included by every read that starts later. It is kept current by this
 /// instance's own steps; projects another instance projects are read again once the last look is older than
 /// <paramref name="refreshMs"/> (<c>FirmwareManager:Projections:PositionRefreshMs</c>), so the header trails the state
 /// by at most that (0: every read reads the position, as with standbys, where the node that serves the read may be

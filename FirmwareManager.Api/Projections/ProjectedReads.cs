@@ -10,8 +10,9 @@ namespace FirmwareManager.Api.Projections;
 /// Reads of projected state (devices, versions, transitions, rollouts): freshness visible and waitable. The answer
 /// carries <c>X-Projected-Position</c>, the project's feed position the state includes (read on the node that served
 /// it, before the read; with one database host, what this instance knew of it within
-/// <see cref="ProjectionOptions.PositionRefreshMs"/>, <see cref="ProjectedPositions"/>); <c>min_position=N</c> makes the request wait until the projection has reached N (a report's
-/// <c>X-Feed-Position</c>), at most <see cref="ProjectionOptions.MaxWaitMs"/>, then answer 503 with <c>Retry-After</c>.
+/// <see cref="ProjectionOptions.PositionRefreshMs"/>, <see cref="ProjectedPositions"/>); <c>min_position=N</c> makes
+/// the request wait until the projection has reached N (a report's <c>X-Feed-Position</c>), at most
+/// <see cref="ProjectionOptions.MaxWaitMs"/>, then answer 503 with <c>Retry-After</c>.
 /// </summary>
 public static class ProjectedReads
 {
@@ -39,7 +40,8 @@ public static class ProjectedReads
                     response.Headers ??= new Dictionary<string, Microsoft.OpenApi.IOpenApiHeader>();
                     response.Headers[Header] = new Microsoft.OpenApi.OpenApiHeader
                     {
-                        Description = "The project's feed position the answer's state includes.",
+                        Description = "A position of the project's feed that the answer's state includes: with min_position, at least that; with one database host, " +
+                                      "what this instance saw of the projection within FirmwareManager:Projections:PositionRefreshMs (1 s), so the state may be further on.",
                         Schema = new Microsoft.OpenApi.OpenApiSchema { Type = Microsoft.OpenApi.JsonSchemaType.Integer, Format = "int64" },
                     };
                 }
