@@ -3,8 +3,8 @@
 # One fresh cluster (migrated by the API, which is then stopped, so that nothing projects); project 1 holds N devices
 # (100,000) with 10 events each (bench/provision.sql), analyzed; then a step's worth of new events (2,000), one per
 # device picked at random, numbered past the statistics as ingest numbers them. Runs EXPLAIN ANALYZE of every statement
-# of docs/projection-statements.sql for that step, each in a transaction rolled back, and prints each one's time
-# (the second of two runs).
+# of docs/projection-statements.sql for that step, in order in one transaction rolled back (as the step runs them:
+# the first statements write the step's changes the others read), and prints each one's time (the second of two runs).
 # --generic: each statement prepared and run with the generic plan, as the step runs them on one PostgreSQL
 # (plan_cache_mode = force_generic_plan, ProjectionSteps.cs); otherwise planned for the step's values.
 # Writes the plans to bench/out/step-plans/plans.txt. What it found is in docs/performance.md ("Exports", the
@@ -43,22 +43,25 @@ values = [('@ProjectId', '1'), ('@FirstArrival', '1001'), ('@LastArrival', str(1
           ('@EarliestOccurredAt', "(now() - interval '1 hour')"), ('@LatestOccurredAt', "(now() + interval '1 hour')"),
           ('@StepTime', 'now()')]
 text = open('docs/projection-statements.sql').read()
+# One transaction, the statements in the step's order: those after the first read the changes it wrote (StepChanges).
+print("BEGIN;" + ("\nSET LOCAL plan_cache_mode = force_generic_plan;" if generic else ""))
 for part in re.split(r'\n(?=-- \d+ )', text)[1:]:
     head = part.splitlines()[0]
     body = '\n'.join(l for l in part.splitlines() if not l.startswith('--')).strip().rstrip(';')
     if generic:
         for number, (name, _) in enumerate(values, 1):
             body = body.replace(name, f'${number}')
-        print(f"\\echo {head}\nBEGIN;\nSET LOCAL plan_cache_mode = force_generic_plan;\n"
+        print(f"\\echo {head}\n"
               f"PREPARE step(bigint, bigint, bigint, timestamptz, timestamptz, timestamptz) AS {body};\n"
-              f"EXPLAIN (ANALYZE, BUFFERS, TIMING OFF) EXECUTE step({', '.join(v for _, v in values)});\nROLLBACK;\nDEALLOCATE step;")
+              f"EXPLAIN (ANALYZE, BUFFERS, TIMING OFF) EXECUTE step({', '.join(v for _, v in values)});\nDEALLOCATE step;")
     else:
         for name, value in values:
             body = body.replace(name, value)
-        print(f"\\echo {head}\nBEGIN;\nEXPLAIN (ANALYZE, BUFFERS, TIMING OFF) {body};\nROLLBACK;")
+        print(f"\\echo {head}\nEXPLAIN (ANALYZE, BUFFERS, TIMING OFF) {body};")
+print("ROLLBACK;")
 PY
 # Twice in one session, and the second time reported: the first statement of a session pays for loading the catalog
 # and compiling functions, which a pooled connection of the service has done long before.
 psql_fm -c "SET statement_timeout = '120s'" -f "$raw/statements.sql" -f "$raw/statements.sql" > "$raw/plans.txt" 2>&1 || true
-awk '/^-- [0-9]+ / { name = $3; if (!(name in time)) order[++n] = name } /Execution Time/ { time[name] = $3 }
-     END { for (i = 1; i <= n; i++) printf "%-20s %s ms\n", order[i], time[order[i]] }' "$raw/plans.txt"
+awk '/^-- [0-9]+ / { names[++n] = $2 " " $3 } /Execution Time/ { times[n] = $3 }
+     END { for (i = n / 2 + 1; i <= n; i++) printf "%-24s %s ms\n", names[i], times[i] }' "$raw/plans.txt"

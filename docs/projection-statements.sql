@@ -7,6 +7,179 @@
 -- Written by ProjectionStatementsDocTests (FIRMWAREMANAGER_WRITE_DOCS=1), which fails when this file and the
 -- code differ: edit the code, not this file.
 
+-- 1 StepDevices: Projections/StepChanges.cs; runs in every step
+INSERT INTO projection_step_devices (device_id, project_id, hardware, current_firmware, downgraded_from, last_event_status, last_event_at, last_reported_at,
+                                     status, reported_at, received_at, move_firmware, move_reported_at, move_device_at, moves, downgrade)
+SELECT device.device_id,
+       device.project_id,
+       device.hardware,
+       device.current_firmware,
+       device.downgraded_from,
+       device.last_event_status,
+       device.last_event_at,
+       device.last_reported_at,
+       device.status,
+       device.reported_at,
+       device.received_at,
+       device.move_firmware,
+       device.move_reported_at,
+       device.move_device_at,
+       device.moves,
+       device.downgrade
+FROM (SELECT d.id AS device_id,
+             d.project_id,
+             COALESCE(d.hardware, '') AS hardware,
+             d.current_firmware,
+             d.downgraded_from,
+             d.last_event_status,
+             d.last_event_at,
+             d.last_reported_at,
+             step.status,
+             step.reported_at,
+             step.received_at,
+             step.move_firmware,
+             step.move_reported_at,
+             step.move_device_at,
+             step.move_firmware IS NOT NULL
+             AND (d.current_firmware_at IS NULL
+                  OR CASE
+                         WHEN step.move_ahead AND COALESCE(d.current_firmware_device_at, d.current_firmware_at) > step.move_received_at
+                         THEN COALESCE(d.current_firmware_device_at, d.current_firmware_at) <= step.move_device_at
+                         ELSE d.current_firmware_at <= step.move_reported_at
+                     END) AS moves,
+             (step.move_status <> 'rolled_back'
+              AND d.current_firmware IS NOT NULL
+              AND split_part(step.move_firmware, '+', 1) <> split_part(d.current_firmware, '+', 1)
+              AND firmware_precedence_key(step.move_firmware) < firmware_precedence_key(d.current_firmware)) AS downgrade
+      FROM (
+          SELECT DISTINCT ON (device_id) device_id,
+                 status,
+                 reported_at,
+                 max(received_at) OVER by_device AS received_at,
+                 first_value(CASE WHEN status IN ('installed', 'updated', 'rolled_back') THEN firmware END) OVER moves_first AS move_firmware,
+                 first_value(status) OVER moves_first AS move_status,
+                 first_value(reported_at) OVER moves_first AS move_reported_at,
+                 first_value(device_at) OVER moves_first AS move_device_at,
+                 first_value(occurred_at > received_at) OVER moves_first AS move_ahead,
+                 first_value(received_at) OVER moves_first AS move_received_at
+          FROM (SELECT e.id,
+                       e.device_id,
+                       e.project_id,
+                       e.firmware,
+                       e.status,
+                       e.occurred_at,
+                       e.received_at,
+                       e.from_firmware,
+                       e.error_code,
+                       LEAST(e.occurred_at, e.received_at) AS reported_at,
+                       LEAST(e.occurred_at, e.received_at + interval '1 day') AS device_at
+                FROM firmware_events AS e
+                WHERE e.project_id = @ProjectId
+                  AND e.arrival BETWEEN @FirstArrival AND @LastArrival
+                  AND e.occurred_at BETWEEN @EarliestOccurredAt AND @LatestOccurredAt) AS stored
+          WINDOW by_device AS (PARTITION BY device_id),
+                 moves_first AS (PARTITION BY device_id
+                                 ORDER BY status IN ('installed', 'updated', 'rolled_back') DESC, reported_at DESC, device_at DESC, id DESC)
+          ORDER BY device_id, reported_at DESC, id DESC
+      ) AS step
+      JOIN devices AS d ON d.project_id = @ProjectId AND d.id = step.device_id) AS device;
+
+-- 2 StepTransitions: Projections/StepChanges.cs; runs in every step
+INSERT INTO projection_step_transitions (device_id, project_id, to_firmware, new_status, reported_at, new_from, new_error, old_status, old_from, old_error)
+SELECT change.device_id,
+       change.project_id,
+       change.to_firmware,
+       change.new_status,
+       change.reported_at,
+       change.new_from,
+       change.new_error,
+       change.old_status,
+       change.old_from,
+       change.old_error
+FROM (SELECT n.device_id,
+             n.project_id,
+             n.to_firmware,
+             n.status AS new_status,
+             n.reported_at,
+             COALESCE(n.from_firmware, t.from_firmware) AS new_from,
+             n.error_code AS new_error,
+             t.status AS old_status,
+             t.from_firmware AS old_from,
+             t.error_code AS old_error
+      FROM (
+          SELECT DISTINCT ON (device_id, to_firmware) device_id,
+                 project_id,
+                 to_firmware,
+                 from_firmware,
+                 status,
+                 error_code,
+                 reported_at
+          FROM (
+              SELECT stored.id,
+                     stored.device_id,
+                     stored.project_id,
+                     stored.status,
+                     stored.error_code,
+                     stored.reported_at,
+                     CASE WHEN stored.status = 'rolled_back'
+                          THEN COALESCE(stored.from_firmware, NULLIF(stored.ran_before, stored.firmware))
+                          ELSE stored.firmware
+                     END AS to_firmware,
+                     CASE WHEN stored.status = 'rolled_back'
+                          THEN stored.firmware
+                          ELSE COALESCE(stored.from_firmware, NULLIF(stored.ran_before, stored.firmware))
+                     END AS from_firmware
+              FROM (
+                  SELECT ordered.id,
+                         ordered.device_id,
+                         ordered.project_id,
+                         ordered.firmware,
+                         ordered.status,
+                         ordered.error_code,
+                         ordered.reported_at,
+                         ordered.from_firmware,
+                         COALESCE(ordered.earlier_moves[cardinality(ordered.earlier_moves)], ordered.current_firmware) AS ran_before
+                  FROM (
+                      SELECT stored.id,
+                             stored.device_id,
+                             stored.project_id,
+                             stored.firmware,
+                             stored.status,
+                             stored.error_code,
+                             stored.reported_at,
+                             stored.from_firmware,
+                             d.current_firmware,
+                             array_agg(stored.firmware) FILTER (WHERE stored.status IN ('installed', 'updated', 'rolled_back'))
+                                 OVER (PARTITION BY stored.device_id
+                                       ORDER BY stored.reported_at, stored.id
+                                       ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS earlier_moves
+                      FROM (SELECT e.id,
+                                   e.device_id,
+                                   e.project_id,
+                                   e.firmware,
+                                   e.status,
+                                   e.occurred_at,
+                                   e.received_at,
+                                   e.from_firmware,
+                                   e.error_code,
+                                   LEAST(e.occurred_at, e.received_at) AS reported_at,
+                                   LEAST(e.occurred_at, e.received_at + interval '1 day') AS device_at
+                            FROM firmware_events AS e
+                            WHERE e.project_id = @ProjectId
+                              AND e.arrival BETWEEN @FirstArrival AND @LastArrival
+                              AND e.occurred_at BETWEEN @EarliestOccurredAt AND @LatestOccurredAt) AS stored
+                      JOIN devices AS d ON d.project_id = @ProjectId AND d.id = stored.device_id
+                  ) AS ordered
+              ) AS stored
+          ) AS targeted
+          WHERE to_firmware IS NOT NULL
+          ORDER BY device_id, to_firmware, reported_at DESC, id DESC
+      ) AS n
+      LEFT JOIN device_transition_status AS t
+             ON t.project_id = @ProjectId AND t.device_id = n.device_id AND t.to_firmware = n.to_firmware
+      WHERE t.reported_at IS NULL
+         OR t.reported_at <= n.reported_at) AS change;
+
 -- 10 VersionCounts: Versions/VersionsProjection.cs; runs in every step
 INSERT INTO firmware_version_counts AS c (project_id, firmware, hardware, stripe, devices, failed, rolled_back, unexplained_downgrades)
 SELECT delta.project_id,
@@ -29,64 +202,25 @@ FROM (
                  device.move_device_at AS device_at,
                  device.downgraded_from,
                  device.downgrade
-          FROM (SELECT d.id AS device_id,
-                       d.project_id,
-                       (d.id % 16)::smallint AS stripe,
-                       COALESCE(d.hardware, '') AS hardware,
-                       d.current_firmware,
-                       d.downgraded_from,
-                       d.last_event_status,
-                       d.last_event_at,
-                       d.last_reported_at,
-                       step.status,
-                       step.reported_at,
-                       step.received_at,
-                       step.move_firmware,
-                       step.move_reported_at,
-                       step.move_device_at,
-                       step.move_firmware IS NOT NULL
-                       AND (d.current_firmware_at IS NULL
-                            OR CASE
-                                   WHEN step.move_ahead AND COALESCE(d.current_firmware_device_at, d.current_firmware_at) > step.move_received_at
-                                   THEN COALESCE(d.current_firmware_device_at, d.current_firmware_at) <= step.move_device_at
-                                   ELSE d.current_firmware_at <= step.move_reported_at
-                               END) AS moves,
-                       (step.move_status <> 'rolled_back'
-                        AND d.current_firmware IS NOT NULL
-                        AND split_part(step.move_firmware, '+', 1) <> split_part(d.current_firmware, '+', 1)
-                        AND firmware_precedence_key(step.move_firmware) < firmware_precedence_key(d.current_firmware)) AS downgrade
-                FROM (
-                    SELECT DISTINCT ON (device_id) device_id,
-                           status,
-                           reported_at,
-                           max(received_at) OVER by_device AS received_at,
-                           first_value(CASE WHEN status IN ('installed', 'updated', 'rolled_back') THEN firmware END) OVER moves_first AS move_firmware,
-                           first_value(status) OVER moves_first AS move_status,
-                           first_value(reported_at) OVER moves_first AS move_reported_at,
-                           first_value(device_at) OVER moves_first AS move_device_at,
-                           first_value(occurred_at > received_at) OVER moves_first AS move_ahead,
-                           first_value(received_at) OVER moves_first AS move_received_at
-                    FROM (SELECT e.id,
-                                 e.device_id,
-                                 e.project_id,
-                                 e.firmware,
-                                 e.status,
-                                 e.occurred_at,
-                                 e.received_at,
-                                 e.from_firmware,
-                                 e.error_code,
-                                 LEAST(e.occurred_at, e.received_at) AS reported_at,
-                                 LEAST(e.occurred_at, e.received_at + interval '1 day') AS device_at
-                          FROM firmware_events AS e
-                          WHERE e.project_id = @ProjectId
-                            AND e.arrival BETWEEN @FirstArrival AND @LastArrival
-                            AND e.occurred_at BETWEEN @EarliestOccurredAt AND @LatestOccurredAt) AS stored
-                    WINDOW by_device AS (PARTITION BY device_id),
-                           moves_first AS (PARTITION BY device_id
-                                           ORDER BY status IN ('installed', 'updated', 'rolled_back') DESC, reported_at DESC, device_at DESC, id DESC)
-                    ORDER BY device_id, reported_at DESC, id DESC
-                ) AS step
-                JOIN devices AS d ON d.project_id = @ProjectId AND d.id = step.device_id) AS device
+          FROM (SELECT c.device_id,
+                       c.project_id,
+                       (c.device_id % 16)::smallint AS stripe,
+                       c.hardware,
+                       c.current_firmware,
+                       c.downgraded_from,
+                       c.last_event_status,
+                       c.last_event_at,
+                       c.last_reported_at,
+                       c.status,
+                       c.reported_at,
+                       c.received_at,
+                       c.move_firmware,
+                       c.move_reported_at,
+                       c.move_device_at,
+                       c.moves,
+                       c.downgrade
+                FROM projection_step_devices AS c
+                WHERE c.project_id = @ProjectId) AS device
           WHERE device.moves) AS move
     CROSS JOIN LATERAL (VALUES (move.to_firmware, 1, move.downgrade::int),
                                (move.from_firmware, -1, -(move.downgraded_from IS NOT NULL)::int)) AS side(firmware, devices, downgrades)
@@ -198,89 +332,18 @@ SELECT change.project_id,
        sum(side.sign * (side.status IN ('installed', 'updated'))::int),
        sum(side.sign * (side.status = 'failed')::int),
        sum(side.sign * (side.status = 'rolled_back')::int)
-FROM (SELECT n.device_id,
-             n.project_id,
-             n.to_firmware,
-             n.status AS new_status,
-             n.reported_at,
-             COALESCE(n.from_firmware, t.from_firmware) AS new_from,
-             n.error_code AS new_error,
-             t.status AS old_status,
-             t.from_firmware AS old_from,
-             t.error_code AS old_error
-      FROM (
-          SELECT DISTINCT ON (device_id, to_firmware) device_id,
-                 project_id,
-                 to_firmware,
-                 from_firmware,
-                 status,
-                 error_code,
-                 reported_at
-          FROM (
-              SELECT stored.id,
-                     stored.device_id,
-                     stored.project_id,
-                     stored.status,
-                     stored.error_code,
-                     stored.reported_at,
-                     CASE WHEN stored.status = 'rolled_back'
-                          THEN COALESCE(stored.from_firmware, NULLIF(stored.ran_before, stored.firmware))
-                          ELSE stored.firmware
-                     END AS to_firmware,
-                     CASE WHEN stored.status = 'rolled_back'
-                          THEN stored.firmware
-                          ELSE COALESCE(stored.from_firmware, NULLIF(stored.ran_before, stored.firmware))
-                     END AS from_firmware
-              FROM (
-                  SELECT ordered.id,
-                         ordered.device_id,
-                         ordered.project_id,
-                         ordered.firmware,
-                         ordered.status,
-                         ordered.error_code,
-                         ordered.reported_at,
-                         ordered.from_firmware,
-                         COALESCE(ordered.earlier_moves[cardinality(ordered.earlier_moves)], ordered.current_firmware) AS ran_before
-                  FROM (
-                      SELECT stored.id,
-                             stored.device_id,
-                             stored.project_id,
-                             stored.firmware,
-                             stored.status,
-                             stored.error_code,
-                             stored.reported_at,
-                             stored.from_firmware,
-                             d.current_firmware,
-                             array_agg(stored.firmware) FILTER (WHERE stored.status IN ('installed', 'updated', 'rolled_back'))
-                                 OVER (PARTITION BY stored.device_id
-                                       ORDER BY stored.reported_at, stored.id
-                                       ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS earlier_moves
-                      FROM (SELECT e.id,
-                                   e.device_id,
-                                   e.project_id,
-                                   e.firmware,
-                                   e.status,
-                                   e.occurred_at,
-                                   e.received_at,
-                                   e.from_firmware,
-                                   e.error_code,
-                                   LEAST(e.occurred_at, e.received_at) AS reported_at,
-                                   LEAST(e.occurred_at, e.received_at + interval '1 day') AS device_at
-                            FROM firmware_events AS e
-                            WHERE e.project_id = @ProjectId
-                              AND e.arrival BETWEEN @FirstArrival AND @LastArrival
-                              AND e.occurred_at BETWEEN @EarliestOccurredAt AND @LatestOccurredAt) AS stored
-                      JOIN devices AS d ON d.project_id = @ProjectId AND d.id = stored.device_id
-                  ) AS ordered
-              ) AS stored
-          ) AS targeted
-          WHERE to_firmware IS NOT NULL
-          ORDER BY device_id, to_firmware, reported_at DESC, id DESC
-      ) AS n
-      LEFT JOIN device_transition_status AS t
-             ON t.project_id = @ProjectId AND t.device_id = n.device_id AND t.to_firmware = n.to_firmware
-      WHERE t.reported_at IS NULL
-         OR t.reported_at <= n.reported_at) AS change
+FROM (SELECT c.device_id,
+             c.project_id,
+             c.to_firmware,
+             c.new_status,
+             c.reported_at,
+             c.new_from,
+             c.new_error,
+             c.old_status,
+             c.old_from,
+             c.old_error
+      FROM projection_step_transitions AS c
+      WHERE c.project_id = @ProjectId) AS change
 CROSS JOIN LATERAL (VALUES (COALESCE(change.new_from, ''), change.new_status, 1),
                            (COALESCE(change.old_from, ''), change.old_status, -1)) AS side(from_firmware, status, sign)
 WHERE side.status IS NOT NULL
@@ -303,89 +366,18 @@ SELECT change.project_id,
        side.from_firmware,
        side.error_code,
        sum(side.sign)
-FROM (SELECT n.device_id,
-             n.project_id,
-             n.to_firmware,
-             n.status AS new_status,
-             n.reported_at,
-             COALESCE(n.from_firmware, t.from_firmware) AS new_from,
-             n.error_code AS new_error,
-             t.status AS old_status,
-             t.from_firmware AS old_from,
-             t.error_code AS old_error
-      FROM (
-          SELECT DISTINCT ON (device_id, to_firmware) device_id,
-                 project_id,
-                 to_firmware,
-                 from_firmware,
-                 status,
-                 error_code,
-                 reported_at
-          FROM (
-              SELECT stored.id,
-                     stored.device_id,
-                     stored.project_id,
-                     stored.status,
-                     stored.error_code,
-                     stored.reported_at,
-                     CASE WHEN stored.status = 'rolled_back'
-                          THEN COALESCE(stored.from_firmware, NULLIF(stored.ran_before, stored.firmware))
-                          ELSE stored.firmware
-                     END AS to_firmware,
-                     CASE WHEN stored.status = 'rolled_back'
-                          THEN stored.firmware
-                          ELSE COALESCE(stored.from_firmware, NULLIF(stored.ran_before, stored.firmware))
-                     END AS from_firmware
-              FROM (
-                  SELECT ordered.id,
-                         ordered.device_id,
-                         ordered.project_id,
-                         ordered.firmware,
-                         ordered.status,
-                         ordered.error_code,
-                         ordered.reported_at,
-                         ordered.from_firmware,
-                         COALESCE(ordered.earlier_moves[cardinality(ordered.earlier_moves)], ordered.current_firmware) AS ran_before
-                  FROM (
-                      SELECT stored.id,
-                             stored.device_id,
-                             stored.project_id,
-                             stored.firmware,
-                             stored.status,
-                             stored.error_code,
-                             stored.reported_at,
-                             stored.from_firmware,
-                             d.current_firmware,
-                             array_agg(stored.firmware) FILTER (WHERE stored.status IN ('installed', 'updated', 'rolled_back'))
-                                 OVER (PARTITION BY stored.device_id
-                                       ORDER BY stored.reported_at, stored.id
-                                       ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS earlier_moves
-                      FROM (SELECT e.id,
-                                   e.device_id,
-                                   e.project_id,
-                                   e.firmware,
-                                   e.status,
-                                   e.occurred_at,
-                                   e.received_at,
-                                   e.from_firmware,
-                                   e.error_code,
-                                   LEAST(e.occurred_at, e.received_at) AS reported_at,
-                                   LEAST(e.occurred_at, e.received_at + interval '1 day') AS device_at
-                            FROM firmware_events AS e
-                            WHERE e.project_id = @ProjectId
-                              AND e.arrival BETWEEN @FirstArrival AND @LastArrival
-                              AND e.occurred_at BETWEEN @EarliestOccurredAt AND @LatestOccurredAt) AS stored
-                      JOIN devices AS d ON d.project_id = @ProjectId AND d.id = stored.device_id
-                  ) AS ordered
-              ) AS stored
-          ) AS targeted
-          WHERE to_firmware IS NOT NULL
-          ORDER BY device_id, to_firmware, reported_at DESC, id DESC
-      ) AS n
-      LEFT JOIN device_transition_status AS t
-             ON t.project_id = @ProjectId AND t.device_id = n.device_id AND t.to_firmware = n.to_firmware
-      WHERE t.reported_at IS NULL
-         OR t.reported_at <= n.reported_at) AS change
+FROM (SELECT c.device_id,
+             c.project_id,
+             c.to_firmware,
+             c.new_status,
+             c.reported_at,
+             c.new_from,
+             c.new_error,
+             c.old_status,
+             c.old_from,
+             c.old_error
+      FROM projection_step_transitions AS c
+      WHERE c.project_id = @ProjectId) AS change
 CROSS JOIN LATERAL (VALUES (COALESCE(change.new_from, ''), change.new_status, change.new_error, 1),
                            (COALESCE(change.old_from, ''), change.old_status, change.old_error, -1)) AS side(from_firmware, status, error_code, sign)
 WHERE side.status IN ('failed', 'rolled_back')
@@ -421,89 +413,18 @@ FROM (
                  change.new_status,
                  change.reported_at,
                  rd.status AS old_status
-          FROM (SELECT n.device_id,
-                       n.project_id,
-                       n.to_firmware,
-                       n.status AS new_status,
-                       n.reported_at,
-                       COALESCE(n.from_firmware, t.from_firmware) AS new_from,
-                       n.error_code AS new_error,
-                       t.status AS old_status,
-                       t.from_firmware AS old_from,
-                       t.error_code AS old_error
-                FROM (
-                    SELECT DISTINCT ON (device_id, to_firmware) device_id,
-                           project_id,
-                           to_firmware,
-                           from_firmware,
-                           status,
-                           error_code,
-                           reported_at
-                    FROM (
-                        SELECT stored.id,
-                               stored.device_id,
-                               stored.project_id,
-                               stored.status,
-                               stored.error_code,
-                               stored.reported_at,
-                               CASE WHEN stored.status = 'rolled_back'
-                                    THEN COALESCE(stored.from_firmware, NULLIF(stored.ran_before, stored.firmware))
-                                    ELSE stored.firmware
-                               END AS to_firmware,
-                               CASE WHEN stored.status = 'rolled_back'
-                                    THEN stored.firmware
-                                    ELSE COALESCE(stored.from_firmware, NULLIF(stored.ran_before, stored.firmware))
-                               END AS from_firmware
-                        FROM (
-                            SELECT ordered.id,
-                                   ordered.device_id,
-                                   ordered.project_id,
-                                   ordered.firmware,
-                                   ordered.status,
-                                   ordered.error_code,
-                                   ordered.reported_at,
-                                   ordered.from_firmware,
-                                   COALESCE(ordered.earlier_moves[cardinality(ordered.earlier_moves)], ordered.current_firmware) AS ran_before
-                            FROM (
-                                SELECT stored.id,
-                                       stored.device_id,
-                                       stored.project_id,
-                                       stored.firmware,
-                                       stored.status,
-                                       stored.error_code,
-                                       stored.reported_at,
-                                       stored.from_firmware,
-                                       d.current_firmware,
-                                       array_agg(stored.firmware) FILTER (WHERE stored.status IN ('installed', 'updated', 'rolled_back'))
-                                           OVER (PARTITION BY stored.device_id
-                                                 ORDER BY stored.reported_at, stored.id
-                                                 ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS earlier_moves
-                                FROM (SELECT e.id,
-                                             e.device_id,
-                                             e.project_id,
-                                             e.firmware,
-                                             e.status,
-                                             e.occurred_at,
-                                             e.received_at,
-                                             e.from_firmware,
-                                             e.error_code,
-                                             LEAST(e.occurred_at, e.received_at) AS reported_at,
-                                             LEAST(e.occurred_at, e.received_at + interval '1 day') AS device_at
-                                      FROM firmware_events AS e
-                                      WHERE e.project_id = @ProjectId
-                                        AND e.arrival BETWEEN @FirstArrival AND @LastArrival
-                                        AND e.occurred_at BETWEEN @EarliestOccurredAt AND @LatestOccurredAt) AS stored
-                                JOIN devices AS d ON d.project_id = @ProjectId AND d.id = stored.device_id
-                            ) AS ordered
-                        ) AS stored
-                    ) AS targeted
-                    WHERE to_firmware IS NOT NULL
-                    ORDER BY device_id, to_firmware, reported_at DESC, id DESC
-                ) AS n
-                LEFT JOIN device_transition_status AS t
-                       ON t.project_id = @ProjectId AND t.device_id = n.device_id AND t.to_firmware = n.to_firmware
-                WHERE t.reported_at IS NULL
-                   OR t.reported_at <= n.reported_at) AS change
+          FROM (SELECT c.device_id,
+                       c.project_id,
+                       c.to_firmware,
+                       c.new_status,
+                       c.reported_at,
+                       c.new_from,
+                       c.new_error,
+                       c.old_status,
+                       c.old_from,
+                       c.old_error
+                FROM projection_step_transitions AS c
+                WHERE c.project_id = @ProjectId) AS change
           JOIN devices AS d ON d.project_id = @ProjectId AND d.id = change.device_id
           JOIN rollouts AS r ON r.project_id = @ProjectId AND r.firmware = change.to_firmware
           LEFT JOIN rollout_devices AS rd
@@ -534,89 +455,18 @@ FROM (SELECT r.id AS rollout_id,
              change.new_status,
              change.reported_at,
              rd.status AS old_status
-      FROM (SELECT n.device_id,
-                   n.project_id,
-                   n.to_firmware,
-                   n.status AS new_status,
-                   n.reported_at,
-                   COALESCE(n.from_firmware, t.from_firmware) AS new_from,
-                   n.error_code AS new_error,
-                   t.status AS old_status,
-                   t.from_firmware AS old_from,
-                   t.error_code AS old_error
-            FROM (
-                SELECT DISTINCT ON (device_id, to_firmware) device_id,
-                       project_id,
-                       to_firmware,
-                       from_firmware,
-                       status,
-                       error_code,
-                       reported_at
-                FROM (
-                    SELECT stored.id,
-                           stored.device_id,
-                           stored.project_id,
-                           stored.status,
-                           stored.error_code,
-                           stored.reported_at,
-                           CASE WHEN stored.status = 'rolled_back'
-                                THEN COALESCE(stored.from_firmware, NULLIF(stored.ran_before, stored.firmware))
-                                ELSE stored.firmware
-                           END AS to_firmware,
-                           CASE WHEN stored.status = 'rolled_back'
-                                THEN stored.firmware
-                                ELSE COALESCE(stored.from_firmware, NULLIF(stored.ran_before, stored.firmware))
-                           END AS from_firmware
-                    FROM (
-                        SELECT ordered.id,
-                               ordered.device_id,
-                               ordered.project_id,
-                               ordered.firmware,
-                               ordered.status,
-                               ordered.error_code,
-                               ordered.reported_at,
-                               ordered.from_firmware,
-                               COALESCE(ordered.earlier_moves[cardinality(ordered.earlier_moves)], ordered.current_firmware) AS ran_before
-                        FROM (
-                            SELECT stored.id,
-                                   stored.device_id,
-                                   stored.project_id,
-                                   stored.firmware,
-                                   stored.status,
-                                   stored.error_code,
-                                   stored.reported_at,
-                                   stored.from_firmware,
-                                   d.current_firmware,
-                                   array_agg(stored.firmware) FILTER (WHERE stored.status IN ('installed', 'updated', 'rolled_back'))
-                                       OVER (PARTITION BY stored.device_id
-                                             ORDER BY stored.reported_at, stored.id
-                                             ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS earlier_moves
-                            FROM (SELECT e.id,
-                                         e.device_id,
-                                         e.project_id,
-                                         e.firmware,
-                                         e.status,
-                                         e.occurred_at,
-                                         e.received_at,
-                                         e.from_firmware,
-                                         e.error_code,
-                                         LEAST(e.occurred_at, e.received_at) AS reported_at,
-                                         LEAST(e.occurred_at, e.received_at + interval '1 day') AS device_at
-                                  FROM firmware_events AS e
-                                  WHERE e.project_id = @ProjectId
-                                    AND e.arrival BETWEEN @FirstArrival AND @LastArrival
-                                    AND e.occurred_at BETWEEN @EarliestOccurredAt AND @LatestOccurredAt) AS stored
-                            JOIN devices AS d ON d.project_id = @ProjectId AND d.id = stored.device_id
-                        ) AS ordered
-                    ) AS stored
-                ) AS targeted
-                WHERE to_firmware IS NOT NULL
-                ORDER BY device_id, to_firmware, reported_at DESC, id DESC
-            ) AS n
-            LEFT JOIN device_transition_status AS t
-                   ON t.project_id = @ProjectId AND t.device_id = n.device_id AND t.to_firmware = n.to_firmware
-            WHERE t.reported_at IS NULL
-               OR t.reported_at <= n.reported_at) AS change
+      FROM (SELECT c.device_id,
+                   c.project_id,
+                   c.to_firmware,
+                   c.new_status,
+                   c.reported_at,
+                   c.new_from,
+                   c.new_error,
+                   c.old_status,
+                   c.old_from,
+                   c.old_error
+            FROM projection_step_transitions AS c
+            WHERE c.project_id = @ProjectId) AS change
       JOIN devices AS d ON d.project_id = @ProjectId AND d.id = change.device_id
       JOIN rollouts AS r ON r.project_id = @ProjectId AND r.firmware = change.to_firmware
       LEFT JOIN rollout_devices AS rd
@@ -658,89 +508,18 @@ SELECT change.project_id,
        change.new_status,
        change.new_error,
        change.reported_at
-FROM (SELECT n.device_id,
-             n.project_id,
-             n.to_firmware,
-             n.status AS new_status,
-             n.reported_at,
-             COALESCE(n.from_firmware, t.from_firmware) AS new_from,
-             n.error_code AS new_error,
-             t.status AS old_status,
-             t.from_firmware AS old_from,
-             t.error_code AS old_error
-      FROM (
-          SELECT DISTINCT ON (device_id, to_firmware) device_id,
-                 project_id,
-                 to_firmware,
-                 from_firmware,
-                 status,
-                 error_code,
-                 reported_at
-          FROM (
-              SELECT stored.id,
-                     stored.device_id,
-                     stored.project_id,
-                     stored.status,
-                     stored.error_code,
-                     stored.reported_at,
-                     CASE WHEN stored.status = 'rolled_back'
-                          THEN COALESCE(stored.from_firmware, NULLIF(stored.ran_before, stored.firmware))
-                          ELSE stored.firmware
-                     END AS to_firmware,
-                     CASE WHEN stored.status = 'rolled_back'
-                          THEN stored.firmware
-                          ELSE COALESCE(stored.from_firmware, NULLIF(stored.ran_before, stored.firmware))
-                     END AS from_firmware
-              FROM (
-                  SELECT ordered.id,
-                         ordered.device_id,
-                         ordered.project_id,
-                         ordered.firmware,
-                         ordered.status,
-                         ordered.error_code,
-                         ordered.reported_at,
-                         ordered.from_firmware,
-                         COALESCE(ordered.earlier_moves[cardinality(ordered.earlier_moves)], ordered.current_firmware) AS ran_before
-                  FROM (
-                      SELECT stored.id,
-                             stored.device_id,
-                             stored.project_id,
-                             stored.firmware,
-                             stored.status,
-                             stored.error_code,
-                             stored.reported_at,
-                             stored.from_firmware,
-                             d.current_firmware,
-                             array_agg(stored.firmware) FILTER (WHERE stored.status IN ('installed', 'updated', 'rolled_back'))
-                                 OVER (PARTITION BY stored.device_id
-                                       ORDER BY stored.reported_at, stored.id
-                                       ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING) AS earlier_moves
-                      FROM (SELECT e.id,
-                                   e.device_id,
-                                   e.project_id,
-                                   e.firmware,
-                                   e.status,
-                                   e.occurred_at,
-                                   e.received_at,
-                                   e.from_firmware,
-                                   e.error_code,
-                                   LEAST(e.occurred_at, e.received_at) AS reported_at,
-                                   LEAST(e.occurred_at, e.received_at + interval '1 day') AS device_at
-                            FROM firmware_events AS e
-                            WHERE e.project_id = @ProjectId
-                              AND e.arrival BETWEEN @FirstArrival AND @LastArrival
-                              AND e.occurred_at BETWEEN @EarliestOccurredAt AND @LatestOccurredAt) AS stored
-                      JOIN devices AS d ON d.project_id = @ProjectId AND d.id = stored.device_id
-                  ) AS ordered
-              ) AS stored
-          ) AS targeted
-          WHERE to_firmware IS NOT NULL
-          ORDER BY device_id, to_firmware, reported_at DESC, id DESC
-      ) AS n
-      LEFT JOIN device_transition_status AS t
-             ON t.project_id = @ProjectId AND t.device_id = n.device_id AND t.to_firmware = n.to_firmware
-      WHERE t.reported_at IS NULL
-         OR t.reported_at <= n.reported_at) AS change
+FROM (SELECT c.device_id,
+             c.project_id,
+             c.to_firmware,
+             c.new_status,
+             c.reported_at,
+             c.new_from,
+             c.new_error,
+             c.old_status,
+             c.old_from,
+             c.old_error
+      FROM projection_step_transitions AS c
+      WHERE c.project_id = @ProjectId) AS change
 ON CONFLICT (project_id, device_id, to_firmware) DO UPDATE
 SET from_firmware = EXCLUDED.from_firmware,
     status = EXCLUDED.status,
@@ -771,64 +550,25 @@ FROM (SELECT device.device_id,
                   THEN device.status ELSE device.last_event_status END AS new_status,
              GREATEST(device.last_event_at, device.reported_at) AS new_event_at,
              GREATEST(device.last_reported_at, device.received_at) AS new_reported_at
-      FROM (SELECT d.id AS device_id,
-                   d.project_id,
-                   (d.id % 16)::smallint AS stripe,
-                   COALESCE(d.hardware, '') AS hardware,
-                   d.current_firmware,
-                   d.downgraded_from,
-                   d.last_event_status,
-                   d.last_event_at,
-                   d.last_reported_at,
-                   step.status,
-                   step.reported_at,
-                   step.received_at,
-                   step.move_firmware,
-                   step.move_reported_at,
-                   step.move_device_at,
-                   step.move_firmware IS NOT NULL
-                   AND (d.current_firmware_at IS NULL
-                        OR CASE
-                               WHEN step.move_ahead AND COALESCE(d.current_firmware_device_at, d.current_firmware_at) > step.move_received_at
-                               THEN COALESCE(d.current_firmware_device_at, d.current_firmware_at) <= step.move_device_at
-                               ELSE d.current_firmware_at <= step.move_reported_at
-                           END) AS moves,
-                   (step.move_status <> 'rolled_back'
-                    AND d.current_firmware IS NOT NULL
-                    AND split_part(step.move_firmware, '+', 1) <> split_part(d.current_firmware, '+', 1)
-                    AND firmware_precedence_key(step.move_firmware) < firmware_precedence_key(d.current_firmware)) AS downgrade
-            FROM (
-                SELECT DISTINCT ON (device_id) device_id,
-                       status,
-                       reported_at,
-                       max(received_at) OVER by_device AS received_at,
-                       first_value(CASE WHEN status IN ('installed', 'updated', 'rolled_back') THEN firmware END) OVER moves_first AS move_firmware,
-                       first_value(status) OVER moves_first AS move_status,
-                       first_value(reported_at) OVER moves_first AS move_reported_at,
-                       first_value(device_at) OVER moves_first AS move_device_at,
-                       first_value(occurred_at > received_at) OVER moves_first AS move_ahead,
-                       first_value(received_at) OVER moves_first AS move_received_at
-                FROM (SELECT e.id,
-                             e.device_id,
-                             e.project_id,
-                             e.firmware,
-                             e.status,
-                             e.occurred_at,
-                             e.received_at,
-                             e.from_firmware,
-                             e.error_code,
-                             LEAST(e.occurred_at, e.received_at) AS reported_at,
-                             LEAST(e.occurred_at, e.received_at + interval '1 day') AS device_at
-                      FROM firmware_events AS e
-                      WHERE e.project_id = @ProjectId
-                        AND e.arrival BETWEEN @FirstArrival AND @LastArrival
-                        AND e.occurred_at BETWEEN @EarliestOccurredAt AND @LatestOccurredAt) AS stored
-                WINDOW by_device AS (PARTITION BY device_id),
-                       moves_first AS (PARTITION BY device_id
-                                       ORDER BY status IN ('installed', 'updated', 'rolled_back') DESC, reported_at DESC, device_at DESC, id DESC)
-                ORDER BY device_id, reported_at DESC, id DESC
-            ) AS step
-            JOIN devices AS d ON d.project_id = @ProjectId AND d.id = step.device_id) AS device) AS change
+      FROM (SELECT c.device_id,
+                   c.project_id,
+                   (c.device_id % 16)::smallint AS stripe,
+                   c.hardware,
+                   c.current_firmware,
+                   c.downgraded_from,
+                   c.last_event_status,
+                   c.last_event_at,
+                   c.last_reported_at,
+                   c.status,
+                   c.reported_at,
+                   c.received_at,
+                   c.move_firmware,
+                   c.move_reported_at,
+                   c.move_device_at,
+                   c.moves,
+                   c.downgrade
+            FROM projection_step_devices AS c
+            WHERE c.project_id = @ProjectId) AS device) AS change
 CROSS JOIN LATERAL (VALUES (change.new_firmware, change.new_status, change.new_reported_at, 1),
                            (change.old_firmware, change.old_status, change.old_reported_at, -1)) AS side(firmware, status, reported_at, sign)
 WHERE side.status IN ('installed', 'updated')
@@ -866,64 +606,25 @@ FROM (SELECT device.device_id,
                   THEN device.status ELSE device.last_event_status END AS new_status,
              GREATEST(device.last_event_at, device.reported_at) AS new_event_at,
              GREATEST(device.last_reported_at, device.received_at) AS new_reported_at
-      FROM (SELECT d.id AS device_id,
-                   d.project_id,
-                   (d.id % 16)::smallint AS stripe,
-                   COALESCE(d.hardware, '') AS hardware,
-                   d.current_firmware,
-                   d.downgraded_from,
-                   d.last_event_status,
-                   d.last_event_at,
-                   d.last_reported_at,
-                   step.status,
-                   step.reported_at,
-                   step.received_at,
-                   step.move_firmware,
-                   step.move_reported_at,
-                   step.move_device_at,
-                   step.move_firmware IS NOT NULL
-                   AND (d.current_firmware_at IS NULL
-                        OR CASE
-                               WHEN step.move_ahead AND COALESCE(d.current_firmware_device_at, d.current_firmware_at) > step.move_received_at
-                               THEN COALESCE(d.current_firmware_device_at, d.current_firmware_at) <= step.move_device_at
-                               ELSE d.current_firmware_at <= step.move_reported_at
-                           END) AS moves,
-                   (step.move_status <> 'rolled_back'
-                    AND d.current_firmware IS NOT NULL
-                    AND split_part(step.move_firmware, '+', 1) <> split_part(d.current_firmware, '+', 1)
-                    AND firmware_precedence_key(step.move_firmware) < firmware_precedence_key(d.current_firmware)) AS downgrade
-            FROM (
-                SELECT DISTINCT ON (device_id) device_id,
-                       status,
-                       reported_at,
-                       max(received_at) OVER by_device AS received_at,
-                       first_value(CASE WHEN status IN ('installed', 'updated', 'rolled_back') THEN firmware END) OVER moves_first AS move_firmware,
-                       first_value(status) OVER moves_first AS move_status,
-                       first_value(reported_at) OVER moves_first AS move_reported_at,
-                       first_value(device_at) OVER moves_first AS move_device_at,
-                       first_value(occurred_at > received_at) OVER moves_first AS move_ahead,
-                       first_value(received_at) OVER moves_first AS move_received_at
-                FROM (SELECT e.id,
-                             e.device_id,
-                             e.project_id,
-                             e.firmware,
-                             e.status,
-                             e.occurred_at,
-                             e.received_at,
-                             e.from_firmware,
-                             e.error_code,
-                             LEAST(e.occurred_at, e.received_at) AS reported_at,
-                             LEAST(e.occurred_at, e.received_at + interval '1 day') AS device_at
-                      FROM firmware_events AS e
-                      WHERE e.project_id = @ProjectId
-                        AND e.arrival BETWEEN @FirstArrival AND @LastArrival
-                        AND e.occurred_at BETWEEN @EarliestOccurredAt AND @LatestOccurredAt) AS stored
-                WINDOW by_device AS (PARTITION BY device_id),
-                       moves_first AS (PARTITION BY device_id
-                                       ORDER BY status IN ('installed', 'updated', 'rolled_back') DESC, reported_at DESC, device_at DESC, id DESC)
-                ORDER BY device_id, reported_at DESC, id DESC
-            ) AS step
-            JOIN devices AS d ON d.project_id = @ProjectId AND d.id = step.device_id) AS device) AS change
+      FROM (SELECT c.device_id,
+                   c.project_id,
+                   (c.device_id % 16)::smallint AS stripe,
+                   c.hardware,
+                   c.current_firmware,
+                   c.downgraded_from,
+                   c.last_event_status,
+                   c.last_event_at,
+                   c.last_reported_at,
+                   c.status,
+                   c.reported_at,
+                   c.received_at,
+                   c.move_firmware,
+                   c.move_reported_at,
+                   c.move_device_at,
+                   c.moves,
+                   c.downgrade
+            FROM projection_step_devices AS c
+            WHERE c.project_id = @ProjectId) AS device) AS change
 WHERE d.project_id = @ProjectId
   AND d.id = change.device_id;
 
@@ -958,3 +659,11 @@ WHERE w.project_id = @ProjectId
   AND (w.firmware IS NULL OR w.firmware = stored.firmware)
 ORDER BY stored.id, w.id
 ON CONFLICT DO NOTHING;
+
+-- 120 StepChangesCleared: Projections/StepChanges.cs; runs in every step
+DELETE FROM projection_step_devices
+WHERE project_id = @ProjectId;
+
+-- 120 StepChangesCleared: Projections/StepChanges.cs; runs in every step
+DELETE FROM projection_step_transitions
+WHERE project_id = @ProjectId;

@@ -16,11 +16,15 @@ public interface IProjection
 public sealed record ProjectionStatement(StepOrder Order, string Sql, StepNeeds Needs = StepNeeds.Nothing);
 
 /// <summary>
-/// The order of a step's statements, across features: each statement that counts reads the state (as the step found
-/// it) that the statements after it change, so the counts come first and the devices' own state last.
+/// The order of a step's statements, across features: first the step's changes, derived once from its events and the
+/// state as the step found it (<see cref="StepChanges"/>); then each statement that counts reads the state (as the step
+/// found it) that the statements after it change, so the counts come first and the devices' own state last; last, the
+/// changes deleted.
 /// </summary>
 public enum StepOrder
 {
+    StepDevices = 1,
+    StepTransitions = 2,
     VersionCounts = 10,
     VersionStatuses = 20,
     TransitionCounts = 30,
@@ -32,6 +36,7 @@ public enum StepOrder
     SilenceCounts = 90,
     DeviceState = 100,
     EventDeliveries = 110,
+    StepChangesCleared = 120,
 }
 
 /// <summary>What a project must have for a statement to run: the rollouts' and the webhooks' run only when there are any.</summary>

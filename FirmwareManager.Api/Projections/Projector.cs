@@ -221,6 +221,8 @@ public static class ProjectionExtensions
     {
         services.AddSettings<ProjectionOptions>(configuration, ProjectionOptions.Section);
         services.AddSingleton<ProjectionSteps>();
+        // The step's changes that the features' projections read, derived at its start and deleted at its end.
+        services.AddSingleton<IProjection, StepChanges>();
         services.AddSingleton(sp => new ProjectedPositions(sp.GetRequiredService<IOptions<ProjectionOptions>>().Value.PositionRefreshMs));
         services.AddSingleton<ProjectionMetrics>();
         services.AddSingleton<ProjectionRecount>();

@@ -3,7 +3,8 @@ namespace FirmwareManager.Api.Projections;
 /// <summary>
 /// What a projection step's statements read: the step's events (a range of the project's feed) and, from them, each
 /// device's changes, as subqueries each statement names. Shared here because several features' statements read the
-/// same changes; one definition keeps them from drifting apart. The full text of every statement as it runs is in
+/// same changes; one definition keeps them from drifting apart. The changes that several statements read are derived
+/// once per step, by its first statements (<see cref="StepChanges"/>), into tables the others read. The full text of every statement as it runs is in
 /// docs/projection-statements.sql (ProjectionStatementsDocTests keeps it true), for a DBA to read without expanding
 /// these in their head.
 /// </summary>
@@ -38,7 +39,8 @@ public static class StepEvents
            AND e.occurred_at BETWEEN @EarliestOccurredAt AND @LatestOccurredAt)
         """;
 
-    // Each device of the step, once: the device as the step found it (before this transaction's update below); its
+    // Each device of the step, once, as the step's first statement writes it into projection_step_devices (StepChanges,
+    // migration 0042): the device as the step found it (before this transaction's update below); its
     // newest event in the step (status and time, by the device's clock) and the latest receive time of the step's;
     // and its newest installed/updated/rolled_back report by the device's clock (move_*), with whether it moves the
     // current firmware: only when newer than the report that set it, so that a late, older report cannot move it
@@ -49,10 +51,9 @@ public static class StepEvents
     // One pass over the step's events, sorted by device, and one devices lookup per device: two subqueries of the
     // step joined to each other could be planned as a nested loop that runs one again for each row of the other,
     // quadratic in the step's size (17 s for 2,000 events on 1,000,000 devices; docs/performance.md).
-    public const string StepDevices = $$"""
+    public const string StepDevicesFromEvents = $$"""
         (SELECT d.id AS device_id,
                 d.project_id,
-                (d.id % 16)::smallint AS stripe,
                 COALESCE(d.hardware, '') AS hardware,
                 d.current_firmware,
                 d.downgraded_from,
@@ -94,6 +95,29 @@ public static class StepEvents
              ORDER BY device_id, reported_at DESC, id DESC
          ) AS step
          JOIN devices AS d ON d.project_id = @ProjectId AND d.id = step.device_id)
+        """;
+
+    // The step's devices (above) as the step's first statement wrote them, each with its stripe of the version counts.
+    public const string StepDevices = """
+        (SELECT c.device_id,
+                c.project_id,
+                (c.device_id % 16)::smallint AS stripe,
+                c.hardware,
+                c.current_firmware,
+                c.downgraded_from,
+                c.last_event_status,
+                c.last_event_at,
+                c.last_reported_at,
+                c.status,
+                c.reported_at,
+                c.received_at,
+                c.move_firmware,
+                c.move_reported_at,
+                c.move_device_at,
+                c.moves,
+                c.downgrade
+         FROM projection_step_devices AS c
+         WHERE c.project_id = @ProjectId)
         """;
 
     // Devices whose current firmware moves (above), from and to which version.
@@ -140,13 +164,14 @@ public static class StepEvents
         """;
 
     // Each device's newest report per update target, where it is newer than the one kept, with the one kept
-    // (device_transition_status before this step's upsert below; migration 0027). A report's target is its
+    // (device_transition_status before this step's upsert below; migration 0027), as the step's first statements
+    // write it into projection_step_transitions (StepChanges, migration 0042). A report's target is its
     // firmware, except a rolled_back one's, which names the version gone back to: its target is its from_firmware,
     // else the version the device ran before the report. Its from: the report's from_firmware, else the version the
     // device ran before (when another), else the one kept (NULL when not known). "Ran before": the version of the
     // device's newest earlier report in this step that sets it (a batch uploaded after a time offline holds
     // the install its failure followed), else the device's current firmware as this step found it.
-    public const string TransitionChanges = $$"""
+    public const string TransitionChangesFromEvents = $$"""
         (SELECT n.device_id,
                 n.project_id,
                 n.to_firmware,
@@ -216,6 +241,22 @@ public static class StepEvents
                 ON t.project_id = @ProjectId AND t.device_id = n.device_id AND t.to_firmware = n.to_firmware
          WHERE t.reported_at IS NULL
             OR t.reported_at <= n.reported_at)
+        """;
+
+    // The step's changes per update target (above) as the step's first statements wrote them.
+    public const string TransitionChanges = """
+        (SELECT c.device_id,
+                c.project_id,
+                c.to_firmware,
+                c.new_status,
+                c.reported_at,
+                c.new_from,
+                c.new_error,
+                c.old_status,
+                c.old_from,
+                c.old_error
+         FROM projection_step_transitions AS c
+         WHERE c.project_id = @ProjectId)
         """;
 
     // Each device's own state, before and after this step: its current firmware (moved as above), its newest

@@ -60,21 +60,40 @@ public sealed partial class ProjectionPlanTests
             FROM (SELECT id, project_id FROM devices WHERE name LIKE 'planned %' ORDER BY id LIMIT @StepEvents) AS picked
             """, new { step.FirstArrival, StepEvents });
 
-        foreach (var (type, statement) in ProjectionStatementsDocTests.Statements().Where(s => s.Statement.Sql.Contains("FROM firmware_events", StringComparison.Ordinal)))
+        // Every statement in the step's order, in one transaction, as the step runs them: those after the first read
+        // the step's changes the first wrote (StepChanges).
+        await using var transaction = await connection.BeginTransactionAsync();
+        var read = new Dictionary<string, long>();
+        foreach (var (type, statement) in ProjectionStatementsDocTests.Statements())
         {
-            await using var transaction = await connection.BeginTransactionAsync();
             var plan = string.Join('\n', await connection.QueryAsync<string>(
                 "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) " + statement.Sql, step, transaction));
-            await transaction.RollbackAsync();
 
             // Linear: no part of the plan handles more rows, or runs more times, than a few per event of the step
             // (a nested loop that runs a subquery of the step again for each of its rows handles events x events).
             var nodes = plan.Split('\n').Select(line => (Line: line, Actual: Actual().Match(line))).Where(n => n.Actual.Success).ToList();
-            nodes.Should().Contain(n => n.Line.Contains(" on firmware_events", StringComparison.Ordinal), $"{statement.Order} ({type.Name}) reads the step's events:\n{plan}");
+            foreach (var table in new[] { "firmware_events", "projection_step_devices", "projection_step_transitions" }
+                         .Where(t => statement.Sql.Contains("FROM " + t, StringComparison.Ordinal) && !statement.Sql.StartsWith("DELETE", StringComparison.Ordinal)))
+            {
+                var scans = nodes.Where(n => n.Line.Contains(" on " + table, StringComparison.Ordinal)).ToList();
+                scans.Should().NotBeEmpty($"{statement.Order} ({type.Name}) reads {table}:\n{plan}");
+                read[table] = Math.Max(read.GetValueOrDefault(table), scans.Max(n => long.Parse(n.Actual.Groups["rows"].Value)));
+            }
+
             nodes.Should().OnlyContain(n => long.Parse(n.Actual.Groups["rows"].Value) * long.Parse(n.Actual.Groups["loops"].Value) <= 5 * StepEvents
                                             && long.Parse(n.Actual.Groups["loops"].Value) <= 5 * StepEvents,
                 $"{statement.Order} ({type.Name}) must handle each event of the step a bounded number of times:\n{plan}");
         }
+
+        // The statements read the step: its events, and the changes derived from them (one row a device, and one a
+        // device's update target, here one event a device).
+        read.Should().BeEquivalentTo(new Dictionary<string, long>
+        {
+            ["firmware_events"] = StepEvents,
+            ["projection_step_devices"] = StepEvents,
+            ["projection_step_transitions"] = StepEvents,
+        });
+        await transaction.RollbackAsync();
     }
 
     [GeneratedRegex(@"actual rows=(?<rows>\d+) loops=(?<loops>\d+)")]

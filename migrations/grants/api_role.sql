@@ -3,7 +3,7 @@
 -- exactly these, whatever an older migration or a hand granted. Not journaled: it is written to run again.
 --
 -- Rows only: no DDL (the role owns nothing and has no CREATE on the schema), no TRUNCATE, no DELETE (retention
--- runs as the owner), UPDATE only of the columns the service updates, so it can never un-revoke a key,
+-- runs as the owner) but of a projection step's scratch rows, UPDATE only of the columns the service updates, so it can never un-revoke a key,
 -- move a device to another project or rewrite an event. A test fails when a table has no grant here.
 
 SET LOCAL lock_timeout = '5s';
@@ -70,6 +70,8 @@ BEGIN
     -- The projection step stores how far it has projected each project's feed (migration 0037).
     GRANT SELECT, INSERT ON project_projections TO firmware_manager_api;
     GRANT UPDATE (position, projected_at) ON project_projections TO firmware_manager_api;
+    -- A projection step's changes (migration 0042): written, read and deleted within the step's transaction.
+    GRANT SELECT, INSERT, DELETE ON projection_step_devices, projection_step_transitions TO firmware_manager_api;
 
     -- Webhooks are made and deleted by admins; ingest records deliveries and the sender keeps their state.
     GRANT SELECT, INSERT ON webhooks, webhook_deliveries TO firmware_manager_api;
