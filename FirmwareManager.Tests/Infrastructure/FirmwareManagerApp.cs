@@ -113,6 +113,13 @@ public sealed class FirmwareManagerApp : WebApplicationFactory<Program>, IAsyncL
         // Webhook tests start senders of their own (WebhookDeliveryTests); the receiver they start is on loopback.
         builder.UseSetting("FirmwareManager:Webhooks:SendDeliveries", "false");
         builder.UseSetting("FirmwareManager:Webhooks:AllowPrivateTargets", "true");
+        // Tests read right after each write (the shared service answers a report once it is projected): each step
+        // starts as soon as events wait. ProjectionTests' service paces its steps as by default.
+        if (!_answerBeforeProjected)
+        {
+            builder.UseSetting("FirmwareManager:Projections:StepIntervalMs", "0");
+        }
+
         foreach (var (key, value) in _settings)
         {
             builder.UseSetting(key, value);

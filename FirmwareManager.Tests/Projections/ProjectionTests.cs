@@ -20,12 +20,15 @@ public sealed class ProjectionTests(ProjectionTests.AnsweredWhenStored service) 
 
     private readonly FirmwareManagerApp _app = service.App;
 
-    /// <summary>The service for these tests: reports answered once stored; a short wait for <c>min_position</c>.</summary>
+    /// <summary>
+    /// The service for these tests: reports answered once stored; a short wait for <c>min_position</c> (2 s: a step
+    /// may wait for <c>StepIntervalMs</c>, 200 ms, after the one before); steps paced as by default.
+    /// </summary>
     public sealed class AnsweredWhenStored : IAsyncLifetime
     {
         public FirmwareManagerApp App { get; } = new(realServer: false, new Dictionary<string, string>
         {
-            ["FirmwareManager:Projections:MaxWaitMs"] = "300",
+            ["FirmwareManager:Projections:MaxWaitMs"] = "2000",
         }, answerBeforeProjected: true);
 
         public Task InitializeAsync() => App.InitializeAsync();
@@ -169,6 +172,41 @@ public sealed class ProjectionTests(ProjectionTests.AnsweredWhenStored service) 
         var response = await member.GetAsync($"/devices?min_position={value}");
         var problem = await response.ShouldBeProblemAsync(HttpStatusCode.BadRequest);
         problem.GetProperty("errors").TryGetProperty("min_position", out _).Should().BeTrue();
+    }
+
+    [Fact]
+    public async Task Steady_reports_are_projected_in_steps_at_least_the_step_interval_apart_not_one_per_report()
+    {
+        using var device = _app.ClientWithKey(FirmwareManagerApp.DeviceKey1);
+        await WaitUntilProjectedAsync(1);
+        var projector = _app.Services.GetRequiredService<Projector>();
+        var steps = 0;
+        void OnStepped(long project, long reached)
+        {
+            if (project == 1)
+            {
+                Interlocked.Increment(ref steps);
+            }
+        }
+
+        projector.Stepped += OnStepped;
+        var started = Environment.TickCount64;
+        long last = 0;
+        for (var i = 0; i < 40; i++)
+        {
+            last = FeedPosition(await device.PostEventAsync(1, Event($"9.{i}.0", "updated", At.AddMinutes(i))));
+        }
+
+        using var member = _app.ClientWithKey(FirmwareManagerApp.MemberKey1);
+        (await member.GetAsync($"/devices/1?min_position={last}")).StatusCode.Should().Be(HttpStatusCode.OK);
+        var elapsed = Environment.TickCount64 - started;
+        projector.Stepped -= OnStepped;
+
+        // A step starts at least 200 ms (StepIntervalMs) after the one before it began: over the reports and the wait
+        // for the last, at most one a 200 ms, one more for the first (the project had been quiet), and one that began
+        // before them. With steps back to back (StepIntervalMs 0) this found 16 steps in 864 ms.
+        steps.Should().BeGreaterThan(0).And.BeLessThanOrEqualTo((int)(elapsed / 200) + 2, $"40 reports in {elapsed} ms are projected in steps 200 ms apart");
+        (await _app.Services.GetRequiredService<ProjectionRecount>().DifferencesAsync(1, CancellationToken.None)).Should().BeEmpty();
     }
 
     [Fact]
