@@ -33,9 +33,10 @@ public sealed class ProjectionOptions
 
     /// <summary>
     /// The least time between the starts of two steps of one project, in milliseconds, unless a full step's events wait:
-    /// under steady reports a step takes what came in meanwhile, and a step costs about 11 ms whatever its size plus
-    /// 0.07 ms an event (bench/step-plans.sh), so steps a few hundred milliseconds apart cost far less than steps back to
-    /// back. A project's first step after a quiet spell starts at once. 0: each step starts as soon as events wait.
+    /// under steady reports a step takes what came in meanwhile, and a larger step costs less per event (bench/step-plans.sh
+    /// on 100,000 devices: 259 µs an event in a step of 10, 115 in one of 250, 81 in one of 1,000), besides a step's own
+    /// round trips and commit. A project's first step after a quiet spell starts at once. 0: each step starts as soon as
+    /// events wait.
     /// </summary>
     [Range(0, 10_000)]
     public int StepIntervalMs { get; set; } = 200;
