@@ -5,8 +5,9 @@
 -- statements delete them, all in the step's transaction: no committed transaction leaves a row here, and a project's
 -- steps run one at a time (its project_projections row), so a step reads only its own rows.
 --
--- UNLOGGED: the rows never outlive their transaction, so there is nothing for the WAL to keep or a standby to
--- replay (a crash empties the tables, which are empty at every commit anyway).
+-- Logged tables, though their rows never outlive a transaction: Citus moves a shard (a rebalance, a tenant isolated)
+-- by logical replication of every table co-located with it, which cannot carry an unlogged one (with these tables
+-- unlogged, the rebalance of bench/citus-ops.sh under load never finished). The WAL of a step grows by its rows here.
 -- Distributed by project_id on Citus, co-located with the tables the step reads and writes: each statement of the
 -- step stays on its project's node (docs/scale-out.md).
 
@@ -17,7 +18,7 @@ SET LOCAL citus.multi_shard_modify_mode = 'sequential';
 
 -- Each device of the step (Projections/StepEvents.cs, StepDevicesFromEvents): the device as the step found it, its
 -- newest event of the step, its newest move of firmware and whether that move applies.
-CREATE UNLOGGED TABLE projection_step_devices (
+CREATE TABLE projection_step_devices (
     project_id bigint NOT NULL,
     device_id bigint NOT NULL,
     hardware text COLLATE "C" NOT NULL,
@@ -39,7 +40,7 @@ CREATE UNLOGGED TABLE projection_step_devices (
 
 -- Each device's newest report per update target where it is newer than the one kept, with the one kept
 -- (StepEvents.TransitionChangesFromEvents).
-CREATE UNLOGGED TABLE projection_step_transitions (
+CREATE TABLE projection_step_transitions (
     project_id bigint NOT NULL,
     device_id bigint NOT NULL,
     to_firmware text COLLATE "C" NOT NULL,
