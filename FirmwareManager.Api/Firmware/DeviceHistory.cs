@@ -16,46 +16,47 @@ namespace FirmwareManager.Api.Firmware;
 /// </summary>
 public sealed class DeviceHistory(ReadRouting reads, EventPartitionSpan partitions)
 {
-    // The conditions of a page, in each of the statement's three parts below. The keyset condition is on
-    // (occurred_at, firmware, status), ties in a stable order; its occurred_at also bounds the time on its own, so
-    // that the partitions after a cursor's time are pruned when the plan starts.
-    private const string PageConditions = """
+    // The conditions of a page, in each of the statement's two parts below, made of up to three pieces: the device
+    // and the project always; the keyset position for a page after the first; the filters when any is given. A
+    // condition the statement does not carry is one PostgreSQL does not build into each partition's scan at every
+    // execution: with every piece always present (null when not given), PostgreSQL spent 1.8x the naive statement's
+    // CPU per read while executing it took the same time, and a first page with the keyset's conditions cost 15 to
+    // 30 µs more a statement than one without (pgbench, bench/history-baselines.sh; docs/performance.md).
+    private const string DeviceConditions = """
         e.device_id = @DeviceId
               AND e.project_id = @ProjectId
+        """;
+
+    // After a page: the keyset condition is on (occurred_at, firmware, status), ties in a stable order; its
+    // occurred_at also bounds the time on its own, so that the partitions after the cursor's time are pruned when
+    // the plan starts.
+    private const string AfterConditions = """
+
+              AND e.occurred_at <= @AfterOccurredAt::timestamptz
+              AND (e.occurred_at, e.firmware, e.status) < (@AfterOccurredAt::timestamptz, @AfterFirmware, @AfterStatus)
+        """;
+
+    private const string FilterConditions = """
+
               AND e.occurred_at >= COALESCE(@Since::timestamptz, '-infinity')
               AND e.occurred_at < COALESCE(@Until::timestamptz, 'infinity')
-              AND e.occurred_at <= COALESCE(@AfterOccurredAt::timestamptz, 'infinity')
-              AND (e.occurred_at, e.firmware, e.status)
-                  < (COALESCE(@AfterOccurredAt::timestamptz, 'infinity'), COALESCE(@AfterFirmware, ''), COALESCE(@AfterStatus, ''))
               AND (cardinality(@Statuses::text[]) = 0 OR e.status = ANY(@Statuses))
               AND (@Firmware::text IS NULL OR e.firmware = @Firmware)
               AND (@ErrorCode::text IS NULL OR e.error_code = @ErrorCode)
         """;
 
-    // The conditions of a page without filters, the read devices and the dashboard make most: the device, the project
-    // and the keyset only. A condition the statement does not carry is one PostgreSQL does not build for each
-    // partition's scan at every execution: with the filters' conditions always present (null when not given),
-    // PostgreSQL spent 1.8x the naive statement's CPU per read while executing it took the same time
-    // (bench/history-baselines.sh, docs/performance.md).
-    private const string UnfilteredPageConditions = """
-        e.device_id = @DeviceId
-              AND e.project_id = @ProjectId
-              AND e.occurred_at <= COALESCE(@AfterOccurredAt::timestamptz, 'infinity')
-              AND (e.occurred_at, e.firmware, e.status)
-                  < (COALESCE(@AfterOccurredAt::timestamptz, 'infinity'), COALESCE(@AfterFirmware, ''), COALESCE(@AfterStatus, ''))
-        """;
-
-    // One page of the history: a backward scan of each partition's history index, in three parts split at the
-    // bounds of the months the monthly partitions cover without a gap (COVERED_FROM, COVERED_UNTIL: literals,
-    // filled in from the catalog by EventPartitionSpan, never from input; ANY_BEFORE_COVERED is false while the
-    // oldest partition has no lower bound, so that the third part is then no scan at all). The middle part names only those
-    // partitions, so the planner reads them one after another, newest first (an ordered Append), and the scan
-    // stops in the month where the page fills: a page that lies in one or two months enters one or two indexes.
-    // With the default partition among them, it would have to enter every month's index at once and merge them
-    // (a Merge Append); the default partition (clocks far ahead or behind, after retention dropped older months)
-    // is in the two outer parts, with any partition made after the bounds were read. Bounds that are out of date
-    // cost only that speed: the parts divide the time between them whatever the bounds are.
-    // docs/schema.md, "Across partitions", has the plans. CONDITIONS: the page's conditions, with or without the filters.
+    // One page of the history: a backward scan of each partition's history index, in two parts split at the bounds
+    // of the months the monthly partitions cover without a gap (COVERED_FROM, COVERED_UNTIL: literals, filled in
+    // from the catalog by EventPartitionSpan, never from input). The second part names only those partitions, so
+    // the planner reads them one after another, newest first (an ordered Append), and the scan stops in the month
+    // where the page fills: a page that lies in one or two months enters one or two indexes. With the default
+    // partition among them, it would have to enter every month's index at once and merge them (a Merge Append);
+    // the default partition (clocks far ahead or behind, after retention dropped older months) is in the first
+    // part, with any partition made after the bounds were read or left before a gap. While the oldest partition has
+    // no lower bound (COVERED_FROM is -infinity), nothing lies before the covered months, and the parts' conditions
+    // say only what is left (INSIDE_COVERED, OUTSIDE_COVERED below): one bound fewer in every month's scan. Bounds
+    // that are out of date cost only that speed: the parts divide the time between them whatever the bounds are.
+    // docs/schema.md, "Across partitions", has the plans. CONDITIONS: the page's conditions (above).
     private const string PageSql = $"""
         SELECT h.Id, h.DeviceId, h.ProjectId, h.Firmware, h.Status, h.OccurredAt, h.ReceivedAt,
                h.FromFirmware, h.ErrorCode, h.Detail, h.Arrival
@@ -63,29 +64,26 @@ public sealed class DeviceHistory(ReadRouting reads, EventPartitionSpan partitio
             (SELECT {FirmwareEvents.EventColumns}
              FROM firmware_events AS e
              WHERE CONDITIONS
-               AND e.occurred_at >= TIMESTAMPTZ 'COVERED_UNTIL'
+               AND OUTSIDE_COVERED
              ORDER BY e.occurred_at DESC, e.firmware DESC, e.status DESC
              LIMIT @Limit)
             UNION ALL
             (SELECT {FirmwareEvents.EventColumns}
              FROM firmware_events AS e
              WHERE CONDITIONS
-               AND e.occurred_at >= TIMESTAMPTZ 'COVERED_FROM'
-               AND e.occurred_at < TIMESTAMPTZ 'COVERED_UNTIL'
-             ORDER BY e.occurred_at DESC, e.firmware DESC, e.status DESC
-             LIMIT @Limit)
-            UNION ALL
-            (SELECT {FirmwareEvents.EventColumns}
-             FROM firmware_events AS e
-             WHERE CONDITIONS
-               AND e.occurred_at < TIMESTAMPTZ 'COVERED_FROM'
-               AND ANY_BEFORE_COVERED
+               AND INSIDE_COVERED
              ORDER BY e.occurred_at DESC, e.firmware DESC, e.status DESC
              LIMIT @Limit)
         ) AS h
         ORDER BY h.OccurredAt DESC, h.Firmware DESC, h.Status DESC
         LIMIT @Limit
         """;
+
+    // The parts' time conditions, with and without a lower bound of the covered months.
+    private const string OutsideCovered = "(e.occurred_at >= TIMESTAMPTZ 'COVERED_UNTIL' OR e.occurred_at < TIMESTAMPTZ 'COVERED_FROM')";
+    private const string OutsideCoveredNoneBefore = "e.occurred_at >= TIMESTAMPTZ 'COVERED_UNTIL'";
+    private const string InsideCovered = "e.occurred_at >= TIMESTAMPTZ 'COVERED_FROM' AND e.occurred_at < TIMESTAMPTZ 'COVERED_UNTIL'";
+    private const string InsideCoveredNoneBefore = "e.occurred_at < TIMESTAMPTZ 'COVERED_UNTIL'";
 
     // The device is the project's now, or reported in it before it moved: anything else is 404, the same for a
     // device that does not exist as for another project's, so that ids cannot be probed.
@@ -124,7 +122,8 @@ public sealed class DeviceHistory(ReadRouting reads, EventPartitionSpan partitio
         }
     }
 
-    private sealed record Made(EventPartitionSpan.Span Span, string Filtered, string Unfiltered, Numbered FilteredPage, Numbered UnfilteredPage);
+    // The page statements for one span of partitions, by [filtered, after a position]: text for EXPLAIN and exports, numbered to run.
+    private sealed record Made(EventPartitionSpan.Span Span, string[,] Text, Numbered[,] Pages);
 
     // A statement with its named parameters numbered ($1, $2, ... in the order they first appear, Names), once when it
     // is made: Npgsql sends a statement with positional parameters as it is, where it would parse the text for the
@@ -160,8 +159,7 @@ public sealed class DeviceHistory(ReadRouting reads, EventPartitionSpan partitio
         long deviceId, long projectId, EventFilters filters, Position? after, int limit, ReadContext read,
         CancellationToken cancellationToken)
     {
-        var made = Statements();
-        var page = filters.IsEmpty ? made.UnfilteredPage : made.FilteredPage;
+        var page = Statements().Pages[filters.IsEmpty ? 0 : 1, after is null ? 0 : 1];
         return await reads.RunAsync<IReadOnlyList<FirmwareEvent>?>(read, async connection =>
         {
             var events = await ReadPageAsync(connection, page, deviceId, projectId, filters, after, limit, cancellationToken);
@@ -226,9 +224,6 @@ public sealed class DeviceHistory(ReadRouting reads, EventPartitionSpan partitio
             ProjectId = projectId,
             filters.Since,
             filters.Until,
-            AfterOccurredAt = (DateTime?)null,
-            AfterFirmware = (string?)null,
-            AfterStatus = (string?)null,
             filters.Statuses,
             filters.Firmware,
             filters.ErrorCode,
@@ -241,12 +236,11 @@ public sealed class DeviceHistory(ReadRouting reads, EventPartitionSpan partitio
         connection.ExecuteScalarAsync<bool>(new CommandDefinition(
             DeviceKnownToProjectSql, new { DeviceId = deviceId, ProjectId = projectId }, transaction, cancellationToken: cancellationToken));
 
-    /// <summary>The page statement for <paramref name="filters"/> with the partitions' bounds as they were last read.</summary>
-    public string Statement(EventFilters filters)
-    {
-        var made = Statements();
-        return filters.IsEmpty ? made.Unfiltered : made.Filtered;
-    }
+    /// <summary>
+    /// The page statement for <paramref name="filters"/> (and for a page after a position when <paramref name="after"/>),
+    /// with the partitions' bounds as they were last read.
+    /// </summary>
+    public string Statement(EventFilters filters, bool after = false) => Statements().Text[filters.IsEmpty ? 0 : 1, after ? 1 : 0];
 
     private Made Statements()
     {
@@ -254,13 +248,25 @@ public sealed class DeviceHistory(ReadRouting reads, EventPartitionSpan partitio
         var statement = _statement;
         if (statement is null || statement.Span != span)
         {
+            var noneBefore = span.From == DateTime.MinValue;
             var sql = PageSql
+                .Replace("OUTSIDE_COVERED", noneBefore ? OutsideCoveredNoneBefore : OutsideCovered, StringComparison.Ordinal)
+                .Replace("INSIDE_COVERED", noneBefore ? InsideCoveredNoneBefore : InsideCovered, StringComparison.Ordinal)
                 .Replace("COVERED_FROM", Literal(span.From), StringComparison.Ordinal)
-                .Replace("COVERED_UNTIL", Literal(span.Until), StringComparison.Ordinal)
-                .Replace("ANY_BEFORE_COVERED", span.From == DateTime.MinValue ? "false" : "true", StringComparison.Ordinal);
-            var filtered = sql.Replace("CONDITIONS", PageConditions, StringComparison.Ordinal);
-            var unfiltered = sql.Replace("CONDITIONS", UnfilteredPageConditions, StringComparison.Ordinal);
-            statement = new Made(span, filtered, unfiltered, Numbered.Of(filtered), Numbered.Of(unfiltered));
+                .Replace("COVERED_UNTIL", Literal(span.Until), StringComparison.Ordinal);
+            var text = new string[2, 2];
+            var pages = new Numbered[2, 2];
+            for (var filtered = 0; filtered < 2; filtered++)
+            {
+                for (var after = 0; after < 2; after++)
+                {
+                    var conditions = DeviceConditions + (after == 1 ? AfterConditions : "") + (filtered == 1 ? FilterConditions : "");
+                    text[filtered, after] = sql.Replace("CONDITIONS", conditions, StringComparison.Ordinal);
+                    pages[filtered, after] = Numbered.Of(text[filtered, after]);
+                }
+            }
+
+            statement = new Made(span, text, pages);
             _statement = statement;
         }
 

@@ -337,7 +337,8 @@ public sealed class PartitionTests
         (await StateAsync(connection)).Should().Be(state, "current firmware, device summaries and counts are kept as they are");
 
         // A clock from before the oldest month left is stored in the default partition, and a history page still has
-        // it, last, below the months (the third part of the page statement).
+        // it, last, below the months (the page statement's first part, with the clocks after them); and so do pages
+        // of 7 that walk the whole history through their cursors, each event once.
         await connection.ExecuteAsync("INSERT INTO firmware_events (device_id, project_id, firmware, status, occurred_at) VALUES (1, 1, '0.1', 'installed', '2019-05-01Z')");
         await using (var service = new ServiceOnDatabase(connectionString))
         {
@@ -348,6 +349,16 @@ public sealed class PartitionTests
             history.Should().HaveCount((int)await connection.ExecuteScalarAsync<long>("SELECT count(*) FROM firmware_events WHERE device_id = 1 AND project_id = 1"));
             history.Should().BeInDescendingOrder(StringComparer.Ordinal);
             history[^1].Should().Be("2019-05-01T00:00:00.000000Z");
+
+            var paged = new List<string>();
+            for (var next = "/firmware/1?limit=7"; next is not null;)
+            {
+                var response = await member.GetAsync(next);
+                paged.AddRange((await response.JsonAsync()).EnumerateArray().Select(e => e.GetProperty("timestamp").GetString()!));
+                next = response.Headers.TryGetValues("Link", out var link) ? link.Single().Split('<', '>')[1] : null;
+            }
+
+            paged.Should().Equal(history);
         }
     }
 
