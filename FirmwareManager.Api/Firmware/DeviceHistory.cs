@@ -20,8 +20,8 @@ public sealed class DeviceHistory(ReadRouting reads, EventPartitionSpan partitio
     // and the project always; the keyset position for a page after the first; the filters when any is given. A
     // condition the statement does not carry is one PostgreSQL does not build into each partition's scan at every
     // execution: with every piece always present (null when not given), PostgreSQL spent 1.8x the naive statement's
-    // CPU per read while executing it took the same time, and a first page with the keyset's conditions cost 15 to
-    // 30 µs more a statement than one without (pgbench, bench/history-baselines.sh; docs/performance.md).
+    // CPU per read while executing it took the same time, and a first page with the keyset's conditions cost 11 to
+    // 31 µs more a statement than one without (pgbench, bench/history-baselines.sh; docs/performance.md).
     private const string DeviceConditions = """
         e.device_id = @DeviceId
               AND e.project_id = @ProjectId
@@ -122,8 +122,9 @@ public sealed class DeviceHistory(ReadRouting reads, EventPartitionSpan partitio
         }
     }
 
-    // The page statements for one span of partitions, by [filtered, after a position]: text for EXPLAIN and exports, numbered to run.
-    private sealed record Made(EventPartitionSpan.Span Span, string[,] Text, Numbered[,] Pages);
+    // The page statements for one span of partitions, numbered to run, by [filtered, after a position]; and the text of
+    // the first pages' (without the keyset), by [filtered], for exports and EXPLAIN.
+    private sealed record Made(EventPartitionSpan.Span Span, Numbered[,] Pages, string[] FirstPages);
 
     // A statement with its named parameters numbered ($1, $2, ... in the order they first appear, Names), once when it
     // is made: Npgsql sends a statement with positional parameters as it is, where it would parse the text for the
@@ -236,11 +237,8 @@ public sealed class DeviceHistory(ReadRouting reads, EventPartitionSpan partitio
         connection.ExecuteScalarAsync<bool>(new CommandDefinition(
             DeviceKnownToProjectSql, new { DeviceId = deviceId, ProjectId = projectId }, transaction, cancellationToken: cancellationToken));
 
-    /// <summary>
-    /// The page statement for <paramref name="filters"/> (and for a page after a position when <paramref name="after"/>),
-    /// with the partitions' bounds as they were last read.
-    /// </summary>
-    public string Statement(EventFilters filters, bool after = false) => Statements().Text[filters.IsEmpty ? 0 : 1, after ? 1 : 0];
+    /// <summary>The first page's statement for <paramref name="filters"/> with the partitions' bounds as they were last read.</summary>
+    public string Statement(EventFilters filters) => Statements().FirstPages[filters.IsEmpty ? 0 : 1];
 
     private Made Statements()
     {
@@ -254,19 +252,23 @@ public sealed class DeviceHistory(ReadRouting reads, EventPartitionSpan partitio
                 .Replace("INSIDE_COVERED", noneBefore ? InsideCoveredNoneBefore : InsideCovered, StringComparison.Ordinal)
                 .Replace("COVERED_FROM", Literal(span.From), StringComparison.Ordinal)
                 .Replace("COVERED_UNTIL", Literal(span.Until), StringComparison.Ordinal);
-            var text = new string[2, 2];
             var pages = new Numbered[2, 2];
+            var firstPages = new string[2];
             for (var filtered = 0; filtered < 2; filtered++)
             {
                 for (var after = 0; after < 2; after++)
                 {
                     var conditions = DeviceConditions + (after == 1 ? AfterConditions : "") + (filtered == 1 ? FilterConditions : "");
-                    text[filtered, after] = sql.Replace("CONDITIONS", conditions, StringComparison.Ordinal);
-                    pages[filtered, after] = Numbered.Of(text[filtered, after]);
+                    var text = sql.Replace("CONDITIONS", conditions, StringComparison.Ordinal);
+                    pages[filtered, after] = Numbered.Of(text);
+                    if (after == 0)
+                    {
+                        firstPages[filtered] = text;
+                    }
                 }
             }
 
-            statement = new Made(span, text, pages);
+            statement = new Made(span, pages, firstPages);
             _statement = statement;
         }
 
