@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Single reports against the two baselines of issue 28, in one run on one database (bench/ingest-baselines.sh
-# [--quick] [--projects 1|10] [--targets 'service naive limit']): 100,000 devices in each of 1 or 10 projects, each with its own key, reports from
+# [--quick] [--projects 1|10] [--targets 'service naive limit'] [--batch N]): 100,000 devices in each of 1 or 10 projects, each with its own key, reports from
 # random devices of them all; 64 connections; each target warmed, then measured in alternating
 # rounds:
 #   service  POST /firmware/{id}: the product (keys, validation, group commit, derived state)
@@ -9,18 +9,30 @@
 # and reports each one's requests/s and p99, and the service's as fractions of the two, in
 # bench/out/results-baselines.md. Absolute figures move by 2x from day to day on these machines: the ratios are
 # what compares runs.
+# With --batch N (issue 28's batch target), 16 connections and the targets default to 'service pgbench':
+#   service  POST /firmware/{id}/batch: N events from a random device (bench/batch.lua)
+#   pgbench  pgbench, 16 clients, a transaction of one INSERT of N rows into firmware_events itself (its partitions,
+#            indexes and foreign keys; a random device, 2026 clocks as bench/batch.lua's, feed number 0 as the
+#            provisioned events: the projection never reads them), no key, nothing derived
+# a request of one is a transaction of the other, so the ratio of requests/s is the ratio of rows/s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-devices=100000; duration=20; rounds=3; warmup=30; projects=1; targets="service naive limit"
+devices=100000; duration=20; rounds=3; warmup=30; projects=1; targets=""; batch=0
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) devices=10000; duration=3; rounds=1; warmup=2 ;;
     --projects) projects=$2; shift ;;
     --targets) targets=$2; shift ;;
-    *) echo "usage: bench/ingest-baselines.sh [--quick] [--projects 1|10] [--targets 'service naive limit']" >&2; exit 2 ;;
+    --batch) batch=$2; shift ;;
+    *) echo "usage: bench/ingest-baselines.sh [--quick] [--projects 1|10] [--targets 'service naive limit'] [--batch N]" >&2; exit 2 ;;
   esac
   shift
 done
+if [ "$batch" -gt 0 ]; then
+  targets=${targets:-service pgbench}; connections=16
+else
+  targets=${targets:-service naive limit}; connections=64
+fi
 [ "$projects" = 1 ] || [ "$projects" = 10 ] || { echo "--projects takes 1 or 10" >&2; exit 2; }
 source bench/lib.sh
 raw="$out/baselines"
@@ -46,21 +58,43 @@ psql_fm -c "\\copy (SELECT id, 'fmd_b' || md5(id::text) FROM devices WHERE proje
 declare -A url=( [service]="http://127.0.0.1:$api_port" [naive]="http://127.0.0.1:$naive_port" [limit]="http://127.0.0.1:$naive_port" )
 declare -A prefix=( [service]=/firmware/ [naive]=/naive/ [limit]=/limit/ )
 run_offset=0
-# measure TARGET SECONDS: a wrk run of 64 connections; prints its RESULT line. For each measured round of the service,
+cat > "$raw/pgbench-batch.sql" <<SQL
+\\set d random(1, $devices)
+\\set s random(0, 31535999)
+INSERT INTO firmware_events (device_id, project_id, firmware, status, occurred_at, arrival)
+SELECT :d, 1, '3.' || (g % 9) || '.0', 'downloading', timestamptz '2026-01-01' + :s * interval '1 second' + g * interval '1 microsecond', 0
+FROM generate_series(1, $batch) AS g;
+SQL
+# load_once TARGET SECONDS: one run of the target's load; prints a RESULT line as bench/common.lua's (pgbench's from
+# its per-transaction log).
+load_once() {
+  if [ "$1" = pgbench ]; then
+    rm -f "$raw"/pgbench_log.*
+    (cd "$raw" && "$pg_bin/pgbench" -h 127.0.0.1 -p "$pg_port" -U postgres -n -c "$connections" -j 2 -T "$2" -l --log-prefix=pgbench_log \
+      -f "$raw/pgbench-batch.sql" fm > "$raw/pgbench.out" 2>&1) || { cat "$raw/pgbench.out" >&2; return 1; }
+    cat "$raw"/pgbench_log.* | awk -v s="$2" '{ print $3 }' | sort -n | awk -v s="$2" -v failed="$(sed -nE 's/^number of failed transactions: ([0-9]+).*/\1/p' "$raw/pgbench.out")" \
+      '{ l[NR] = $1 } END { printf "RESULT requests=%d ok=%d non2xx=%d socket_errors=0 rps=%.1f p50_ms=%.2f p99_ms=%.2f p999_ms=0 max_ms=%.2f timeouts=0 errors=\n", NR, NR, failed + 0, NR / s, l[int(NR * 0.5)] / 1000, l[int(NR * 0.99)] / 1000, l[NR] / 1000 }'
+  elif [ "$batch" -gt 0 ]; then
+    wrk -t2 -c"$connections" -d"${2}s" --latency -s bench/batch.lua "${url[$1]}" -- "$raw/devices.csv" "$run_offset" "$batch" 2>&1 | grep '^RESULT'
+  else
+    wrk -t2 -c"$connections" -d"${2}s" --latency -s bench/ingest.lua "${url[$1]}" -- "$raw/devices.csv" "" "$run_offset" "${prefix[$1]}" 2>&1 | grep '^RESULT'
+  fi
+}
+# measure TARGET SECONDS: a run of the target's load (wrk, 64 connections or 16 for batches); prints its RESULT line. For each measured round of the service,
 # raw/service-rounds.txt gets what explains its figure: the CPU seconds of the API and of PostgreSQL, what the busy
 # backends were doing (sampled five times a second), and the statements PostgreSQL ran (pg_stat_statements: calls,
 # rows, planning and execution time).
 measure() {
   run_offset=$((run_offset + 1))
   if [ "$1" != service ] || [ "$2" != "$duration" ]; then
-    wrk -t2 -c64 -d"${2}s" --latency -s bench/ingest.lua "${url[$1]}" -- "$raw/devices.csv" "" "$run_offset" "${prefix[$1]}" 2>&1 | grep '^RESULT'
+    load_once "$1" "$2"
     return
   fi
   psql_fm -Atc "SELECT pg_stat_statements_reset()" > /dev/null
   sample_waits "$raw/waits.tmp" &
   local sampler=$! api0 pg0 line
   api0=$(cpu_of "$api_pid"); pg0=$(cpu_of $(pg_pids))
-  line=$(wrk -t2 -c64 -d"${2}s" --latency -s bench/ingest.lua "${url[$1]}" -- "$raw/devices.csv" "" "$run_offset" "${prefix[$1]}" 2>&1 | grep '^RESULT')
+  line=$(load_once "$1" "$2")
   kill "$sampler"; wait "$sampler" 2>/dev/null || true
   {
     echo "== service round: $line"

@@ -73,30 +73,40 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
         """;
 
     // The events, numbered in the order given after the numbers this transaction took, for the devices still active
-    // with their key (the condition of ActiveDevicesSql). Identical repeats (same device, project, time, firmware,
-    // status) insert nothing (ON CONFLICT). Events without a timestamp get the transaction's time, which is their
-    // receive time. Plain PostgreSQL only: on Citus an INSERT ... SELECT whose ids come from a sequence runs through
-    // the coordinator with a two-phase commit (docs/scale-out.md), so there the events go as rows of INSERT ...
-    // VALUES, in a second round trip (InsertEventsSql).
+    // with their key (the condition of ActiveDevicesSql, for each report's own pair of key and device). Identical
+    // repeats (same device, project, time, firmware, status) insert nothing (ON CONFLICT). Events without a timestamp
+    // get the transaction's time, which is their receive time. The pairs still active are found once, for the
+    // distinct devices and keys of the group, and the reports joined to them by a hash: joined row by row, the
+    // devices, their keys and the feed number were looked up once per event (EXPLAIN ANALYZE of a group of 10 devices'
+    // 100 events on 100,000 devices: 28 ms, 20 ms now; docs/performance.md). Plain PostgreSQL only: on Citus an INSERT ... SELECT whose ids come from
+    // a sequence runs through the coordinator with a two-phase commit (docs/scale-out.md), so there the events go as
+    // rows of INSERT ... VALUES, in a second round trip (InsertEventsSql).
     private const string StoreEventsSql = """
+        WITH active AS MATERIALIZED (
+            SELECT k.id, k.device_id
+            FROM device_api_keys AS k
+            JOIN devices AS d ON d.project_id = k.project_id AND d.id = k.device_id
+            WHERE k.project_id = @ProjectId
+              AND d.project_id = @ProjectId
+              AND k.id = ANY(@KeyIds)
+              AND k.device_id = ANY(@DeviceIds)
+              AND k.revoked_at IS NULL
+              AND d.decommissioned_at IS NULL
+        )
         INSERT INTO firmware_events (device_id, project_id, firmware, status, occurred_at, arrival, from_firmware, error_code, detail)
-        SELECT d.id,
-               d.project_id,
+        SELECT r.device_id,
+               @ProjectId,
                r.firmware,
                r.status,
                COALESCE(r.occurred_at, now()),
-               a.last_arrival - @Reports + r.ordinal,
+               (SELECT a.last_arrival FROM project_event_arrivals AS a WHERE a.project_id = @ProjectId) - @Reports + r.ordinal,
                r.from_firmware,
                r.error_code,
                r.detail
-        FROM unnest(@DeviceIds::bigint[], @ReportKeyIds::bigint[], @Firmwares::text[], @Statuses::text[], @OccurredAts::timestamptz[],
+        FROM unnest(@ReportDeviceIds::bigint[], @ReportKeyIds::bigint[], @Firmwares::text[], @Statuses::text[], @OccurredAts::timestamptz[],
                     @FromFirmwares::text[], @ErrorCodes::text[], @Details::text[])
              WITH ORDINALITY AS r (device_id, key_id, firmware, status, occurred_at, from_firmware, error_code, detail, ordinal)
-        JOIN devices AS d ON d.project_id = @ProjectId AND d.id = r.device_id
-        JOIN device_api_keys AS k ON k.project_id = @ProjectId AND k.id = r.key_id AND k.device_id = r.device_id
-        JOIN project_event_arrivals AS a ON a.project_id = @ProjectId
-        WHERE k.revoked_at IS NULL
-          AND d.decommissioned_at IS NULL
+        WHERE (r.key_id, r.device_id) IN (SELECT active.id, active.device_id FROM active)
         ORDER BY r.ordinal
         ON CONFLICT (device_id, project_id, occurred_at, firmware, status) DO NOTHING
         RETURNING id, device_id, project_id, firmware, status, occurred_at, received_at, from_firmware, error_code, detail, arrival
@@ -283,7 +293,9 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
                 {
                     new("ProjectId", projectId),
                     new("Reports", (long)reports.Count),
-                    new("DeviceIds", deviceIds),
+                    new("DeviceIds", lockIds),
+                    new("KeyIds", checkKeyIds),
+                    new("ReportDeviceIds", deviceIds),
                     new("ReportKeyIds", keyIds),
                     new("Firmwares", reports.Select(r => r.Event.Firmware).ToArray()),
                     new("Statuses", reports.Select(r => r.Event.Status).ToArray()),
