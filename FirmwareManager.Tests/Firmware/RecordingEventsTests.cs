@@ -1,7 +1,9 @@
 using System.Net;
 using System.Net.Http.Json;
 using Dapper;
+using FirmwareManager.Api.Firmware;
 using FirmwareManager.Tests.Infrastructure;
+using Microsoft.Extensions.DependencyInjection;
 
 namespace FirmwareManager.Tests.Firmware;
 
@@ -189,6 +191,38 @@ public sealed class RecordingEventsTests(FirmwareManagerApp app) : ApiTest(app)
         (await EventCountAsync(deviceId)).Should().Be(0);
         (await EventCountAsync(otherId)).Should().Be(0);
         (await CurrentFirmwareAsync(deviceId)).Should().BeNull();
+    }
+
+    [Fact]
+    public async Task One_transaction_stores_the_reports_of_each_device_sent_with_its_own_valid_key_and_nothing_for_the_others()
+    {
+        var (valid, _) = await App.AddDeviceAsync(projectId: 1);
+        var (revoked, _) = await App.AddDeviceAsync(projectId: 1);
+        var (borrower, _) = await App.AddDeviceAsync(projectId: 1);
+        long validKey, revokedKey;
+        await using (var connection = App.OpenConnection())
+        {
+            validKey = await connection.ExecuteScalarAsync<long>("SELECT id FROM device_api_keys WHERE device_id = @valid", new { valid });
+            revokedKey = await connection.ExecuteScalarAsync<long>(
+                "UPDATE device_api_keys SET revoked_at = now() WHERE device_id = @revoked RETURNING id", new { revoked });
+        }
+
+        static NewFirmwareEvent[] Events(string firmware) =>
+            [new(firmware, "downloading", new DateTime(2026, 3, 1, 0, 0, 0, DateTimeKind.Utc)), new(firmware, "installed", null)];
+
+        // One group, as the group commit makes it: the three devices' reports in one statement. The third device's
+        // reports come with the first device's key, which is valid, but not its own.
+        var outcomes = await App.Services.GetRequiredService<FirmwareEvents>().RecordAsync(
+            [new DeviceReports(1, valid, Events("7.0.0"), validKey), new DeviceReports(1, revoked, Events("7.0.1"), revokedKey),
+             new DeviceReports(1, borrower, Events("7.0.2"), validKey)],
+            CancellationToken.None);
+
+        outcomes.Select(o => o.Outcome).Should().Equal(ReportOutcome.Recorded, ReportOutcome.KeyRevoked, ReportOutcome.KeyRevoked);
+        outcomes[0].Created.Select(e => (e.DeviceId, e.Firmware, e.Status)).Should().Equal((valid, "7.0.0", "downloading"), (valid, "7.0.0", "installed"));
+        outcomes[0].Created.Select(e => e.Arrival).Should().BeInAscendingOrder().And.OnlyHaveUniqueItems();
+        (await EventCountAsync(valid)).Should().Be(2);
+        (await EventCountAsync(revoked)).Should().Be(0);
+        (await EventCountAsync(borrower)).Should().Be(0);
     }
 
     [Fact]
