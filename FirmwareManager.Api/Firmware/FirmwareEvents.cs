@@ -78,9 +78,9 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
     // get the transaction's time, which is their receive time. The pairs still active are found once, for the
     // distinct devices and keys of the group, and the reports joined to them by a hash: joined row by row, the
     // devices, their keys and the feed number were looked up once per event (EXPLAIN ANALYZE of a group of 10 devices'
-    // 100 events on 100,000 devices: 28 ms, 20 ms now; docs/performance.md). Plain PostgreSQL only: on Citus an INSERT ... SELECT whose ids come from
-    // a sequence runs through the coordinator with a two-phase commit (docs/scale-out.md), so there the events go as
-    // rows of INSERT ... VALUES, in a second round trip (InsertEventsSql).
+    // 100 events on 100,000 devices: 28 ms, 20 ms now; docs/performance.md). Plain PostgreSQL only: on Citus an
+    // INSERT ... SELECT whose ids come from a sequence runs through the coordinator with a two-phase commit
+    // (docs/scale-out.md), so there the events go as rows of INSERT ... VALUES, in a second round trip (InsertEventsSql).
     private const string StoreEventsSql = """
         WITH active AS MATERIALIZED (
             SELECT k.id, k.device_id
