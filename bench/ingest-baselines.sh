@@ -72,7 +72,7 @@ load_once() {
     rm -f "$raw"/pgbench_log.*
     (cd "$raw" && "$pg_bin/pgbench" -h 127.0.0.1 -p "$pg_port" -U postgres -n -c "$connections" -j 2 -T "$2" -l --log-prefix=pgbench_log \
       -f "$raw/pgbench-batch.sql" fm > "$raw/pgbench.out" 2>&1) || { cat "$raw/pgbench.out" >&2; return 1; }
-    cat "$raw"/pgbench_log.* | awk -v s="$2" '{ print $3 }' | sort -n | awk -v s="$2" -v failed="$(sed -nE 's/^number of failed transactions: ([0-9]+).*/\1/p' "$raw/pgbench.out")" \
+    awk '{ print $3 }' "$raw"/pgbench_log.* | sort -n | awk -v s="$2" -v failed="$(sed -nE 's/^number of failed transactions: ([0-9]+).*/\1/p' "$raw/pgbench.out")" \
       '{ l[NR] = $1 } END { printf "RESULT requests=%d ok=%d non2xx=%d socket_errors=0 rps=%.1f p50_ms=%.2f p99_ms=%.2f p999_ms=0 max_ms=%.2f timeouts=0 errors=\n", NR, NR, failed + 0, NR / s, l[int(NR * 0.5)] / 1000, l[int(NR * 0.99)] / 1000, l[NR] / 1000 }'
   elif [ "$batch" -gt 0 ]; then
     wrk -t2 -c"$connections" -d"${2}s" --latency -s bench/batch.lua "${url[$1]}" -- "$raw/devices.csv" "$run_offset" "$batch" 2>&1 | grep '^RESULT'
