@@ -11,8 +11,8 @@
 # what compares runs.
 # With --batch N (issue 28's batch target), 16 connections and the targets default to 'service pgbench':
 #   service  POST /firmware/{id}/batch: N events from a random device (bench/batch.lua)
-#   pgbench  pgbench, 16 clients, a transaction of one INSERT of N rows into firmware_events itself (its partitions,
-#            indexes; a random device, 2026 clocks as bench/batch.lua's, feed number 0 as the
+#   pgbench  pgbench, 16 clients, a transaction of one INSERT of N rows into firmware_events itself (its partitions
+#            and indexes; a random device, 2026 clocks as bench/batch.lua's, feed number 0 as the
 #            provisioned events: the projection never reads them), no key, nothing derived
 # a request of one is a transaction of the other, so the ratio of requests/s is the ratio of rows/s.
 set -euo pipefail

@@ -1,9 +1,9 @@
 -- The tables written once per event lose their foreign keys (issue 28): firmware_events (to devices and projects),
 -- device_firmware_status (to devices and projects) and device_transition_status (to projects). A foreign key is
 -- checked by a trigger per row that looks the referenced row up again and locks it FOR KEY SHARE: five lookups per
--- event, about a tenth of what PostgreSQL spends on a report from ingest to projection, and half of the events'
--- INSERT for a batch (docs/performance.md, "Batches of 100 against pgbench" and "Per-event tables without foreign
--- key triggers"). What the keys guarded is held by the statements that write these rows:
+-- event, an eighth to a sixth of what PostgreSQL spends on a report from ingest to projection, and half of the
+-- events' INSERT for a batch (docs/performance.md, "Batches of 100 against pgbench" and "Per-event tables without
+-- foreign key triggers"). What the keys guarded is held by the statements that write these rows:
 --  * every event is stored by FirmwareEvents' INSERT, which takes its rows from a join with the devices of its
 --    project that are active with their key, after the same transaction locked those devices FOR KEY SHARE;
 --  * every row of device_firmware_status and device_transition_status is written by a projection step, from its
