@@ -50,6 +50,30 @@ public sealed class MigrationTests
     }
 
     [Fact]
+    public async Task The_tables_written_once_per_event_and_every_partition_of_the_events_have_no_foreign_key_and_the_counts_keep_theirs()
+    {
+        var connectionString = await (await PostgresServer.SharedAsync()).CreateDatabaseAsync();
+        await DatabaseMigrator.MigrateAsync(connectionString, applyDemoData: false, NullLogger.Instance);
+        await using var connection = new NpgsqlConnection(connectionString);
+
+        // Migration 0043: a partition keeps a key it had before it was attached (0023 adopted the old table's), so each
+        // partition is asked too, not only the partitioned table.
+        var keys = (await connection.QueryAsync<(string Table, string Key)>("""
+            SELECT c.conrelid::regclass::text, c.conname
+            FROM pg_constraint AS c
+            WHERE c.contype = 'f'
+              AND (c.conrelid IN ('firmware_events'::regclass, 'device_firmware_status'::regclass, 'device_transition_status'::regclass,
+                                  'firmware_version_counts'::regclass)
+                   OR c.conrelid IN (SELECT inhrelid FROM pg_inherits WHERE inhparent = 'firmware_events'::regclass))
+            ORDER BY 1, 2
+            """)).ToArray();
+
+        (await connection.ExecuteScalarAsync<long>("SELECT count(*) FROM pg_inherits WHERE inhparent = 'firmware_events'::regclass"))
+            .Should().BeGreaterThan(1, "the events have their partitions");
+        keys.Should().Equal(("firmware_version_counts", "firmware_version_counts_project_id_fkey"));
+    }
+
+    [Fact]
     public async Task Demo_data_is_applied_only_when_switched_on_and_applying_it_again_changes_nothing()
     {
         var connectionString = await (await PostgresServer.SharedAsync()).CreateDatabaseAsync();
