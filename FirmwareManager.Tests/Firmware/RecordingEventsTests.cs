@@ -226,6 +226,52 @@ public sealed class RecordingEventsTests(FirmwareManagerApp app) : ApiTest(app)
     }
 
     [Fact]
+    public async Task One_transaction_of_two_projects_numbers_each_projects_events_in_its_own_feed_and_stores_nothing_for_a_device_named_in_another_project()
+    {
+        var (first, _) = await App.AddDeviceAsync(projectId: 1);
+        var (second, _) = await App.AddDeviceAsync(projectId: 2);
+        var (elsewhere, _) = await App.AddDeviceAsync(projectId: 2);
+        long firstKey, secondKey, elsewhereKey;
+        await using (var connection = App.OpenConnection())
+        {
+            const string KeyOf = "SELECT id FROM device_api_keys WHERE device_id = @device";
+            firstKey = await connection.ExecuteScalarAsync<long>(KeyOf, new { device = first });
+            secondKey = await connection.ExecuteScalarAsync<long>(KeyOf, new { device = second });
+            elsewhereKey = await connection.ExecuteScalarAsync<long>(KeyOf, new { device = elsewhere });
+        }
+
+        static NewFirmwareEvent[] Events(string firmware) =>
+            [new(firmware, "downloading", new DateTime(2026, 3, 1, 0, 0, 0, DateTimeKind.Utc)), new(firmware, "installed", null)];
+
+        // The third device is project 2's, with its own key, but named as project 1's.
+        DeviceReports[] group =
+        [
+            new(1, first, Events("7.1.0"), firstKey), new(2, second, Events("7.1.1"), secondKey), new(1, elsewhere, Events("7.1.2"), elsewhereKey),
+        ];
+        var events = App.Services.GetRequiredService<FirmwareEvents>();
+        if (PostgresServer.IsCitus)
+        {
+            // There a transaction runs on one project's node: the group commit makes a group per project.
+            await events.Invoking(e => e.RecordAsync(group, CancellationToken.None)).Should().ThrowAsync<ArgumentException>();
+            return;
+        }
+
+        var outcomes = await events.RecordAsync(group, CancellationToken.None);
+
+        outcomes.Select(o => o.Outcome).Should().Equal(ReportOutcome.Recorded, ReportOutcome.Recorded, ReportOutcome.NoDevice);
+        outcomes[0].Created.Select(e => (e.ProjectId, e.Firmware)).Should().Equal((1L, "7.1.0"), (1L, "7.1.0"));
+        outcomes[1].Created.Select(e => (e.ProjectId, e.Firmware)).Should().Equal((2L, "7.1.1"), (2L, "7.1.1"));
+        (await EventCountAsync(elsewhere)).Should().Be(0);
+        await using var check = App.OpenConnection();
+        foreach (var (projectId, created, numbersTaken) in new[] { (1L, outcomes[0].Created, 4), (2L, outcomes[1].Created, 2) })
+        {
+            // Each project took one number per report named in it, the stored ones first, in the group's order.
+            var last = await check.ExecuteScalarAsync<long>("SELECT last_arrival FROM project_event_arrivals WHERE project_id = @projectId", new { projectId });
+            created.Select(e => e.Arrival).Should().Equal(last - numbersTaken + 1, last - numbersTaken + 2);
+        }
+    }
+
+    [Fact]
     public async Task Events_of_a_device_that_moved_go_to_its_new_project()
     {
         using var device3 = App.ClientWithKey(FirmwareManagerApp.DeviceKey3);
