@@ -32,97 +32,9 @@ public enum ReportOutcome
 /// <summary>The firmware_events table: the record of what devices reported, each project's feed.</summary>
 public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting reads, DatabaseEngine engine)
 {
-    // On one PostgreSQL a group's transaction runs these four statements once for all its projects: the devices,
-    // keys, reports and numbers of every project go as arrays, each row with its project. Four statements a project
-    // cost a project's share of a group (2.6 reports with ten projects) about 0.5 ms of fixed cost in the events'
-    // INSERT alone (docs/performance.md, "Ten projects' groups in four statements").
-    //
-    // Taken first: the group's devices, in id order, so that transactions recording several devices never deadlock.
-    // KEY SHARE: what a key revocation and a decommission lock (FOR UPDATE) waits for, and what ingest and the
-    // projection step (FOR NO KEY UPDATE, Projections/ProjectionSteps) never wait for each other by.
-    private const string LockGroupDevicesSql = """
-        SELECT d.id
-        FROM devices AS d
-        WHERE (d.project_id, d.id) IN (SELECT pair.project_id, pair.device_id
-                                      FROM unnest(@PairProjectIds::bigint[], @PairDeviceIds::bigint[]) AS pair (project_id, device_id))
-        ORDER BY d.id
-        FOR KEY SHARE OF d
-        """;
-
-    // Then, with the devices held, what the key cache only approximates: each device's key is still valid and the
-    // device not decommissioned. A decommission or a key revocation locks the device's row FOR UPDATE, so one that
-    // committed while this waited is seen here (a statement after the lock reads after it), and one that comes
-    // later waits for this commit. The statement that stores the events applies the same condition.
-    private const string ActiveGroupDevicesSql = """
-        SELECT k.device_id
-        FROM unnest(@PairProjectIds::bigint[], @PairKeyIds::bigint[], @PairDeviceIds::bigint[]) AS pair (project_id, key_id, device_id)
-        JOIN device_api_keys AS k ON k.project_id = pair.project_id AND k.id = pair.key_id AND k.device_id = pair.device_id
-        JOIN devices AS d ON d.project_id = k.project_id AND d.id = k.device_id
-        WHERE k.revoked_at IS NULL
-          AND d.decommissioned_at IS NULL
-        """;
-
-    // Then each project's feed numbers: its row in project_event_arrivals (migration 0012), made when missing, and
-    // locked until this transaction commits, so that the project's numbers follow commit order (what the projection
-    // step relies on: every event numbered up to last_arrival is committed). In project order, so that two
-    // transactions sharing projects never wait for each other in a cycle. One number per report, taken at once: a
-    // report that stores nothing (a repeat, a revoked key) leaves its number unused.
-    private const string TakeGroupArrivalsSql = """
-        INSERT INTO project_event_arrivals AS a (project_id, last_arrival)
-        SELECT taken.project_id, taken.reports
-        FROM unnest(@ProjectIds::bigint[], @ProjectReports::bigint[]) AS taken (project_id, reports)
-        ORDER BY taken.project_id
-        ON CONFLICT (project_id) DO UPDATE
-        SET last_arrival = a.last_arrival + EXCLUDED.last_arrival
-        RETURNING a.last_arrival
-        """;
-
-    // The events, each numbered from its project's numbers this transaction took (its project's last number less the
-    // numbers taken for the project's reports after it in the group), for the devices still active with their key
-    // (the condition of ActiveGroupDevicesSql, for each report's own key and device). Identical repeats (same device,
-    // project, time, firmware, status) insert nothing (ON CONFLICT). Events without a timestamp get the transaction's
-    // time, which is their receive time. The pairs still active are found once, for the group's distinct pairs of key
-    // and device, and the reports joined to them by a hash: joined row by row, the devices, their keys and the feed
-    // number were looked up once per event (EXPLAIN ANALYZE of a group of 10 devices' 100 events on 100,000 devices:
-    // 28 ms, 20 ms now; docs/performance.md). Plain PostgreSQL only: on Citus an INSERT ... SELECT whose ids come from
-    // a sequence runs through the coordinator with a two-phase commit (docs/scale-out.md), so there the events go as
-    // rows of INSERT ... VALUES, in a second round trip (InsertEventsSql).
-    private const string StoreGroupEventsSql = """
-        WITH active AS MATERIALIZED (
-            SELECT k.project_id, k.id, k.device_id
-            FROM unnest(@PairProjectIds::bigint[], @PairKeyIds::bigint[], @PairDeviceIds::bigint[]) AS pair (project_id, key_id, device_id)
-            JOIN device_api_keys AS k ON k.project_id = pair.project_id AND k.id = pair.key_id AND k.device_id = pair.device_id
-            JOIN devices AS d ON d.project_id = k.project_id AND d.id = k.device_id
-            WHERE k.revoked_at IS NULL
-              AND d.decommissioned_at IS NULL
-        ),
-        taken AS MATERIALIZED (
-            SELECT a.project_id, a.last_arrival
-            FROM project_event_arrivals AS a
-            WHERE a.project_id = ANY(@ProjectIds::bigint[])
-        )
-        INSERT INTO firmware_events (device_id, project_id, firmware, status, occurred_at, arrival, from_firmware, error_code, detail)
-        SELECT r.device_id,
-               r.project_id,
-               r.firmware,
-               r.status,
-               COALESCE(r.occurred_at, now()),
-               taken.last_arrival - r.numbers_after,
-               r.from_firmware,
-               r.error_code,
-               r.detail
-        FROM unnest(@ReportProjectIds::bigint[], @ReportDeviceIds::bigint[], @ReportKeyIds::bigint[], @NumbersAfter::bigint[], @Firmwares::text[],
-                    @Statuses::text[], @OccurredAts::timestamptz[], @FromFirmwares::text[], @ErrorCodes::text[], @Details::text[])
-             WITH ORDINALITY AS r (project_id, device_id, key_id, numbers_after, firmware, status, occurred_at, from_firmware, error_code, detail, ordinal)
-        JOIN taken ON taken.project_id = r.project_id
-        WHERE (r.project_id, r.key_id, r.device_id) IN (SELECT active.project_id, active.id, active.device_id FROM active)
-        ORDER BY r.ordinal
-        ON CONFLICT (device_id, project_id, occurred_at, firmware, status) DO NOTHING
-        RETURNING id, device_id, project_id, firmware, status, occurred_at, received_at, from_firmware, error_code, detail, arrival
-        """;
-
-    // On Citus a group is one project's, and its transaction's statements are each a single task on the project's
-    // shard: every one filtered by the project. First the devices, in id order, FOR KEY SHARE (as above).
+    // Taken first: the devices, in id order, so that transactions recording several devices never deadlock. KEY
+    // SHARE: what a key revocation and a decommission lock (FOR UPDATE) waits for, and what ingest and the projection
+    // step (FOR NO KEY UPDATE, Projections/ProjectionSteps) never wait for each other by.
     private const string LockDevicesSql = """
         SELECT id
         FROM devices
@@ -132,7 +44,10 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
         FOR KEY SHARE
         """;
 
-    // Then which of them are still active with their key (as above).
+    // Then, with the devices held, what the key cache only approximates: each device's key is still valid and the
+    // device not decommissioned. A decommission or a key revocation locks the device's row FOR UPDATE, so one that
+    // committed while this waited is seen here (a statement after the lock reads after it), and one that comes
+    // later waits for this commit. The statement that stores the events applies the same condition.
     private const string ActiveDevicesSql = """
         SELECT k.device_id
         FROM device_api_keys AS k
@@ -143,6 +58,58 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
           AND k.device_id = ANY(@DeviceIds)
           AND k.revoked_at IS NULL
           AND d.decommissioned_at IS NULL
+        """;
+
+    // Then the project's feed numbers: its row in project_event_arrivals (migration 0012), made when missing, and
+    // locked until this transaction commits, so that the project's numbers follow commit order (what the projection
+    // step relies on: every event numbered up to last_arrival is committed). One number per report, taken at once:
+    // a report that stores nothing (a repeat, a revoked key) leaves its number unused.
+    private const string TakeArrivalsSql = """
+        INSERT INTO project_event_arrivals AS a (project_id, last_arrival)
+        VALUES (@ProjectId, @Reports)
+        ON CONFLICT (project_id) DO UPDATE
+        SET last_arrival = a.last_arrival + EXCLUDED.last_arrival
+        RETURNING a.last_arrival
+        """;
+
+    // The events, numbered in the order given after the numbers this transaction took, for the devices still active
+    // with their key (the condition of ActiveDevicesSql, for each report's own pair of key and device). Identical
+    // repeats (same device, project, time, firmware, status) insert nothing (ON CONFLICT). Events without a timestamp
+    // get the transaction's time, which is their receive time. The pairs still active are found once, for the
+    // distinct devices and keys of the group, and the reports joined to them by a hash: joined row by row, the
+    // devices, their keys and the feed number were looked up once per event (EXPLAIN ANALYZE of a group of 10 devices'
+    // 100 events on 100,000 devices: 28 ms, 20 ms now; docs/performance.md). Plain PostgreSQL only: on Citus an
+    // INSERT ... SELECT whose ids come from a sequence runs through the coordinator with a two-phase commit
+    // (docs/scale-out.md), so there the events go as rows of INSERT ... VALUES, in a second round trip (InsertEventsSql).
+    private const string StoreEventsSql = """
+        WITH active AS MATERIALIZED (
+            SELECT k.id, k.device_id
+            FROM device_api_keys AS k
+            JOIN devices AS d ON d.project_id = k.project_id AND d.id = k.device_id
+            WHERE k.project_id = @ProjectId
+              AND d.project_id = @ProjectId
+              AND k.id = ANY(@KeyIds)
+              AND k.device_id = ANY(@DeviceIds)
+              AND k.revoked_at IS NULL
+              AND d.decommissioned_at IS NULL
+        )
+        INSERT INTO firmware_events (device_id, project_id, firmware, status, occurred_at, arrival, from_firmware, error_code, detail)
+        SELECT r.device_id,
+               @ProjectId,
+               r.firmware,
+               r.status,
+               COALESCE(r.occurred_at, now()),
+               (SELECT a.last_arrival FROM project_event_arrivals AS a WHERE a.project_id = @ProjectId) - @Reports + r.ordinal,
+               r.from_firmware,
+               r.error_code,
+               r.detail
+        FROM unnest(@ReportDeviceIds::bigint[], @ReportKeyIds::bigint[], @Firmwares::text[], @Statuses::text[], @OccurredAts::timestamptz[],
+                    @FromFirmwares::text[], @ErrorCodes::text[], @Details::text[])
+             WITH ORDINALITY AS r (device_id, key_id, firmware, status, occurred_at, from_firmware, error_code, detail, ordinal)
+        WHERE (r.key_id, r.device_id) IN (SELECT active.id, active.device_id FROM active)
+        ORDER BY r.ordinal
+        ON CONFLICT (device_id, project_id, occurred_at, firmware, status) DO NOTHING
+        RETURNING id, device_id, project_id, firmware, status, occurred_at, received_at, from_firmware, error_code, detail, arrival
         """;
 
     // On Citus: the numbers are read in the first round trip (the row locked, as above), the events stored in the
@@ -288,8 +255,8 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
         return existing is null ? null : new RecordedEvent(existing, Created: false);
     }
 
-    // BEGIN to COMMIT in one round trip (pipelined), four statements for all the group's projects: the devices locked
-    // (those that exist), those still active with their key, the numbers taken, the events created. Every result is read,
+    // BEGIN to COMMIT in one round trip (pipelined): for each project, in project order, the devices locked (those
+    // that exist), those still active with their key, the numbers taken, the events created. Every result is read,
     // COMMIT's last, so that a failing COMMIT throws here, before anything is answered; should any statement fail, the
     // transaction is rolled back when the connection goes back to the pool. Plain readers, not Dapper's GridReader:
     // when the connection breaks mid-read (pg_terminate_backend, a restart), the grid's cleanup asks the closed reader
@@ -309,47 +276,36 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
                 new NpgsqlBatchCommand("SET LOCAL plan_cache_mode = force_generic_plan"),
             },
         };
-        // Every report with its project, and how many numbers its project took for reports after it in the group.
-        var reports = projects.SelectMany(p => p.Reports.Select((r, i) => (p.ProjectId, r.DeviceId, r.KeyId, r.Event, NumbersAfter: (long)(p.Reports.Count - 1 - i))))
-            .ToList();
-        var pairs = reports.Select(r => (r.ProjectId, r.KeyId, r.DeviceId)).Distinct().ToList();
-        batch.BatchCommands.Add(new NpgsqlBatchCommand(LockGroupDevicesSql)
+        foreach (var (projectId, reports) in projects)
         {
-            Parameters = { new("PairProjectIds", pairs.Select(p => p.ProjectId).ToArray()), new("PairDeviceIds", pairs.Select(p => p.DeviceId).ToArray()) },
-        });
-        batch.BatchCommands.Add(new NpgsqlBatchCommand(ActiveGroupDevicesSql)
-        {
-            Parameters =
+            var deviceIds = reports.Select(r => r.DeviceId).ToArray();
+            var keyIds = reports.Select(r => r.KeyId).ToArray();
+            var (lockIds, checkKeyIds) = (deviceIds.Distinct().ToArray(), keyIds.Distinct().ToArray());
+            batch.BatchCommands.Add(new NpgsqlBatchCommand(LockDevicesSql) { Parameters = { new("ProjectId", projectId), new("DeviceIds", lockIds) } });
+            batch.BatchCommands.Add(new NpgsqlBatchCommand(ActiveDevicesSql)
             {
-                new("PairProjectIds", pairs.Select(p => p.ProjectId).ToArray()),
-                new("PairKeyIds", pairs.Select(p => p.KeyId).ToArray()),
-                new("PairDeviceIds", pairs.Select(p => p.DeviceId).ToArray()),
-            },
-        });
-        batch.BatchCommands.Add(new NpgsqlBatchCommand(TakeGroupArrivalsSql)
-        {
-            Parameters = { new("ProjectIds", projects.Select(p => p.ProjectId).ToArray()), new("ProjectReports", projects.Select(p => (long)p.Reports.Count).ToArray()) },
-        });
-        batch.BatchCommands.Add(new NpgsqlBatchCommand(StoreGroupEventsSql)
-        {
-            Parameters =
+                Parameters = { new("ProjectId", projectId), new("DeviceIds", lockIds), new("KeyIds", checkKeyIds) },
+            });
+            batch.BatchCommands.Add(new NpgsqlBatchCommand(TakeArrivalsSql) { Parameters = { new("ProjectId", projectId), new("Reports", (long)reports.Count) } });
+            batch.BatchCommands.Add(new NpgsqlBatchCommand(StoreEventsSql)
             {
-                new("PairProjectIds", pairs.Select(p => p.ProjectId).ToArray()),
-                new("PairKeyIds", pairs.Select(p => p.KeyId).ToArray()),
-                new("PairDeviceIds", pairs.Select(p => p.DeviceId).ToArray()),
-                new("ProjectIds", projects.Select(p => p.ProjectId).ToArray()),
-                new("ReportProjectIds", reports.Select(r => r.ProjectId).ToArray()),
-                new("ReportDeviceIds", reports.Select(r => r.DeviceId).ToArray()),
-                new("ReportKeyIds", reports.Select(r => r.KeyId).ToArray()),
-                new("NumbersAfter", reports.Select(r => r.NumbersAfter).ToArray()),
-                new("Firmwares", reports.Select(r => r.Event.Firmware).ToArray()),
-                new("Statuses", reports.Select(r => r.Event.Status).ToArray()),
-                new("OccurredAts", NpgsqlDbType.Array | NpgsqlDbType.TimestampTz) { Value = reports.Select(r => r.Event.OccurredAt).ToArray() },
-                new("FromFirmwares", NpgsqlDbType.Array | NpgsqlDbType.Text) { Value = reports.Select(r => r.Event.FromFirmware).ToArray() },
-                new("ErrorCodes", NpgsqlDbType.Array | NpgsqlDbType.Text) { Value = reports.Select(r => r.Event.ErrorCode).ToArray() },
-                new("Details", NpgsqlDbType.Array | NpgsqlDbType.Text) { Value = reports.Select(r => r.Event.Detail).ToArray() },
-            },
-        });
+                Parameters =
+                {
+                    new("ProjectId", projectId),
+                    new("Reports", (long)reports.Count),
+                    new("DeviceIds", lockIds),
+                    new("KeyIds", checkKeyIds),
+                    new("ReportDeviceIds", deviceIds),
+                    new("ReportKeyIds", keyIds),
+                    new("Firmwares", reports.Select(r => r.Event.Firmware).ToArray()),
+                    new("Statuses", reports.Select(r => r.Event.Status).ToArray()),
+                    new("OccurredAts", NpgsqlDbType.Array | NpgsqlDbType.TimestampTz) { Value = reports.Select(r => r.Event.OccurredAt).ToArray() },
+                    new("FromFirmwares", NpgsqlDbType.Array | NpgsqlDbType.Text) { Value = reports.Select(r => r.Event.FromFirmware).ToArray() },
+                    new("ErrorCodes", NpgsqlDbType.Array | NpgsqlDbType.Text) { Value = reports.Select(r => r.Event.ErrorCode).ToArray() },
+                    new("Details", NpgsqlDbType.Array | NpgsqlDbType.Text) { Value = reports.Select(r => r.Event.Detail).ToArray() },
+                },
+            });
+        }
 
         batch.BatchCommands.Add(new NpgsqlBatchCommand("COMMIT"));
         var locked = new HashSet<long>();
@@ -357,12 +313,15 @@ public sealed class FirmwareEvents(NpgsqlDataSource dataSource, ReadRouting read
         var created = new List<FirmwareEvent>();
         await using (var reader = await batch.ExecuteReaderAsync(cancellationToken))
         {
-            await ReadIdsAsync(reader, locked, cancellationToken);
-            await ReadIdsAsync(reader, active, cancellationToken);
-            // The numbers taken: the events carry theirs.
-            await reader.NextResultAsync(cancellationToken);
-            await ReadRowsAsync(reader, created, cancellationToken);
-            await reader.NextResultAsync(cancellationToken);
+            for (var i = 0; i < projects.Count; i++)
+            {
+                await ReadIdsAsync(reader, locked, cancellationToken);
+                await ReadIdsAsync(reader, active, cancellationToken);
+                // The numbers taken: the events carry theirs.
+                await reader.NextResultAsync(cancellationToken);
+                await ReadRowsAsync(reader, created, cancellationToken);
+                await reader.NextResultAsync(cancellationToken);
+            }
 
             // COMMIT's outcome.
             while (await reader.NextResultAsync(cancellationToken))
