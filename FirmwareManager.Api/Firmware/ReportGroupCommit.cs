@@ -47,7 +47,8 @@ public static class ReportGroupCommitExtensions
 /// A report whose device already has one in the group waits for the next group, so that each device's reports
 /// are still recorded one transaction at a time, each with its own receive time. A project is in one writer's
 /// group at a time: a project flooding batches keeps one writer busy, never all of them, and the others' groups
-/// never wait for its feed number.
+/// never wait for its feed number; while other projects report, it rests after each of its large groups as long as
+/// the group took, so that it has that writer at most half the time.
 /// Hand-written: no library batches requests into one PostgreSQL transaction with per-request answers, and it
 /// about tripled ingest on the benchmark fleet (docs/performance.md, "Group commit").
 /// </summary>
@@ -67,8 +68,18 @@ public sealed class ReportGroupCommit : IAsyncDisposable
     private readonly Lock _ownersLock = new();
 
     // Reports received and not yet in a group's transaction: in the queue, set aside for a writer's next group (a
-    // device's second report), or handed to the writer whose group holds their project.
+    // device's second report, a resting project's), or handed to the writer whose group holds their project.
     private int _waiting;
+
+    // A project with at least this many events in a group it had at least half of rests afterwards (below), while
+    // another project reports: a batch flood's groups, never a few single reports'.
+    private const int RestAfterEvents = 100;
+
+    // "While another project reports": another project's group committed within this time.
+    private const long OthersReportedWithinMs = 1000;
+
+    // When each project's reports last committed (Environment.TickCount64), for the last OthersReportedWithinMs.
+    private readonly Dictionary<long, long> _lastCommitted = [];
 
     public ReportGroupCommit(
         FirmwareEvents events, FirmwareMetrics metrics, Projector projector, IOptions<IngestOptions> options, ILogger<ReportGroupCommit> logger)
@@ -140,6 +151,13 @@ public sealed class ReportGroupCommit : IAsyncDisposable
         var projects = new HashSet<long>();
         var waiting = new List<PendingReport>();
         var nextWaiting = new List<PendingReport>();
+
+        // The projects this writer holds at rest, and until when (Environment.TickCount64). A project that had at least
+        // RestAfterEvents events and half of a group rests, while another project reports, for as long as that group's
+        // transaction took: its reports wait meanwhile (other writers hand them to this one), and this writer takes
+        // other projects'. So a project flooding batches has a writer at most half the time while others report, and
+        // the database's time it leaves goes to them (docs/performance.md, "A flood at rest"); alone, it never rests.
+        var resting = new Dictionary<long, long>();
         while (waiting.Count > 0 || await _queue.Reader.WaitToReadAsync())
         {
             foreach (var pending in waiting)
@@ -153,13 +171,32 @@ public sealed class ReportGroupCommit : IAsyncDisposable
 
             if (group.Count > 0)
             {
+                var started = Environment.TickCount64;
                 await CommitAsync(group);
+                Rest(Environment.TickCount64 - started);
+            }
+            else if (nextWaiting.Count > 0 && resting.Count > 0)
+            {
+                // Only resting projects' reports wait here: until the first rest ends, or another report comes.
+                var wait = resting.Values.Min() - Environment.TickCount64;
+                if (wait > 0)
+                {
+                    await Task.WhenAny(Task.Delay(TimeSpan.FromMilliseconds(wait)), _queue.Reader.WaitToReadAsync().AsTask());
+                }
             }
 
-            // The group's projects are free again; what other writers handed over meanwhile is this writer's to take next.
+            // The group's projects are free again, but for those at rest; what other writers handed over meanwhile is
+            // this writer's to take next.
             lock (_ownersLock)
             {
-                foreach (var project in projects)
+                var now = Environment.TickCount64;
+                foreach (var (project, until) in resting.Where(r => r.Value <= now).ToList())
+                {
+                    resting.Remove(project);
+                    projects.Add(project);
+                }
+
+                foreach (var project in projects.Where(p => !resting.ContainsKey(p)))
                 {
                     _owners.Remove(project);
                 }
@@ -190,7 +227,8 @@ public sealed class ReportGroupCommit : IAsyncDisposable
                     return;
                 }
 
-                if (devices.Contains(pending.Reports.DeviceId) || (group.Count > 0 && events + size > _maxGroupSize))
+                if (devices.Contains(pending.Reports.DeviceId) || (group.Count > 0 && events + size > _maxGroupSize)
+                    || (resting.TryGetValue(projectId, out var until) && until > Environment.TickCount64 && !_queue.Reader.Completion.IsCompleted))
                 {
                     nextWaiting.Add(pending);
                     return;
@@ -214,6 +252,35 @@ public sealed class ReportGroupCommit : IAsyncDisposable
             devices.Add(pending.Reports.DeviceId);
             group.Add(pending);
             events += size;
+        }
+
+        // After a group's commit, which took tookMs: its projects' last commit, and the rest of a project that had
+        // RestAfterEvents events and half of the group, if another project committed within OthersReportedWithinMs
+        // (this group's other projects among them).
+        void Rest(long tookMs)
+        {
+            var now = Environment.TickCount64;
+            var shares = group.GroupBy(p => p.Reports.ProjectId).Select(p => (Project: p.Key, Events: p.Sum(r => r.Reports.Events.Count))).ToList();
+            lock (_ownersLock)
+            {
+                foreach (var stale in _lastCommitted.Where(c => now - c.Value > OthersReportedWithinMs).Select(c => c.Key).ToList())
+                {
+                    _lastCommitted.Remove(stale);
+                }
+
+                foreach (var (project, _) in shares)
+                {
+                    _lastCommitted[project] = now;
+                }
+
+                foreach (var (project, projectEvents) in shares)
+                {
+                    if (projectEvents >= RestAfterEvents && projectEvents * 2 >= events && _lastCommitted.Keys.Any(other => other != project))
+                    {
+                        resting[project] = now + tookMs;
+                    }
+                }
+            }
         }
     }
 

@@ -117,18 +117,11 @@ public sealed class GroupCommitTests : IAsyncLifetime
     public async Task A_project_whose_group_waits_holds_one_writer_and_another_projects_report_is_stored_meanwhile()
     {
         await using var service = _service.WithWebHostBuilder(b => b.UseSetting("FirmwareManager:Ingest:Writers", "2"));
-        HttpClient ClientOf(string key)
-        {
-            var client = service.CreateClient();
-            client.DefaultRequestHeaders.Add("api_key", key);
-            return client;
-        }
-
         var first = await AddDevicesAsync(2, projectId: 1);
         var (other, otherKey) = (await AddDevicesAsync(1, projectId: 2))[0];
-        using var firstA = ClientOf(first[0].Key);
-        using var firstB = ClientOf(first[1].Key);
-        using var otherClient = ClientOf(otherKey);
+        using var firstA = Client(service, first[0].Key);
+        using var firstB = Client(service, first[1].Key);
+        using var otherClient = Client(service, otherKey);
         await firstA.PostEventAsync(first[0].DeviceId, new { firmware = "1.0.0", status = "installed" });
         await otherClient.PostEventAsync(other, new { firmware = "1.0.0", status = "installed" });
 
@@ -153,6 +146,61 @@ public sealed class GroupCommitTests : IAsyncLifetime
         await transaction.CommitAsync();
         (await held).StatusCode.Should().Be(HttpStatusCode.Created);
         (await heldToo).StatusCode.Should().Be(HttpStatusCode.Created);
+    }
+
+    [Theory]
+    [InlineData(true)]
+    [InlineData(false)]
+    public async Task A_projects_batch_group_rests_as_long_as_it_took_while_another_project_reports_and_never_when_alone(bool anotherReports)
+    {
+        await using var service = _service.WithWebHostBuilder(b => b.UseSetting("FirmwareManager:Ingest:Writers", "2"));
+        var flood = await AddDevicesAsync(2, projectId: 1);
+        var (other, otherKey) = (await AddDevicesAsync(1, projectId: 2))[0];
+        using var floodA = Client(service, flood[0].Key);
+        using var floodB = Client(service, flood[1].Key);
+        using var otherClient = Client(service, otherKey);
+        static object[] Batch(string firmware) =>
+            Enumerable.Range(0, 150).Select(i => (object)new { firmware, status = "downloading", timestamp = $"2025-07-01T00:{i / 60:00}:{i % 60:00}Z" }).ToArray();
+
+        // Project 1's feed number made (project 2 reports only where the test says), then held by another session
+        // for a while: project 1's first batch (150 events: a flood's) waits for it, its second queued behind it.
+        await floodA.PostEventAsync(flood[0].DeviceId, new { firmware = "2.0.0", status = "installed" });
+        await using var blocker = new NpgsqlConnection(_connectionString);
+        await blocker.OpenAsync();
+        await using var transaction = await blocker.BeginTransactionAsync();
+        await blocker.ExecuteAsync("SELECT last_arrival FROM project_event_arrivals WHERE project_id = 1 FOR UPDATE", transaction: transaction);
+        var first = floodA.PostAsJsonAsync($"/firmware/{flood[0].DeviceId}/batch", Batch("3.0.0"));
+        await WriterWaitsForALockAsync();
+        var second = floodB.PostAsJsonAsync($"/firmware/{flood[1].DeviceId}/batch", Batch("3.0.1"));
+        await Task.Delay(700);
+        if (anotherReports)
+        {
+            (await otherClient.PostEventAsync(other, new { firmware = "3.0.0", status = "installed" })).StatusCode.Should().Be(HttpStatusCode.Created);
+        }
+
+        var released = await blocker.ExecuteScalarAsync<DateTime>("SELECT clock_timestamp()", transaction: transaction);
+        await transaction.CommitAsync();
+        (await first).StatusCode.Should().Be(HttpStatusCode.OK);
+        (await second).StatusCode.Should().Be(HttpStatusCode.OK);
+
+        // Each batch's events have their transaction's start as receive time. The first's took at least from its start
+        // to the release; resting that long after its commit, the second's transaction starts no earlier than that
+        // much after the release.
+        await using var check = new NpgsqlConnection(_connectionString);
+        const string ReceivedSql = "SELECT min(received_at) FROM firmware_events WHERE device_id = @device AND firmware LIKE '3.0.%'";
+        var firstStarted = await check.ExecuteScalarAsync<DateTime>(ReceivedSql, new { device = flood[0].DeviceId });
+        var secondStarted = await check.ExecuteScalarAsync<DateTime>(ReceivedSql, new { device = flood[1].DeviceId });
+        var took = released - firstStarted;
+        took.Should().BeGreaterThan(TimeSpan.FromMilliseconds(500));
+        if (anotherReports)
+        {
+            secondStarted.Should().BeOnOrAfter(released + took - TimeSpan.FromMilliseconds(50),
+                "project 2 reported meanwhile: project 1 rests as long as its group took, its next batch waiting");
+        }
+        else
+        {
+            secondStarted.Should().BeBefore(released + (took / 2), "alone, project 1 never rests: its next batch follows at once");
+        }
     }
 
     [Fact]
@@ -335,9 +383,11 @@ public sealed class GroupCommitTests : IAsyncLifetime
     private async Task WriterWaitsForALockAsync() =>
         await (await PostgresServer.SharedAsync()).WaitUntilASessionWaitsForALockAsync(_connectionString);
 
-    private HttpClient Client(string key)
+    private HttpClient Client(string key) => Client(_service, key);
+
+    private static HttpClient Client(WebApplicationFactory<Program> service, string key)
     {
-        var client = _service.CreateClient();
+        var client = service.CreateClient();
         client.DefaultRequestHeaders.Add("api_key", key);
         return client;
     }
