@@ -81,6 +81,14 @@ public sealed class ReportGroupCommit : IAsyncDisposable
     // When each project's reports last committed (Environment.TickCount64), for the last OthersReportedWithinMs.
     private readonly Dictionary<long, long> _lastCommitted = [];
 
+    // The projects at rest, and until when (Environment.TickCount64). A project that had at least RestAfterEvents
+    // events and half of a group rests, while another project reports, for as long as that group's transaction took:
+    // a writer that takes one of its reports meanwhile sets it aside, and takes other projects'. So a project flooding
+    // batches has a writer at most half the time while others report, and the database's time it leaves goes to them
+    // (docs/performance.md, "A flood at rest"); alone, it never rests. No writer holds a resting project: each one
+    // waits for the rests of the reports it has set aside, and takes whatever else comes meanwhile.
+    private readonly Dictionary<long, long> _restingUntil = [];
+
     public ReportGroupCommit(
         FirmwareEvents events, FirmwareMetrics metrics, Projector projector, IOptions<IngestOptions> options, ILogger<ReportGroupCommit> logger)
     {
@@ -151,13 +159,6 @@ public sealed class ReportGroupCommit : IAsyncDisposable
         var projects = new HashSet<long>();
         var waiting = new List<PendingReport>();
         var nextWaiting = new List<PendingReport>();
-
-        // The projects this writer holds at rest, and until when (Environment.TickCount64). A project that had at least
-        // RestAfterEvents events and half of a group rests, while another project reports, for as long as that group's
-        // transaction took: its reports wait meanwhile (other writers hand them to this one), and this writer takes
-        // other projects'. So a project flooding batches has a writer at most half the time while others report, and
-        // the database's time it leaves goes to them (docs/performance.md, "A flood at rest"); alone, it never rests.
-        var resting = new Dictionary<long, long>();
         while (waiting.Count > 0 || await _queue.Reader.WaitToReadAsync())
         {
             foreach (var pending in waiting)
@@ -175,28 +176,26 @@ public sealed class ReportGroupCommit : IAsyncDisposable
                 await CommitAsync(group);
                 Rest(Environment.TickCount64 - started);
             }
-            else if (nextWaiting.Count > 0 && resting.Count > 0)
+            else if (nextWaiting.Count > 0)
             {
-                // Only resting projects' reports wait here: until the first rest ends, or another report comes.
-                var wait = resting.Values.Min() - Environment.TickCount64;
+                // Nothing to store but reports of resting projects (with an empty group, nothing else is set aside):
+                // until the first of their rests ends, or another report comes.
+                long wait;
+                lock (_ownersLock)
+                {
+                    wait = nextWaiting.Min(p => _restingUntil.GetValueOrDefault(p.Reports.ProjectId)) - Environment.TickCount64;
+                }
+
                 if (wait > 0)
                 {
                     await Task.WhenAny(Task.Delay(TimeSpan.FromMilliseconds(wait)), _queue.Reader.WaitToReadAsync().AsTask());
                 }
             }
 
-            // The group's projects are free again, but for those at rest; what other writers handed over meanwhile is
-            // this writer's to take next.
+            // The group's projects are free again; what other writers handed over meanwhile is this writer's to take next.
             lock (_ownersLock)
             {
-                var now = Environment.TickCount64;
-                foreach (var (project, until) in resting.Where(r => r.Value <= now).ToList())
-                {
-                    resting.Remove(project);
-                    projects.Add(project);
-                }
-
-                foreach (var project in projects.Where(p => !resting.ContainsKey(p)))
+                foreach (var project in projects)
                 {
                     _owners.Remove(project);
                 }
@@ -228,7 +227,7 @@ public sealed class ReportGroupCommit : IAsyncDisposable
                 }
 
                 if (devices.Contains(pending.Reports.DeviceId) || (group.Count > 0 && events + size > _maxGroupSize)
-                    || (resting.TryGetValue(projectId, out var until) && until > Environment.TickCount64 && !_queue.Reader.Completion.IsCompleted))
+                    || (_restingUntil.TryGetValue(projectId, out var until) && until > Environment.TickCount64 && !_queue.Reader.Completion.IsCompleted))
                 {
                     nextWaiting.Add(pending);
                     return;
@@ -268,6 +267,11 @@ public sealed class ReportGroupCommit : IAsyncDisposable
                     _lastCommitted.Remove(stale);
                 }
 
+                foreach (var rested in _restingUntil.Where(r => r.Value <= now).Select(r => r.Key).ToList())
+                {
+                    _restingUntil.Remove(rested);
+                }
+
                 foreach (var (project, _) in shares)
                 {
                     _lastCommitted[project] = now;
@@ -277,7 +281,7 @@ public sealed class ReportGroupCommit : IAsyncDisposable
                 {
                     if (projectEvents >= RestAfterEvents && projectEvents * 2 >= events && _lastCommitted.Keys.Any(other => other != project))
                     {
-                        resting[project] = now + tookMs;
+                        _restingUntil[project] = now + tookMs;
                     }
                 }
             }

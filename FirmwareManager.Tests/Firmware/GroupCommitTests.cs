@@ -201,6 +201,19 @@ public sealed class GroupCommitTests : IAsyncLifetime
         {
             secondStarted.Should().BeBefore(released + (took / 2), "alone, project 1 never rests: its next batch follows at once");
         }
+
+        // A batch that comes while its project rests, with nothing else coming, is stored when the rest ends (whichever
+        // writer reads it: none waits for other reports to come first).
+        if (anotherReports)
+        {
+            (await otherClient.PostEventAsync(other, new { firmware = "3.0.1", status = "installed" })).StatusCode.Should().Be(HttpStatusCode.Created);
+        }
+
+        for (var i = 0; i < 4; i++)
+        {
+            var next = await floodA.PostAsJsonAsync($"/firmware/{flood[0].DeviceId}/batch", Batch($"3.1.{i}")).WaitAsync(TimeSpan.FromSeconds(20));
+            next.StatusCode.Should().Be(HttpStatusCode.OK);
+        }
     }
 
     [Fact]
