@@ -202,8 +202,8 @@ public sealed class GroupCommitTests : IAsyncLifetime
             secondStarted.Should().BeBefore(released + (took / 2), "alone, project 1 never rests: its next batch follows at once");
         }
 
-        // A batch that comes while its project rests, with nothing else coming, is stored when the rest ends (whichever
-        // writer reads it: none waits for other reports to come first).
+        // A batch that comes while its project may rest (project 2 just reported, when it does), with nothing else
+        // coming, is stored when the rest ends (whichever writer reads it: none waits for other reports to come first).
         if (anotherReports)
         {
             (await otherClient.PostEventAsync(other, new { firmware = "3.0.1", status = "installed" })).StatusCode.Should().Be(HttpStatusCode.Created);
