@@ -278,50 +278,31 @@ SET devices = c.devices + EXCLUDED.devices,
 
 -- 20 VersionStatuses: Versions/VersionsProjection.cs; runs in every step
 INSERT INTO device_firmware_status AS s (device_id, firmware, project_id, status, reported_at)
-SELECT change.device_id,
-       change.firmware,
-       change.project_id,
-       change.new_status,
-       change.reported_at
-FROM (SELECT n.device_id,
-             n.project_id,
-             (n.device_id % 16)::smallint AS stripe,
-             COALESCE(d.hardware, '') AS hardware,
-             n.firmware,
-             n.status AS new_status,
-             n.reported_at,
-             s.status AS old_status
-      FROM (
-          SELECT DISTINCT ON (device_id, firmware) device_id,
-                 project_id,
-                 firmware,
-                 status,
-                 reported_at
-          FROM (SELECT e.id,
-                       e.device_id,
-                       e.project_id,
-                       e.firmware,
-                       e.status,
-                       e.occurred_at,
-                       e.received_at,
-                       e.from_firmware,
-                       e.error_code,
-                       LEAST(e.occurred_at, e.received_at) AS reported_at,
-                       LEAST(e.occurred_at, e.received_at + interval '1 day') AS device_at
-                FROM firmware_events AS e
-                WHERE e.project_id = @ProjectId
-                  AND e.arrival BETWEEN @FirstArrival AND @LastArrival
-                  AND e.occurred_at BETWEEN @EarliestOccurredAt AND @LatestOccurredAt) AS stored
-          ORDER BY device_id, firmware, reported_at DESC, id DESC
-      ) AS n
-      JOIN devices AS d ON d.project_id = @ProjectId AND d.id = n.device_id
-      LEFT JOIN device_firmware_status AS s
-             ON s.project_id = @ProjectId AND s.device_id = n.device_id AND s.firmware = n.firmware
-      WHERE s.reported_at IS NULL
-         OR s.reported_at <= n.reported_at) AS change
+SELECT DISTINCT ON (stored.device_id, stored.firmware) stored.device_id,
+       stored.firmware,
+       stored.project_id,
+       stored.status,
+       stored.reported_at
+FROM (SELECT e.id,
+             e.device_id,
+             e.project_id,
+             e.firmware,
+             e.status,
+             e.occurred_at,
+             e.received_at,
+             e.from_firmware,
+             e.error_code,
+             LEAST(e.occurred_at, e.received_at) AS reported_at,
+             LEAST(e.occurred_at, e.received_at + interval '1 day') AS device_at
+      FROM firmware_events AS e
+      WHERE e.project_id = @ProjectId
+        AND e.arrival BETWEEN @FirstArrival AND @LastArrival
+        AND e.occurred_at BETWEEN @EarliestOccurredAt AND @LatestOccurredAt) AS stored
+ORDER BY stored.device_id, stored.firmware, stored.reported_at DESC, stored.id DESC
 ON CONFLICT (project_id, device_id, firmware) DO UPDATE
 SET status = EXCLUDED.status,
-    reported_at = EXCLUDED.reported_at;
+    reported_at = EXCLUDED.reported_at
+WHERE s.reported_at <= EXCLUDED.reported_at;
 
 -- 30 TransitionCounts: FleetHealth/TransitionsProjection.cs; runs in every step
 INSERT INTO firmware_transition_counts AS c (project_id, to_firmware, from_firmware, attempted, succeeded, failed, rolled_back)

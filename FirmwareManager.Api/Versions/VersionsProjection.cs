@@ -43,17 +43,22 @@ public sealed class VersionsProjection : IProjection
             unexplained_downgrades = c.unexplained_downgrades + EXCLUDED.unexplained_downgrades
         """;
 
+    // Each device's newest status per version it reported on in the step, kept where it is not older than the one
+    // kept. The upsert's own conflict check finds the row kept, so this reads neither the devices nor the kept
+    // statuses beforehand, as the counts above must (VersionChanges: the kept status is what their deltas subtract).
     private const string KeepVersionStatusSql = $$"""
         INSERT INTO device_firmware_status AS s (device_id, firmware, project_id, status, reported_at)
-        SELECT change.device_id,
-               change.firmware,
-               change.project_id,
-               change.new_status,
-               change.reported_at
-        FROM {{StepEvents.VersionChanges}} AS change
+        SELECT DISTINCT ON (stored.device_id, stored.firmware) stored.device_id,
+               stored.firmware,
+               stored.project_id,
+               stored.status,
+               stored.reported_at
+        FROM {{StepEvents.StoredEvents}} AS stored
+        ORDER BY stored.device_id, stored.firmware, stored.reported_at DESC, stored.id DESC
         ON CONFLICT (project_id, device_id, firmware) DO UPDATE
         SET status = EXCLUDED.status,
             reported_at = EXCLUDED.reported_at
+        WHERE s.reported_at <= EXCLUDED.reported_at
         """;
 
     public IEnumerable<ProjectionStatement> Statements { get; } =
