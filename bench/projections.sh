@@ -7,7 +7,9 @@
 #                 second meanwhile (events waiting, and the age of the oldest event waiting, over every project);
 #                 then the time from the load's end until nothing waits.
 #   flood         project 2's devices reporting singly on 16 connections, alone and then while project 1's devices
-#                 send 1000-event batches on 4 connections: project 2's p99 both times.
+#                 send 1000-event batches on 4 connections: project 2's p99 both times. Then the same two at a fixed
+#                 pace (bench/paced.lua): project 2 at a tenth of the ten-projects rate (one project's share of it),
+#                 so that its p99 is the service's at that rate, not the queue of a saturated one.
 # Ends with verify-projections (every projected figure recounted from the events). Writes bench/out/projections.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -106,6 +108,12 @@ log "flood: project 2 singly on 16 connections, alone for ${duration} s"
 alone=$(wrk_run "http://127.0.0.1:$api_port" 16 "$duration" ingest.lua "$raw/p2.csv" "" "$run_offset")
 log "alone: $alone"
 until_projected > /dev/null
+# A tenth of the ten-projects rate over 16 connections: each connection's pause in ms (the latency adds to it).
+pause_ms=$(awk -v r="$(value "$ten" rps)" 'BEGIN { printf "%d", 16 * 1000 * 10 / r }')
+log "flood: project 2 at a fixed pace (16 connections, ${pause_ms} ms between a connection's reports), alone for ${duration} s"
+paced_alone=$(wrk_run "http://127.0.0.1:$api_port" 16 "$duration" paced.lua "$raw/p2.csv" "" "$((run_offset + 300))" /firmware/ "$pause_ms")
+log "paced alone: $paced_alone"
+until_projected > /dev/null
 log "flood: project 2 singly on 16 connections while project 1 sends 1000-event batches on 4, ${duration} s"
 wrk_run "http://127.0.0.1:$api_port" 4 "$duration" batch.lua "$raw/p1.csv" "$((run_offset + 100))" 1000 > "$raw/flooder.txt" &
 flooder=$!
@@ -113,6 +121,14 @@ beside=$(wrk_run "http://127.0.0.1:$api_port" 16 "$duration" ingest.lua "$raw/p2
 wait "$flooder"
 flood=$(cat "$raw/flooder.txt")
 log "beside the flood: $beside; the flood: $flood"
+until_projected > /dev/null
+log "flood: project 2 at the same pace while project 1 sends 1000-event batches on 4, ${duration} s"
+wrk_run "http://127.0.0.1:$api_port" 4 "$duration" batch.lua "$raw/p1.csv" "$((run_offset + 200))" 1000 > "$raw/flooder-paced.txt" &
+flooder=$!
+paced_beside=$(wrk_run "http://127.0.0.1:$api_port" 16 "$duration" paced.lua "$raw/p2.csv" "" "$((run_offset + 400))" /firmware/ "$pause_ms")
+wait "$flooder"
+flood_paced=$(cat "$raw/flooder-paced.txt")
+log "paced beside the flood: $paced_beside; the flood: $flood_paced"
 flood_drained_ms=$(until_projected)
 
 verify_projections projections
@@ -125,6 +141,9 @@ verify_projections projections
   echo "| project 2 alone, 16 connections | $(value "$alone" rps) | $(value "$alone" p99_ms) | $(value "$alone" non2xx) |"
   echo "| project 2 beside project 1's 1000-event batches | $(value "$beside" rps) | $(value "$beside" p99_ms) | $(value "$beside" non2xx) |"
   echo "| project 1's 1000-event batches, 4 connections (events/s: x1000) | $(value "$flood" rps) | $(value "$flood" p99_ms) | $(value "$flood" non2xx) |"
+  echo "| project 2 alone, 16 connections at a fixed pace (${pause_ms} ms between a connection's reports) | $(value "$paced_alone" rps) | $(value "$paced_alone" p99_ms) | $(value "$paced_alone" non2xx) |"
+  echo "| project 2 at that pace beside project 1's 1000-event batches | $(value "$paced_beside" rps) | $(value "$paced_beside" p99_ms) | $(value "$paced_beside" non2xx) |"
+  echo "| project 1's 1000-event batches meanwhile (events/s: x1000) | $(value "$flood_paced" rps) | $(value "$flood_paced" p99_ms) | $(value "$flood_paced" non2xx) |"
   echo
   echo "Service / naive: $(awk -v a="$(value "$ten" rps)" -v b="$(value "$naive" rps)" 'BEGIN { printf "%.2fx", a / b }')."
   echo
