@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using FirmwareManager.Api.Observability;
 
 namespace FirmwareManager.Api.Auth;
@@ -25,7 +26,9 @@ public sealed class ApiKeys(KeyCache cache, KeyLookups lookups, KeyUsage usage, 
         metrics.KeyCache(hit: false);
         // Read before the lookup is queued, so before its query starts.
         var generation = cache.Generation;
+        var lookupStarted = Stopwatch.GetTimestamp();
         var found = await lookups.FindAsync(keyHash, digest, cancellationToken);
+        metrics.IngestStage("key_lookup", Stopwatch.GetElapsedTime(lookupStarted));
         var caller = found?.ToCaller();
         if (caller is not null)
         {

@@ -1,4 +1,5 @@
 using System.ComponentModel.DataAnnotations;
+using System.Diagnostics;
 using System.Threading.Channels;
 using FirmwareManager.Api.Observability;
 using FirmwareManager.Api.Projections;
@@ -318,7 +319,9 @@ public sealed class ReportGroupCommit : IAsyncDisposable
         }));
         try
         {
+            var began = Began(group);
             var results = await _events.RecordAsync(group.ConvertAll(p => p.Reports), deadline.Token);
+            _metrics.IngestStage("transaction", Stopwatch.GetElapsedTime(began));
             _metrics.GroupCommitted(group.Sum(p => p.Reports.Events.Count));
             foreach (var projectId in group.Select(p => p.Reports.ProjectId).Distinct())
             {
@@ -389,7 +392,9 @@ public sealed class ReportGroupCommit : IAsyncDisposable
     {
         try
         {
+            var began = Began([pending]);
             var results = await Database.Conflicts.RetryAsync(() => _events.RecordAsync([pending.Reports], pending.Timeout), pending.Timeout);
+            _metrics.IngestStage("transaction", Stopwatch.GetElapsedTime(began));
             _metrics.GroupCommitted(pending.Reports.Events.Count);
             _projector.Notify(pending.Reports.ProjectId);
             Answer(pending, results[0]);
@@ -413,10 +418,25 @@ public sealed class ReportGroupCommit : IAsyncDisposable
         await Task.WhenAll(_writers);
     }
 
+    // The moment a group's transaction begins; each report's wait in the queue until then goes to the metrics.
+    private long Began(List<PendingReport> group)
+    {
+        var now = Stopwatch.GetTimestamp();
+        foreach (var pending in group)
+        {
+            _metrics.IngestStage("queued", Stopwatch.GetElapsedTime(pending.ReceivedAt, now));
+        }
+
+        return now;
+    }
+
     private sealed class PendingReport(DeviceReports reports, CancellationToken timeout, CancellationToken cancellationToken)
         : TaskCompletionSource<List<FirmwareEvent>?>(TaskCreationOptions.RunContinuationsAsynchronously)
     {
         public DeviceReports Reports { get; } = reports;
+
+        /// <summary>When the report was queued (<see cref="Stopwatch.GetTimestamp"/>).</summary>
+        public long ReceivedAt { get; } = Stopwatch.GetTimestamp();
 
         public CancellationToken Timeout { get; } = timeout;
 

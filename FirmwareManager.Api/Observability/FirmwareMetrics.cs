@@ -11,6 +11,7 @@ public sealed class FirmwareMetrics
     private readonly Counter<long> _keyCache;
     private readonly Histogram<int> _groupSize;
     private readonly Counter<long> _reads;
+    private readonly Histogram<double> _ingestStages;
     private readonly Meter _meter;
 
     public FirmwareMetrics(IMeterFactory meterFactory)
@@ -34,7 +35,18 @@ public sealed class FirmwareMetrics
             unit: "{read}",
             description: "Reads that may use a standby (only with several hosts in the connection string), by the node that " +
                          "served them and why the primary did: device, standby_behind, not_on_standby, standby_failed, no_standby.");
+        _ingestStages = meter.CreateHistogram<double>(
+            "firmware_manager.ingest.stage.duration",
+            unit: "s",
+            description: "Where a report's time goes before its answer, by stage: key_lookup (an API key not in the cache, " +
+                         "looked up in the database), queued (received, waiting for its group's transaction to begin), " +
+                         "transaction (its group's transaction, begin to commit).",
+            advice: new InstrumentAdvice<double> { HistogramBucketBoundaries = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10] });
     }
+
+    /// <summary>How long one stage of a report took (<paramref name="stage"/>: key_lookup, queued or transaction).</summary>
+    public void IngestStage(string stage, TimeSpan took) =>
+        _ingestStages.Record(took.TotalSeconds, new KeyValuePair<string, object?>("stage", stage));
 
     public void ReadServed(string node, string reason) =>
         _reads.Add(1, new KeyValuePair<string, object?>("node", node), new KeyValuePair<string, object?>("reason", reason));

@@ -35,6 +35,13 @@ public sealed class MetricsTests(FirmwareManagerApp app) : ApiTest(app)
         after.Should().MatchRegex("""(?m)^http_server_request_duration_seconds_count\{.*http_request_method="GET",http_response_status_code="200",http_route="/firmware/\{device_id\}".*\} [1-9]""");
         Increase(before, after, """firmware_manager_api_key_cache_lookups_total{otel_scope_name="FirmwareManager",result="hit"}""").Should().BeGreaterThan(0);
         Increase(before, after, """firmware_manager_api_key_cache_lookups_total{otel_scope_name="FirmwareManager",result="miss"}""").Should().BeGreaterThan(0);
+        // Each report that reached the group commit waited in its queue, and each group's transaction is timed; the two
+        // reports above (created, then its repeat) at least. Every cache miss is a database lookup, timed.
+        const string stage = "firmware_manager_ingest_stage_duration_seconds_count{otel_scope_name=\"FirmwareManager\",stage=";
+        Increase(before, after, stage + "\"queued\"}").Should().BeGreaterThanOrEqualTo(2);
+        Increase(before, after, stage + "\"transaction\"}").Should().BeGreaterThanOrEqualTo(1);
+        Increase(before, after, stage + "\"key_lookup\"}").Should().Be(
+            Increase(before, after, """firmware_manager_api_key_cache_lookups_total{otel_scope_name="FirmwareManager",result="miss"}"""));
         after.Should().Contain("""db_client_connection_count{otel_scope_name="Npgsql",otel_scope_version="0.1.0",db_client_connection_pool_name="firmware_manager",""");
         new Npgsql.NpgsqlConnectionStringBuilder(App.ConnectionString).Password.Should().NotBeNullOrEmpty(
             "the test databases are reached with a password, so its absence from the pools' labels means something");
