@@ -44,31 +44,40 @@ psql_fm -v devices="$devices" -v big="$devices" -v events_per_device=10 -f bench
 # most hourly (KeyUsage), so a run on keys never used before would measure that first write of 100,000 rows.
 psql_fm -c "UPDATE device_api_keys SET last_used_at = now()"
 psql_fm -c "VACUUM ANALYZE" -c "CHECKPOINT" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"
+track_statements none
 psql_fm -c "\\copy (SELECT id, 'fmd_b' || md5(id::text) FROM devices ORDER BY id) TO '$raw/devices.csv' CSV"
 
 declare -A url=( [service]="http://127.0.0.1:$api_port" [naive]="http://127.0.0.1:$naive_port" )
 declare -A prefix=( [service]=/firmware/ [naive]=/naive/1/ ) target_pid=( [service]=$service_pid [naive]=$naive_pid )
 # measure TARGET SECONDS [walk]: a wrk run of 16 connections; prints its RESULT line, with the CPU time per request
 # of the target's process (app_us) and of PostgreSQL's (pg_us), from /proc: where a difference between targets goes.
-# A measured round's statements (pg_stat_statements: calls, planning and execution) go to raw/statements.txt.
+# Counted rounds run with no statement statistics for either target (since 2026-12-06; they cost the service's larger
+# statement more); explain_round runs one more round of a target with them.
 measure() {
   local app0 pg0 line requests
-  [ "$2" != "$duration" ] || psql_fm -Atc "SELECT pg_stat_statements_reset()" > /dev/null
   app0=$(cpu_of "${target_pid[$1]}"); pg0=$(cpu_of $(pg_pids))
   line=$(wrk -t2 -c16 -d"${2}s" --latency -s bench/history.lua "${url[$1]}" -- "$raw/devices.csv" "${prefix[$1]}" "${3:-}" 2>&1 | grep '^RESULT')
   requests=$(echo "$line" | sed -nE 's/.* requests=([^ ]*) .*/\1/p')
   line="$line $(awk -v a="$(( $(cpu_of "${target_pid[$1]}") - app0 ))" -v p="$(( $(cpu_of $(pg_pids)) - pg0 ))" \
     -v n="$requests" -v c="$clk" 'BEGIN { printf "app_us=%.0f pg_us=%.0f", a / c * 1e6 / n, p / c * 1e6 / n }')"
-  if [ "$2" = "$duration" ]; then
-    { echo "== $1: $line"
-      psql_fm -c "
-        SELECT calls, plans, round(total_plan_time::numeric) AS plan_ms, round(total_exec_time::numeric) AS exec_ms,
-               round(((total_plan_time + total_exec_time) / calls * 1000)::numeric) AS us_per_call,
-               left(regexp_replace(query, '\s+', ' ', 'g'), 100) AS statement
-        FROM pg_stat_statements WHERE calls > 0 ORDER BY total_plan_time + total_exec_time DESC LIMIT 12"
-    } >> "$raw/statements.txt"
-  fi
   echo "$line"
+}
+# explain_round TARGET: one round more of the target, not counted, with pg_stat_statements on: its statements (calls,
+# planning and execution) go to raw/statements.txt.
+explain_round() {
+  local line
+  track_statements top
+  psql_fm -Atc "SELECT pg_stat_statements_reset()" > /dev/null
+  line=$(measure "$1" "$duration")
+  log "explained round (statement statistics on, not counted), $1: $line"
+  { echo "== $1 (statement statistics on; not counted): $line"
+    psql_fm -c "
+      SELECT calls, plans, round(total_plan_time::numeric) AS plan_ms, round(total_exec_time::numeric) AS exec_ms,
+             round(((total_plan_time + total_exec_time) / calls * 1000)::numeric) AS us_per_call,
+             left(regexp_replace(query, '\s+', ' ', 'g'), 100) AS statement
+      FROM pg_stat_statements WHERE calls > 0 ORDER BY total_plan_time + total_exec_time DESC LIMIT 12"
+  } >> "$raw/statements.txt"
+  track_statements none
 }
 # Every device reads once before the measured rounds, so that the service's key cache holds the fleet's keys, as it
 # does for a fleet that reads and reports steadily (Auth/ApiKeys.cs keeps a valid key's lookup up to 10 minutes);
@@ -79,3 +88,5 @@ walk_s=$(( devices / 2000 + 1 )); walk_max=60; [ -z "$key_cache" ] || walk_max=6
 log "every device reads once (about ${walk_s} s)"
 measure service "$walk_s" walk > /dev/null
 alternate "$out/results-history-$devices.md" "$rounds" "$duration" "$warmup" service naive
+explain_round service
+explain_round naive

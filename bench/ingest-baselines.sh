@@ -49,11 +49,6 @@ start_api "$api_port" "$raw/api.log" "Serilog__MinimumLevel__Override__Serilog.A
 naive_port=$(free_port $((api_port + 1)))
 start_naive "$naive_port" "$raw/naive.log"
 
-# track_statements none|top: pg_stat_statements (with planning) off or on for every session, from its next statement.
-track_statements() {
-  psql_fm -Atc "ALTER SYSTEM SET pg_stat_statements.track = '$1'" -c "SELECT pg_reload_conf()" > /dev/null
-}
-
 log "provisioning $devices devices in each of $projects project(s), each with its own key"
 # provision.sql puts :big devices in project 1 and spreads the rest over projects 2 to 10.
 psql_fm -v devices=$((devices * projects)) -v big="$devices" -v events_per_device=1 -f bench/provision.sql > /dev/null

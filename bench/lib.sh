@@ -173,6 +173,11 @@ sample_waits() {
   done > "$1"
 }
 clk=$(getconf CLK_TCK)
+# track_statements none|top: pg_stat_statements (loaded, with track_planning) off or on for every session, from its
+# next statement. The baseline scripts count rounds with it off for every target, and turn it on for one round more.
+track_statements() {
+  psql_fm -Atc "ALTER SYSTEM SET pg_stat_statements.track = '$1'" -c "SELECT pg_reload_conf()" > /dev/null
+}
 
 # Load and its check, for bench/faults.sh and bench/citus-ops.sh. They need raw (the run's folder, with fleet.csv:
 # the devices wrk reports from), duration (seconds of load), probe_key (device 1's key: the probe device, kept out
