@@ -54,11 +54,11 @@ declare -A prefix=( [service]=/firmware/ [naive]=/naive/1/ ) target_pid=( [servi
 # Counted rounds run with no statement statistics for either target (since 2026-12-06; they cost the service's larger
 # statement more); explain_round runs one more round of a target with them.
 measure() {
-  local app0 pg0 line requests
-  app0=$(cpu_of "${target_pid[$1]}"); pg0=$(cpu_of $(pg_pids))
+  local app0 line requests
+  app0=$(cpu_of "${target_pid[$1]}"); pg_cpu_mark "$raw/pg-cpu.tmp"
   line=$(wrk -t2 -c16 -d"${2}s" --latency -s bench/history.lua "${url[$1]}" -- "$raw/devices.csv" "${prefix[$1]}" "${3:-}" 2>&1 | grep '^RESULT')
   requests=$(echo "$line" | sed -nE 's/.* requests=([^ ]*) .*/\1/p')
-  line="$line $(awk -v a="$(( $(cpu_of "${target_pid[$1]}") - app0 ))" -v p="$(( $(cpu_of $(pg_pids)) - pg0 ))" \
+  line="$line $(awk -v a="$(( $(cpu_of "${target_pid[$1]}") - app0 ))" -v p="$(pg_cpu_since "$raw/pg-cpu.tmp")" \
     -v n="$requests" -v c="$clk" 'BEGIN { printf "app_us=%.0f pg_us=%.0f", a / c * 1e6 / n, p / c * 1e6 / n }')"
   echo "$line"
 }

@@ -85,19 +85,19 @@ load_once() {
 # Every counted round runs uninstrumented, whatever its target: no statement statistics, no sampling (until
 # 2026-12-06 the service's rounds alone had both, and their cost fell on the service's figure only). For each
 # counted round of the service, raw/service-rounds.txt gets the CPU seconds of the API and of PostgreSQL (read from
-# /proc before and after); explain_round adds one more service round, not counted, with the rest.
+# /proc before and after, PostgreSQL's per process: pg_cpu_mark); explain_round adds one more service round, not counted, with the rest.
 measure() {
   run_offset=$((run_offset + 1))
   if [ "$1" != service ] || [ "$2" != "$duration" ]; then
     load_once "$1" "$2"
     return
   fi
-  local api0 pg0 line
-  api0=$(cpu_of "$api_pid"); pg0=$(cpu_of $(pg_pids))
+  local api0 line
+  api0=$(cpu_of "$api_pid"); pg_cpu_mark "$raw/pg-cpu.tmp"
   line=$(load_once "$1" "$2")
   {
     echo "== service round: $line"
-    echo "CPU s over ${2} s: API $(awk -v a="$api0" -v b="$(cpu_of "$api_pid")" -v c="$clk" 'BEGIN { print (b - a) / c }'), PostgreSQL $(awk -v a="$pg0" -v b="$(cpu_of $(pg_pids))" -v c="$clk" 'BEGIN { print (b - a) / c }')"
+    echo "CPU s over ${2} s: API $(awk -v a="$api0" -v b="$(cpu_of "$api_pid")" -v c="$clk" 'BEGIN { print (b - a) / c }'), PostgreSQL $(awk -v p="$(pg_cpu_since "$raw/pg-cpu.tmp")" -v c="$clk" 'BEGIN { print p / c }')"
   } >> "$raw/service-rounds.txt"
   echo "$line"
 }
@@ -117,7 +117,7 @@ explain_round() {
   log "explained round (instrumented, not counted), service: $line"
   {
     echo "== explained service round (statement statistics and sampling on; not counted): $line"
-    # PostgreSQL's CPU is not summed here: the sampler's backends come and go during the round.
+    # PostgreSQL's CPU is not summed here: the sampler's own backends would count in it.
     echo "CPU s over ${duration} s: API $(awk -v a="$api0" -v b="$(cpu_of "$api_pid")" -v c="$clk" 'BEGIN { print (b - a) / c }')"
     echo "backends sampled: $(sort "$raw/waits.tmp" | uniq -c | sort -rn | awk '{ printf "%s %s; ", $2, $1 }')"
     psql_fm -c "

@@ -163,6 +163,20 @@ trap cleanup EXIT
 # CPU seconds (user+system) of processes, from /proc, in clock ticks.
 cpu_of() { local total=0 t; for p in "$@"; do t=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0); total=$((total + t)); done; echo "$total"; }
 pg_pids() { echo "$postmaster" $(pgrep -P "$postmaster" || true); }
+# pg_cpu_mark FILE, then pg_cpu_since FILE: PostgreSQL's CPU ticks in between, counted per process: a backend that
+# exits in between (a pool's idle connection closed, a psql's) takes only its own share with it, where a difference
+# of two sums (cpu_of) lost its whole life's CPU and could go negative. A process started in between counts whole.
+pg_cpu_mark() { local p; for p in $(pg_pids); do echo "$p $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)"; done > "$1"; }
+pg_cpu_since() {
+  local p now total=0
+  declare -A then=()
+  while read -r p now; do then[$p]=$now; done < "$1"
+  for p in $(pg_pids); do
+    now=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null) || continue
+    total=$((total + now - ${then[$p]:-0}))
+  done
+  echo "$total"
+}
 
 # sample_waits FILE: what each busy PostgreSQL backend is doing (running, or the event it waits for), five times a
 # second, one line per backend and sample, until killed.
