@@ -85,7 +85,8 @@ load_once() {
 # Every counted round runs uninstrumented, whatever its target: no statement statistics, no sampling (until
 # 2026-12-06 the service's rounds alone had both, and their cost fell on the service's figure only). For each
 # counted round of the service, raw/service-rounds.txt gets the CPU seconds of the API and of PostgreSQL (read from
-# /proc before and after, PostgreSQL's per process: pg_cpu_mark); explain_round adds one more service round, not counted, with the rest.
+# /proc before and after, PostgreSQL's per process: pg_cpu_mark); explain_round adds one more service round, not
+# counted, with the rest.
 measure() {
   run_offset=$((run_offset + 1))
   if [ "$1" != service ] || [ "$2" != "$duration" ]; then
