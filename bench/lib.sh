@@ -163,7 +163,8 @@ trap cleanup EXIT
 # CPU seconds (user+system) of processes, from /proc, in clock ticks.
 cpu_of() { local total=0 t; for p in "$@"; do t=$(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0); total=$((total + t)); done; echo "$total"; }
 pg_pids() { echo "$postmaster" $(pgrep -P "$postmaster" || true); }
-# pg_cpu_mark FILE, then pg_cpu_since FILE: PostgreSQL's CPU ticks in between, counted per process: a backend that
+# pg_cpu_mark FILE, then pg_cpu_since FILE (every script that reports PostgreSQL's CPU for a phase or round):
+# PostgreSQL's CPU ticks in between, counted per process: a backend that
 # exits in between (a pool's idle connection closed, a psql's) takes only its own share with it, where a difference
 # of two sums (cpu_of) lost its whole life's CPU and could go negative. A process started in between counts whole.
 pg_cpu_mark() { local p; for p in $(pg_pids); do echo "$p $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)"; done > "$1"; }

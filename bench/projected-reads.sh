@@ -56,15 +56,15 @@ view=
 # measure TARGET SECONDS: a wrk run of the current view at 16 connections; its RESULT line with the CPU time per request
 # of the target's process (app_us) and of PostgreSQL's, every node's on Citus (pg_us).
 measure() {
-  local app0 pg0 line requests url="http://127.0.0.1:${port[$1]}"
-  app0=$(cpu_of "${target_pid[$1]}"); pg0=$(cpu_of $(pg_pids))
+  local app0 line requests url="http://127.0.0.1:${port[$1]}"
+  app0=$(cpu_of "${target_pid[$1]}"); pg_cpu_mark "$raw/pg-cpu.tmp"
   case $view in
     device) line=$(wrk -t2 -c16 -d"${2}s" --latency -s bench/projected-reads.lua "$url" -- "$raw/devices.csv" "$member_key" 2>&1 | grep '^RESULT') ;;
     devices) line=$(wrk -t2 -c16 -d"${2}s" --latency -s bench/fleet.lua "$url" -- "$member_key" "/devices?limit=100" 2>&1 | grep '^RESULT') ;;
     versions) line=$(wrk -t2 -c16 -d"${2}s" --latency -s bench/fleet.lua "$url" -- "$member_key" "/firmware-versions" 2>&1 | grep '^RESULT') ;;
   esac
   requests=$(echo "$line" | sed -nE 's/.* requests=([^ ]*) .*/\1/p')
-  echo "$line $(awk -v a="$(( $(cpu_of "${target_pid[$1]}") - app0 ))" -v p="$(( $(cpu_of $(pg_pids)) - pg0 ))" \
+  echo "$line $(awk -v a="$(( $(cpu_of "${target_pid[$1]}") - app0 ))" -v p="$(pg_cpu_since "$raw/pg-cpu.tmp")" \
     -v n="$requests" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "app_us=%.0f pg_us=%.0f", a / hz / n * 1e6, p / hz / n * 1e6 }')"
 }
 for view in device devices versions; do

@@ -132,14 +132,14 @@ statements() {
 
 wrk_phase() {
   local name=$1 conns=$2 script=$3; shift 3
-  local api0 pg0 api1 pg1 line sampler
+  local api0 api1 pg line sampler
   sample_waits "$raw/$name.waits" &
   sampler=$!
   psql_fm -Atc "SELECT pg_stat_statements_reset()" >/dev/null
-  api0=$(cpu_of "$api_pid"); pg0=$(cpu_of $(pg_pids))
+  api0=$(cpu_of "$api_pid"); pg_cpu_mark "$raw/$name.pgcpu"
   /usr/bin/time -f "WRKCPU %U %S" -o "$raw/$name.time" \
     wrk -t2 -c"$conns" -d"${duration}s" --latency -s "bench/$script" "http://127.0.0.1:$api_port" -- "$@" > "$raw/$name.txt" 2>&1
-  api1=$(cpu_of "$api_pid"); pg1=$(cpu_of $(pg_pids))
+  api1=$(cpu_of "$api_pid"); pg=$(pg_cpu_since "$raw/$name.pgcpu"); rm -f "$raw/$name.pgcpu"
   kill "$sampler" 2>/dev/null; wait "$sampler" 2>/dev/null || true
   statements > "$raw/$name-statements.txt"
   sort "$raw/$name.waits" | uniq -c | sort -rn > "$raw/$name-waits.txt"
@@ -150,7 +150,7 @@ wrk_phase() {
   printf '| %s | %s | %s | %s | %s | %s | %s %s | %.1f / %.1f / %s |\n' "$name" "$conns" "$(get rps)" "$(get p50_ms)" "$(get p99_ms)" \
     "$(get p999_ms)" "$(get non2xx)" "$(echo "$line" | sed -E 's/.*errors=//')" \
     "$(awk -v a="$api0" -v b="$api1" -v c="$clk" 'BEGIN { print (b - a) / c }')" \
-    "$(awk -v a="$pg0" -v b="$pg1" -v c="$clk" 'BEGIN { print (b - a) / c }')" "$wrk_cpu" >> "$results"
+    "$(awk -v p="$pg" -v c="$clk" 'BEGIN { print p / c }')" "$wrk_cpu" >> "$results"
   log "$name: $line"
   echo "$line"
 }
