@@ -1,4 +1,3 @@
-using System.Collections.Frozen;
 using System.Diagnostics;
 using System.Globalization;
 using Npgsql;
@@ -23,14 +22,6 @@ public sealed class MetricsOptions
 
 public static class ObservabilityExtensions
 {
-    private static readonly FrozenSet<string> PerRequestMetersNotCollected = FrozenSet.Create(
-        StringComparer.Ordinal,
-        "Microsoft.AspNetCore.Routing",
-        "Microsoft.AspNetCore.RateLimiting",
-        "Microsoft.AspNetCore.Authentication",
-        "Microsoft.AspNetCore.Authorization",
-        "Microsoft.AspNetCore.MemoryPool");
-
     private const string TextTemplate = "[{Timestamp:HH:mm:ss} {Level:u3}] {Message:lj}{TraceSuffix}{NewLine}{Exception}";
 
     public static WebApplicationBuilder AddObservability(this WebApplicationBuilder builder)
@@ -71,14 +62,6 @@ public static class ObservabilityExtensions
                 .AddView("db.client.operation.npgsql.executing", MetricStreamConfiguration.Drop)
                 .AddView("db.client.operation.npgsql.bytes_read", MetricStreamConfiguration.Drop)
                 .AddView("db.client.operation.npgsql.bytes_written", MetricStreamConfiguration.Drop)
-                // ASP.NET Core's own meters count more per request than the request's duration: the route match, the
-                // rate limiter's lease (four updates), the authentication, the authorization and every block Kestrel's
-                // memory pool rents. With them a history read made thirteen metric updates or more; without them it
-                // makes five (the request's duration and the requests in flight, the key cache, the command's
-                // duration: what the README's table documents).
-                // Each is a lookup of its tags under a lock, a share of the read's CPU a naive endpoint does not pay
-                // (perf during bench/history-baselines.sh, 2026-12-06): these meters are not collected.
-                .AddView(instrument => PerRequestMetersNotCollected.Contains(instrument.Meter.Name) ? MetricStreamConfiguration.Drop : null)
                 .AddMeter(FirmwareMetrics.MeterName)
                 .AddPrometheusExporter());
             if (metrics.Port is { } port)
