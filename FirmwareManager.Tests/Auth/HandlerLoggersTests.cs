@@ -40,7 +40,7 @@ public sealed class HandlerLoggersTests
         public ILogger CreateLogger(string categoryName)
         {
             Made.Add(categoryName);
-            return new Logger(categoryName);
+            return new Logger();
         }
 
         public void AddProvider(ILoggerProvider provider)
@@ -50,10 +50,8 @@ public sealed class HandlerLoggersTests
         public void Dispose() => Disposed = true;
 
         // A distinct instance per call, as Serilog's factory makes one.
-        private sealed class Logger(string category) : ILogger
+        private sealed class Logger : ILogger
         {
-            public string Category { get; } = category;
-
             public IDisposable? BeginScope<TState>(TState state)
                 where TState : notnull => NullLogger.Instance.BeginScope(state);
 
