@@ -17,13 +17,15 @@ namespace FirmwareManager.Api.Firmware;
 /// reported as before reads as before.
 /// </summary>
 public sealed record FirmwareEventResponse(
-    long Id, long DeviceId, long ProjectId, string Firmware, string Status, string Timestamp, string ReceivedAt,
+    long Id, long DeviceId, long ProjectId, string Firmware, string Status,
+    [property: JsonConverter(typeof(Rfc3339JsonConverter))] DateTime Timestamp,
+    [property: JsonConverter(typeof(Rfc3339JsonConverter))] DateTime ReceivedAt,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? FromFirmware,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? ErrorCode,
     [property: JsonIgnore(Condition = JsonIgnoreCondition.WhenWritingNull)] string? Detail)
 {
     public static FirmwareEventResponse From(FirmwareEvent e) => new(
-        e.Id, e.DeviceId, e.ProjectId, e.Firmware, e.Status, Rfc3339.Format(e.OccurredAt), Rfc3339.Format(e.ReceivedAt),
+        e.Id, e.DeviceId, e.ProjectId, e.Firmware, e.Status, e.OccurredAt, e.ReceivedAt,
         e.FromFirmware, e.ErrorCode, e.Detail);
 }
 

@@ -263,11 +263,12 @@ public sealed class Exports(ReadRouting reads, IOptions<ExportOptions> options, 
         return rows;
     }
 
-    // As the JSON page has it, in one field: times are already RFC 3339 strings in the responses.
+    // As the JSON page has it, in one field: times in RFC 3339 (most responses have them as strings already).
     private static string CsvField(object? value) => value switch
     {
         null => "",
         string text => text,
+        DateTime time => Rfc3339.Format(time),
         bool flag => flag ? "true" : "false",
         string[] values => string.Join(' ', values),
         JsonElement element => element.GetRawText(),

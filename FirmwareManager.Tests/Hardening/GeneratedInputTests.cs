@@ -225,6 +225,27 @@ public sealed class GeneratedInputTests(FirmwareManagerApp app) : ApiTest(app)
         }, iter: ParserIterations);
     }
 
+    [Fact]
+    public void An_event_answer_writes_its_times_as_the_timestamp_writer_does_in_JSON_and_reads_them_back()
+    {
+        Gen.Select(Gen.Long[DateTime.MinValue.Ticks, DateTime.MaxValue.Ticks], Gen.Long[DateTime.MinValue.Ticks, DateTime.MaxValue.Ticks]).Sample((occurred, received) =>
+        {
+            var (at, then) = (new DateTime(occurred, DateTimeKind.Utc), new DateTime(received, DateTimeKind.Utc));
+            var json = JsonSerializer.Serialize(
+                new FirmwareEventResponse(1, 2, 3, "1.0.0", "updated", at, then, null, null, null), AppJsonContext.Default.FirmwareEventResponse);
+
+            using var document = JsonDocument.Parse(json);
+            document.RootElement.GetProperty("timestamp").GetString().Should().Be(Rfc3339.Format(at), json);
+            document.RootElement.GetProperty("received_at").GetString().Should().Be(Rfc3339.Format(then), json);
+            var back = JsonSerializer.Deserialize(json, AppJsonContext.Default.FirmwareEventResponse)!;
+            back.Timestamp.Should().Be(new DateTime(occurred - occurred % 10, DateTimeKind.Utc), json);
+            back.ReceivedAt.Should().Be(new DateTime(received - received % 10, DateTimeKind.Utc), json);
+        }, iter: ParserIterations);
+
+        var wrong = () => JsonSerializer.Deserialize("""{"timestamp":"2024-01-01 00:00:00"}""", AppJsonContext.Default.FirmwareEventResponse);
+        wrong.Should().Throw<JsonException>("a time without its offset is not RFC 3339");
+    }
+
     // The grammar semver.org gives for SemVer 2.0.0, with [0-9] for \d (which also matches non-ASCII digits).
     private static readonly System.Text.RegularExpressions.Regex SemVerGrammar = new(
         @"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)" +
