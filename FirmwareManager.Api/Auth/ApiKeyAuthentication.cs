@@ -1,4 +1,3 @@
-using System.Collections.Concurrent;
 using System.Text.Encodings.Web;
 using Microsoft.AspNetCore.Authentication;
 using Microsoft.Extensions.Options;
@@ -14,7 +13,7 @@ public sealed class ApiKeyAuthenticationOptions : AuthenticationSchemeOptions;
 /// </summary>
 public sealed class ApiKeyAuthenticationHandler(
     IOptionsMonitor<ApiKeyAuthenticationOptions> options,
-    ApiKeyAuthenticationHandler.HandlerLoggers loggers,
+    ILoggerFactory loggers,
     UrlEncoder encoder,
     ApiKeys apiKeys,
     IProblemDetailsService problems)
@@ -80,27 +79,6 @@ public sealed class ApiKeyAuthenticationHandler(
         return keys;
     }
 
-    /// <summary>
-    /// The handler's logger factory: ASP.NET Core makes a handler for every request, and the base class asks the
-    /// factory for its logger in the constructor. Serilog's factory makes a new logger at every call (its own event-id
-    /// cache, a concurrent dictionary, and a contextual Serilog logger): 4.6% of a history read's allocated bytes, beside
-    /// its strings, rows and the caller's claims (dotnet-trace during bench/history-baselines.sh, 2026-12-06). This one
-    /// makes the handler's logger once.
-    /// </summary>
-    public sealed class HandlerLoggers(ILoggerFactory factory) : ILoggerFactory
-    {
-        private readonly ConcurrentDictionary<string, ILogger> _loggers = new(StringComparer.Ordinal);
-
-        public ILogger CreateLogger(string categoryName) => _loggers.GetOrAdd(categoryName, factory.CreateLogger);
-
-        public void AddProvider(ILoggerProvider provider) => factory.AddProvider(provider);
-
-        // The application's factory is the container's to dispose.
-        public void Dispose()
-        {
-        }
-    }
-
     protected override async Task HandleChallengeAsync(AuthenticationProperties properties)
     {
         var result = await HandleAuthenticateOnceSafeAsync();
@@ -153,7 +131,6 @@ public static class AuthExtensions
         services.AddSingleton<KeyLookups>();
         services.AddSingleton<ApiKeys>();
         services.AddSingleton<KeyUsage>();
-        services.AddSingleton<ApiKeyAuthenticationHandler.HandlerLoggers>();
         services.AddExceptionHandler<CallerRevokedHandler>();
         services.AddHostedService(sp => sp.GetRequiredService<KeyUsage>());
         services.AddAuthentication(ApiKeyAuthenticationHandler.SchemeName)

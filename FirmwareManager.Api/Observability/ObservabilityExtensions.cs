@@ -44,6 +44,7 @@ public static class ObservabilityExtensions
                 logger.WriteTo.Console(outputTemplate: TextTemplate, formatProvider: CultureInfo.InvariantCulture);
             }
         }, preserveStaticLogger: true);
+        LoggersByCategory.Decorate(builder.Services);
 
         var metrics = Settings.Read<MetricsOptions>(builder.Configuration, MetricsOptions.Section);
         builder.Services.AddSingleton(metrics);
