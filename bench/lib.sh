@@ -78,10 +78,11 @@ pg_ctl_do() { as_pg "$pg_bin/pg_ctl" "$@" -w -D "$cluster/data" -l "$cluster/pos
 psql_fm() { "$pg_bin/psql" -h 127.0.0.1 -p "$pg_port" -U postgres -d fm -X -q "$@"; }
 
 # start_api PORT LOGFILE [VAR=value...]: the API on 127.0.0.1:PORT, waits until /health answers 200; sets api_pid.
+# The build in FM_API_DIR when set (bench/history-baselines.sh --against: another commit's), else the checkout's.
 start_api() {
   local port=$1 logfile=$2; shift 2
   (
-    cd "$root/FirmwareManager.Api/bin/Release/net10.0"
+    cd "${FM_API_DIR:-$root/FirmwareManager.Api/bin/Release/net10.0}"
     exec env ConnectionStrings__FirmwareManager="Host=127.0.0.1;Port=$pg_port;Username=postgres;Database=fm;Maximum Pool Size=${FM_BENCH_POOL:-128}" \
       ASPNETCORE_URLS="http://127.0.0.1:$port" "$@" dotnet FirmwareManager.Api.dll > "$logfile" 2>&1
   ) &
@@ -111,8 +112,8 @@ start_naive() {
 }
 
 # alternate TABLE ROUNDS SECONDS WARMUP TARGET...: warms each target for WARMUP seconds, then measures them in ROUNDS
-# alternating rounds (the caller's `measure TARGET SECONDS` prints a wrk RESULT line), so that a shared machine's
-# drift falls on every target alike; writes TABLE: each target's mean requests/s, worst p99, and the first target
+# alternating rounds, each round's order one target on from the last (the caller's `measure TARGET SECONDS` prints
+# a wrk RESULT line), so that a shared machine's drift falls on every target alike; writes TABLE: each target's mean requests/s, worst p99, and the first target
 # as a fraction of each. Every round's line goes to $raw/rounds.txt; a non-2xx answer fails the run.
 alternate() {
   local table=$1 rounds=$2 seconds=$3 warmup=$4 target round line first; shift 4
@@ -123,8 +124,11 @@ alternate() {
     measure "$target" "$warmup" > /dev/null
   done
   pick() { echo "$1" | sed -nE "s/.* $2=([^ ]*).*/\1/p"; }
+  local targets=("$@") i
   for round in $(seq 1 "$rounds"); do
-    for target in "$@"; do
+    # Each round starts one target later than the one before, so that no target always follows the same one.
+    for i in "${!targets[@]}"; do
+      target=${targets[$(( (i + round - 1) % ${#targets[@]} ))]}
       line=$(measure "$target" "$seconds")
       log "round $round, $target: $line"
       echo "$round $target $line" >> "$raw/rounds.txt"
