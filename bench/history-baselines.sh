@@ -77,8 +77,9 @@ fi
 # and for the API, the bytes it allocated per request (alloc_b, from /metrics: the metrics' own scrape included).
 # Counted rounds run with no statement statistics for either target (since 2026-12-06; they cost the service's larger
 # statement more); explain_round runs one more round of a target with them.
+# The API's bytes allocated so far; empty for the naive endpoint, which has no /metrics.
 allocated() {
-  [ "$1" = naive ] && { echo 0; return; }
+  [ "$1" != naive ] || return 0
   curl -s "${url[$1]}/metrics" | awk '/^dotnet_gc_heap_total_allocated_bytes_total[ {]/ { bytes = $2 } END { printf "%.0f\n", bytes }'
 }
 measure() {
@@ -88,7 +89,7 @@ measure() {
   requests=$(echo "$line" | sed -nE 's/.* requests=([^ ]*) .*/\1/p')
   line="$line $(awk -v a="$(( $(cpu_of "${target_pid[$1]}") - app0 ))" -v p="$(pg_cpu_since "$raw/pg-cpu.tmp")" \
     -v n="$requests" -v c="$clk" -v b0="$alloc0" -v b1="$(allocated "$1")" \
-    'BEGIN { printf "app_us=%.0f pg_us=%.0f alloc_b=%.0f", a / c * 1e6 / n, p / c * 1e6 / n, (b1 - b0) / n }')"
+    'BEGIN { printf "app_us=%.0f pg_us=%.0f", a / c * 1e6 / n, p / c * 1e6 / n; if (b0 != "") printf " alloc_b=%.0f", (b1 - b0) / n }')"
   echo "$line"
 }
 # explain_round TARGET: one round more of the target, not counted, with pg_stat_statements on: its statements (calls,

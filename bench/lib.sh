@@ -113,8 +113,8 @@ start_naive() {
 
 # alternate TABLE ROUNDS SECONDS WARMUP TARGET...: warms each target for WARMUP seconds, then measures them in ROUNDS
 # alternating rounds, each round's order one target on from the last (the caller's `measure TARGET SECONDS` prints
-# a wrk RESULT line), so that a shared machine's drift falls on every target alike; writes TABLE: each target's mean requests/s, worst p99, and the first target
-# as a fraction of each. Every round's line goes to $raw/rounds.txt; a non-2xx answer fails the run.
+# a wrk RESULT line), so that a shared machine's drift falls on every target alike; writes TABLE: each target's mean
+# requests/s, worst p99, and the first target as a fraction of each. Every round's line goes to $raw/rounds.txt; a non-2xx answer fails the run.
 alternate() {
   local table=$1 rounds=$2 seconds=$3 warmup=$4 target round line first; shift 4
   first=$1
