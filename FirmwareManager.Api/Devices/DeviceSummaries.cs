@@ -50,7 +50,7 @@ public sealed record DeviceFilters(
 public sealed class DeviceSummaries(ReadRouting reads, DatabaseEngine engine, TimeProvider clock)
 {
     // Devices in id order after the cursor. With a firmware filter this is a range of
-    // devices_project_firmware_idx; without, of devices_project_id_id_idx. Devices that never reported
+    // devices_project_firmware_idx; without, of the primary key (project_id, id). Devices that never reported
     // count as silent.
     private const string PageSelectSql = """
         SELECT d.id AS Id,

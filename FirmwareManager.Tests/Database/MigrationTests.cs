@@ -74,6 +74,49 @@ public sealed class MigrationTests
     }
 
     [Fact]
+    public async Task Devices_are_keyed_by_project_and_id_with_no_second_index_of_those_columns_and_a_key_must_name_its_device_with_its_project()
+    {
+        var connectionString = await (await PostgresServer.SharedAsync()).CreateDatabaseAsync();
+        await DatabaseMigrator.MigrateAsync(connectionString, applyDemoData: false, NullLogger.Instance);
+        await using var connection = new NpgsqlConnection(connectionString);
+
+        // Migrations 0044 to 0047: the key Citus has had since 0018, on both engines, and one index fewer to write
+        // with every report a projection step applies.
+        var indexes = (await connection.QueryAsync<(string Name, string Columns, bool Primary, bool Partial)>("""
+            SELECT i.indexrelid::regclass::text,
+                   (SELECT string_agg(a.attname, ',' ORDER BY k.ordinality)
+                    FROM unnest(i.indkey) WITH ORDINALITY AS k(attnum, ordinality)
+                    JOIN pg_attribute AS a ON a.attrelid = i.indrelid AND a.attnum = k.attnum),
+                   i.indisprimary,
+                   i.indpred IS NOT NULL
+            FROM pg_index AS i
+            WHERE i.indrelid = 'devices'::regclass
+            """)).ToArray();
+        indexes.Where(i => i.Primary).Select(i => (i.Name, i.Columns)).Should().Equal(("devices_pkey", "project_id,id"));
+        indexes.Where(i => !i.Partial && i.Columns == "project_id,id").Should().ContainSingle("the primary key alone covers (project_id, id)");
+
+        var references = (await connection.QueryAsync<(string Table, string Key, bool Validated, string Definition)>("""
+            SELECT conrelid::regclass::text, conname, convalidated, pg_get_constraintdef(oid)
+            FROM pg_constraint
+            WHERE contype = 'f'
+              AND confrelid = 'devices'::regclass
+            """)).ToArray();
+        references.Should().Equal(("device_api_keys", "device_api_keys_device_fkey", true,
+            "FOREIGN KEY (project_id, device_id) REFERENCES devices(project_id, id)"));
+
+        // A key for a device of another project is refused: the key holds the project.
+        var projects = (await connection.QueryAsync<long>(
+            "INSERT INTO projects (name) VALUES ('keyed one'), ('keyed two') RETURNING id")).Order().ToArray();
+        var device = await connection.ExecuteScalarAsync<long>(
+            "INSERT INTO devices (project_id, name) VALUES (@Project, 'keyed') RETURNING id", new { Project = projects[0] });
+        var misplaced = () => connection.ExecuteAsync("""
+            INSERT INTO device_api_keys (project_id, device_id, key_prefix, key_hash)
+            VALUES (@Project, @Device, 'fmd_misplace', sha256('misplaced'::bytea))
+            """, new { Project = projects[1], Device = device });
+        (await misplaced.Should().ThrowAsync<PostgresException>()).Which.SqlState.Should().Be(PostgresErrorCodes.ForeignKeyViolation);
+    }
+
+    [Fact]
     public async Task Demo_data_is_applied_only_when_switched_on_and_applying_it_again_changes_nothing()
     {
         var connectionString = await (await PostgresServer.SharedAsync()).CreateDatabaseAsync();
