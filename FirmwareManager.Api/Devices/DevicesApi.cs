@@ -133,7 +133,12 @@ public static class DevicesApi
         var filters = new DeviceFilters(events.Firmware, events.Statuses, events.Since, silentAfter, downgraded, hardware, tags);
 
         var caller = Caller.From(http.User);
-        var read = reads.ForProjected(caller, http);
+        var (read, behind) = await reads.ForProjectedAsync(caller, http);
+        if (behind is not null)
+        {
+            return behind;
+        }
+
         if (export is { } format)
         {
             return exports.Of<DeviceSummary, DeviceResponse>(
@@ -159,7 +164,13 @@ public static class DevicesApi
         }
 
         var caller = Caller.From(http.User);
-        var device = await devices.FindAsync(caller.ProjectId, deviceId, reads.ForProjected(caller, http), cancellationToken);
+        var (read, behind) = await reads.ForProjectedAsync(caller, http);
+        if (behind is not null)
+        {
+            return behind;
+        }
+
+        var device = await devices.FindAsync(caller.ProjectId, deviceId, read, cancellationToken);
         return device is null
             ? Problems.NotFound("Device not found", $"There is no device {deviceId} in your project.")
             : TypedResults.Ok(DeviceResponse.From(device));

@@ -63,7 +63,12 @@ public static class FirmwareTransitionsApi
         }
 
         var caller = Caller.From(http.User);
-        var read = reads.ForProjected(caller, http);
+        var (read, behind) = await reads.ForProjectedAsync(caller, http);
+        if (behind is not null)
+        {
+            return behind;
+        }
+
         var scope = string.Create(CultureInfo.InvariantCulture, $"transitions|{caller.ProjectId}|{to}|{from}|{hardware}|{string.Join(',', devices.Tags)}");
         return await KeysetPage.ServeAsync(http, cursors, scope, page, read,
             (FirmwareTransitions.Position? after, int limit) => transitions.PageAsync(caller.ProjectId, to, from, devices, after, limit, read, cancellationToken),

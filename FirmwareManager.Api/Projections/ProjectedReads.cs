@@ -1,7 +1,9 @@
 using System.Globalization;
 using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Database;
+using FirmwareManager.Api.Firmware;
 using FirmwareManager.Api.Http;
+using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Options;
 
 namespace FirmwareManager.Api.Projections;
@@ -12,7 +14,10 @@ namespace FirmwareManager.Api.Projections;
 /// it, before the read; with one database host, what this instance knew of it within
 /// <see cref="ProjectionOptions.PositionRefreshMs"/>, <see cref="ProjectedPositions"/>); <c>min_position=N</c> makes
 /// the request wait until the projection has reached N (a report's <c>X-Feed-Position</c>), at most
-/// <see cref="ProjectionOptions.MaxWaitMs"/>, then answer 503 with <c>Retry-After</c>.
+/// <see cref="ProjectionOptions.MaxWaitMs"/>, then answer 503 with <c>Retry-After</c>. The wait comes after the
+/// request's own checks (<see cref="WaitForMinPositionAsync"/>, called by each endpoint once its input is valid), so
+/// that a request that is wrong is told so at once, not told to try again; and a position past the end of the
+/// project's feed, which no wait can reach, is a 400 at once.
 /// </summary>
 public static class ProjectedReads
 {
@@ -21,9 +26,12 @@ public static class ProjectedReads
 
     private static readonly object ItemKey = new();
 
-    /// <summary>Adds <c>min_position</c> and <c>X-Projected-Position</c> to a read of projected state.</summary>
+    /// <summary>
+    /// Adds <c>min_position</c> and <c>X-Projected-Position</c> to a read of projected state: the parameter read here
+    /// (400 when it is not a position), the wait for it in the endpoint (<see cref="WaitForMinPositionAsync"/>).
+    /// </summary>
     public static RouteHandlerBuilder ReadsProjectedState(this RouteHandlerBuilder endpoint) =>
-        endpoint.AddEndpointFilter(WaitForMinPositionAsync)
+        endpoint.AddEndpointFilter(ReadMinPositionAsync)
             .AddOpenApiOperationTransformer((operation, _, _) =>
             {
                 operation.Parameters ??= [];
@@ -50,8 +58,18 @@ public static class ProjectedReads
             })
             .ProducesProblem(StatusCodes.Status503ServiceUnavailable);
 
-    /// <summary>The read context for <paramref name="caller"/>'s read of its project's projected state.</summary>
-    public static ReadContext ForProjected(this ReadRouting reads, Caller caller, HttpContext http)
+    /// <summary>
+    /// The read context for <paramref name="caller"/>'s read of its project's projected state, once the projection has
+    /// reached the request's <c>min_position</c>; with the problem to answer instead when it has not
+    /// (<see cref="WaitForMinPositionAsync"/>). An endpoint asks for it once its own input is valid.
+    /// </summary>
+    public static async Task<(ReadContext Read, ProblemHttpResult? Behind)> ForProjectedAsync(this ReadRouting reads, Caller caller, HttpContext http)
+    {
+        var behind = await WaitForMinPositionAsync(http, caller);
+        return (reads.ForProjected(caller, http), behind);
+    }
+
+    private static ReadContext ForProjected(this ReadRouting reads, Caller caller, HttpContext http)
     {
         var read = reads.For(caller);
         read.ProjectionOf = caller.ProjectId;
@@ -68,7 +86,8 @@ public static class ProjectedReads
         return read;
     }
 
-    private static async ValueTask<object?> WaitForMinPositionAsync(EndpointFilterInvocationContext invocation, EndpointFilterDelegate next)
+    // min_position, read before the endpoint runs: 400 when it is not a position; else kept for WaitForMinPositionAsync.
+    private static async ValueTask<object?> ReadMinPositionAsync(EndpointFilterInvocationContext invocation, EndpointFilterDelegate next)
     {
         var http = invocation.HttpContext;
         var values = http.Request.Query[MinPositionParameter];
@@ -79,19 +98,47 @@ public static class ProjectedReads
 
         if (values.Count > 1 || !long.TryParse(values[0], NumberStyles.None, CultureInfo.InvariantCulture, out var min))
         {
-            return Problems.Validation(
-                new Dictionary<string, string[]> { [MinPositionParameter] = ["Must be a feed position: a whole number from 0 (a report's X-Feed-Position)."] },
-                "Invalid query parameters.");
+            return InvalidMinPosition("Must be a feed position: a whole number from 0 (a report's X-Feed-Position).");
         }
 
-        var caller = Caller.From(http.User);
+        http.Items[ItemKey] = min;
+        return await next(invocation);
+    }
+
+    /// <summary>
+    /// Waits until the caller's project's projection has reached the request's <c>min_position</c> (none: at once), at
+    /// most <see cref="ProjectionOptions.MaxWaitMs"/>; null when it has, else the problem to answer: 503 with
+    /// <c>Retry-After</c> naming the position reached, or 400 for a position the project's feed has not reached (no
+    /// report was answered with it).
+    /// </summary>
+    private static async Task<ProblemHttpResult?> WaitForMinPositionAsync(HttpContext http, Caller caller)
+    {
+        if (!http.Items.TryGetValue(ItemKey, out var value) || value is not long min)
+        {
+            return null;
+        }
+
         var steps = http.RequestServices.GetRequiredService<ProjectionSteps>();
         var options = http.RequestServices.GetRequiredService<IOptions<ProjectionOptions>>().Value;
         var deadline = Environment.TickCount64 + options.MaxWaitMs;
         var pause = 5;
+        var feedChecked = false;
         long reached;
         while ((reached = await steps.PositionAsync(caller.ProjectId, http.RequestAborted)) < min)
         {
+            if (!feedChecked)
+            {
+                // Asked once, when the projection is behind: the feed's end is on the primary, where every report's
+                // position was taken before it was answered.
+                feedChecked = true;
+                var feedEnd = await http.RequestServices.GetRequiredService<FirmwareEvents>().LastFeedPositionAsync(caller.ProjectId, http.RequestAborted);
+                if (feedEnd < min)
+                {
+                    return InvalidMinPosition(string.Create(CultureInfo.InvariantCulture,
+                        $"Past the end of the project's feed, at position {feedEnd}: a position is one a report of this project was answered with (X-Feed-Position)."));
+                }
+            }
+
             var left = deadline - Environment.TickCount64;
             if (left <= 0)
             {
@@ -108,7 +155,9 @@ public static class ProjectedReads
             pause = Math.Min(pause * 2, 50);
         }
 
-        http.Items[ItemKey] = min;
-        return await next(invocation);
+        return null;
     }
+
+    private static ProblemHttpResult InvalidMinPosition(string message) =>
+        Problems.Validation(new Dictionary<string, string[]> { [MinPositionParameter] = [message] }, "Invalid query parameters.");
 }

@@ -138,7 +138,12 @@ public static class RolloutsApi
         }
 
         var caller = Caller.From(http.User);
-        var read = reads.ForProjected(caller, http);
+        var (read, behind) = await reads.ForProjectedAsync(caller, http);
+        if (behind is not null)
+        {
+            return behind;
+        }
+
         var scope = string.Create(CultureInfo.InvariantCulture, $"rollouts|{caller.ProjectId}");
         return await KeysetPage.ServeAsync(http, cursors, scope, page, read,
             (IdPosition? before, int count) => rollouts.PageAsync(caller.ProjectId, null, before?.Id ?? long.MaxValue, count, read, cancellationToken),
@@ -154,7 +159,13 @@ public static class RolloutsApi
         }
 
         var caller = Caller.From(http.User);
-        var found = await rollouts.PageAsync(caller.ProjectId, rolloutId, long.MaxValue, 1, reads.ForProjected(caller, http), cancellationToken);
+        var (read, behind) = await reads.ForProjectedAsync(caller, http);
+        if (behind is not null)
+        {
+            return behind;
+        }
+
+        var found = await rollouts.PageAsync(caller.ProjectId, rolloutId, long.MaxValue, 1, read, cancellationToken);
         return found.Count == 0 ? Problems.NotFoundIn("rollout", rolloutId) : TypedResults.Ok(RolloutResponse.From(found[0]));
     }
 

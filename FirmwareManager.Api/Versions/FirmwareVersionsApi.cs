@@ -53,7 +53,12 @@ public static class FirmwareVersionsApi
 
         var caller = Caller.From(http.User);
         var projectId = caller.ProjectId;
-        var read = reads.ForProjected(caller, http);
+        var (read, behind) = await reads.ForProjectedAsync(caller, http);
+        if (behind is not null)
+        {
+            return behind;
+        }
+
         // Without filters, the scope cursors had before there were filters: those already handed out stay valid.
         var scope = filters.IsNone
             ? string.Create(CultureInfo.InvariantCulture, $"versions|{projectId}")

@@ -1,6 +1,7 @@
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
+using Dapper;
 using FirmwareManager.Tests.Infrastructure;
 using OpenQA.Selenium;
 using Xunit.Abstractions;
@@ -149,7 +150,7 @@ public sealed class DashboardTests(DashboardFixture fleet, ITestOutputHelper out
             : null, $"{name} downloaded");
 
     [BrowserFact]
-    public void Each_view_reads_at_least_the_projected_position_the_tab_has_shown_and_never_shows_less()
+    public async Task Each_view_reads_at_least_the_projected_position_the_tab_has_shown_and_never_shows_less()
     {
         SignIn(FirmwareManagerApp.MemberKey1);
         Go("#/devices");
@@ -165,13 +166,32 @@ public sealed class DashboardTests(DashboardFixture fleet, ITestOutputHelper out
         fetched.Where(u => u.Contains("/firmware-versions", StringComparison.Ordinal)).Should().NotBeEmpty()
             .And.OnlyContain(u => u.Contains($"min_position={shown}", StringComparison.Ordinal), "a projected view asks for what the tab has shown");
 
-        // A position the projection has not reached (as a lagging standby's would be): the view is refused, not shown older.
-        var ahead = long.Parse(shown, System.Globalization.CultureInfo.InvariantCulture) + 1_000_000;
-        Browser.Script($"sessionStorage.setItem('{PositionItem}', '{ahead}');");
-        Go("#/rollouts");
-        Browser.WaitFor(() => Driver.FindElement(By.Id("message")).Text is { } m && m.Contains("not yet up to date", StringComparison.Ordinal) ? m : null,
-            "the view refused", seconds: 20).Should().Contain($"of {ahead}");
-        Browser.Script($"sessionStorage.setItem('{PositionItem}', '{shown}');");
+        // A position the projection has not reached (as a lagging standby's would be): the view is refused, not shown
+        // older. The project's position held, so that no step applies a report (a late one, older than the device's
+        // others by its clock, which changes no figure) while the view waits for it.
+        await using (var holder = fleet.App.OpenConnection())
+        {
+            await using var hold = await holder.BeginTransactionAsync();
+            await holder.ExecuteAsync("SELECT position FROM project_projections WHERE project_id = 1 FOR UPDATE", transaction: hold);
+            var device = fleet.Devices.Single(d => d.Id == fleet.UpdatedDeviceId);
+            var late = await device.Client.PostAsJsonAsync($"/firmware/{device.Id}", DashboardFixture.Event("1.9.0", "installed", DateTime.UtcNow.AddDays(-30)));
+            late.StatusCode.Should().Be(HttpStatusCode.Created, await late.Content.ReadAsStringAsync());
+            var ahead = late.Headers.GetValues("X-Feed-Position").Single();
+            Browser.Script($"sessionStorage.setItem('{PositionItem}', '{ahead}');");
+            Go("#/rollouts");
+            Browser.WaitFor(() => Driver.FindElement(By.Id("message")).Text is { } m && m.Contains("not yet up to date", StringComparison.Ordinal) ? m : null,
+                "the view refused", seconds: 20).Should().Contain($"of {ahead}");
+            await hold.RollbackAsync();
+        }
+
+        // A position past the end of the project's feed (a database restored to an earlier point): no wait reaches it,
+        // so the tab forgets it and shows the view.
+        var pastTheEnd = long.Parse(shown, System.Globalization.CultureInfo.InvariantCulture) + 1_000_000;
+        Browser.Script($"sessionStorage.setItem('{PositionItem}', '{pastTheEnd}');");
+        Go("#/devices");
+        Browser.WaitFor(() => DeviceIds() is { Count: > 0 } again ? again : null, "the devices, read without the position");
+        var kept = Browser.WaitFor(() => Browser.Script($"return sessionStorage.getItem('{PositionItem}');") as string, "the position shown since");
+        long.Parse(kept, System.Globalization.CultureInfo.InvariantCulture).Should().BeLessThan(pastTheEnd).And.BeGreaterThan(0);
     }
 
     [BrowserFact]

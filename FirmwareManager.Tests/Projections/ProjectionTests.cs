@@ -158,13 +158,51 @@ public sealed class ProjectionTests(ProjectionTests.AnsweredWhenStored service) 
     [Fact]
     public async Task A_position_the_projection_has_not_reached_is_a_503_naming_the_position_reached()
     {
+        using var device = _app.ClientWithKey(FirmwareManagerApp.DeviceKey1);
         using var member = _app.ClientWithKey(FirmwareManagerApp.MemberKey1);
-        var response = await member.GetAsync("/firmware-versions?min_position=900000000");
+        (await device.PostEventAsync(1, Event("8.0.0", "updated", At))).StatusCode.Should().Be(HttpStatusCode.Created);
+        await WaitUntilProjectedAsync(1);
 
-        var problem = await response.ShouldBeProblemAsync(HttpStatusCode.ServiceUnavailable);
-        response.Headers.RetryAfter.Should().NotBeNull();
-        problem.GetProperty("min_position").GetInt64().Should().Be(900000000);
-        problem.GetProperty("position_reached").GetInt64().Should().BeLessThan(900000000);
+        // The project's position held, so that no step applies the next report while it is read.
+        await using (var holder = _app.OpenConnection())
+        {
+            await using var hold = await holder.BeginTransactionAsync();
+            await holder.ExecuteAsync("SELECT position FROM project_projections WHERE project_id = 1 FOR UPDATE", transaction: hold);
+            var position = FeedPosition(await device.PostEventAsync(1, Event("8.1.0", "updated", At.AddHours(1))));
+
+            var response = await member.GetAsync($"/firmware-versions?min_position={position}");
+            var problem = await response.ShouldBeProblemAsync(HttpStatusCode.ServiceUnavailable);
+            response.Headers.RetryAfter.Should().NotBeNull();
+            problem.GetProperty("min_position").GetInt64().Should().Be(position);
+            problem.GetProperty("position_reached").GetInt64().Should().Be(position - 1);
+
+            // A request that is wrong is told so, not told to try again: its own checks come before the wait.
+            foreach (var wrong in new[]
+                     {
+                         $"/devices/abc?min_position={position}", $"/devices?limit=0&min_position={position}",
+                         $"/firmware-transitions?to=not-a-version&min_position={position}", $"/rollouts/0x10?min_position={position}",
+                     })
+            {
+                (await member.GetAsync(wrong)).StatusCode.Should().Be(HttpStatusCode.BadRequest, wrong);
+            }
+
+            await hold.RollbackAsync();
+            (await member.GetAsync($"/firmware-versions?min_position={position}")).StatusCode.Should().Be(HttpStatusCode.OK, "the step applies it once the position is free");
+        }
+    }
+
+    [Fact]
+    public async Task A_position_past_the_end_of_the_projects_feed_is_a_400_at_once_as_no_wait_can_reach_it()
+    {
+        using var device = _app.ClientWithKey(FirmwareManagerApp.DeviceKey1);
+        using var member = _app.ClientWithKey(FirmwareManagerApp.MemberKey1);
+        var end = FeedPosition(await device.PostEventAsync(1, Event("8.0.0", "updated", At)));
+        await WaitUntilProjectedAsync(1);
+
+        var response = await member.GetAsync($"/devices?min_position={end + 1}");
+        var problem = await response.ShouldBeProblemAsync(HttpStatusCode.BadRequest);
+        problem.GetProperty("errors").GetProperty("min_position")[0].GetString().Should().Contain($"at position {end}");
+        (await member.GetAsync($"/devices?min_position={end}")).StatusCode.Should().Be(HttpStatusCode.OK);
     }
 
     [Theory]

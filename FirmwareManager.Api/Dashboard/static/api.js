@@ -83,15 +83,29 @@ export function nextLink(header) {
 
 /** GET a path of the API (with its query): { data, next } or an ApiError. */
 export async function get(path, { key = session.key, signal } = {}) {
-  const response = await fetch(atLeastShown(path), {
+  const read = (url) => fetch(url, {
     headers: { 'X-Api-Key': key, Accept: 'application/json' },
     cache: 'no-store',
     credentials: 'omit',
     signal,
   });
+  const asked = atLeastShown(path);
+  let response = await read(asked);
+  let problem = null;
   if (!response.ok) {
-    let problem = null;
     try { problem = await response.json(); } catch { /* not a problem document */ }
+    if (response.status === 400 && asked !== path && problem?.errors?.min_position) {
+      // The position the tab has shown is past the end of the project's feed (the database was restored to an
+      // earlier point): no wait can reach it, so the tab forgets it and reads what there is.
+      sessionStorage.removeItem(positionItem);
+      response = await read(path);
+      problem = null;
+      if (!response.ok) {
+        try { problem = await response.json(); } catch { /* not a problem document */ }
+      }
+    }
+  }
+  if (!response.ok) {
     throw new ApiError(response.status, problem, response.headers.get('Retry-After'));
   }
   const data = await response.json();
