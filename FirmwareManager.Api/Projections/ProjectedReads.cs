@@ -40,7 +40,7 @@ public static class ProjectedReads
                     Name = MinPositionParameter,
                     In = Microsoft.OpenApi.ParameterLocation.Query,
                     Description = "Wait until the project's projected state includes this feed position (a report's X-Feed-Position), " +
-                                  "at most 5 s by default; then 503 with Retry-After and position_reached.",
+                                  "at most 5 s by default; then 503 with Retry-After and position_reached. A position past the end of the project's feed is a 400 at once.",
                     Schema = new Microsoft.OpenApi.OpenApiSchema { Type = Microsoft.OpenApi.JsonSchemaType.Integer, Format = "int64", Minimum = "0" },
                 });
                 if (operation.Responses?.TryGetValue("200", out var ok) == true && ok is Microsoft.OpenApi.OpenApiResponse response)
