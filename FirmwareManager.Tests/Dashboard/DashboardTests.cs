@@ -1,7 +1,6 @@
 using System.Net;
 using System.Net.Http.Json;
 using System.Text.Json;
-using Dapper;
 using FirmwareManager.Tests.Infrastructure;
 using OpenQA.Selenium;
 using Xunit.Abstractions;
@@ -169,10 +168,8 @@ public sealed class DashboardTests(DashboardFixture fleet, ITestOutputHelper out
         // A position the projection has not reached (as a lagging standby's would be): the view is refused, not shown
         // older. The project's position held, so that no step applies a report (a late one, older than the device's
         // others by its clock, which changes no figure) while the view waits for it.
-        await using (var holder = fleet.App.OpenConnection())
+        await using (await fleet.App.HoldProjectionAsync(1))
         {
-            await using var hold = await holder.BeginTransactionAsync();
-            await holder.ExecuteAsync("SELECT position FROM project_projections WHERE project_id = 1 FOR UPDATE", transaction: hold);
             var device = fleet.Devices.Single(d => d.Id == fleet.UpdatedDeviceId);
             var late = await device.Client.PostAsJsonAsync($"/firmware/{device.Id}", DashboardFixture.Event("1.9.0", "installed", DateTime.UtcNow.AddDays(-30)));
             late.StatusCode.Should().Be(HttpStatusCode.Created, await late.Content.ReadAsStringAsync());
@@ -181,7 +178,6 @@ public sealed class DashboardTests(DashboardFixture fleet, ITestOutputHelper out
             Go("#/rollouts");
             Browser.WaitFor(() => Driver.FindElement(By.Id("message")).Text is { } m && m.Contains("not yet up to date", StringComparison.Ordinal) ? m : null,
                 "the view refused", seconds: 20).Should().Contain($"of {ahead}");
-            await hold.RollbackAsync();
         }
 
         // A position past the end of the project's feed (a database restored to an earlier point): no wait reaches it,

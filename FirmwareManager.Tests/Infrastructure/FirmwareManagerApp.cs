@@ -185,6 +185,34 @@ public sealed class FirmwareManagerApp : WebApplicationFactory<Program>, IAsyncL
         return connection;
     }
 
+    /// <summary>
+    /// Holds the project's projection position locked, as an instance projecting the project holds it, so that every
+    /// background step passes the project by until the hold is disposed. The project has had a step (its row exists).
+    /// </summary>
+    public async Task<IAsyncDisposable> HoldProjectionAsync(long projectId)
+    {
+        var connection = OpenConnection();
+        var transaction = await connection.BeginTransactionAsync();
+        var position = await connection.ExecuteScalarAsync<long?>(
+            "SELECT position FROM project_projections WHERE project_id = @ProjectId FOR UPDATE", new { ProjectId = projectId }, transaction);
+        if (position is null)
+        {
+            await connection.DisposeAsync();
+            throw new InvalidOperationException($"Project {projectId} has no projection position to hold before its first step.");
+        }
+
+        return new ProjectionHold(connection, transaction);
+    }
+
+    private sealed class ProjectionHold(NpgsqlConnection connection, NpgsqlTransaction transaction) : IAsyncDisposable
+    {
+        public async ValueTask DisposeAsync()
+        {
+            await transaction.RollbackAsync();
+            await connection.DisposeAsync();
+        }
+    }
+
     private const string InsertDeviceSql = """
         INSERT INTO devices (project_id, name)
         VALUES (@ProjectId, 'test device')

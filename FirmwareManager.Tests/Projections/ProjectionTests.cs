@@ -164,11 +164,10 @@ public sealed class ProjectionTests(ProjectionTests.AnsweredWhenStored service) 
         await WaitUntilProjectedAsync(1);
 
         // The project's position held, so that no step applies the next report while it is read.
-        await using (var holder = _app.OpenConnection())
+        long position;
+        await using (await _app.HoldProjectionAsync(1))
         {
-            await using var hold = await holder.BeginTransactionAsync();
-            await holder.ExecuteAsync("SELECT position FROM project_projections WHERE project_id = 1 FOR UPDATE", transaction: hold);
-            var position = FeedPosition(await device.PostEventAsync(1, Event("8.1.0", "updated", At.AddHours(1))));
+            position = FeedPosition(await device.PostEventAsync(1, Event("8.1.0", "updated", At.AddHours(1))));
 
             var response = await member.GetAsync($"/firmware-versions?min_position={position}");
             var problem = await response.ShouldBeProblemAsync(HttpStatusCode.ServiceUnavailable);
@@ -185,10 +184,9 @@ public sealed class ProjectionTests(ProjectionTests.AnsweredWhenStored service) 
             {
                 (await member.GetAsync(wrong)).StatusCode.Should().Be(HttpStatusCode.BadRequest, wrong);
             }
-
-            await hold.RollbackAsync();
-            (await member.GetAsync($"/firmware-versions?min_position={position}")).StatusCode.Should().Be(HttpStatusCode.OK, "the step applies it once the position is free");
         }
+
+        (await member.GetAsync($"/firmware-versions?min_position={position}")).StatusCode.Should().Be(HttpStatusCode.OK, "the step applies it once the position is free");
     }
 
     [Fact]
@@ -334,14 +332,11 @@ public sealed class ProjectionTests(ProjectionTests.AnsweredWhenStored service) 
         await WaitUntilProjectedAsync(1);
 
         // The project's position held, so that the background steps pass it by and the next one applies both reports.
-        await using (var holder = _app.OpenConnection())
+        await using (await _app.HoldProjectionAsync(1))
         {
-            await using var hold = await holder.BeginTransactionAsync();
-            await holder.ExecuteAsync("SELECT position FROM project_projections WHERE project_id = 1 FOR UPDATE", transaction: hold);
             (await device.PostEventAsync(1, Event("8.1.0", "updated", At.AddHours(2)))).StatusCode.Should().Be(HttpStatusCode.Created);
             await Task.Delay(50);
             (await device.PostEventAsync(1, Event("8.1.0", "updated", At.AddHours(1)))).StatusCode.Should().Be(HttpStatusCode.Created);
-            await hold.RollbackAsync();
         }
 
         await WaitUntilProjectedAsync(1);
