@@ -1,7 +1,6 @@
 using System.Globalization;
 using FirmwareManager.Api.Auth;
 using FirmwareManager.Api.Database;
-using FirmwareManager.Api.Firmware;
 using FirmwareManager.Api.Http;
 using Microsoft.AspNetCore.Http.HttpResults;
 using Microsoft.Extensions.Options;
@@ -131,7 +130,7 @@ public static class ProjectedReads
                 // Asked once, when the projection is behind: the feed's end is on the primary, where every report's
                 // position was taken before it was answered.
                 feedChecked = true;
-                var feedEnd = await http.RequestServices.GetRequiredService<FirmwareEvents>().LastFeedPositionAsync(caller.ProjectId, http.RequestAborted);
+                var feedEnd = await steps.LastArrivalAsync(caller.ProjectId, http.RequestAborted);
                 if (feedEnd < min)
                 {
                     return InvalidMinPosition(string.Create(CultureInfo.InvariantCulture,

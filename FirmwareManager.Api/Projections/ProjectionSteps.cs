@@ -115,6 +115,13 @@ public sealed class ProjectionSteps(
         return position;
     }
 
+    /// <summary>The project's last feed position: every report of the project was answered with one at or before it.</summary>
+    public async Task<long> LastArrivalAsync(long projectId, CancellationToken cancellationToken)
+    {
+        await using var connection = await dataSource.OpenConnectionAsync(cancellationToken);
+        return await connection.ExecuteScalarAsync<long>(new CommandDefinition(LastArrivalSql, new { ProjectId = projectId }, cancellationToken: cancellationToken));
+    }
+
     /// <summary>Projects up to <paramref name="stepSize"/> of the project's events after its position, in one transaction.</summary>
     public async Task<StepOutcome> RunAsync(long projectId, int stepSize, CancellationToken cancellationToken)
     {
