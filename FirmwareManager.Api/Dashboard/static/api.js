@@ -81,33 +81,37 @@ export function nextLink(header) {
   return null;
 }
 
+/**
+ * fetch() of a path of the API with at least the position the tab has shown. A position past the end of the project's
+ * feed (the database was restored to an earlier point) is one no wait can reach, and the service says so with a 400
+ * naming min_position: the tab forgets it and asks once more without it.
+ */
+async function fetchAtLeastShown(path, init) {
+  const asked = atLeastShown(path);
+  const response = await fetch(asked, init);
+  if (response.status !== 400 || asked === path) return response;
+  const problem = await response.clone().json().catch(() => null);
+  if (!problem?.errors?.min_position) return response;
+  sessionStorage.removeItem(positionItem);
+  return fetch(path, init);
+}
+
+/** The ApiError of an answer that is not 2xx: its problem document, when it has one. */
+async function failure(response) {
+  let problem = null;
+  try { problem = await response.json(); } catch { /* not a problem document */ }
+  return new ApiError(response.status, problem, response.headers.get('Retry-After'));
+}
+
 /** GET a path of the API (with its query): { data, next } or an ApiError. */
 export async function get(path, { key = session.key, signal } = {}) {
-  const read = (url) => fetch(url, {
+  const response = await fetchAtLeastShown(path, {
     headers: { 'X-Api-Key': key, Accept: 'application/json' },
     cache: 'no-store',
     credentials: 'omit',
     signal,
   });
-  const asked = atLeastShown(path);
-  let response = await read(asked);
-  let problem = null;
-  if (!response.ok) {
-    try { problem = await response.json(); } catch { /* not a problem document */ }
-    if (response.status === 400 && asked !== path && problem?.errors?.min_position) {
-      // The position the tab has shown is past the end of the project's feed (the database was restored to an
-      // earlier point): no wait can reach it, so the tab forgets it and reads what there is.
-      sessionStorage.removeItem(positionItem);
-      response = await read(path);
-      problem = null;
-      if (!response.ok) {
-        try { problem = await response.json(); } catch { /* not a problem document */ }
-      }
-    }
-  }
-  if (!response.ok) {
-    throw new ApiError(response.status, problem, response.headers.get('Retry-After'));
-  }
+  if (!response.ok) throw await failure(response);
   const data = await response.json();
   remember(response.headers.get('X-Projected-Position'));
   return { data, next: nextLink(response.headers.get('Link')) };
@@ -119,19 +123,15 @@ export async function get(path, { key = session.key, signal } = {}) {
  * link; the file is whole only if the stream ended properly (fetch rejects one that was cut off, and nothing is saved).
  */
 export async function downloadCsv(path, filename, { key = session.key, signal } = {}) {
-  const url = new URL(atLeastShown(path), location.origin);
+  const url = new URL(path, location.origin);
   url.searchParams.delete('limit');
-  const response = await fetch(url.pathname + url.search, {
+  const response = await fetchAtLeastShown(url.pathname + url.search, {
     headers: { 'X-Api-Key': key, Accept: 'text/csv' },
     cache: 'no-store',
     credentials: 'omit',
     signal,
   });
-  if (!response.ok) {
-    let problem = null;
-    try { problem = await response.json(); } catch { /* not a problem document */ }
-    throw new ApiError(response.status, problem, response.headers.get('Retry-After'));
-  }
+  if (!response.ok) throw await failure(response);
   const blob = await response.blob();
   const link = document.createElement('a');
   link.href = URL.createObjectURL(blob);
