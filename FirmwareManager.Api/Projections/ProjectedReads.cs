@@ -14,7 +14,7 @@ namespace FirmwareManager.Api.Projections;
 /// <see cref="ProjectionOptions.PositionRefreshMs"/>, <see cref="ProjectedPositions"/>); <c>min_position=N</c> makes
 /// the request wait until the projection has reached N (a report's <c>X-Feed-Position</c>), at most
 /// <see cref="ProjectionOptions.MaxWaitMs"/>, then answer 503 with <c>Retry-After</c>. The wait comes after the
-/// request's own checks (<see cref="WaitForMinPositionAsync"/>, called by each endpoint once its input is valid), so
+/// request's own checks (<see cref="ForProjectedAsync"/>, called by each endpoint once its input is valid), so
 /// that a request that is wrong is told so at once, not told to try again; and a position past the end of the
 /// project's feed, which no wait can reach, is a 400 at once.
 /// </summary>

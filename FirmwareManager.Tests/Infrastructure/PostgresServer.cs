@@ -331,7 +331,7 @@ public sealed class PostgresServer
             // task per shard, which made the Citus suite 2.4 times as long with the default 32.
             // 600 connections: the test classes run in parallel, each app with its pools, and a plain run peaked at
             // about 270 sessions on one server (sampled 2026-12-06); with 300 a CI run once met "remaining connection
-            // slots are reserved" in a test that only opened a connection.
+            // slots are reserved" where a test's service read its Data Protection key ring.
             RunPg("pg_ctl", [
                 "start", "-w", "-t", "60", "-D", DataDirectory, "-l", Path.Combine(_directory, "postgres.log"),
                 "-o", $"-p {port} -k {_directory} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off " +
