@@ -8,10 +8,11 @@
 -- code differ: edit the code, not this file.
 
 -- 1 StepDevices: Projections/StepChanges.cs; runs in every step
-INSERT INTO projection_step_devices (device_id, project_id, hardware, current_firmware, downgraded_from, last_event_status, last_event_at, last_reported_at,
-                                     status, reported_at, received_at, move_firmware, move_reported_at, move_device_at, moves, downgrade)
+INSERT INTO projection_step_devices (device_id, project_id, last_arrival, hardware, current_firmware, downgraded_from, last_event_status, last_event_at,
+                                     last_reported_at, status, reported_at, received_at, move_firmware, move_reported_at, move_device_at, moves, downgrade)
 SELECT device.device_id,
        device.project_id,
+       @LastArrival,
        device.hardware,
        device.current_firmware,
        device.downgraded_from,
@@ -85,9 +86,10 @@ FROM (SELECT d.id AS device_id,
       JOIN devices AS d ON d.project_id = @ProjectId AND d.id = step.device_id) AS device;
 
 -- 2 StepTransitions: Projections/StepChanges.cs; runs in every step
-INSERT INTO projection_step_transitions (device_id, project_id, to_firmware, new_status, reported_at, new_from, new_error, old_status, old_from, old_error)
+INSERT INTO projection_step_transitions (device_id, project_id, last_arrival, to_firmware, new_status, reported_at, new_from, new_error, old_status, old_from, old_error)
 SELECT change.device_id,
        change.project_id,
+       @LastArrival,
        change.to_firmware,
        change.new_status,
        change.reported_at,
@@ -220,7 +222,8 @@ FROM (
                        c.moves,
                        c.downgrade
                 FROM projection_step_devices AS c
-                WHERE c.project_id = @ProjectId) AS device
+                WHERE c.project_id = @ProjectId
+                  AND c.last_arrival = @LastArrival) AS device
           WHERE device.moves) AS move
     CROSS JOIN LATERAL (VALUES (move.to_firmware, 1, move.downgrade::int),
                                (move.from_firmware, -1, -(move.downgraded_from IS NOT NULL)::int)) AS side(firmware, devices, downgrades)
@@ -324,7 +327,8 @@ FROM (SELECT c.device_id,
              c.old_from,
              c.old_error
       FROM projection_step_transitions AS c
-      WHERE c.project_id = @ProjectId) AS change
+      WHERE c.project_id = @ProjectId
+        AND c.last_arrival = @LastArrival) AS change
 CROSS JOIN LATERAL (VALUES (COALESCE(change.new_from, ''), change.new_status, 1),
                            (COALESCE(change.old_from, ''), change.old_status, -1)) AS side(from_firmware, status, sign)
 WHERE side.status IS NOT NULL
@@ -358,7 +362,8 @@ FROM (SELECT c.device_id,
              c.old_from,
              c.old_error
       FROM projection_step_transitions AS c
-      WHERE c.project_id = @ProjectId) AS change
+      WHERE c.project_id = @ProjectId
+        AND c.last_arrival = @LastArrival) AS change
 CROSS JOIN LATERAL (VALUES (COALESCE(change.new_from, ''), change.new_status, change.new_error, 1),
                            (COALESCE(change.old_from, ''), change.old_status, change.old_error, -1)) AS side(from_firmware, status, error_code, sign)
 WHERE side.status IN ('failed', 'rolled_back')
@@ -405,7 +410,8 @@ FROM (
                        c.old_from,
                        c.old_error
                 FROM projection_step_transitions AS c
-                WHERE c.project_id = @ProjectId) AS change
+                WHERE c.project_id = @ProjectId
+                  AND c.last_arrival = @LastArrival) AS change
           JOIN devices AS d ON d.project_id = @ProjectId AND d.id = change.device_id
           JOIN rollouts AS r ON r.project_id = @ProjectId AND r.firmware = change.to_firmware
           LEFT JOIN rollout_devices AS rd
@@ -447,7 +453,8 @@ FROM (SELECT r.id AS rollout_id,
                    c.old_from,
                    c.old_error
             FROM projection_step_transitions AS c
-            WHERE c.project_id = @ProjectId) AS change
+            WHERE c.project_id = @ProjectId
+              AND c.last_arrival = @LastArrival) AS change
       JOIN devices AS d ON d.project_id = @ProjectId AND d.id = change.device_id
       JOIN rollouts AS r ON r.project_id = @ProjectId AND r.firmware = change.to_firmware
       LEFT JOIN rollout_devices AS rd
@@ -500,7 +507,8 @@ FROM (SELECT c.device_id,
              c.old_from,
              c.old_error
       FROM projection_step_transitions AS c
-      WHERE c.project_id = @ProjectId) AS change
+      WHERE c.project_id = @ProjectId
+        AND c.last_arrival = @LastArrival) AS change
 ON CONFLICT (project_id, device_id, to_firmware) DO UPDATE
 SET from_firmware = EXCLUDED.from_firmware,
     status = EXCLUDED.status,
@@ -549,7 +557,8 @@ FROM (SELECT device.device_id,
                    c.moves,
                    c.downgrade
             FROM projection_step_devices AS c
-            WHERE c.project_id = @ProjectId) AS device) AS change
+            WHERE c.project_id = @ProjectId
+              AND c.last_arrival = @LastArrival) AS device) AS change
 CROSS JOIN LATERAL (VALUES (change.new_firmware, change.new_status, change.new_reported_at, 1),
                            (change.old_firmware, change.old_status, change.old_reported_at, -1)) AS side(firmware, status, reported_at, sign)
 WHERE side.status IN ('installed', 'updated')
@@ -605,7 +614,8 @@ FROM (SELECT device.device_id,
                    c.moves,
                    c.downgrade
             FROM projection_step_devices AS c
-            WHERE c.project_id = @ProjectId) AS device) AS change
+            WHERE c.project_id = @ProjectId
+              AND c.last_arrival = @LastArrival) AS device) AS change
 WHERE d.project_id = @ProjectId
   AND d.id = change.device_id;
 
@@ -643,8 +653,10 @@ ON CONFLICT DO NOTHING;
 
 -- 120 StepChangesCleared: Projections/StepChanges.cs; runs in every step
 DELETE FROM projection_step_devices
-WHERE project_id = @ProjectId;
+WHERE project_id = @ProjectId
+  AND last_arrival = @LastArrival;
 
 -- 120 StepChangesCleared: Projections/StepChanges.cs; runs in every step
 DELETE FROM projection_step_transitions
-WHERE project_id = @ProjectId;
+WHERE project_id = @ProjectId
+  AND last_arrival = @LastArrival;

@@ -11,10 +11,11 @@ namespace FirmwareManager.Api.Projections;
 public sealed class StepChanges : IProjection
 {
     private const string WriteStepDevicesSql = $$"""
-        INSERT INTO projection_step_devices (device_id, project_id, hardware, current_firmware, downgraded_from, last_event_status, last_event_at, last_reported_at,
-                                             status, reported_at, received_at, move_firmware, move_reported_at, move_device_at, moves, downgrade)
+        INSERT INTO projection_step_devices (device_id, project_id, last_arrival, hardware, current_firmware, downgraded_from, last_event_status, last_event_at,
+                                             last_reported_at, status, reported_at, received_at, move_firmware, move_reported_at, move_device_at, moves, downgrade)
         SELECT device.device_id,
                device.project_id,
+               @LastArrival,
                device.hardware,
                device.current_firmware,
                device.downgraded_from,
@@ -33,9 +34,10 @@ public sealed class StepChanges : IProjection
         """;
 
     private const string WriteStepTransitionsSql = $$"""
-        INSERT INTO projection_step_transitions (device_id, project_id, to_firmware, new_status, reported_at, new_from, new_error, old_status, old_from, old_error)
+        INSERT INTO projection_step_transitions (device_id, project_id, last_arrival, to_firmware, new_status, reported_at, new_from, new_error, old_status, old_from, old_error)
         SELECT change.device_id,
                change.project_id,
+               @LastArrival,
                change.to_firmware,
                change.new_status,
                change.reported_at,
@@ -50,11 +52,13 @@ public sealed class StepChanges : IProjection
     private const string ClearStepChangesSql = """
         DELETE FROM projection_step_devices
         WHERE project_id = @ProjectId
+          AND last_arrival = @LastArrival
         """;
 
     private const string ClearStepTransitionsSql = """
         DELETE FROM projection_step_transitions
         WHERE project_id = @ProjectId
+          AND last_arrival = @LastArrival
         """;
 
     public IEnumerable<ProjectionStatement> Statements { get; } =

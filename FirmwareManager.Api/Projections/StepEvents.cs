@@ -117,7 +117,8 @@ public static class StepEvents
                 c.moves,
                 c.downgrade
          FROM projection_step_devices AS c
-         WHERE c.project_id = @ProjectId)
+         WHERE c.project_id = @ProjectId
+           AND c.last_arrival = @LastArrival)
         """;
 
     // Devices whose current firmware moves (above), from and to which version.
@@ -256,7 +257,8 @@ public static class StepEvents
                 c.old_from,
                 c.old_error
          FROM projection_step_transitions AS c
-         WHERE c.project_id = @ProjectId)
+         WHERE c.project_id = @ProjectId
+           AND c.last_arrival = @LastArrival)
         """;
 
     // Each device's own state, before and after this step: its current firmware (moved as above), its newest
