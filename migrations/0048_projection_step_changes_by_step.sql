@@ -1,11 +1,12 @@
 -- A projection step's changes (0042) keyed by the step: each row carries the step's last feed position
 -- (last_arrival), first in the key after the project, and the step's statements read and delete only its own rows
 -- (project_id, last_arrival). Before, they read the project's rows by (project_id) alone, and every row a step had
--- deleted stayed in the key as a dead entry until a vacuum: autovacuum comes at most once a minute, so under load
--- each of the step's five reads of projection_step_transitions walked the entries of about a minute of steps (a
--- 14 MB index holding no live row, 1,700 pages) to find its own: 9.7 ms for a statement that wrote nothing
--- (docs/performance.md). Keyed by the step, a read enters the key where its rows are and ends where they end; the
--- entries of steps before it lie before that, and a vacuum takes them as before.
+-- deleted stayed in the key as a dead entry until a vacuum: autovacuum comes at most once a minute, and removes
+-- nothing deleted after a snapshot still held open (an export's), so under load each of the step's reads and deletes
+-- of these tables (seven reads, two deletes) walked the entries of a minute of steps or more (a 14 MB index holding no
+-- live row) to find its own: 9.7 ms for a statement that wrote nothing (docs/performance.md). Keyed by the step, a
+-- read enters the key where its rows are and ends where they end; the entries of steps before it lie before that,
+-- and a vacuum takes them as before.
 --
 -- Locks: the tables hold no committed row (a step writes and deletes its rows in its own transaction), so the column
 -- (a constant default: no rewrite) and the new key (built on an empty table) take a moment, under the lock_timeout
