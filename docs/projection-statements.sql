@@ -187,16 +187,15 @@ INSERT INTO firmware_version_counts AS c (project_id, firmware, hardware, stripe
 SELECT delta.project_id,
        delta.firmware,
        delta.hardware,
-       delta.stripe,
+       0,
        sum(delta.devices),
        sum(delta.failed),
        sum(delta.rolled_back),
        sum(delta.downgrades)
 FROM (
-    SELECT move.project_id, move.hardware, move.stripe, side.firmware, side.devices, 0 AS failed, 0 AS rolled_back, side.downgrades
+    SELECT move.project_id, move.hardware, side.firmware, side.devices, 0 AS failed, 0 AS rolled_back, side.downgrades
     FROM (SELECT device.device_id,
                  device.project_id,
-                 device.stripe,
                  device.hardware,
                  device.current_firmware AS from_firmware,
                  device.move_firmware AS to_firmware,
@@ -206,7 +205,6 @@ FROM (
                  device.downgrade
           FROM (SELECT c.device_id,
                        c.project_id,
-                       (c.device_id % 16)::smallint AS stripe,
                        c.hardware,
                        c.current_firmware,
                        c.downgraded_from,
@@ -230,10 +228,9 @@ FROM (
     WHERE move.from_firmware IS DISTINCT FROM move.to_firmware
       AND side.firmware IS NOT NULL
     UNION ALL
-    SELECT change.project_id, change.hardware, change.stripe, change.firmware, 0, side.sign * (side.status = 'failed')::int, side.sign * (side.status = 'rolled_back')::int, 0
+    SELECT change.project_id, change.hardware, change.firmware, 0, side.sign * (side.status = 'failed')::int, side.sign * (side.status = 'rolled_back')::int, 0
     FROM (SELECT n.device_id,
                  n.project_id,
-                 (n.device_id % 16)::smallint AS stripe,
                  COALESCE(d.hardware, '') AS hardware,
                  n.firmware,
                  n.status AS new_status,
@@ -270,9 +267,9 @@ FROM (
     CROSS JOIN LATERAL (VALUES (change.new_status, 1), (change.old_status, -1)) AS side(status, sign)
     WHERE side.status IS NOT NULL
 ) AS delta
-GROUP BY delta.project_id, delta.firmware, delta.hardware, delta.stripe
+GROUP BY delta.project_id, delta.firmware, delta.hardware
 HAVING sum(delta.devices) <> 0 OR sum(delta.failed) <> 0 OR sum(delta.rolled_back) <> 0 OR sum(delta.downgrades) <> 0
-ORDER BY delta.project_id, delta.firmware, delta.hardware, delta.stripe
+ORDER BY delta.project_id, delta.firmware, delta.hardware
 ON CONFLICT (project_id, firmware, hardware, stripe) DO UPDATE
 SET devices = c.devices + EXCLUDED.devices,
     failed = c.failed + EXCLUDED.failed,
@@ -541,7 +538,6 @@ FROM (SELECT device.device_id,
              GREATEST(device.last_reported_at, device.received_at) AS new_reported_at
       FROM (SELECT c.device_id,
                    c.project_id,
-                   (c.device_id % 16)::smallint AS stripe,
                    c.hardware,
                    c.current_firmware,
                    c.downgraded_from,
@@ -598,7 +594,6 @@ FROM (SELECT device.device_id,
              GREATEST(device.last_reported_at, device.received_at) AS new_reported_at
       FROM (SELECT c.device_id,
                    c.project_id,
-                   (c.device_id % 16)::smallint AS stripe,
                    c.hardware,
                    c.current_firmware,
                    c.downgraded_from,

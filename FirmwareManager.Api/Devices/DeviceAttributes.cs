@@ -20,7 +20,7 @@ public sealed class DeviceAttributes(NpgsqlDataSource dataSource)
 
     // The version counts of devices whose hardware changes, moved from the old hardware to the new: the version each
     // runs (devices, unexplained downgrades) and each version its newest event failed or rolled back on. Reads the
-    // devices before the update below.
+    // devices before the update below. Into stripe 0, as the projection writes them (Versions/VersionsProjection.cs).
     private const string MoveVersionCountsSql = """
         INSERT INTO firmware_version_counts AS c (project_id, firmware, hardware, stripe, devices, failed, rolled_back, unexplained_downgrades)
         SELECT delta.project_id,
@@ -32,7 +32,7 @@ public sealed class DeviceAttributes(NpgsqlDataSource dataSource)
                sum(delta.rolled_back),
                sum(delta.downgrades)
         FROM (
-            SELECT d.project_id, d.current_firmware AS firmware, side.hardware, (d.id % 16)::smallint AS stripe,
+            SELECT d.project_id, d.current_firmware AS firmware, side.hardware, 0 AS stripe,
                    side.sign AS devices, 0 AS failed, 0 AS rolled_back, side.sign * (d.downgraded_from IS NOT NULL)::int AS downgrades
             FROM devices AS d
             CROSS JOIN LATERAL (VALUES (COALESCE(d.hardware, ''), -1), (COALESCE(@Hardware, ''), 1)) AS side(hardware, sign)
@@ -41,7 +41,7 @@ public sealed class DeviceAttributes(NpgsqlDataSource dataSource)
               AND d.current_firmware IS NOT NULL
               AND COALESCE(d.hardware, '') <> COALESCE(@Hardware, '')
             UNION ALL
-            SELECT s.project_id, s.firmware, side.hardware, (s.device_id % 16)::smallint,
+            SELECT s.project_id, s.firmware, side.hardware, 0,
                    0, side.sign * (s.status = 'failed')::int, side.sign * (s.status = 'rolled_back')::int, 0
             FROM device_firmware_status AS s
             JOIN devices AS d ON d.project_id = s.project_id AND d.id = s.device_id

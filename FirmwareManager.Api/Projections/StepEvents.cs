@@ -97,11 +97,10 @@ public static class StepEvents
          JOIN devices AS d ON d.project_id = @ProjectId AND d.id = step.device_id)
         """;
 
-    // The step's devices (above) as the step's first statement wrote them, each with its stripe of the version counts.
+    // The step's devices (above) as the step's first statement wrote them.
     public const string StepDevices = """
         (SELECT c.device_id,
                 c.project_id,
-                (c.device_id % 16)::smallint AS stripe,
                 c.hardware,
                 c.current_firmware,
                 c.downgraded_from,
@@ -125,7 +124,6 @@ public static class StepEvents
     public const string FirmwareMoves = $$"""
         (SELECT device.device_id,
                 device.project_id,
-                device.stripe,
                 device.hardware,
                 device.current_firmware AS from_firmware,
                 device.move_firmware AS to_firmware,
@@ -142,7 +140,6 @@ public static class StepEvents
     public const string VersionChanges = $$"""
         (SELECT n.device_id,
                 n.project_id,
-                (n.device_id % 16)::smallint AS stripe,
                 COALESCE(d.hardware, '') AS hardware,
                 n.firmware,
                 n.status AS new_status,
