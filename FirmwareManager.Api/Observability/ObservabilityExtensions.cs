@@ -52,7 +52,13 @@ public static class ObservabilityExtensions
         if (metrics.Enabled)
         {
             builder.Services.AddOpenTelemetry().WithMetrics(meters => meters
-                .AddAspNetCoreInstrumentation()
+                // ASP.NET Core's own meters, by name: requests (hosting), connections (Kestrel), unhandled exceptions.
+                // Not the meters of routing, authentication, authorization, rate limiting and the memory pool, which
+                // OpenTelemetry's AddAspNetCoreInstrumentation adds too: seven more updates on every request and one
+                // for each buffer the pool rents, each answered as well by http_server_request_duration_seconds's route
+                // and status (a 401, 403 or 429 is a status there) or not read by anyone (the README lists what
+                // /metrics serves). Measured in docs/performance.md, "Metrics a request pays for".
+                .AddMeter("Microsoft.AspNetCore.Hosting", "Microsoft.AspNetCore.Server.Kestrel", "Microsoft.AspNetCore.Diagnostics")
                 .AddRuntimeInstrumentation()
                 .AddNpgsqlInstrumentation()
                 // Npgsql counts every command five times (in flight up and down, bytes written, bytes read, its
