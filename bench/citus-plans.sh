@@ -79,8 +79,8 @@ parameters; each is shown once per section with the plan Citus makes for it with
 is one task on one shard; an INSERT ... SELECT shown as "Citus INSERT ... SELECT" with "pull to coordinator"
 would move its rows through the coordinator, and commit in two phases (none does).
 `FirmwareManager.Tests/ScaleOut/HotPathsOnOneShardTests` fails when a statement of these paths needs more than
-one task, and `bench/citus-ops.sh` when ingest makes a two-phase commit. Each report's projection step is in its
-section. Not here: the two background scans that read every shard by design (the projection's discovery of projects
+one task, and `bench/citus-ops.sh` when ingest makes a two-phase commit. The projection steps the reports cause are
+in the sections (a step may fall in the section after its report's). Not here: the two background scans that read every shard by design (the projection's discovery of projects
 with events waiting, the webhook sender's question which webhooks have deliveries due; docs/scale-out.md), kept out
 of the sections by the script (the sender off, the discovery once a minute).""")
 section, seen = None, set()
