@@ -57,8 +57,9 @@ public sealed class KeyCacheOptions
 /// read, for <see cref="CacheLifetime"/> from the lookup). A revocation made through this instance forgets everything
 /// at once (<see cref="ForgetAll"/>), and an answer read from the database before a forgetting is not stored
 /// (<see cref="Generation"/>). Bounded against floods of made-up keys: known and unknown keys are kept apart
-/// (<see cref="KeyCacheOptions.MaxEntries"/> each), and a full cache drops its expired entries, never the valid
-/// keys of the fleet for a flood's sake.
+/// (<see cref="KeyCacheOptions.MaxEntries"/> each), and a full cache drops its expired entries (a sweep walks them all, so one
+/// comes at most every MaxEntries / 100,000 seconds, never under a second apart), never the valid keys of the fleet for
+/// a flood's sake.
 /// </summary>
 public sealed class KeyCache : IAsyncDisposable
 {
@@ -158,6 +159,9 @@ public sealed class KeyCache : IAsyncDisposable
     /// <summary>Whether an answer for the digest is kept, expired or not (for tests of the cache's bounds).</summary>
     internal bool HoldsAnswerFor(byte[] keyHash) => _known.TryGet(new KeyDigest(keyHash), out _) || _unknown.TryGet(new KeyDigest(keyHash), out _);
 
+    /// <summary>The sweeps of the unknown keys' cache so far, and how often a full cache sweeps at most (for tests of the cache's bounds).</summary>
+    internal (int Sweeps, TimeSpan Interval) UnknownKeysSweeps => (_unknown.Sweeps, _unknown.SweepInterval);
+
     /// <summary>
     /// For a change that makes a cached lookup wrong (a key revoked, a device decommissioned, a member removed or made
     /// admin): moves the change number in the change's transaction, as its last statement, so that every instance
@@ -231,14 +235,34 @@ public sealed class KeyCache : IAsyncDisposable
     /// <param name="ExpiresAt">When it goes whatever else: <see cref="KeptWhileWatched"/> after for a caller, <see cref="CacheLifetime"/> for an unknown key.</param>
     private readonly record struct Entry(Caller? Caller, DateTime? LastUsedAt, long StoredAt, long ExpiresAt);
 
-    /// <summary>A cache of digests, bounded: when full, its expired entries go; when none has expired, nothing new is kept.</summary>
+    /// <summary>
+    /// A cache of digests, bounded: when full, its expired entries go, swept out at most once per
+    /// <see cref="SweepInterval"/>; until a sweep frees room, nothing new is kept.
+    /// </summary>
     private sealed class BoundedCache(int maxEntries)
     {
         private readonly ConcurrentDictionary<KeyDigest, Entry> _entries = new();
 
+        // A sweep walks every entry. A fleet larger than the cache keeps it full of answers that are all still valid,
+        // so sweeping at every store into a full cache walked 200,000 entries for each lookup that missed, and found
+        // nothing to drop (a million devices reading their histories with the default 200,000 entries: the API's CPU
+        // a read 423 to 560 µs, and 238 to 403 µs with this bound; docs/performance.md). One sweep every
+        // MaxEntries / 100,000 seconds at most, never under a second apart: a sweep of 200,000 entries takes
+        // milliseconds, so a full cache spends well under 1% of a core on it.
+        private readonly long _sweepIntervalMs = Math.Max(1_000, maxEntries / 100);
+
         // Counted here: ConcurrentDictionary.Count takes every one of its locks, on every cache miss.
         private int _count;
-        private int _sweeping;
+
+        // When a full cache may sweep next (Environment.TickCount64); the store that moves it on sweeps.
+        private long _nextSweepAt = long.MinValue;
+
+        private int _sweeps;
+
+        /// <summary>Sweeps made (for tests of their bound).</summary>
+        public int Sweeps => Volatile.Read(ref _sweeps);
+
+        public TimeSpan SweepInterval => TimeSpan.FromMilliseconds(_sweepIntervalMs);
 
         public bool TryGet(KeyDigest digest, out Entry entry) => _entries.TryGetValue(digest, out entry);
 
@@ -280,25 +304,20 @@ public sealed class KeyCache : IAsyncDisposable
 
         private void Sweep(long now)
         {
-            // One sweep at a time; the others meanwhile just do not cache.
-            if (Interlocked.Exchange(ref _sweeping, 1) == 1)
+            // One sweep per interval; the stores meanwhile just do not cache.
+            var due = Volatile.Read(ref _nextSweepAt);
+            if (now < due || Interlocked.CompareExchange(ref _nextSweepAt, now + _sweepIntervalMs, due) != due)
             {
                 return;
             }
 
-            try
+            Interlocked.Increment(ref _sweeps);
+            foreach (var (digest, entry) in _entries)
             {
-                foreach (var (digest, entry) in _entries)
+                if (entry.ExpiresAt <= now)
                 {
-                    if (entry.ExpiresAt <= now)
-                    {
-                        Remove(digest, entry);
-                    }
+                    Remove(digest, entry);
                 }
-            }
-            finally
-            {
-                Volatile.Write(ref _sweeping, 0);
             }
         }
     }

@@ -284,6 +284,43 @@ public sealed class KeyCacheTests(FirmwareManagerApp app) : ApiTest(app)
         cache.HoldsAnswerFor(hash).Should().BeTrue("a flood of unknown keys never evicts a valid key's answer");
         cache.HoldsAnswerFor(madeUp[^1]).Should().BeFalse("past the bound, no more unknown keys are kept while none has expired");
     }
+
+    [Fact]
+    public async Task A_full_cache_walks_its_entries_once_an_interval_not_at_every_store_and_keeps_new_answers_once_old_ones_expire()
+    {
+        // Unknown keys' answers kept 300 ms: the cache fills and overflows well within that, and they have all
+        // expired by the next sweep.
+        const int maxEntries = 1_000;
+        var dataSource = App.Services.GetRequiredService<Npgsql.NpgsqlDataSource>();
+        await using var cache = OwnCache(dataSource, maxEntries, cacheLifetime: TimeSpan.FromMilliseconds(300));
+        await cache.FirstWatched.WaitAsync(TimeSpan.FromSeconds(10));
+        var digests = Enumerable.Range(0, 3 * maxEntries).Select(i => new KeyDigest(ApiKeyHasher.Hash($"fmd_full_{i}"))).ToArray();
+
+        // Full, then twice as many stores again: each would walk the whole cache if a full cache swept at every store
+        // (a fleet larger than the cache keeps it full of answers still valid, and every miss stores one).
+        var started = Stopwatch.StartNew();
+        foreach (var digest in digests)
+        {
+            cache.Store(digest, null, null, cache.Generation);
+        }
+
+        var (sweeps, interval) = cache.UnknownKeysSweeps;
+        sweeps.Should().BeGreaterThan(0, "the stores past the bound found the cache full")
+            .And.BeLessThanOrEqualTo(1 + (int)(started.Elapsed / interval), "a full cache sweeps at most once an interval");
+        cache.HoldsAnswerFor(ApiKeyHasher.Hash($"fmd_full_{(3 * maxEntries) - 1}")).Should().BeFalse("a full cache keeps nothing new between sweeps");
+
+        // Once the answers have expired and the interval has passed, the next store sweeps them out and is kept (a
+        // revocation elsewhere may forget the cache between a store and its check, hence a second try).
+        await Task.Delay(interval + TimeSpan.FromMilliseconds(400));
+        var fresh = ApiKeyHasher.Hash("fmd_full_fresh");
+        for (var attempt = 0; attempt < 3 && !cache.HoldsAnswerFor(fresh); attempt++)
+        {
+            cache.Store(new KeyDigest(fresh), null, null, cache.Generation);
+        }
+
+        cache.HoldsAnswerFor(fresh).Should().BeTrue("the sweep after the interval dropped the expired answers");
+        cache.UnknownKeysSweeps.Sweeps.Should().Be(sweeps + 1);
+    }
 }
 
 public sealed class HealthFloodTests(FirmwareManagerApp app) : ApiTest(app)
