@@ -6,6 +6,9 @@
 #   service  POST /firmware/{id}: the product (keys, validation, group commit, derived state)
 #   naive    POST /naive/{id}: bench/naive, ASP.NET Core + Npgsql, one INSERT per request, no key
 #   limit    POST /limit/{id}: bench/naive, the same rows through a channel and multi-row INSERTs (group commit)
+#   held     the service's reports with the projection held (every project's position row locked for the round: the
+#            projector skips it), so ingest alone; after each counted round the backlog is projected and its CPU per
+#            event measured (the projection's cost, apart from ingest's)
 # and reports each one's requests/s and p99, and the service's as fractions of the two, in
 # bench/out/results-baselines.md. Absolute figures move by 2x from day to day on these machines: the ratios are
 # what compares runs.
@@ -48,6 +51,7 @@ api_port=$(free_port 18580)
 start_api "$api_port" "$raw/api.log" "Serilog__MinimumLevel__Override__Serilog.AspNetCore.RequestLoggingMiddleware=Warning"
 naive_port=$(free_port $((api_port + 1)))
 start_naive "$naive_port" "$raw/naive.log"
+naive_pid=${api_pids[-1]}
 
 log "provisioning $devices devices in each of $projects project(s), each with its own key"
 # provision.sql puts :big devices in project 1 and spreads the rest over projects 2 to 10.
@@ -56,8 +60,9 @@ psql_fm -c "VACUUM ANALYZE" -c "CHECKPOINT" -c "CREATE EXTENSION IF NOT EXISTS p
 track_statements none
 psql_fm -c "\\copy (SELECT id, 'fmd_b' || md5(id::text) FROM devices WHERE project_id <= $projects ORDER BY id) TO '$raw/devices.csv' CSV"
 
-declare -A url=( [service]="http://127.0.0.1:$api_port" [naive]="http://127.0.0.1:$naive_port" [limit]="http://127.0.0.1:$naive_port" )
-declare -A prefix=( [service]=/firmware/ [naive]=/naive/ [limit]=/limit/ )
+declare -A url=( [service]="http://127.0.0.1:$api_port" [held]="http://127.0.0.1:$api_port" [naive]="http://127.0.0.1:$naive_port" [limit]="http://127.0.0.1:$naive_port" )
+declare -A prefix=( [service]=/firmware/ [held]=/firmware/ [naive]=/naive/ [limit]=/limit/ )
+declare -A target_pid=( [service]=$api_pid [held]=$api_pid [naive]=$naive_pid [limit]=$naive_pid [pgbench]= )
 run_offset=0
 cat > "$raw/pgbench-batch.sql" <<SQL
 \\set d random(1, $devices)
@@ -81,25 +86,53 @@ load_once() {
     wrk -t2 -c"$connections" -d"${2}s" --latency -s bench/ingest.lua "${url[$1]}" -- "$raw/devices.csv" "" "$run_offset" "${prefix[$1]}" 2>&1 | grep '^RESULT'
   fi
 }
+# Events of the measured projects not projected yet.
+waiting_sql="SELECT COALESCE(sum(a.last_arrival - COALESCE(p.position, 0)), 0) FROM project_event_arrivals AS a
+  LEFT JOIN project_projections AS p ON p.project_id = a.project_id WHERE a.project_id <= $projects"
+until_projected() { until [ "$(psql_fm -tAc "$waiting_sql")" = 0 ]; do sleep 0.1; done; }
+# hold_projection: every measured project's position row locked, in the background until release_projection: the
+# projector's claim skips a locked row (FOR UPDATE SKIP LOCKED, ProjectionSteps), so nothing is projected meanwhile.
+hold_projection() {
+  PGAPPNAME=fm-bench-hold psql_fm \
+    -c "INSERT INTO project_projections (project_id, position) SELECT g, 0 FROM generate_series(1, $projects) AS g ON CONFLICT DO NOTHING" \
+    -c "BEGIN" -c "SELECT 1 FROM project_projections WHERE project_id <= $projects FOR UPDATE" -c "SELECT pg_sleep(3600)" > /dev/null 2>&1 &
+  holder=$!
+  until [ "$(psql_fm -tAc "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'fm-bench-hold' AND query LIKE '%pg_sleep%'")" = 1 ]; do
+    sleep 0.05
+  done
+}
+# release_projection: the holder's sleep cancelled, so its transaction ends and the rows are free.
+release_projection() {
+  psql_fm -tAc "SELECT pg_cancel_backend(pid) FROM pg_stat_activity WHERE application_name = 'fm-bench-hold'" > /dev/null
+  wait "$holder" || true
+}
 # measure TARGET SECONDS: a run of the target's load (wrk, 64 connections or 16 for batches); prints its RESULT line.
 # Every counted round runs uninstrumented, whatever its target: no statement statistics, no sampling (until
 # 2026-12-06 the service's rounds alone had both, and their cost fell on the service's figure only). For each
-# counted round of the service, raw/service-rounds.txt gets the CPU seconds of the API and of PostgreSQL (read from
-# /proc before and after, PostgreSQL's per process: pg_cpu_mark); explain_round adds one more service round, not
-# counted, with the rest.
+# counted round, raw/cpu-rounds.txt gets the CPU a request of the target's process and of PostgreSQL (read from /proc
+# before and after, PostgreSQL's per process: pg_cpu_mark); after a round of held, the backlog is projected and its
+# CPU an event goes there too. explain_round adds one more service round, not counted, with the rest.
 measure() {
   run_offset=$((run_offset + 1))
-  if [ "$1" != service ] || [ "$2" != "$duration" ]; then
-    load_once "$1" "$2"
-    return
+  local target=$1 seconds=$2 counted=0 app0 line requests
+  [ "$seconds" = "$duration" ] && counted=1
+  [ "$target" != held ] || hold_projection
+  app0=$(cpu_of ${target_pid[$target]}); pg_cpu_mark "$raw/pg-cpu.tmp"
+  line=$(load_once "$target" "$seconds")
+  requests=$(echo "$line" | sed -nE 's/.* requests=([0-9]+).*/\1/p')
+  [ "$counted" = 0 ] || awk -v t="$target" -v n="$requests" -v a="$(( $(cpu_of ${target_pid[$target]}) - app0 ))" \
+    -v p="$(pg_cpu_since "$raw/pg-cpu.tmp")" -v c="$clk" -v line="$line" 'BEGIN {
+      printf "%s: %s\n  CPU a request, µs: its process %.1f, PostgreSQL %.1f\n", t, line, a / c * 1e6 / n, p / c * 1e6 / n }' >> "$raw/cpu-rounds.txt"
+  if [ "$target" = held ]; then
+    local events t0 api0
+    events=$(psql_fm -tAc "$waiting_sql")
+    release_projection
+    t0=$(now_ms); api0=$(cpu_of "$api_pid"); pg_cpu_mark "$raw/pg-cpu.tmp"
+    until_projected
+    [ "$counted" = 0 ] || awk -v n="$events" -v ms=$(( $(now_ms) - t0 )) -v a="$(( $(cpu_of "$api_pid") - api0 ))" \
+      -v p="$(pg_cpu_since "$raw/pg-cpu.tmp")" -v c="$clk" 'BEGIN {
+        printf "  then the backlog projected: %d events in %d ms; CPU an event, µs: the API %.1f, PostgreSQL %.1f\n", n, ms, a / c * 1e6 / n, p / c * 1e6 / n }' >> "$raw/cpu-rounds.txt"
   fi
-  local api0 line
-  api0=$(cpu_of "$api_pid"); pg_cpu_mark "$raw/pg-cpu.tmp"
-  line=$(load_once "$1" "$2")
-  {
-    echo "== service round: $line"
-    echo "CPU s over ${2} s: API $(awk -v a="$api0" -v b="$(cpu_of "$api_pid")" -v c="$clk" 'BEGIN { print (b - a) / c }'), PostgreSQL $(awk -v p="$(pg_cpu_since "$raw/pg-cpu.tmp")" -v c="$clk" 'BEGIN { print p / c }')"
-  } >> "$raw/service-rounds.txt"
   echo "$line"
 }
 # explain_round: one more service round after the counted ones, instrumented and not counted: what the busy backends
@@ -131,6 +164,11 @@ explain_round() {
 }
 # shellcheck disable=SC2086 # the targets are words
 alternate "$out/results-baselines.md" "$rounds" "$duration" "$warmup" $targets
+if [[ " $targets " == *" held "* ]]; then
+  sed -nE 's/.*CPU an event, µs: the API ([0-9.]+), PostgreSQL ([0-9.]+)$/\1 \2/p' "$raw/cpu-rounds.txt" | awk '{ a += $1; p += $2; n++ } END {
+    printf "\nheld: each round'"'"'s backlog projected afterwards cost %.1f µs of the API'"'"'s CPU and %.1f of PostgreSQL'"'"'s an event (mean of %d rounds; every round'"'"'s CPU a request in baselines/cpu-rounds.txt).\n", a / n, p / n, n }' |
+    tee -a "$out/results-baselines.md"
+fi
 [[ " $targets " != *" service "* ]] || explain_round
 # The service's own counters after the rounds (group sizes, projection steps and their sizes): what explains its figure.
 curl -fsS "http://127.0.0.1:$api_port/metrics" > "$raw/metrics.txt" || true
