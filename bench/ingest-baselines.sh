@@ -98,6 +98,7 @@ hold_projection() {
     -c "BEGIN" -c "SELECT 1 FROM project_projections WHERE project_id <= $projects FOR UPDATE" -c "SELECT pg_sleep(3600)" > /dev/null 2>&1 &
   holder=$!
   until [ "$(psql_fm -tAc "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'fm-bench-hold' AND query LIKE '%pg_sleep%'")" = 1 ]; do
+    kill -0 "$holder" 2>/dev/null || { echo "the projection's hold ended before it began" >&2; exit 1; }
     sleep 0.05
   done
 }
