@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Single reports against the two baselines of issue 28, in one run on one database (bench/ingest-baselines.sh
-# [--quick] [--projects 1|10] [--targets 'service naive limit'] [--batch N]): 100,000 devices in each of 1 or 10 projects, each with its own key, reports from
+# [--quick] [--projects 1|10] [--targets 'service naive limit'] [--batch N] [--key-cache N]): 100,000 devices in each of 1 or 10 projects, each with its own key, reports from
 # random devices of them all; 64 connections; each target warmed, then measured in alternating
 # rounds:
 #   service  POST /firmware/{id}: the product (keys, validation, group commit, derived state)
@@ -12,6 +12,9 @@
 # and reports each one's requests/s and p99, and the service's as fractions of the two, in
 # bench/out/results-baselines.md. Absolute figures move by 2x from day to day on these machines: the ratios are
 # what compares runs.
+# --key-cache N sets the service's FirmwareManager:KeyCache:MaxEntries (a fleet larger than its default 200,000 then
+# keeps every key cached, as the README advises), and every device's key is used once before the rounds (a walk of
+# GET /firmware/{id}, bench/history.lua; at most 10 minutes), as a fleet that reports steadily keeps the cache.
 # With --batch N (issue 28's batch target), 16 connections and the targets default to 'service pgbench':
 #   service  POST /firmware/{id}/batch: N events from a random device (bench/batch.lua)
 #   pgbench  pgbench, 16 clients, a transaction of one INSERT of N rows into firmware_events itself (its partitions
@@ -20,14 +23,15 @@
 # a request of one is a transaction of the other, so the ratio of requests/s is the ratio of rows/s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-devices=100000; duration=20; rounds=3; warmup=30; projects=1; targets=""; batch=0
+devices=100000; duration=20; rounds=3; warmup=30; projects=1; targets=""; batch=0; key_cache=
 while [ $# -gt 0 ]; do
   case $1 in
     --quick) devices=10000; duration=3; rounds=1; warmup=2 ;;
     --projects) projects=$2; shift ;;
     --targets) targets=$2; shift ;;
     --batch) batch=$2; shift ;;
-    *) echo "usage: bench/ingest-baselines.sh [--quick] [--projects 1|10] [--targets 'service naive limit'] [--batch N]" >&2; exit 2 ;;
+    --key-cache) key_cache=${2:?--key-cache N}; shift ;;
+    *) echo "usage: bench/ingest-baselines.sh [--quick] [--projects 1|10] [--targets 'service naive limit'] [--batch N] [--key-cache N]" >&2; exit 2 ;;
   esac
   shift
 done
@@ -48,7 +52,8 @@ start_cluster -c shared_buffers=2GB -c max_wal_size=8GB -c shared_preload_librar
 api_port=$(free_port 18580)
 # As bench/run.sh: the request log at Warning (one line per request would measure the console); devices keep their
 # rate limit, which a device picked at random out of 100,000 never reaches.
-start_api "$api_port" "$raw/api.log" "Serilog__MinimumLevel__Override__Serilog.AspNetCore.RequestLoggingMiddleware=Warning"
+start_api "$api_port" "$raw/api.log" "Serilog__MinimumLevel__Override__Serilog.AspNetCore.RequestLoggingMiddleware=Warning" \
+  ${key_cache:+"FirmwareManager__KeyCache__MaxEntries=$key_cache"}
 naive_port=$(free_port $((api_port + 1)))
 start_naive "$naive_port" "$raw/naive.log"
 naive_pid=${api_pids[-1]}
@@ -63,6 +68,11 @@ psql_fm -c "\\copy (SELECT id, 'fmd_b' || md5(id::text) FROM devices WHERE proje
 declare -A url=( [service]="http://127.0.0.1:$api_port" [held]="http://127.0.0.1:$api_port" [naive]="http://127.0.0.1:$naive_port" [limit]="http://127.0.0.1:$naive_port" )
 declare -A prefix=( [service]=/firmware/ [held]=/firmware/ [naive]=/naive/ [limit]=/limit/ )
 declare -A target_pid=( [service]=$api_pid [held]=$api_pid [naive]=$naive_pid [limit]=$naive_pid [pgbench]= )
+if [ -n "$key_cache" ]; then
+  walk_s=$(( devices * projects / 2000 + 1 )); [ "$walk_s" -le 600 ] || walk_s=600
+  log "every device's key used once (about ${walk_s} s)"
+  wrk -t2 -c16 -d"${walk_s}s" -s bench/history.lua "${url[service]}" -- "$raw/devices.csv" /firmware/ walk > /dev/null
+fi
 run_offset=0
 cat > "$raw/pgbench-batch.sql" <<SQL
 \\set d random(1, $devices)
