@@ -86,9 +86,10 @@ public sealed class DeviceSummaries(ReadRouting reads, DatabaseEngine engine, Ti
 
     private const string DowngradeFilterSql = "  AND d.downgraded_from IS NOT NULL\n";
 
-    // devices_project_hardware_idx; the tags through devices_tags_idx (GIN): every tag given.
+    // devices_project_hardware_idx; the tags through devices_tagged_idx (GIN, of the devices with tags: the second line
+    // lets the planner use it; migration 0049): every tag given.
     private const string HardwareFilterSql = "  AND d.hardware = @Hardware\n";
-    private const string TagsFilterSql = "  AND d.tags @> @Tags::text[]\n";
+    private const string TagsFilterSql = "  AND d.tags @> @Tags::text[]\n  AND d.tags <> '{}'\n";
     private const string PageOrderSql = "ORDER BY d.id\nLIMIT @Limit";
 
     // One statement per combination of the optional filters (128, all from the constants above), rather than

@@ -123,8 +123,9 @@ public sealed class FirmwareVersions(ReadRouting reads, TimeProvider clock)
         """;
 
     // Devices with some tags have no counters (a device has a set of tags): their versions are counted from the
-    // devices themselves, found through devices_tags_idx, and their statuses per version; this costs in proportion to
-    // the devices with those tags. The same figures as the counters give, by the same rules.
+    // devices themselves, found through devices_tagged_idx (of the devices with tags, hence `d.tags <> '{}'`: migration
+    // 0049), and their statuses per version; this costs in proportion to the devices with those tags. The same figures
+    // as the counters give, by the same rules.
     private const string TaggedPageSql = """
         SELECT v.firmware AS Firmware,
                sum(v.devices)::bigint AS Devices,
@@ -148,6 +149,7 @@ public sealed class FirmwareVersions(ReadRouting reads, TimeProvider clock)
             ) AS cutoff
             WHERE d.project_id = @ProjectId
               AND d.tags @> @Tags::text[]
+              AND d.tags <> '{}'
               AND (@Hardware::text IS NULL OR d.hardware = @Hardware)
               AND d.current_firmware IS NOT NULL
             UNION ALL
@@ -157,6 +159,7 @@ public sealed class FirmwareVersions(ReadRouting reads, TimeProvider clock)
             WHERE s.project_id = @ProjectId
               AND d.project_id = @ProjectId
               AND d.tags @> @Tags::text[]
+              AND d.tags <> '{}'
               AND (@Hardware::text IS NULL OR d.hardware = @Hardware)
               AND s.status IN ('failed', 'rolled_back')
         ) AS v

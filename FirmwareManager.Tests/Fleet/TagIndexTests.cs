@@ -1,0 +1,66 @@
+using System.Reflection;
+using Dapper;
+using FirmwareManager.Api.Database;
+using FirmwareManager.Api.Devices;
+using FirmwareManager.Api.Versions;
+using FirmwareManager.Tests.Infrastructure;
+using Microsoft.Extensions.Logging.Abstractions;
+using Npgsql;
+
+namespace FirmwareManager.Tests.Fleet;
+
+/// <summary>
+/// The tags' GIN index holds only the devices that have tags (migration 0049): a report's update of an untagged
+/// device adds nothing to it. The statements that filter by tag must still find their devices through it, which they
+/// do only if the planner can see that the index covers them (the index's predicate among their conditions);
+/// otherwise a filter by a rare tag reads every device of the project.
+/// </summary>
+public sealed class TagIndexTests
+{
+    private const int UntaggedDevices = 5000;
+    private const int TaggedDevices = 10;
+
+    [Fact]
+    public async Task Filters_by_tag_find_their_devices_through_the_index_of_tagged_devices()
+    {
+        var connectionString = await (await PostgresServer.SharedAsync()).CreateDatabaseAsync();
+        await DatabaseMigrator.MigrateAsync(connectionString, applyDemoData: true, NullLogger.Instance);
+        await using var connection = new NpgsqlConnection(connectionString);
+        await connection.OpenAsync();
+        await connection.ExecuteAsync("""
+            INSERT INTO devices (project_id, name, current_firmware, current_firmware_at, tags)
+            SELECT 1, 'tag index ' || g, '1.0.0', now(), CASE WHEN g <= @TaggedDevices THEN ARRAY['pilot'] ELSE '{}' END
+            FROM generate_series(1, @Devices) AS g
+            """, new { TaggedDevices, Devices = UntaggedDevices + TaggedDevices });
+        await connection.ExecuteAsync("ANALYZE devices");
+
+        var engine = new DatabaseEngine(PostgresServer.IsCitus);
+        var devices = new DeviceSummaries(null!, engine, TimeProvider.System).Export(
+            1, new DeviceFilters(null, [], null, false, false, Tags: ["pilot"]));
+        var versions = (string)typeof(FirmwareVersions).GetField("TaggedPageSql", BindingFlags.NonPublic | BindingFlags.Static)!.GetRawConstantValue()!;
+        var versionParameters = new { ProjectId = 1L, After = Array.Empty<byte>(), Limit = 101, Now = DateTime.UtcNow, Hardware = (string?)null, Tags = new[] { "pilot" } };
+
+        foreach (var (name, sql, parameters) in new[] { ("/devices?tag=", devices.Sql, devices.Parameters), ("/firmware-versions?tag=", versions, versionParameters) })
+        {
+            var plan = string.Join('\n', await connection.QueryAsync<string>("EXPLAIN (COSTS OFF) " + sql, parameters));
+            plan.Should().Contain("devices_tagged_idx", $"{name} reads the devices with the tag through the index of tagged devices:\n{plan}");
+            plan.Should().NotContain("Seq Scan on devices", $"{name} does not read every device of the project:\n{plan}");
+        }
+
+        // The index holds what its name says, and the filters answer from it: every tagged device, no other.
+        (await connection.QueryAsync<long>(devices.Sql, devices.Parameters)).Should().HaveCount(TaggedDevices);
+        (await connection.ExecuteScalarAsync<string>("""
+            SELECT pg_get_expr(i.indpred, i.indrelid)
+            FROM pg_index AS i
+            WHERE i.indexrelid = 'devices_tagged_idx'::regclass
+            """)).Should().Be("(tags <> '{}'::text[])");
+        (await connection.ExecuteScalarAsync<long>("""
+            SELECT count(*)
+            FROM pg_index AS i
+            JOIN pg_class AS c ON c.oid = i.indexrelid
+            JOIN pg_am AS am ON am.oid = c.relam
+            WHERE i.indrelid = 'devices'::regclass
+              AND am.amname = 'gin'
+            """)).Should().Be(1, "the index of every device's tags is gone");
+    }
+}
