@@ -8,7 +8,8 @@
 -- without them, within the benchmark's noise (docs/performance.md, "The tags' index of tagged devices only"). A
 -- tagged device's reports still add its tags' entries.
 -- The statements that filter by tag say `d.tags <> '{}'` beside `d.tags @> @Tags`, so the planner sees that this
--- index covers the rows they ask for (Devices/DeviceSummaries.cs, Versions/FirmwareVersions.cs).
+-- index covers the rows they ask for (Devices/DeviceSummaries.cs, Versions/FirmwareVersions.cs; with a tag given,
+-- FleetHealth/FirmwareTransitions.cs).
 -- Built without blocking writes, then the old index dropped the same way (no transaction: CONCURRENTLY). Until both
 -- are done, the old index serves the old statements; an instance older than this script, still running during an
 -- upgrade, filters by tag without the predicate and reads the project's devices by its key instead (README,

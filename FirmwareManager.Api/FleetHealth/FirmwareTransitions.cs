@@ -70,7 +70,9 @@ public sealed class FirmwareTransitions(ReadRouting reads)
 
     // With a hardware or tag filter, from the devices' own states (device_transition_status) of the devices that match,
     // through the devices' hardware and tag indexes: in time proportional to those devices, as /firmware-versions?tag=.
-    // The same figures the counters give, by the same rules.
+    // The same figures the counters give, by the same rules. The index of tags holds only tagged devices (migration
+    // 0049): with a tag given, the planner folds the second tag condition (planned with its values) into
+    // `d.tags <> '{}'`, which lets it use that index; with none (a hardware filter alone) the condition is true.
     private const string FilteredPageSql = """
         SELECT t.to_firmware AS ToFirmware,
                COALESCE(t.from_firmware, '') AS FromFirmware,
@@ -84,6 +86,7 @@ public sealed class FirmwareTransitions(ReadRouting reads)
           AND d.project_id = @ProjectId
           AND (@Hardware::text IS NULL OR d.hardware = @Hardware)
           AND d.tags @> @Tags::text[]
+          AND (d.tags <> '{}' OR cardinality(@Tags::text[]) = 0)
           AND (@To::text IS NULL OR t.to_firmware = @To)
           AND (@From::text IS NULL OR t.from_firmware = @From)
           AND (t.to_firmware, COALESCE(t.from_firmware, '')) > (@AfterTo, @AfterFrom)
@@ -115,6 +118,7 @@ public sealed class FirmwareTransitions(ReadRouting reads)
                   AND d.project_id = @ProjectId
                   AND (@Hardware::text IS NULL OR d.hardware = @Hardware)
                   AND d.tags @> @Tags::text[]
+          AND (d.tags <> '{}' OR cardinality(@Tags::text[]) = 0)
                   AND t.to_firmware = ANY(@Tos)
                   AND t.status IN ('failed', 'rolled_back')
                   AND t.error_code IS NOT NULL

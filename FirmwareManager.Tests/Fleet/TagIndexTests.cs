@@ -2,6 +2,7 @@ using System.Reflection;
 using Dapper;
 using FirmwareManager.Api.Database;
 using FirmwareManager.Api.Devices;
+using FirmwareManager.Api.FleetHealth;
 using FirmwareManager.Api.Versions;
 using FirmwareManager.Tests.Infrastructure;
 using Microsoft.Extensions.Logging.Abstractions;
@@ -37,10 +38,26 @@ public sealed class TagIndexTests
         var engine = new DatabaseEngine(PostgresServer.IsCitus);
         var devices = new DeviceSummaries(null!, engine, TimeProvider.System).Export(
             1, new DeviceFilters(null, [], null, false, false, Tags: ["pilot"]));
-        var versions = (string)typeof(FirmwareVersions).GetField("TaggedPageSql", BindingFlags.NonPublic | BindingFlags.Static)!.GetRawConstantValue()!;
+        var versions = Constant(typeof(FirmwareVersions), "TaggedPageSql");
         var versionParameters = new { ProjectId = 1L, After = Array.Empty<byte>(), Limit = 101, Now = DateTime.UtcNow, Hardware = (string?)null, Tags = new[] { "pilot" } };
 
-        foreach (var (name, sql, parameters) in new[] { ("/devices?tag=", devices.Sql, devices.Parameters), ("/firmware-versions?tag=", versions, versionParameters) })
+        // /firmware-transitions' filtered statements serve a hardware filter alone too (no tag: the condition is true).
+        var transitionParameters = new
+        {
+            ProjectId = 1L,
+            AfterTo = "",
+            AfterFrom = "",
+            To = (string?)null,
+            From = (string?)null,
+            Hardware = (string?)null,
+            Tags = new[] { "pilot" },
+            Limit = 101,
+            Tos = new[] { "2.0.0" },
+            Top = 3,
+        };
+        var statements = new[] { ("/devices?tag=", devices.Sql, devices.Parameters), ("/firmware-versions?tag=", versions, versionParameters) }
+            .Concat(new[] { "FilteredPageSql", "FilteredTopErrorsSql" }.Select(field => ($"/firmware-transitions?tag= ({field})", Constant(typeof(FirmwareTransitions), field), (object)transitionParameters)));
+        foreach (var (name, sql, parameters) in statements)
         {
             var plan = string.Join('\n', await connection.QueryAsync<string>("EXPLAIN (COSTS OFF) " + sql, parameters));
             plan.Should().Contain("devices_tagged_idx", $"{name} reads the devices with the tag through the index of tagged devices:\n{plan}");
@@ -63,4 +80,7 @@ public sealed class TagIndexTests
               AND am.amname = 'gin'
             """)).Should().Be(1, "the index of every device's tags is gone");
     }
+
+    private static string Constant(Type type, string name) =>
+        (string)type.GetField(name, BindingFlags.NonPublic | BindingFlags.Static)!.GetRawConstantValue()!;
 }
