@@ -118,7 +118,7 @@ public sealed class FirmwareTransitions(ReadRouting reads)
                   AND d.project_id = @ProjectId
                   AND (@Hardware::text IS NULL OR d.hardware = @Hardware)
                   AND d.tags @> @Tags::text[]
-          AND (d.tags <> '{}' OR cardinality(@Tags::text[]) = 0)
+                  AND (d.tags <> '{}' OR cardinality(@Tags::text[]) = 0)
                   AND t.to_firmware = ANY(@Tos)
                   AND t.status IN ('failed', 'rolled_back')
                   AND t.error_code IS NOT NULL

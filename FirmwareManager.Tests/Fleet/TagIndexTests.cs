@@ -66,6 +66,18 @@ public sealed class TagIndexTests
 
         // The index holds what its name says, and the filters answer from it: every tagged device, no other.
         (await connection.QueryAsync<long>(devices.Sql, devices.Parameters)).Should().HaveCount(TaggedDevices);
+
+        // A hardware filter alone still counts the transitions of devices without tags; with a tag, only tagged ones.
+        await connection.ExecuteAsync("""
+            UPDATE devices SET hardware = 'board-x' WHERE name IN ('tag index 11', 'tag index 12', 'tag index 13');
+            INSERT INTO device_transition_status (project_id, device_id, to_firmware, from_firmware, status, reported_at)
+            SELECT project_id, id, '2.0.0', '1.0.0', 'installed', now() FROM devices WHERE hardware = 'board-x';
+            """);
+        var transitions = Constant(typeof(FirmwareTransitions), "FilteredPageSql");
+        (await connection.QueryAsync<long>($"SELECT attempted FROM ({transitions}) AS page", transitionParameters with { Hardware = "board-x", Tags = Array.Empty<string>() }))
+            .Should().Equal(3L);
+        (await connection.QueryAsync<long>($"SELECT attempted FROM ({transitions}) AS page", transitionParameters with { Hardware = "board-x" }))
+            .Should().BeEmpty();
         (await connection.ExecuteScalarAsync<string>("""
             SELECT pg_get_expr(i.indpred, i.indrelid)
             FROM pg_index AS i
