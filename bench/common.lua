@@ -13,18 +13,22 @@ function M.load(path)
   return devices
 end
 
-local function idiv(a, b) return math.floor(a / b) end
-
--- A device timestamp from a count of microseconds (spread over the months of 2025), RFC 3339 with 6 digits.
+-- A device timestamp from a count of microseconds after 2025-01-01T00:00:00Z, RFC 3339 with 6 digits, UTC.
 function M.timestamp(micros)
-  return string.format("2025-%02d-%02dT%02d:%02d:%02d.%06dZ",
-    1 + idiv(micros, 2592000000000) % 12, 1 + idiv(micros, 86400000000) % 28, idiv(micros, 3600000000) % 24,
-    idiv(micros, 60000000) % 60, idiv(micros, 1000000) % 60, micros % 1000000)
+  return os.date("!%Y-%m-%dT%H:%M:%S", 1735689600 + math.floor(micros / 1000000)) ..
+    string.format(".%06dZ", micros % 1000000)
 end
 
--- One report body; a distinct microsecond per run, thread and request, so no two are identical repeats.
+-- One report body; a distinct microsecond per run, thread and request, so no two are identical repeats. Each device's
+-- clock runs forward, as a real device's does: each run of wrk takes a larger offset (bench/lib.sh, next_offset),
+-- which moves its times 1e11 us (27.8 hours) past the run before it, and the threads' requests interleave
+-- (counter * 16 + thread), so a device's later report carries the later time (to within the threads' drift from each
+-- other) and an "updated" report to another version moves its firmware. Until 2026-12-08 the times wrapped at 28
+-- days, 12 months and 24 hours, each thread's were 100 s apart, and most scripts gave every measured run the same
+-- offset, so most reports were older than the device's newest and moved nothing (docs/performance.md, "HOT updates
+-- with the version's index kept, and a device's clock in the benchmark").
 function M.report(counter, offset)
-  local micros = offset * 1000000000000 + thread_id * 100000000 + counter
+  local micros = offset * 100000000000 + counter * 16 + thread_id
   return string.format('{"firmware":"2.%d.%d","status":"%s","timestamp":"%s"}',
     counter % 7, thread_id, counter % 5 == 0 and "failed" or "updated", M.timestamp(micros))
 end

@@ -117,10 +117,9 @@ load flood-baseline "$api_url" 16
 wait "$load_pid"
 load flood-others "$api_url" 16
 others_pid=$load_pid
-run_offset=$((run_offset + 1))
 mkdir -p "$raw/flood-flooder.acks"
 wrk -t1 -c8 -d"${duration}s" --timeout 10s --latency -s bench/ingest.lua "$api_url" -- \
-  "$raw/flooder.csv" "$raw/flood-flooder.acks" "$run_offset" > "$raw/flood-flooder.wrk.txt" 2>&1
+  "$raw/flooder.csv" "$raw/flood-flooder.acks" "$(next_offset)" > "$raw/flood-flooder.wrk.txt" 2>&1
 wait "$others_pid"
 check flood-baseline "the fleet alone: p99 $(field flood-baseline p99_ms) ms"
 check flood-others "the fleet beside the flood: p99 $(field flood-others p99_ms) ms"
@@ -131,10 +130,9 @@ case " $(field flood-others errors) " in *" 429:"*) fail "flood: other devices w
 log "abuse: one device paced at up to 400 requests/s (a broken firmware's retry loop) while the fleet reports"
 load flood-paced-others "$api_url" 16
 others_pid=$load_pid
-run_offset=$((run_offset + 1))
 mkdir -p "$raw/flood-paced-flooder.acks"
 wrk -t1 -c4 -d"${duration}s" --timeout 10s --latency -s bench/soak.lua "$api_url" -- \
-  "$raw/flooder.csv" "$raw/flood-paced-flooder.acks" "$run_offset" 400 4 > "$raw/flood-paced-flooder.wrk.txt" 2>&1
+  "$raw/flooder.csv" "$raw/flood-paced-flooder.acks" "$(next_offset)" 400 4 > "$raw/flood-paced-flooder.wrk.txt" 2>&1
 wait "$others_pid"
 check flood-paced-others "the fleet beside the paced flood: p99 $(field flood-paced-others p99_ms) ms"
 check flood-paced-flooder "device 1 at $(field flood-paced-flooder rps) requests/s: $(field flood-paced-flooder ok) answered 2xx"

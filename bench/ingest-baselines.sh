@@ -124,7 +124,7 @@ release_projection() {
 # before and after, PostgreSQL's per process: pg_cpu_mark); after a round of held, the backlog is projected and its
 # CPU an event goes there too. explain_round adds one more service round, not counted, with the rest.
 measure() {
-  run_offset=$((run_offset + 1))
+  run_offset=$(next_offset)
   local target=$1 seconds=$2 counted=0 app0 line requests
   [ "$seconds" = "$duration" ] && counted=1
   [ "$target" != held ] || hold_projection
@@ -151,7 +151,7 @@ measure() {
 # planning and execution time), with the API's CPU seconds, to raw/service-rounds.txt. Its figure is not the
 # service's: on 2026-12-06 the instrumented round ran at about 0.7 of the counted ones, with a p99 of 530 ms.
 explain_round() {
-  run_offset=$((run_offset + 1))
+  run_offset=$(next_offset)
   track_statements top
   psql_fm -Atc "SELECT pg_stat_statements_reset()" > /dev/null
   sample_waits "$raw/waits.tmp" &

@@ -15,6 +15,11 @@ pg_bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 as_pg() { if [ "$(id -u)" -eq 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi; }
 free_port() { local p=$1; while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done; echo "$p"; }
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
+# next_offset: 1, 2, 3... one more at each call in this run, for the offset bench/ingest.lua takes (each moves the
+# devices' clocks a day on: bench/common.lua). Kept in a file: loads run in command substitutions, whose variables
+# do not come back to the script.
+mkdir -p "$out"; offset_file="$out/.run-offset"; echo 0 > "$offset_file"
+next_offset() { local n; n=$(( $(cat "$offset_file") + 1 )); echo "$n" > "$offset_file"; echo "$n"; }
 
 build_api() {
   log "building the API (Release)"
@@ -203,16 +208,14 @@ track_statements() {
 # of fleet.csv), psql_fm, and a table acked (id bigint) in the database.
 failures=()
 fail() { failures+=("$*"); log "FAILED: $*"; }
-run_offset=0
 
 # load NAME URL CONNECTIONS [SECONDS]: wrk posting events for the phase's duration (or SECONDS: SIGINT ends it
 # sooner, with its summary), in the background; sets load_pid.
 load() {
   local name=$1 url=$2 conns=$3 seconds=${4:-$duration}
-  run_offset=$((run_offset + 1))
   mkdir -p "$raw/$name.acks"
   wrk -t2 -c"$conns" -d"${seconds}s" --timeout 10s --latency -s bench/ingest.lua "$url" -- \
-    "$raw/fleet.csv" "$raw/$name.acks" "$run_offset" > "$raw/$name.wrk.txt" 2>&1 &
+    "$raw/fleet.csv" "$raw/$name.acks" "$(next_offset)" > "$raw/$name.wrk.txt" 2>&1 &
   load_pid=$!
 }
 field() { sed -nE "s/^RESULT.* $2=([^ ]*).*/\1/p" "$raw/$1.wrk.txt" 2>/dev/null || true; }

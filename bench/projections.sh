@@ -43,11 +43,9 @@ psql_fm -c "\\copy (SELECT id, 'fmd_b' || md5(id::text) FROM devices ORDER BY id
 psql_fm -c "\\copy (SELECT id, 'fmd_b' || md5(id::text) FROM devices WHERE project_id = 1 ORDER BY id) TO '$raw/p1.csv' CSV"
 psql_fm -c "\\copy (SELECT id, 'fmd_b' || md5(id::text) FROM devices WHERE project_id = 2 ORDER BY id) TO '$raw/p2.csv' CSV"
 
-run_offset=0
 # wrk_run URL CONNECTIONS SECONDS SCRIPT ARGS...: prints wrk's RESULT line.
 wrk_run() {
   local url=$1 conns=$2 seconds=$3 script=$4; shift 4
-  run_offset=$((run_offset + 1))
   wrk -t2 -c"$conns" -d"${seconds}s" --timeout 10s --latency -s "bench/$script" "$url" -- "$@" 2>&1 | grep '^RESULT'
 }
 value() { echo "$1" | sed -nE "s/.* $2=([^ ]*).*/\1/p"; }
@@ -83,17 +81,17 @@ until_projected() {
 }
 
 log "warming the service and the naive endpoint for ${warmup} s each"
-wrk_run "http://127.0.0.1:$api_port" 64 "$warmup" ingest.lua "$raw/all.csv" "" "$run_offset" > /dev/null
-wrk_run "http://127.0.0.1:$naive_port" 64 "$warmup" ingest.lua "$raw/all.csv" "" "$run_offset" /naive/ > /dev/null
+wrk_run "http://127.0.0.1:$api_port" 64 "$warmup" ingest.lua "$raw/all.csv" "" "$(next_offset)" > /dev/null
+wrk_run "http://127.0.0.1:$naive_port" 64 "$warmup" ingest.lua "$raw/all.csv" "" "$(next_offset)" /naive/ > /dev/null
 until_projected > /dev/null
 
 log "naive endpoint, 64 connections, ${duration} s"
-naive=$(wrk_run "http://127.0.0.1:$naive_port" 64 "$duration" ingest.lua "$raw/all.csv" "" "$run_offset" /naive/)
+naive=$(wrk_run "http://127.0.0.1:$naive_port" 64 "$duration" ingest.lua "$raw/all.csv" "" "$(next_offset)" /naive/)
 log "naive: $naive"
 log "ten-projects: single reports over 10 projects, 64 connections, ${lag_duration} s, the lag sampled every second"
 sample_lag > "$raw/lag.txt" &
 sampler=$!
-ten=$(wrk_run "http://127.0.0.1:$api_port" 64 "$lag_duration" ingest.lua "$raw/all.csv" "" "$run_offset")
+ten=$(wrk_run "http://127.0.0.1:$api_port" 64 "$lag_duration" ingest.lua "$raw/all.csv" "" "$(next_offset)")
 drained_ms=$(until_projected)
 kill "$sampler" 2>/dev/null || true
 wait "$sampler" 2>/dev/null || true
@@ -105,27 +103,27 @@ tail -n +$((half + 1)) "$raw/lag.txt" > "$raw/lag-second-half.txt"
 mean_of() { awk -v c="$2" '{ s += $c; n++ } END { printf "%.3f", (n ? s / n : 0) }' "$1"; }
 
 log "flood: project 2 singly on 16 connections, alone for ${duration} s"
-alone=$(wrk_run "http://127.0.0.1:$api_port" 16 "$duration" ingest.lua "$raw/p2.csv" "" "$run_offset")
+alone=$(wrk_run "http://127.0.0.1:$api_port" 16 "$duration" ingest.lua "$raw/p2.csv" "" "$(next_offset)")
 log "alone: $alone"
 until_projected > /dev/null
 # A tenth of the ten-projects rate over 16 connections: each connection's pause in ms (the latency adds to it).
 pause_ms=$(awk -v r="$(value "$ten" rps)" 'BEGIN { printf "%d", 16 * 1000 * 10 / r }')
 log "flood: project 2 at a fixed pace (16 connections, ${pause_ms} ms between a connection's reports), alone for ${duration} s"
-paced_alone=$(wrk_run "http://127.0.0.1:$api_port" 16 "$duration" paced.lua "$raw/p2.csv" "" "$((run_offset + 300))" /firmware/ "$pause_ms")
+paced_alone=$(wrk_run "http://127.0.0.1:$api_port" 16 "$duration" paced.lua "$raw/p2.csv" "" "$(next_offset)" /firmware/ "$pause_ms")
 log "paced alone: $paced_alone"
 until_projected > /dev/null
 log "flood: project 2 singly on 16 connections while project 1 sends 1000-event batches on 4, ${duration} s"
-wrk_run "http://127.0.0.1:$api_port" 4 "$duration" batch.lua "$raw/p1.csv" "$((run_offset + 100))" 1000 > "$raw/flooder.txt" &
+wrk_run "http://127.0.0.1:$api_port" 4 "$duration" batch.lua "$raw/p1.csv" "$(next_offset)" 1000 > "$raw/flooder.txt" &
 flooder=$!
-beside=$(wrk_run "http://127.0.0.1:$api_port" 16 "$duration" ingest.lua "$raw/p2.csv" "" "$run_offset")
+beside=$(wrk_run "http://127.0.0.1:$api_port" 16 "$duration" ingest.lua "$raw/p2.csv" "" "$(next_offset)")
 wait "$flooder"
 flood=$(cat "$raw/flooder.txt")
 log "beside the flood: $beside; the flood: $flood"
 until_projected > /dev/null
 log "flood: project 2 at the same pace while project 1 sends 1000-event batches on 4, ${duration} s"
-wrk_run "http://127.0.0.1:$api_port" 4 "$duration" batch.lua "$raw/p1.csv" "$((run_offset + 200))" 1000 > "$raw/flooder-paced.txt" &
+wrk_run "http://127.0.0.1:$api_port" 4 "$duration" batch.lua "$raw/p1.csv" "$(next_offset)" 1000 > "$raw/flooder-paced.txt" &
 flooder=$!
-paced_beside=$(wrk_run "http://127.0.0.1:$api_port" 16 "$duration" paced.lua "$raw/p2.csv" "" "$((run_offset + 400))" /firmware/ "$pause_ms")
+paced_beside=$(wrk_run "http://127.0.0.1:$api_port" 16 "$duration" paced.lua "$raw/p2.csv" "" "$(next_offset)" /firmware/ "$pause_ms")
 wait "$flooder"
 flood_paced=$(cat "$raw/flooder-paced.txt")
 log "paced beside the flood: $paced_beside; the flood: $flood_paced"

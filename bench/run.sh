@@ -91,7 +91,7 @@ metric() { sed -nE "s/^RESULT.* $2=([^ ]*).*/\1/p" "$raw/$1.txt"; }
 # wrk_phase NAME CONNECTIONS SCRIPT ARGS...: runs wrk for the phase's duration and adds a row; the backends' waits
 # go to raw/NAME-waits.txt (counts of samples).
 # warm PHASE CONNECTIONS SCRIPT ARGS...: the phase's own requests, not measured, in rounds of $warmup seconds until the
-# runtime has finished compiling them (at most $warm_max seconds); an argument RUN becomes the round's number, so
+# runtime has finished compiling them (at most $warm_max seconds); an argument RUN becomes a new offset (next_offset), so
 # that warm-up events never repeat each other's or the phase's. The runtime compiles hot methods again, optimized,
 # in the background for many seconds after they are first used (tiered compilation): a history load compiled for
 # 8.3 s of its first 20 s and 0.03-0.13 s in each 5 s after that (`dotnet_jit_compilation_time_seconds_total`).
@@ -110,7 +110,7 @@ warm() {
   jit1=$(jit_seconds)
   while :; do
     round=$((round + 1)); jit0=$jit1
-    args=(); for a in "$@"; do [ "$a" = RUN ] && a=$round; args+=("$a"); done
+    args=(); for a in "$@"; do [ "$a" = RUN ] && a=$(next_offset); args+=("$a"); done
     wrk -t2 -c"$conns" -d"${warmup}s" -s "bench/$script" "http://127.0.0.1:$api_port" -- "${args[@]}" > /dev/null 2>&1
     jit1=$(jit_seconds)
     # Settled: the round spent under 5% of its time compiling.
@@ -210,7 +210,7 @@ if [ "$webhook" = 1 ]; then
   # phase measures with them analyzed after its warm-up, as autovacuum would have them on a running system.
   warm ingest 64 ingest.lua "$out/sample.csv" "" RUN
   psql_fm -c "ANALYZE"
-  wrk_phase ingest-no-webhook 64 ingest.lua "$out/sample.csv" >/dev/null
+  wrk_phase ingest-no-webhook 64 ingest.lua "$out/sample.csv" "" "$(next_offset)" >/dev/null
   receiver_port=$(free_port 19080)
   python3 bench/webhook-receiver.py "$receiver_port" "$raw/receiver-count.txt" &
   receiver_pid=$!
@@ -234,7 +234,7 @@ if [ "$webhook" = 1 ]; then
     first_new=$(psql_fm -tAc "SELECT COALESCE(max(id), 0) FROM firmware_events")
     warm ingest 64 ingest.lua "$out/sample.csv" "" RUN
     psql_fm -c "ANALYZE"
-    wrk_phase "$name" 64 ingest.lua "$out/sample.csv" >/dev/null
+    wrk_phase "$name" 64 ingest.lua "$out/sample.csv" "" "$(next_offset)" >/dev/null
     # Deliveries are projected from the feed after the reports are answered: wait until every project is projected.
     caught_up "$name" > /dev/null
     stored=$(psql_fm -tAc "SELECT count(*) FROM firmware_events WHERE id > $first_new")
@@ -317,7 +317,7 @@ lost=0
 log "phase 1: ingest, 64 connections"
 warm ingest 64 ingest.lua "$out/sample.csv" "" RUN
 before=$(count_events)
-line=$(wrk_phase ingest 64 ingest.lua "$out/sample.csv")
+line=$(wrk_phase ingest 64 ingest.lua "$out/sample.csv" "" "$(next_offset)")
 after=$(count_events)
 acked=$(echo "$line" | sed -E 's/.* ok=([0-9]+).*/\1/')
 grew=$((after - before))
