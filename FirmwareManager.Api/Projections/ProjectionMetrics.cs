@@ -8,6 +8,7 @@ public sealed class ProjectionMetrics
 {
     private readonly Counter<long> _steps;
     private readonly Counter<long> _events;
+    private readonly Counter<long> _claimsMissed;
     private readonly Histogram<double> _lag;
     private readonly Histogram<double> _stepDuration;
     private long _waiting;
@@ -23,6 +24,10 @@ public sealed class ProjectionMetrics
             "firmware_manager.projection.events",
             unit: "{event}",
             description: "Events this instance projected into the derived state.");
+        _claimsMissed = meter.CreateCounter<long>(
+            "firmware_manager.projection.claims_missed",
+            unit: "{claim}",
+            description: "Steps this instance began that found the project's position held by another step (another instance's), and did nothing.");
         _lag = meter.CreateHistogram<double>(
             "firmware_manager.projection.lag",
             unit: "s",
@@ -50,6 +55,8 @@ public sealed class ProjectionMetrics
             _lag.Record(Math.Max(0, l.TotalSeconds));
         }
     }
+
+    public void ClaimMissed() => _claimsMissed.Add(1);
 
     public void Waiting(long events) => Volatile.Write(ref _waiting, events);
 }

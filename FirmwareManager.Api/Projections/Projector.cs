@@ -26,7 +26,8 @@ public sealed class ProjectionOptions
 
     /// <summary>
     /// How often this instance looks for projects whose feed is ahead of their position (another instance's reports, or
-    /// a stopped instance's projects), in milliseconds. Reports this instance stored are projected at once.
+    /// a stopped instance's projects), in milliseconds. Reports this instance stored are projected at once. Also how long
+    /// a project waits for this instance's next step after one found it held by another instance's step.
     /// </summary>
     [Range(20, 60_000)]
     public int DiscoveryIntervalMs { get; set; } = 500;
@@ -66,8 +67,9 @@ public sealed class ProjectionOptions
 /// queue their project at once (<see cref="Notify"/>); a discovery
 /// every <see cref="ProjectionOptions.DiscoveryIntervalMs"/> finds the rest (one statement over every shard on Citus,
 /// like the webhook sender's). Several instances share the work through the position's row lock: a step finding it
-/// held does nothing, and the project comes back on a later turn, so a stopped instance's projects are taken over
-/// at the next discovery.
+/// held does nothing, and the project's next turn on this instance waits <see cref="ProjectionOptions.DiscoveryIntervalMs"/>
+/// (its reports meanwhile queue nothing sooner), so a stopped instance's projects are taken over at the next discovery
+/// and a running one's are not claimed again at every report.
 /// </summary>
 public sealed class Projector : BackgroundService
 {
@@ -90,7 +92,8 @@ public sealed class Projector : BackgroundService
     private readonly Channel<long> _queue = Channel.CreateUnbounded<long>();
     private readonly HashSet<long> _queued = [];
 
-    // When each project's next step may start (Environment.TickCount64), after a step of this instance that was not full.
+    // When each project's next step may start (Environment.TickCount64), after a step of this instance that was not full
+    // or that found the project held by another's.
     private readonly Dictionary<long, long> _notBefore = [];
 
     // Projects with a step of this instance running, and those of them queued meanwhile: a second worker does not
@@ -236,7 +239,19 @@ public sealed class Projector : BackgroundService
                 var started = DateTime.UtcNow;
                 var startedTicks = Environment.TickCount64;
                 var outcome = await _steps.RunAsync(projectId, _options.StepSize, stoppingToken);
-                if (outcome.Claimed && outcome.To > outcome.From)
+                if (!outcome.Claimed)
+                {
+                    // Another instance's step holds the position (or, during an upgrade, an older instance's): it is
+                    // projecting these events now. Without a pause this instance's own reports would queue the project
+                    // again at once, each time a claim of its own that finds the row locked (one at every group commit).
+                    lock (_lock)
+                    {
+                        _notBefore[projectId] = startedTicks + _options.DiscoveryIntervalMs;
+                    }
+
+                    _metrics.ClaimMissed();
+                }
+                else if (outcome.To > outcome.From)
                 {
                     lock (_lock)
                     {

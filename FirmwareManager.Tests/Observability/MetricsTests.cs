@@ -55,7 +55,7 @@ public sealed class MetricsTests(FirmwareManagerApp app) : ApiTest(app)
         }
     }
 
-    private static double Increase(string before, string after, string series) => Value(after, series) - Value(before, series);
+    internal static double Increase(string before, string after, string series) => Value(after, series) - Value(before, series);
 
     private static double Value(string exposition, string series)
     {

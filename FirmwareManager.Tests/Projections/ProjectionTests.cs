@@ -3,6 +3,7 @@ using System.Net.Http.Json;
 using Dapper;
 using FirmwareManager.Api.Projections;
 using FirmwareManager.Tests.Infrastructure;
+using FirmwareManager.Tests.Observability;
 using Microsoft.Extensions.DependencyInjection;
 using Npgsql;
 using static FirmwareManager.Tests.Firmware.PagingHistoryTests;
@@ -321,6 +322,48 @@ public sealed class ProjectionTests(ProjectionTests.AnsweredWhenStored service) 
         (await connection.ExecuteScalarAsync<string>("SELECT current_firmware FROM devices WHERE project_id = 1 AND id = 1")).Should().Be("8.0.0");
         (await connection.ExecuteScalarAsync<long>("SELECT sum(devices) FROM firmware_version_counts WHERE project_id = 1 AND firmware = '8.0.0'"))
             .Should().Be(1, "the killed step kept nothing, and the next one counted the report once");
+        (await _app.Services.GetRequiredService<ProjectionRecount>().DifferencesAsync(1, CancellationToken.None)).Should().BeEmpty();
+    }
+
+    [Fact]
+    public async Task A_project_whose_position_another_step_holds_is_tried_again_after_the_discovery_interval_not_at_every_report()
+    {
+        using var device = _app.ClientWithKey(FirmwareManagerApp.DeviceKey1);
+        using var member = _app.ClientWithKey(FirmwareManagerApp.MemberKey1);
+        using var scraper = _app.CreateClient();
+        var first = FeedPosition(await device.PostEventAsync(1, Event("7.0.0", "installed", At)));
+        (await member.GetAsync($"/devices/1?min_position={first}")).StatusCode.Should().Be(HttpStatusCode.OK);
+        const string missed = """firmware_manager_projection_claims_missed_total{otel_scope_name="FirmwareManager"}""";
+        var before = await scraper.GetStringAsync("/metrics");
+
+        // The position's row held as another instance's step holds it while it runs.
+        await using var holder = _app.OpenConnection();
+        await using var hold = await holder.BeginTransactionAsync();
+        (await holder.ExecuteScalarAsync<long?>("SELECT position FROM project_projections WHERE project_id = 1 FOR UPDATE", transaction: hold))
+            .Should().Be(first, "the project's position row exists once a step has projected its first report");
+        var started = Environment.TickCount64;
+        long last = 0;
+        var reports = 0;
+        for (var i = 0; Environment.TickCount64 - started < 1500; i++)
+        {
+            var report = await device.PostEventAsync(1, Event($"7.{i + 1}.0", "updated", At.AddMinutes(i + 1)));
+            report.StatusCode.Should().Be(HttpStatusCode.Created);
+            last = FeedPosition(report);
+            reports++;
+        }
+
+        var elapsed = Environment.TickCount64 - started;
+        await Task.Delay(400); // the exporter may serve a scrape from the last 300 ms again
+        var scraped = await scraper.GetStringAsync("/metrics");
+        var tried = MetricsTests.Increase(before, scraped, missed);
+        await hold.RollbackAsync();
+
+        // Each report queues its project; a step that found the row held waits DiscoveryIntervalMs (500 ms) before the
+        // next: at most one try a 500 ms over the reports and the scrape's wait, and one more for the first. With the
+        // project queued again at each report (the code before) this found one try for nearly every report.
+        reports.Should().BeGreaterThan(10, "the reports kept coming while the row was held");
+        tried.Should().BeGreaterThan(0).And.BeLessThanOrEqualTo((elapsed + 400) / 500 + 2, $"{reports} reports in {elapsed} ms while the position was held");
+        (await member.GetAsync($"/devices/1?min_position={last}")).StatusCode.Should().Be(HttpStatusCode.OK, "the row released, the project is projected");
         (await _app.Services.GetRequiredService<ProjectionRecount>().DifferencesAsync(1, CancellationToken.None)).Should().BeEmpty();
     }
 
