@@ -16,7 +16,7 @@ as_pg() { if [ "$(id -u)" -eq 0 ]; then (cd / && runuser -u postgres -- "$@"); e
 free_port() { local p=$1; while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done; echo "$p"; }
 now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 # next_offset: 1, 2, 3... one more at each call in this run, for the offset bench/ingest.lua takes (each moves the
-# devices' clocks a day on: bench/common.lua). Kept in a file: loads run in command substitutions, whose variables
+# devices' clocks 27.8 hours on: bench/common.lua). Kept in a file: loads run in command substitutions, whose variables
 # do not come back to the script.
 mkdir -p "$out"; offset_file="$out/.run-offset"; echo 0 > "$offset_file"
 next_offset() { local n; n=$(( $(cat "$offset_file") + 1 )); echo "$n" > "$offset_file"; echo "$n"; }
