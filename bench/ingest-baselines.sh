@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Single reports against the two baselines of issue 28, in one run on one database (bench/ingest-baselines.sh
-# [--quick] [--projects 1|10] [--targets 'service naive limit'] [--batch N] [--key-cache N]): 100,000 devices in each of 1 or 10 projects, each with its own key, reports from
+# [--quick] [--projects 1|10] [--devices N] [--targets 'service naive limit'] [--batch N] [--key-cache N]): 100,000 devices
+# (or N) in each of 1 or 10 projects, each with its own key, reports from
 # random devices of them all; 64 connections; each target warmed, then measured in alternating
 # rounds:
 #   service  POST /firmware/{id}: the product (keys, validation, group commit, derived state)
@@ -28,10 +29,11 @@ while [ $# -gt 0 ]; do
   case $1 in
     --quick) devices=10000; duration=3; rounds=1; warmup=2 ;;
     --projects) projects=$2; shift ;;
+    --devices) devices=${2:?--devices N}; shift ;;
     --targets) targets=$2; shift ;;
     --batch) batch=$2; shift ;;
     --key-cache) key_cache=${2:?--key-cache N}; shift ;;
-    *) echo "usage: bench/ingest-baselines.sh [--quick] [--projects 1|10] [--targets 'service naive limit'] [--batch N] [--key-cache N]" >&2; exit 2 ;;
+    *) echo "usage: bench/ingest-baselines.sh [--quick] [--projects 1|10] [--devices N] [--targets 'service naive limit'] [--batch N] [--key-cache N]" >&2; exit 2 ;;
   esac
   shift
 done
